@@ -1,0 +1,78 @@
+"""Datasets: ``@register_dataset`` on a loader function, ``load(name, **params)`` to get a TaskData."""
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from mmbench.errors import UserError, closest
+
+
+@dataclass
+class Split:
+    xs: list[np.ndarray]   # one (N, d_m) float32 array per modality
+    y: np.ndarray          # (N,) int64 class labels
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+@dataclass
+class TaskData:
+    """A task ready to train on: three splits, modality names and dims, and what is known about it."""
+    name: str
+    train: Split
+    val: Split
+    test: Split
+    modalities: list[str]
+    num_classes: int
+    info: dict = field(default_factory=dict)  # e.g. bayes_accuracy, chance_accuracy: saved beside the results
+
+    @property
+    def input_dims(self) -> list[int]:
+        return [x.shape[1] for x in self.train.xs]
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    fn: Callable[..., TaskData]
+    description: str
+    params: tuple[str, ...]
+
+
+_REGISTRY: dict[str, DatasetInfo] = {}
+
+
+def register_dataset(name: str) -> Callable:
+    def deco(fn: Callable[..., TaskData]) -> Callable[..., TaskData]:
+        doc = (fn.__doc__ or "").strip().splitlines()
+        _REGISTRY[name] = DatasetInfo(name, fn, doc[0] if doc else "", tuple(inspect.signature(fn).parameters))
+        return fn
+
+    return deco
+
+
+def available() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def info(name: str) -> DatasetInfo:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise UserError(f"unknown dataset '{name}'{closest(name, _REGISTRY)}") from None
+
+
+def load(name: str, **params) -> TaskData:
+    entry = info(name)
+    unknown = sorted(set(params) - set(entry.params))
+    if unknown:
+        raise UserError(f"dataset '{name}' has no parameter '{unknown[0]}'{closest(unknown[0], entry.params)}; "
+                        f"it takes: {', '.join(entry.params)}")
+    try:
+        return entry.fn(**params)
+    except (ValueError, TypeError) as exc:
+        raise UserError(f"dataset '{name}': {exc}") from None

@@ -1,0 +1,84 @@
+"""The environment of a run: everything that changes a timing, saved as env.json."""
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import platform
+import subprocess
+from pathlib import Path
+
+import psutil
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _governor() -> str | None:
+    try:
+        return Path("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor").read_text().strip()
+    except OSError:
+        return None
+
+
+def git_sha(path: str | Path) -> str | None:
+    try:
+        out = subprocess.run(["git", "-C", str(path), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        if out.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "-C", str(path), "status", "--porcelain"], capture_output=True, text=True,
+                               timeout=5).stdout.strip()
+        return out.stdout.strip() + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _gpu(device: str) -> dict:
+    import torch
+
+    if not torch.cuda.is_available():
+        return {}
+    idx = torch.cuda.current_device()
+    props = torch.cuda.get_device_properties(idx)
+    info = {"gpu_name": props.name, "gpu_memory_mib": props.total_memory // 2**20,
+            "gpu_capability": f"{props.major}.{props.minor}", "cuda": torch.version.cuda,
+            "cudnn": torch.backends.cudnn.version(), "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
+            "tf32_cudnn": torch.backends.cudnn.allow_tf32}
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        h = pynvml.nvmlDeviceGetHandleByIndex(idx)
+        info.update(driver=pynvml.nvmlSystemGetDriverVersion(),
+                    sm_clock_mhz=pynvml.nvmlDeviceGetClockInfo(h, pynvml.NVML_CLOCK_SM),
+                    max_sm_clock_mhz=pynvml.nvmlDeviceGetMaxClockInfo(h, pynvml.NVML_CLOCK_SM),
+                    mem_clock_mhz=pynvml.nvmlDeviceGetClockInfo(h, pynvml.NVML_CLOCK_MEM))
+        pynvml.nvmlShutdown()
+    except Exception as exc:  # NVML missing or unusable: record why rather than fail the run
+        info["nvml_error"] = str(exc)
+    return info
+
+
+def environment(device: str, suite_dir: str | Path | None = None) -> dict:
+    import numpy
+    import torch
+
+    from mmbench import __version__
+
+    return {
+        "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "mmbench": __version__, "python": platform.python_version(), "torch": torch.__version__,
+        "numpy": numpy.__version__, "platform": platform.platform(), "hostname": platform.node(),
+        "cpu_model": _cpu_model(), "cpu_count_logical": psutil.cpu_count(),
+        "cpu_count_physical": psutil.cpu_count(logical=False), "cpu_governor": _governor(),
+        "torch_threads": torch.get_num_threads(), "memory_total_mib": psutil.virtual_memory().total // 2**20,
+        "device": device, "git_sha": git_sha(suite_dir) if suite_dir else None,
+        "mmbench_git_sha": git_sha(Path(__file__).resolve().parent),
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), **_gpu(device),
+    }

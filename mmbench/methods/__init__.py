@@ -1,0 +1,7 @@
+"""The fusion zoo. ``create(name, dims, out_dim, **hp)`` builds one; ``available()`` lists them."""
+from mmbench.methods.registry import MethodInfo, available, create, info, register_method
+
+# Importing the family modules registers their methods.
+from mmbench.methods import basic, tensor  # noqa: E402,F401
+
+__all__ = ["MethodInfo", "available", "create", "info", "register_method"]

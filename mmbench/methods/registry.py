@@ -1,0 +1,124 @@
+"""The method registry: ``@register_method`` on a class, ``create(name, dims, out_dim, **hp)`` to build one.
+
+Each entry records what the runner and the planner need to know without building a module: the family, the input
+kind (vectors or sequences), how many modalities it takes, and which hyperparameter a suite's ``rank`` sweep sets.
+"""
+from __future__ import annotations
+
+import fnmatch
+import importlib
+import inspect
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+from torch import nn
+
+from mmbench.errors import UserError, closest
+
+
+@dataclass(frozen=True)
+class MethodInfo:
+    name: str
+    cls: type
+    family: str
+    description: str
+    inputs: str = "vectors"            # "vectors" | "sequences" | "both"
+    min_modalities: int = 2
+    max_modalities: int | None = None  # None: any number
+    rank_param: str | None = None      # hyperparameter that a suite's `rank` axis sets
+    hyperparams: tuple[str, ...] = field(default=())
+
+    def check_modalities(self, n: int) -> None:
+        hi = self.max_modalities
+        if n < self.min_modalities or (hi is not None and n > hi):
+            want = f"{self.min_modalities}" + ("+" if hi is None else ("" if hi == self.min_modalities else f"-{hi}"))
+            raise UserError(f"method '{self.name}' takes {want} modalities, got {n}")
+
+
+_REGISTRY: dict[str, MethodInfo] = {}
+
+
+def register_method(name: str, *, family: str, inputs: str = "vectors", min_modalities: int = 2,
+                    max_modalities: int | None = None, rank_param: str | None = None) -> Callable[[type], type]:
+    """Class decorator. The description is the first line of the class docstring."""
+
+    def deco(cls: type) -> type:
+        if name in _REGISTRY:
+            raise ValueError(f"method '{name}' registered twice")
+        doc = (cls.__doc__ or "").strip().splitlines()
+        _REGISTRY[name] = MethodInfo(
+            name=name, cls=cls, family=family, description=doc[0] if doc else "", inputs=inputs,
+            min_modalities=min_modalities, max_modalities=max_modalities, rank_param=rank_param,
+            hyperparams=_hyperparams(cls))
+        cls.method_name = name
+        return cls
+
+    return deco
+
+
+def _hyperparams(cls: type) -> tuple[str, ...]:
+    sig = inspect.signature(cls.__init__)
+    return tuple(p for p in sig.parameters if p not in ("self", "dims", "out_dim")
+                 and sig.parameters[p].kind is not inspect.Parameter.VAR_KEYWORD)
+
+
+def available(pattern: str = "*") -> list[str]:
+    """Registered method names, sorted, optionally filtered by a glob pattern."""
+    return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
+
+
+def info(name: str) -> MethodInfo:
+    """The registry entry of a method, or of a user's ``package.module:ClassName``."""
+    if ":" in name:
+        return _user_method(name)
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise UserError(f"unknown method '{name}'{closest(name, _REGISTRY)}") from None
+
+
+def create(name: str, dims: Sequence[int], out_dim: int, **hyperparams) -> nn.Module:
+    """Build a fusion module. Hyperparameters left as None are dropped so the class's defaults apply."""
+    entry = info(name)
+    dims = [int(d) for d in dims]
+    if any(d <= 0 for d in dims):
+        raise UserError(f"modality dims must be positive, got {dims}")
+    if out_dim <= 0:
+        raise UserError(f"out_dim must be positive, got {out_dim}")
+    entry.check_modalities(len(dims))
+    hp = {k: v for k, v in hyperparams.items() if v is not None}
+    unknown = sorted(set(hp) - set(entry.hyperparams))
+    if unknown and not _takes_var_kwargs(entry.cls):
+        raise UserError(f"method '{entry.name}' has no hyperparameter '{unknown[0]}'"
+                        f"{closest(unknown[0], entry.hyperparams)}; it takes: {', '.join(entry.hyperparams) or 'none'}")
+    try:
+        return entry.cls(dims, out_dim, **hp)
+    except (ValueError, TypeError) as exc:
+        raise UserError(f"method '{entry.name}': {exc}") from None
+
+
+def _takes_var_kwargs(cls: type) -> bool:
+    return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in inspect.signature(cls.__init__).parameters.values())
+
+
+def _user_method(spec: str) -> MethodInfo:
+    """Import ``package.module:ClassName`` (only when a suite names it) and check the interface."""
+    mod_name, _, cls_name = spec.partition(":")
+    try:
+        module = importlib.import_module(mod_name)
+    except Exception as exc:  # any import-time failure is the user's module, not ours
+        raise UserError(f"cannot import '{mod_name}' for method '{spec}': {type(exc).__name__}: {exc}") from None
+    cls = getattr(module, cls_name, None)
+    if cls is None:
+        raise UserError(f"module '{mod_name}' has no class '{cls_name}'")
+    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+        raise UserError(f"'{spec}' is not a torch.nn.Module subclass")
+    params = list(inspect.signature(cls.__init__).parameters)[1:3]
+    if params != ["dims", "out_dim"]:
+        raise UserError(f"'{spec}' must take (dims, out_dim, **hyperparams) in its constructor")
+    return MethodInfo(name=spec, cls=cls, family=getattr(cls, "family", "user"),
+                      description=(cls.__doc__ or "").strip().split("\n")[0],
+                      inputs=getattr(cls, "inputs", "vectors"),
+                      min_modalities=getattr(cls, "min_modalities", 2),
+                      max_modalities=getattr(cls, "max_modalities", None),
+                      rank_param=getattr(cls, "rank_param", None), hyperparams=_hyperparams(cls))

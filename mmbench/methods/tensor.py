@@ -1,0 +1,116 @@
+"""Tensor fusion (TFN, Zadeh et al. 2017) and its low-rank factorisation (LMF, Liu et al. 2018)."""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from mmbench.methods.base import Fusion, with_ones
+from mmbench.methods.registry import register_method
+
+
+@register_method("tfn", family="tensor")
+class TensorFusion(Fusion):
+    """Tensor Fusion Network: y = Linear(vec(x̃_1 ⊗ … ⊗ x̃_M)), x̃ = [x; 1]; parameters grow with Π(d_m+1).
+
+    The weight is the Linear's, shape (o, D) with D = Π(d_m+1), and the function is exactly that Linear applied to the
+    outer product. When o < d_M+1 the outer product is never materialised: the weight, seen as an (o, D_1, …, D_M)
+    tensor, is contracted with x̃_M, then x̃_{M-1}, … (same function, B·o·D/D_M intermediate values instead of B·D).
+    """
+
+    def __init__(self, dims: Sequence[int], out_dim: int):
+        super().__init__(dims, out_dim)
+        self.sizes = [d + 1 for d in self.dims]
+        self.linear = nn.Linear(math.prod(self.sizes), out_dim)
+
+    @property
+    def contracts(self) -> bool:
+        return self.out_dim < self.sizes[-1]
+
+    def forward(self, xs: list[torch.Tensor]) -> torch.Tensor:
+        xt = [with_ones(x) for x in xs]
+        if not self.contracts:
+            z = xt[0]
+            for x in xt[1:]:
+                z = (z.unsqueeze(-1) * x.unsqueeze(1)).flatten(1)
+            return self.linear(z)
+        w = self.linear.weight
+        h = torch.nn.functional.linear(xt[-1], w.reshape(-1, self.sizes[-1]))  # (B, o·D_1…D_{M-1})
+        for x, size in zip(reversed(xt[:-1]), reversed(self.sizes[:-1])):
+            h = torch.bmm(h.reshape(h.shape[0], -1, size), x.unsqueeze(-1)).squeeze(-1)
+        return h + self.linear.bias
+
+    def expected_params(self) -> int:
+        return (math.prod(self.sizes) + 1) * self.out_dim
+
+    def expected_flops(self, batch: int) -> int:
+        o, total = self.out_dim, math.prod(self.sizes)
+        if not self.contracts:
+            return 2 * batch * total * o  # the outer products are elementwise: not counted
+        prefix = [math.prod(self.sizes[:k]) for k in range(1, len(self.sizes))]  # D_1, D_1·D_2, …
+        return 2 * batch * o * (total + sum(prefix))
+
+
+@register_method("lmf", family="tensor", rank_param="rank")
+class LowRankFusion(Fusion):
+    """Low-rank Multimodal Fusion: rank-r factors per modality, y = w_f · (⊙_m x̃_m W_m) + b; grows with Σ(d_m+1).
+
+    Each factor W_m ∈ R^{r×(d_m+1)×o} is stored as one registered (d_m+1, r·o) matrix so that x̃_m W_m is a single
+    addmm (its last row multiplies the appended 1, i.e. it is a bias). w_f ∈ R^{1×r} is learned, as in the reference
+    code.
+    """
+
+    def __init__(self, dims: Sequence[int], out_dim: int, rank: int = 4):
+        super().__init__(dims, out_dim)
+        if rank <= 0:
+            raise ValueError(f"rank must be positive, got {rank}")
+        self.rank = int(rank)
+        self.factors = nn.ParameterList(nn.Parameter(torch.empty(d + 1, rank * out_dim)) for d in self.dims)
+        self.fusion_weights = nn.Parameter(torch.empty(1, rank))
+        self.fusion_bias = nn.Parameter(torch.zeros(1, out_dim))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        # Xavier-normal of the (r, d+1, o) factor tensor, as the reference initialises it.
+        r, o = self.rank, self.out_dim
+        for f in self.factors:
+            std = math.sqrt(2.0 / (f.shape[0] * o + r * o))
+            nn.init.normal_(f, 0.0, std)
+        nn.init.xavier_normal_(self.fusion_weights)
+
+    def forward(self, xs: list[torch.Tensor]) -> torch.Tensor:
+        prod = None
+        for x, w in zip(xs, self.factors):
+            f = torch.addmm(w[-1], x, w[:-1])  # x̃_m W_m, (B, r·o)
+            prod = f if prod is None else prod * f
+        y = torch.matmul(self.fusion_weights, prod.view(-1, self.rank, self.out_dim))  # (B, 1, o)
+        return y.squeeze(1) + self.fusion_bias
+
+    def factor(self, m: int) -> torch.Tensor:
+        """W_m as the paper writes it: (r, d_m+1, o)."""
+        return self.factors[m].view(-1, self.rank, self.out_dim).permute(1, 0, 2)
+
+    def full_weight(self) -> torch.Tensor:
+        """The rank-r tensor Σ_r w_f[r]·W_1[r] ⊗ … ⊗ W_M[r], shaped as a TensorFusion weight (o, Π(d_m+1))."""
+        w = self.fusion_weights[0].view(-1, 1, 1) * self.factor(0)  # (r, D_1, o)
+        for m in range(1, len(self.dims)):
+            w = torch.einsum("rpo,rqo->rpqo", w, self.factor(m)).flatten(1, 2)
+        return w.sum(0).T.contiguous()
+
+    def to_tensor_fusion(self) -> TensorFusion:
+        """The TensorFusion that computes exactly this function (its weight is the rank-r tensor above)."""
+        tfn = TensorFusion(self.dims, self.out_dim)
+        with torch.no_grad():
+            tfn.linear.weight.copy_(self.full_weight())
+            tfn.linear.bias.copy_(self.fusion_bias[0])
+        return tfn
+
+    def expected_params(self) -> int:
+        r, o = self.rank, self.out_dim
+        return r * o * sum(d + 1 for d in self.dims) + r + o
+
+    def expected_flops(self, batch: int) -> int:
+        r, o = self.rank, self.out_dim
+        return 2 * batch * r * o * (sum(self.dims) + 1)  # factor matmuls (bias rows are adds) + the w_f contraction

@@ -1,0 +1,227 @@
+"""Expand a Suite into Trials: plain, frozen, fully resolved configs with stable ids."""
+from __future__ import annotations
+
+import hashlib
+import inspect
+import itertools
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from mmbench import data as datasets
+from mmbench import methods
+from mmbench.errors import UserError
+from mmbench.suite import Suite, locate
+
+RESERVED_AXES = ("dims", "rank")
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One measured configuration. Everything that changes a number is in here, and so in the id."""
+    method: str
+    hparams: dict[str, Any]
+    dims: tuple[int, ...]
+    task: dict[str, Any]          # {"dataset": name, "params": {...resolved}}
+    model: dict[str, Any]
+    train: dict[str, Any]
+    measure: dict[str, Any]
+    device: str
+    label: str = field(default="", compare=False)        # display only: not part of the id
+    task_label: str = field(default="", compare=False)
+
+    def config(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("label"), d.pop("task_label")
+        return d
+
+    @property
+    def id(self) -> str:
+        return trial_id(self.config())
+
+    @property
+    def rank(self) -> Any:
+        rp = methods.info(self.method).rank_param
+        return self.hparams.get(rp) if rp else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "label": self.label, "task_label": self.task_label, **self.config()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Trial":
+        d = {k: v for k, v in d.items() if k != "id"}
+        d["dims"] = tuple(d["dims"])
+        return cls(**d)
+
+
+def trial_id(config: dict[str, Any]) -> str:
+    canonical = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+def resolve_device(requested: str) -> str:
+    import torch
+
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise UserError("device 'cuda' requested but CUDA is not available on this machine", key="measure.device")
+    return requested
+
+
+def _defaults(fn, skip: tuple[str, ...]) -> dict[str, Any]:
+    return {n: p.default for n, p in inspect.signature(fn).parameters.items()
+            if n not in skip and p.default is not inspect.Parameter.empty
+            and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+
+
+def resolve_task(suite: Suite, index: int) -> dict[str, Any]:
+    spec = suite.task_list[index]
+    entry = datasets.info(spec.dataset) if ":" not in spec.dataset else None
+    if entry is None:
+        raise UserError(f"unknown dataset '{spec.dataset}'", **locate(suite, "tasks", index, "dataset"))
+    unknown = sorted(set(spec.params) - set(entry.params))
+    if unknown:
+        where = ("task",) if suite.task is not None else ("tasks", index)
+        raise UserError(f"dataset '{spec.dataset}' has no parameter '{unknown[0]}'; it takes: {', '.join(entry.params)}",
+                        key=".".join(map(str, where + ("params", unknown[0]))),
+                        **locate(suite, *where, "params", unknown[0]))
+    return {"dataset": spec.dataset, "params": {**_defaults(entry.fn, ()), **spec.params}}
+
+
+def expand(suite: Suite, n_modalities: list[int], device: str) -> list[Trial]:
+    """All trials of the suite: tasks × methods × (suite sweep overridden by the method's own sweep).
+
+    ``n_modalities[i]`` is the modality count of task i (integer dims are repeated to it). A suite-level axis applies
+    only to methods that take it (``rank`` means each method's own rank hyperparameter), so a method without a rank is
+    not duplicated across rank values; naming such an axis on the method itself is an error.
+    """
+    trials: list[Trial] = []
+    for ti, _ in enumerate(suite.task_list):
+        task = resolve_task(suite, ti)
+        for mi, spec in enumerate(suite.methods):
+            where = ("methods", mi)
+            try:
+                entry = methods.info(spec.method)
+            except UserError as exc:
+                raise exc.at(key=f"methods.{mi}.method", **locate(suite, *where, "method")) from None
+            defaults = _defaults(entry.cls.__init__, ("self", "dims", "out_dim"))
+            fixed = dict(spec.params)
+            if "rank" in fixed and entry.rank_param != "rank":
+                fixed = _rename_rank(fixed, entry, suite, where + ("params", "rank"))
+            axes = _method_axes(suite, spec, entry, where)
+            for name in fixed:
+                if name not in entry.hyperparams:
+                    raise UserError(f"method '{spec.method}' has no hyperparameter '{name}'; it takes: "
+                                    f"{', '.join(entry.hyperparams) or 'none'}",
+                                    key=f"methods.{mi}.params.{name}", **locate(suite, *where, "params", name))
+                if name in axes:
+                    raise UserError(f"'{name}' is both fixed in params and swept", key=f"methods.{mi}.params.{name}",
+                                    **locate(suite, *where, "params", name))
+            dims_axis = axes.pop("dims", None)
+            if dims_axis is None:
+                raise UserError("no 'dims' to sweep: give sweep.dims at suite level or on the method",
+                                key=f"methods.{mi}", **locate(suite, *where))
+            names = list(axes)
+            for dims_value in dims_axis:
+                dims = _dims(dims_value, n_modalities[ti], suite, mi)
+                for combo in itertools.product(*(axes[n] for n in names)):
+                    hp = {**defaults, **fixed, **dict(zip(names, combo))}
+                    _check_builds(spec.method, dims, hp, suite, mi)
+                    trials.append(Trial(
+                        method=spec.method, hparams=hp, dims=dims, task=task,
+                        model=suite.model.model_dump(), train=suite.train.model_dump(),
+                        measure=suite.measure.model_dump(exclude={"device"}), device=device,
+                        label=spec.label or _auto_label(spec.method, dict(zip(names, combo)), fixed),
+                        task_label=task_label(suite, ti)))
+    _check_unique(trials, suite)
+    return trials
+
+
+def _rename_rank(params: dict, entry, suite, path) -> dict:
+    if entry.rank_param is None:
+        raise UserError(f"method '{entry.name}' has no rank", key=".".join(map(str, path)), **locate(suite, *path))
+    out = dict(params)
+    out[entry.rank_param] = out.pop("rank")
+    return out
+
+
+def _method_axes(suite: Suite, spec, entry, where) -> dict[str, list]:
+    axes: dict[str, list] = {}
+    for name, values in suite.sweep.items():  # suite level: only what this method takes
+        if name == "dims":
+            axes["dims"] = values
+        elif name == "rank":
+            if entry.rank_param:
+                axes[entry.rank_param] = values
+        elif name in entry.hyperparams:
+            axes[name] = values
+    for name, values in spec.sweep.items():  # method level: must apply
+        path = where + ("sweep", name)
+        if name == "dims":
+            axes["dims"] = values
+        elif name == "rank":
+            if not entry.rank_param:
+                raise UserError(f"method '{spec.method}' has no rank to sweep", key=".".join(map(str, path)),
+                                **locate(suite, *path))
+            axes[entry.rank_param] = values
+        elif name in entry.hyperparams:
+            axes[name] = values
+        else:
+            raise UserError(f"method '{spec.method}' has no hyperparameter '{name}'; it takes: "
+                            f"{', '.join(entry.hyperparams) or 'none'}", key=".".join(map(str, path)),
+                            **locate(suite, *path))
+    return axes
+
+
+def _dims(value, m: int, suite: Suite, mi: int) -> tuple[int, ...]:
+    dims = [value] * m if isinstance(value, int) and not isinstance(value, bool) else value
+    ok = isinstance(dims, list) and all(isinstance(d, int) and not isinstance(d, bool) for d in dims)
+    path = ("methods", mi, "sweep", "dims") if "dims" in suite.methods[mi].sweep else ("sweep", "dims")
+    if not ok:
+        raise UserError(f"dims must be an integer or a list of integers, got {value!r}",
+                        key=".".join(map(str, path)), **locate(suite, *path))
+    if any(d <= 0 for d in dims):
+        raise UserError(f"dims must be positive, got {dims}", key=".".join(map(str, path)), **locate(suite, *path))
+    if len(dims) != m:
+        raise UserError(f"dims {dims} has {len(dims)} entries but the task has {m} modalities",
+                        key=".".join(map(str, path)), **locate(suite, *path))
+    return tuple(dims)
+
+
+def _check_builds(method: str, dims, hp: dict, suite: Suite, mi: int) -> None:
+    """Construct the module on the meta device: its own argument checks run, and no memory is allocated."""
+    import torch
+
+    try:
+        with torch.device("meta"):
+            methods.create(method, dims, 2, **hp)
+    except UserError as exc:
+        raise exc.at(key=f"methods.{mi}", **locate(suite, "methods", mi)) from None
+
+
+def _auto_label(method: str, swept: dict, fixed: dict) -> str:
+    shown = {**fixed, **swept}
+    return method if not shown else f"{method}(" + ",".join(f"{k}={v}" for k, v in shown.items()) + ")"
+
+
+def task_label(suite: Suite, index: int) -> str:
+    spec = suite.task_list[index]
+    if spec.label:
+        return spec.label
+    p = resolve_task(suite, index)["params"]
+    return f"{spec.dataset}-{p['interaction']}" if "interaction" in p else spec.dataset
+
+
+def task_key(task: dict) -> str:
+    """Trials of the same task share its data: this is how the runner finds it."""
+    return json.dumps(task, sort_keys=True, default=str)
+
+
+def _check_unique(trials: list[Trial], suite: Suite) -> None:
+    seen: dict[str, Trial] = {}
+    for t in trials:
+        if t.id in seen:
+            raise UserError(f"two entries expand to the same trial ({t.label}, dims {list(t.dims)}): "
+                            "remove one or change its parameters", file=getattr(suite, "_source", None))
+        seen[t.id] = t

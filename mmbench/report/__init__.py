@@ -1,0 +1,1 @@
+"""Reports read run directories only: they need neither torch nor a GPU."""

@@ -1,0 +1,79 @@
+"""The Runner: load the tasks, expand the plan, measure each trial, record each result as soon as it exists."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from mmbench import data as datasets
+from mmbench.errors import UserError
+from mmbench.measure.env import environment
+from mmbench.plan import Trial, expand, resolve_device, resolve_task, task_key, task_label
+from mmbench.report.markdown import write_report
+from mmbench.store import RunDir
+from mmbench.suite import Suite, locate
+from mmbench.trial import TrialResult, run_trial
+
+
+class Progress(Protocol):
+    def start(self, index: int, total: int, trial: Trial) -> None: ...
+    def done(self, index: int, total: int, trial: Trial, result: TrialResult) -> None: ...
+
+
+@dataclass
+class Prepared:
+    """Everything checked and built before anything is written: the device, data per task, the trials."""
+    suite: Suite
+    device: str
+    tasks: dict[str, datasets.TaskData]  # by task_key
+    trials: list[Trial]
+
+
+def prepare(suite: Suite, device: str | None = None) -> Prepared:
+    """Validate fully (datasets load, every trial's module builds on the meta device). Raises UserError."""
+    try:
+        dev = resolve_device(device or suite.measure.device)
+    except UserError as exc:
+        raise exc.at(**locate(suite, "measure", "device")) from None
+    tasks: dict[str, datasets.TaskData] = {}
+    counts = []
+    for i, spec in enumerate(suite.task_list):
+        where = ("task",) if suite.task is not None else ("tasks", i)
+        try:
+            data = datasets.load(spec.dataset, **spec.params)
+        except UserError as exc:
+            raise exc.at(key=".".join(map(str, where)), **locate(suite, *where)) from None
+        tasks[task_key(resolve_task(suite, i))] = data
+        counts.append(len(data.modalities))
+    return Prepared(suite, dev, tasks, expand(suite, counts, dev))
+
+
+def run_suite(prepared: Prepared, out: str | Path, *, suite_text: str = "", quick: bool = False,
+              progress: Progress | None = None) -> RunDir:
+    suite, trials = prepared.suite, prepared.trials
+    run = RunDir.create(out, suite.name)
+    suite_dir = Path(getattr(suite, "_source", ".")).resolve().parent
+    run.write_text("suite.yaml", suite_text)
+    run.write_json("resolved.json", {"suite": suite.model_dump(), "quick": quick, "device": prepared.device,
+                                     "trials": [t.to_dict() for t in trials]})
+    run.write_json("env.json", environment(prepared.device, suite_dir))
+    run.write_json("tasks.json", [
+        {"label": task_label(suite, i), "modalities": d.modalities, "input_dims": d.input_dims,
+         "num_classes": d.num_classes, "sizes": {"train": len(d.train), "val": len(d.val), "test": len(d.test)},
+         **d.info} for i, d in enumerate(prepared.tasks.values())])
+    try:
+        for i, trial in enumerate(trials):
+            if progress:
+                progress.start(i, len(trials), trial)
+            result = run_trial(trial, prepared.tasks[task_key(trial.task)])
+            run.append(result.row, result.raw)
+            if progress:
+                progress.done(i, len(trials), trial, result)
+    except BaseException:
+        run.write_csv()
+        run.set_state("interrupted")
+        raise
+    run.write_csv()
+    run.set_state("complete")
+    write_report(run)  # after the state, so the report says the run is complete
+    return run

@@ -1,0 +1,150 @@
+"""The run directory: every file written atomically or appended durably, so a kill never leaves a torn result.
+
+results/<suite>/<run-id>/
+  run.json         schema version, suite, state (running | complete | interrupted), times
+  suite.yaml       the suite file as given;  resolved.json: the validated suite and every trial's full config
+  env.json         the environment;          tasks.json: what each dataset states (Bayes accuracy, dims, sizes)
+  results.jsonl    one row per finished trial, appended and fsynced (the durable record)
+  samples.jsonl    raw samples per trial (every latency sample, every seed's scores), appended before its row
+  results.csv      the rows as a table (rewritten atomically after each trial)
+  report.md        comparison tables
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import secrets
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+from mmbench.errors import UserError
+
+SCHEMA_VERSION = 1
+FIRST_COLUMNS = ["trial_id", "task", "method", "label", "dims", "rank", "hparams", "device", "status", "error"]
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _json(obj: Any) -> str:
+    return json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n"
+
+
+class RunDir:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._rows: list[dict[str, Any]] | None = None
+        self._csv_written = 0.0
+
+    # --- writing ---------------------------------------------------------------------------------------------------
+    @classmethod
+    def create(cls, out: str | Path, suite_name: str) -> "RunDir":
+        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        path = Path(out) / suite_name / f"{stamp}-{secrets.token_hex(2)}"
+        path.mkdir(parents=True, exist_ok=False)
+        run = cls(path)
+        run.write_json("run.json", {"schema": SCHEMA_VERSION, "suite": suite_name, "state": "running",
+                                    "started": _now(), "finished": None})
+        return run
+
+    def write_json(self, name: str, obj: Any) -> None:
+        atomic_write(self.path / name, _json(obj))
+
+    def write_text(self, name: str, text: str) -> None:
+        atomic_write(self.path / name, text)
+
+    def set_state(self, state: str) -> None:
+        meta = self.meta()
+        meta.update(state=state, finished=_now() if state != "running" else None)
+        self.write_json("run.json", meta)
+
+    def append(self, row: dict[str, Any], raw: dict[str, Any]) -> None:
+        """Raw samples first, then the row: a row in results.jsonl means its trial is fully recorded."""
+        rows = self.rows()  # loaded before the append, so the new row is not read back twice
+        self._append_line("samples.jsonl", {"trial_id": row["trial_id"], **raw})
+        self._append_line("results.jsonl", row)
+        rows.append(row)
+        # The CSV is a view of results.jsonl: refresh it at most once a second (thousands of cheap trials), and always
+        # in finish().
+        if time.monotonic() - self._csv_written > 1.0:
+            self.write_csv()
+
+    def write_csv(self) -> None:
+        self.write_text("results.csv", rows_to_csv(self.rows()))
+        self._csv_written = time.monotonic()
+
+    def _append_line(self, name: str, obj: dict) -> None:
+        with open(self.path / name, "a") as f:
+            f.write(json.dumps(obj, default=str) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    # --- reading ---------------------------------------------------------------------------------------------------
+    def meta(self) -> dict[str, Any]:
+        try:
+            return json.loads((self.path / "run.json").read_text())
+        except FileNotFoundError:
+            raise UserError("not a run directory (no run.json)", file=str(self.path)) from None
+        except json.JSONDecodeError:
+            raise UserError("run.json is not valid JSON", file=str(self.path)) from None
+
+    def rows(self) -> list[dict[str, Any]]:
+        if self._rows is None:
+            self._rows = _read_jsonl(self.path / "results.jsonl")
+        return self._rows
+
+    def samples(self) -> dict[str, dict[str, Any]]:
+        return {s["trial_id"]: s for s in _read_jsonl(self.path / "samples.jsonl")}
+
+    def read_json(self, name: str) -> Any:
+        return json.loads((self.path / name).read_text())
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Complete lines only: a line cut by a kill (no trailing newline) is not a record."""
+    if not path.exists():
+        return []
+    text = path.read_text()
+    lines = text.split("\n")
+    complete = lines[:-1]  # the part after the last newline is empty or torn
+    return [json.loads(line) for line in complete if line.strip()]
+
+
+def columns(rows: Iterable[dict[str, Any]]) -> list[str]:
+    cols = list(FIRST_COLUMNS)
+    for r in rows:
+        cols += [k for k in r if k not in cols]
+    return cols
+
+
+def rows_to_csv(rows: list[dict[str, Any]]) -> str:
+    import csv
+    import io
+
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns(rows), extrasaction="ignore")
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({k: json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else v for k, v in r.items()})
+    return buf.getvalue()
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")

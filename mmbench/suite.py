@@ -1,0 +1,221 @@
+"""A suite file as validated, typed objects. Errors name the file, the key path and the line."""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from mmbench.errors import UserError
+
+PositiveInt = Field(gt=0)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TaskSpec(_Strict):
+    dataset: str
+    params: dict[str, Any] = {}
+    label: str | None = None  # a name for this task in tables; defaults to the dataset's own
+
+
+class ModelSpec(_Strict):
+    encoder_hidden: list[int] = []  # hidden widths of each modality's encoder MLP (raw features -> fusion dims)
+
+    @field_validator("encoder_hidden")
+    @classmethod
+    def _positive(cls, v: list[int]) -> list[int]:
+        if any(h <= 0 for h in v):
+            raise ValueError("hidden widths must be positive")
+        return v
+
+
+class TrainSpec(_Strict):
+    epochs: int = Field(20, gt=0)
+    batch_size: int = Field(128, gt=0)
+    lr: float = Field(3e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    seeds: list[int] = Field(default=[0, 1, 2], min_length=1)
+
+
+class LatencySpec(_Strict):
+    batch_sizes: list[int] = Field(default=[1, 256], min_length=1)
+    warmup: int = Field(5, ge=0)               # calls before timing
+    min_samples: int = Field(10, gt=0)
+    max_samples: int = Field(200, gt=0)
+    max_time_s: float = Field(1.0, gt=0)       # per measured function and batch size
+    target_rel_iqr: float = Field(0.05, gt=0)  # stop once IQR/median is under this
+    min_block_ms: float = Field(1.0, gt=0)     # a sample times enough calls to last this long
+
+    @field_validator("batch_sizes")
+    @classmethod
+    def _positive(cls, v: list[int]) -> list[int]:
+        if any(b <= 0 for b in v):
+            raise ValueError("batch sizes must be positive")
+        return v
+
+
+class MeasureSpec(_Strict):
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int | None = Field(None, gt=0)  # CPU threads; default: torch's default (the machine's cores)
+    accuracy: bool = True
+    flops: bool = True
+    memory: bool = True
+    latency: LatencySpec | None = LatencySpec()
+
+
+DimsValue = Union[int, list[int]]
+
+
+class MethodSpec(_Strict):
+    method: str
+    label: str | None = None
+    params: dict[str, Any] = {}
+    sweep: dict[str, list[Any]] = {}
+
+    @field_validator("sweep")
+    @classmethod
+    def _nonempty(cls, v: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        for k, vals in v.items():
+            if not vals:
+                raise ValueError(f"sweep axis '{k}' is empty")
+        return v
+
+
+class Suite(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    description: str = ""
+    task: TaskSpec | None = None
+    tasks: list[TaskSpec] | None = None
+    model: ModelSpec = ModelSpec()
+    train: TrainSpec = TrainSpec()
+    measure: MeasureSpec = MeasureSpec()
+    sweep: dict[str, list[Any]] = {}
+    methods: list[MethodSpec] = Field(min_length=1)
+    quick: dict[str, Any] | None = None  # overrides of task/tasks/train/measure/sweep for --quick
+
+    @model_validator(mode="after")
+    def _one_task_key(self) -> "Suite":
+        if (self.task is None) == (self.tasks is None):
+            raise ValueError("give exactly one of 'task' or 'tasks'")
+        return self
+
+    @property
+    def task_list(self) -> list[TaskSpec]:
+        return [self.task] if self.task is not None else list(self.tasks or [])
+
+
+# --- loading -------------------------------------------------------------------------------------------------------
+
+# What --quick does when the suite has no `quick:` block: one seed, a quarter of the epochs, short latency budgets.
+def default_quick(raw: dict) -> dict:
+    train = raw.get("train") or {}
+    seeds = train.get("seeds", TrainSpec().seeds)
+    epochs = train.get("epochs", TrainSpec().epochs)
+    out = {"train": {"seeds": list(seeds)[:1] if isinstance(seeds, list) else seeds,
+                     "epochs": max(1, epochs // 4) if isinstance(epochs, int) else epochs},
+           "measure": {"latency": {"max_time_s": 0.1, "min_samples": 5, "warmup": 2}}}
+    if (raw.get("measure") or {}).get("latency") is None and "measure" in raw and "latency" in raw["measure"]:
+        out["measure"].pop("latency")
+    return out
+
+
+def load_suite(path: str | Path, *, quick: bool = False) -> Suite:
+    """Read and validate a suite file. Raises UserError naming file, key path and line."""
+    path = Path(path)
+    shown = str(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise UserError("no such file", file=shown) from None
+    except OSError as exc:
+        raise UserError(f"cannot read: {exc.strerror}", file=shown) from None
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise UserError(f"malformed YAML: {problem}", file=shown, line=mark.line + 1 if mark else None) from None
+    if not isinstance(raw, dict):
+        raise UserError("a suite must be a YAML mapping at top level", file=shown)
+    lines = _line_index(node)
+    if quick:
+        overrides = raw.get("quick")
+        if overrides is None:
+            overrides = default_quick(raw)
+        elif not isinstance(overrides, dict):
+            raise UserError("must be a mapping", file=shown, key="quick", line=lines.get(("quick",)))
+        bad = sorted(set(overrides) - {"task", "tasks", "train", "measure", "sweep", "model"})
+        if bad:
+            raise UserError(f"'{bad[0]}' cannot be overridden in quick mode", file=shown,
+                            key=f"quick.{bad[0]}", line=lines.get(("quick", bad[0])))
+        raw = _deep_merge(raw, overrides)
+    try:
+        suite = Suite.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = tuple(err["loc"])
+        key = ".".join(str(p) for p in loc) or None
+        line = (lines.get(("quick",) + loc) if quick else None) or _nearest_line(lines, loc)
+        raise UserError(_pydantic_message(err), file=shown, key=key, line=line) from None
+    object.__setattr__(suite, "_source", shown)  # for later errors (plan) that need the file and lines
+    object.__setattr__(suite, "_lines", lines)
+    return suite
+
+
+def locate(suite: Suite, *path: Any) -> dict:
+    """file/line keyword arguments for a UserError about ``path`` in this suite's source."""
+    lines = getattr(suite, "_lines", {})
+    return {"file": getattr(suite, "_source", None), "line": _nearest_line(lines, tuple(path))}
+
+
+def _pydantic_message(err: dict) -> str:
+    if err["type"] == "extra_forbidden":
+        return "unknown key"
+    if err["type"] == "missing":
+        return "required key is missing"
+    msg = err["msg"]
+    return msg.removeprefix("Value error, ")
+
+
+def _deep_merge(base: dict, over: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def _line_index(node) -> dict[tuple, int]:
+    """Map every key path (('methods', 0, 'params', 'rank')) to its 1-based line in the file."""
+    index: dict[tuple, int] = {}
+
+    def walk(n, path: tuple) -> None:
+        index[path] = n.start_mark.line + 1
+        if isinstance(n, yaml.MappingNode):
+            for k, v in n.value:
+                walk(v, path + (k.value,))
+                index[path + (k.value,)] = k.start_mark.line + 1  # a key's line, not its value's
+        elif isinstance(n, yaml.SequenceNode):
+            for i, v in enumerate(n.value):
+                walk(v, path + (i,))
+
+    if node is not None:
+        walk(node, ())
+    return index
+
+
+def _nearest_line(lines: dict[tuple, int], loc: tuple) -> int | None:
+    """The line of the deepest prefix of loc present in the file (a missing key points at its parent)."""
+    for end in range(len(loc), -1, -1):
+        if loc[:end] in lines:
+            return lines[loc[:end]] if end else None
+    return None

@@ -1,0 +1,102 @@
+"""TFN and LMF against their closed forms, and against each other."""
+import math
+
+import pytest
+import torch
+
+from mmbench import methods
+from mmbench.measure import flops, params
+from mmbench.methods.tensor import LowRankFusion, TensorFusion
+
+DIMS = [[3, 4], [3, 4, 5], [8, 8, 8], [2, 3, 4, 5]]
+
+
+@pytest.mark.parametrize("dims", DIMS)
+@pytest.mark.parametrize("out_dim", [1, 2, 7])
+def test_tfn_params_match_closed_form(dims, out_dim):
+    m = methods.create("tfn", dims, out_dim)
+    assert params(m) == (math.prod(d + 1 for d in dims) + 1) * out_dim
+
+
+@pytest.mark.parametrize("dims", DIMS)
+@pytest.mark.parametrize("rank", [1, 4, 16])
+@pytest.mark.parametrize("out_dim", [1, 3])
+def test_lmf_params_match_closed_form(dims, rank, out_dim):
+    m = methods.create("lmf", dims, out_dim, rank=rank)
+    assert params(m) == rank * out_dim * sum(d + 1 for d in dims) + rank + out_dim
+
+
+def test_lmf_factors_are_registered_and_trained():
+    m = methods.create("lmf", [3, 4, 5], 2, rank=3)
+    names = {n for n, _ in m.named_parameters()}
+    assert {"factors.0", "factors.1", "factors.2", "fusion_weights", "fusion_bias"} <= names
+    y = m([torch.randn(5, d) for d in [3, 4, 5]]).sum()
+    y.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in m.parameters())
+
+
+@pytest.mark.parametrize("dims", DIMS)
+@pytest.mark.parametrize("rank", [1, 3])
+def test_lmf_equals_tfn_with_rank_r_weight(dims, rank):
+    torch.manual_seed(0)
+    lmf = methods.create("lmf", dims, 3, rank=rank)
+    tfn = lmf.to_tensor_fusion()
+    xs = [torch.randn(7, d, dtype=torch.float64) for d in dims]
+    lmf, tfn = lmf.double(), tfn.double()
+    torch.testing.assert_close(lmf(xs), tfn(xs))
+
+
+def test_rank_r_weight_built_independently():
+    """The tensor is Σ_r w_f[r] ⊗_m W_m[r], checked against an explicit loop over its entries."""
+    torch.manual_seed(1)
+    lmf = LowRankFusion([2, 3], 2, rank=2).double()
+    w = lmf.full_weight().view(2, 3, 4)  # (o, D1, D2)
+    for o in range(2):
+        for i in range(3):
+            for j in range(4):
+                expect = sum(lmf.fusion_weights[0, r] * lmf.factor(0)[r, i, o] * lmf.factor(1)[r, j, o]
+                             for r in range(2))
+                assert torch.isclose(w[o, i, j], expect)
+
+
+@pytest.mark.parametrize("dims,out_dim", [([3, 4, 5], 2), ([3, 4, 5], 9), ([6, 2], 1), ([2, 3, 4, 5], 3)])
+def test_tfn_equals_linear_on_explicit_outer_product(dims, out_dim):
+    """Whichever path it takes (contraction or materialised), TFN is Linear(vec(x̃1 ⊗ … ⊗ x̃M))."""
+    torch.manual_seed(2)
+    tfn = TensorFusion(dims, out_dim).double()
+    xs = [torch.randn(5, d, dtype=torch.float64) for d in dims]
+    xt = [torch.cat([x, torch.ones(5, 1, dtype=x.dtype)], 1) for x in xs]
+    z = xt[0]
+    for x in xt[1:]:
+        z = torch.einsum("bi,bj->bij", z, x).reshape(5, -1)
+    torch.testing.assert_close(tfn(xs), z @ tfn.linear.weight.T + tfn.linear.bias)
+
+
+@pytest.mark.parametrize("name,hp", [("tfn", {}), ("lmf", {"rank": 4}), ("early", {}), ("early", {"hidden": 6}),
+                                     ("late", {}), ("late", {"weighting": "learned"})])
+@pytest.mark.parametrize("dims,out_dim", [([3, 4, 5], 2), ([5, 3], 11)])
+@pytest.mark.parametrize("batch", [1, 6])
+def test_flops_match_hand_derived_formula(name, hp, dims, out_dim, batch):
+    m = methods.create(name, dims, out_dim, **hp)
+    xs = [torch.randn(batch, d) for d in dims]
+    counted = flops(lambda: m(xs), m)["total"]
+    assert counted == m.expected_flops(batch)
+    assert params(m) == m.expected_params()
+
+
+def test_tfn_flops_formula_by_hand():
+    """2·B·o·(D1D2D3 + D1D2 + D1) for the contraction path, written out for one case."""
+    m = methods.create("tfn", [3, 4, 5], 2)
+    assert m.contracts
+    assert flops(lambda: m([torch.randn(4, d) for d in [3, 4, 5]]), m)["total"] == 2 * 4 * 2 * (4 * 5 * 6 + 4 * 5 + 4)
+
+
+def test_lmf_flops_grow_with_sum_tfn_with_product():
+    def count(name, dims, **hp):
+        m = methods.create(name, dims, 2, **hp)
+        return flops(lambda: m([torch.randn(1, d) for d in dims]), m)["total"]
+
+    tfn_ratio = count("tfn", [16] * 3) / count("tfn", [8] * 3)
+    lmf_ratio = count("lmf", [16] * 3, rank=4) / count("lmf", [8] * 3, rank=4)
+    assert tfn_ratio > 6      # (17/9)^3 ≈ 6.7
+    assert lmf_ratio < 2.1    # (3·16+1)/(3·8+1) ≈ 1.96
