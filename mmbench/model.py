@@ -32,6 +32,11 @@ class FusionModel(nn.Module):
     def forward(self, xs: list[torch.Tensor]) -> torch.Tensor:
         return self.fusion([enc(x) for enc, x in zip(self.encoders, xs)])
 
+    def aux_loss(self) -> torch.Tensor | None:
+        """The fusion method's own objective from the last forward (user modules may not define one)."""
+        fn = getattr(self.fusion, "aux_loss", None)
+        return fn() if callable(fn) else None
+
 
 def build(method: str, hparams: dict, input_dims: Sequence[int], dims: Sequence[int], out_dim: int,
           encoder_hidden: Sequence[int] = ()) -> FusionModel:

@@ -68,6 +68,9 @@ def train_and_evaluate(make_model: Callable[[], nn.Module], train: Split, val: S
         for i in range(0, n, batch_size):
             idx = order[i:i + batch_size]
             loss = loss_fn(model([x[idx] for x in xtr]), ytr[idx])
+            aux = model.aux_loss()
+            if aux is not None:
+                loss = loss + aux
             if not math.isfinite(loss.item()):
                 raise NonFiniteLoss(f"loss became {loss.item()} at epoch {epoch}")
             opt.zero_grad(set_to_none=True)

@@ -27,6 +27,11 @@ class Fusion(nn.Module):
     def expected_flops(self, batch: int) -> int | None:
         return None
 
+    def aux_loss(self) -> torch.Tensor | None:
+        """A method's own training objective (contrastive, correlation, reconstruction …), computed from the last
+        forward pass; the trainer adds it to the task loss. None for methods trained by the task loss alone."""
+        return None
+
     def extra_repr(self) -> str:
         return f"dims={self.dims}, out_dim={self.out_dim}"
 
