@@ -45,7 +45,21 @@ def prepare(suite: Suite, device: str | None = None) -> Prepared:
             raise exc.at(key=".".join(map(str, where)), **locate(suite, *where)) from None
         tasks[task_key(resolve_task(suite, i))] = data
         counts.append(len(data.modalities))
-    return Prepared(suite, dev, tasks, expand(suite, counts, dev))
+    trials = expand(suite, counts, dev)
+    _check_inputs(suite, trials, tasks)
+    return Prepared(suite, dev, tasks, trials)
+
+
+def _check_inputs(suite: Suite, trials: list[Trial], tasks: dict[str, datasets.TaskData]) -> None:
+    """A sequence method given vector data (or the reverse) is a suite error, found before anything runs."""
+    from mmbench import methods
+
+    for t in trials:
+        kind, takes = tasks[task_key(t.task)].kind, methods.info(t.method).inputs
+        if takes != "both" and takes != kind:
+            mi = next(i for i, m in enumerate(suite.methods) if m.method == t.method)
+            raise UserError(f"method '{t.method}' takes {takes} but task '{t.task_label}' provides {kind}",
+                            key=f"methods.{mi}.method", **locate(suite, "methods", mi, "method"))
 
 
 def run_suite(prepared: Prepared, out: str | Path, *, suite_text: str = "", quick: bool = False,

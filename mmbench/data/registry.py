@@ -12,8 +12,8 @@ from mmbench.errors import UserError, closest
 
 @dataclass
 class Split:
-    xs: list[np.ndarray]   # one (N, d_m) float32 array per modality
-    y: np.ndarray          # (N,) int64 class labels
+    xs: list[np.ndarray]   # one float32 array per modality: (N, d_m) vectors or (N, T_m, d_m) sequences
+    y: np.ndarray          # (N,) int64 class labels, or (N,) float32 targets for regression
 
     def __len__(self) -> int:
         return len(self.y)
@@ -27,12 +27,14 @@ class TaskData:
     val: Split
     test: Split
     modalities: list[str]
-    num_classes: int
+    num_classes: int                          # output width: classes, or 1 for regression
     info: dict = field(default_factory=dict)  # e.g. bayes_accuracy, chance_accuracy: saved beside the results
+    kind: str = "vectors"                     # "vectors" | "sequences": what the methods must accept
+    target: str = "classification"            # "classification" | "regression"
 
     @property
     def input_dims(self) -> list[int]:
-        return [x.shape[1] for x in self.train.xs]
+        return [x.shape[-1] for x in self.train.xs]
 
 
 @dataclass(frozen=True)
