@@ -13,7 +13,7 @@ from mmbench import methods
 from mmbench.errors import UserError
 from mmbench.suite import Suite, locate
 
-RESERVED_AXES = ("dims", "rank")
+MEASURE_AXES = ("precision", "compile")  # sweep axes that set how a trial is measured, for every method
 
 
 @dataclass(frozen=True)
@@ -69,6 +69,13 @@ def resolve_device(requested: str) -> str:
     return requested
 
 
+def default_threads() -> int:
+    """All physical cores of the machine (hardware threads beyond them rarely help matmuls)."""
+    import psutil
+
+    return psutil.cpu_count(logical=False) or psutil.cpu_count() or 1
+
+
 def _defaults(fn, skip: tuple[str, ...]) -> dict[str, Any]:
     return {n: p.default for n, p in inspect.signature(fn).parameters.items()
             if n not in skip and p.default is not inspect.Parameter.empty
@@ -97,6 +104,7 @@ def expand(suite: Suite, n_modalities: list[int], device: str) -> list[Trial]:
     not duplicated across rank values; naming such an axis on the method itself is an error.
     """
     trials: list[Trial] = []
+    threads = (suite.measure.threads or default_threads()) if device == "cpu" else suite.measure.threads
     for ti, _ in enumerate(suite.task_list):
         task = resolve_task(suite, ti)
         for mi, spec in enumerate(suite.methods):
@@ -118,22 +126,27 @@ def expand(suite: Suite, n_modalities: list[int], device: str) -> list[Trial]:
                 if name in axes:
                     raise UserError(f"'{name}' is both fixed in params and swept", key=f"methods.{mi}.params.{name}",
                                     **locate(suite, *where, "params", name))
+            measure_axes = {n: axes.pop(n) for n in MEASURE_AXES if n in axes}
             dims_axis = axes.pop("dims", None)
             if dims_axis is None:
                 raise UserError("no 'dims' to sweep: give sweep.dims at suite level or on the method",
                                 key=f"methods.{mi}", **locate(suite, *where))
-            names = list(axes)
+            names, mnames = list(axes), list(measure_axes)
+            base_measure = {**suite.measure.model_dump(exclude={"device"}), "threads": threads}
             for dims_value in dims_axis:
                 dims = _dims(dims_value, n_modalities[ti], suite, mi)
                 for combo in itertools.product(*(axes[n] for n in names)):
                     hp = {**defaults, **fixed, **dict(zip(names, combo))}
                     _check_builds(spec.method, dims, hp, suite, mi)
-                    trials.append(Trial(
-                        method=spec.method, hparams=hp, dims=dims, task=task,
-                        model=suite.model.model_dump(), train=suite.train.model_dump(),
-                        measure=suite.measure.model_dump(exclude={"device"}), device=device,
-                        label=spec.label or _auto_label(spec.method, dict(zip(names, combo)), fixed),
-                        task_label=task_label(suite, ti)))
+                    for mcombo in itertools.product(*(measure_axes[n] for n in mnames)):
+                        how = dict(zip(mnames, mcombo))
+                        trials.append(Trial(
+                            method=spec.method, hparams=hp, dims=dims, task=task,
+                            model=suite.model.model_dump(), train=suite.train.model_dump(),
+                            measure={**base_measure, **how}, device=device,
+                            label=(spec.label or _auto_label(spec.method, dict(zip(names, combo)), fixed))
+                            + _measure_suffix(how),
+                            task_label=task_label(suite, ti)))
     _check_unique(trials, suite)
     return trials
 
@@ -149,8 +162,8 @@ def _rename_rank(params: dict, entry, suite, path) -> dict:
 def _method_axes(suite: Suite, spec, entry, where) -> dict[str, list]:
     axes: dict[str, list] = {}
     for name, values in suite.sweep.items():  # suite level: only what this method takes
-        if name == "dims":
-            axes["dims"] = values
+        if name == "dims" or name in MEASURE_AXES:
+            axes[name] = values
         elif name == "rank":
             if entry.rank_param:
                 axes[entry.rank_param] = values
@@ -158,8 +171,8 @@ def _method_axes(suite: Suite, spec, entry, where) -> dict[str, list]:
             axes[name] = values
     for name, values in spec.sweep.items():  # method level: must apply
         path = where + ("sweep", name)
-        if name == "dims":
-            axes["dims"] = values
+        if name == "dims" or name in MEASURE_AXES:
+            axes[name] = values
         elif name == "rank":
             if not entry.rank_param:
                 raise UserError(f"method '{spec.method}' has no rank to sweep", key=".".join(map(str, path)),
@@ -198,6 +211,33 @@ def _check_builds(method: str, dims, hp: dict, suite: Suite, mi: int) -> None:
             methods.create(method, dims, 2, **hp)
     except UserError as exc:
         raise exc.at(key=f"methods.{mi}", **locate(suite, "methods", mi)) from None
+
+
+def check_measure_axes(suite: Suite, trials: list[Trial]) -> None:
+    """Precisions the device cannot do and an unusable torch.compile are suite errors, found before any trial."""
+    from mmbench.measure import precision
+
+    for p in sorted({t.measure["precision"] for t in trials}):
+        try:
+            precision.check(p, trials[0].device)
+        except UserError as exc:
+            path = ("sweep", "precision") if "precision" in suite.sweep else ("measure", "precision")
+            raise exc.at(key=".".join(path), **locate(suite, *path)) from None
+        except (ValueError, RuntimeError, AssertionError) as exc:
+            raise UserError(str(exc), key="measure.precision", **locate(suite, "measure", "precision")) from None
+    if any(t.measure["compile"] for t in trials):
+        try:
+            precision.check_compile()
+        except UserError as exc:
+            raise exc.at(key="measure.compile", **locate(suite, "measure", "compile")) from None
+
+
+def _measure_suffix(how: dict) -> str:
+    """Swept measurement settings are part of the label, so tables keep such trials apart."""
+    parts = [how["precision"]] if "precision" in how else []
+    if "compile" in how:
+        parts.append("compiled" if how["compile"] else "eager")
+    return f" [{', '.join(parts)}]" if parts else ""
 
 
 def _auto_label(method: str, swept: dict, fixed: dict) -> str:

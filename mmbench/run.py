@@ -8,7 +8,7 @@ from typing import Protocol
 from mmbench import data as datasets
 from mmbench.errors import UserError
 from mmbench.measure.env import environment
-from mmbench.plan import Trial, expand, resolve_device, resolve_task, task_key, task_label
+from mmbench.plan import Trial, check_measure_axes, expand, resolve_device, resolve_task, task_key, task_label
 from mmbench.report.markdown import write_report
 from mmbench.store import RunDir
 from mmbench.suite import Suite, locate
@@ -47,6 +47,7 @@ def prepare(suite: Suite, device: str | None = None) -> Prepared:
         counts.append(len(data.modalities))
     trials = expand(suite, counts, dev)
     _check_inputs(suite, trials, tasks)
+    check_measure_axes(suite, trials)
     return Prepared(suite, dev, tasks, trials)
 
 

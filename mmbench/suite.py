@@ -51,6 +51,9 @@ class LatencySpec(_Strict):
     max_time_s: float = Field(1.0, gt=0)       # per measured function and batch size
     target_rel_iqr: float = Field(0.05, gt=0)  # stop once IQR/median is under this
     min_block_ms: float = Field(1.0, gt=0)     # a sample times enough calls to last this long
+    train_step: bool = True                    # also time a full training step (forward, backward, optimizer)
+    flush_l2: bool = False                     # CUDA: flush the L2 cache before each sample (one call per sample)
+    cuda_graph: bool = False                   # CUDA: also time CUDA-graph replay of the forward, beside eager
 
     @field_validator("batch_sizes")
     @classmethod
@@ -62,7 +65,9 @@ class LatencySpec(_Strict):
 
 class MeasureSpec(_Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    threads: int | None = Field(None, gt=0)  # CPU threads; default: torch's default (the machine's cores)
+    threads: int | None = Field(None, gt=0)  # CPU threads; default: the machine's physical cores
+    precision: Literal["fp32", "tf32", "bf16", "fp16"] = "fp32"  # also a sweep axis
+    compile: bool = False                    # torch.compile the model; also a sweep axis
     accuracy: bool = True
     flops: bool = True
     memory: bool = True

@@ -11,7 +11,7 @@ import torch
 
 from mmbench import measure
 from mmbench.data.registry import TaskData
-from mmbench.measure.train import NonFiniteLoss, train_and_evaluate
+from mmbench.measure.train import NonFiniteLoss, loss_with_aux, train_and_evaluate
 from mmbench.model import build
 from mmbench.plan import Trial
 
@@ -53,10 +53,10 @@ def run_trial(trial: Trial, data: TaskData) -> TrialResult:
 
 
 def _measure(trial: Trial, data: TaskData, result: TrialResult) -> None:
-    m = trial.measure
+    m, row = trial.measure, result.row
     if m.get("threads"):
         torch.set_num_threads(m["threads"])
-    result.row["threads"] = torch.get_num_threads()
+    row.update(threads=torch.get_num_threads(), precision=m["precision"], compile=m["compile"])
     torch.manual_seed(0)
     model = build(trial.method, trial.hparams, data.input_dims, trial.dims, data.num_classes,
                   trial.model["encoder_hidden"]).to(trial.device).eval()
@@ -66,41 +66,100 @@ def _measure(trial: Trial, data: TaskData, result: TrialResult) -> None:
     del model
     if m["accuracy"]:
         _accuracy(trial, data, result)
+    if trial.device.startswith("cuda"):
+        row["nvml_used_mib"] = measure.nvml_used_mib(trial.device)
+
+
+def _loss_fn(data: TaskData):
+    return torch.nn.MSELoss() if data.target == "regression" else torch.nn.CrossEntropyLoss()
+
+
+def _targets(data: TaskData, batch: int, device: str) -> torch.Tensor:
+    g = torch.Generator().manual_seed(4)
+    if data.target == "regression":
+        return torch.randn(batch, data.num_classes, generator=g).to(device)
+    return torch.randint(0, data.num_classes, (batch,), generator=g).to(device)
 
 
 def _counts(trial: Trial, data: TaskData, model: torch.nn.Module, result: TrialResult) -> None:
+    """Parameters; FLOPs per sample of the forward (batch 1) and of a training step's forward + backward (batch 2,
+    halved: batch-norm methods cannot train on one sample), with the fusion / encoder breakdown."""
     row = result.row
     row["params"] = measure.params(model)
     row["fusion_params"] = measure.params(model.fusion)
     if not trial.measure["flops"]:
         return
+    x1 = _inputs(data.input_dims, 1, trial.device, 1)
     with torch.inference_mode():
-        x1 = _inputs(data.input_dims, 1, trial.device, 1)
         if not torch.isfinite(model(x1)).all():
             raise NonFiniteLoss("the model's output is not finite")
-        counts = measure.flops(lambda: model(x1), model, parts=("fusion",))
-    row["flops"], row["fusion_flops"] = counts["total"], counts["fusion"]
+    fwd = measure.flops(lambda: model(x1), model, parts=("fusion", "encoders"))
+    row.update(flops=fwd["total"], fusion_flops=fwd["fusion"], encoder_flops=fwd["encoders"],
+               macs=fwd["total"] // 2, fusion_macs=fwd["fusion"] // 2,
+               flops_note=measure.flops_note(fwd["fusion"], model.fusion))
+    x2, y2, loss_fn = _inputs(data.input_dims, 2, trial.device, 1), _targets(data, 2, trial.device), _loss_fn(data)
+    model.train()
+    try:
+        step = measure.flops(lambda: loss_with_aux(model, x2, y2, loss_fn).backward(), model, parts=("fusion",), backward=True)
+    finally:
+        model.zero_grad(set_to_none=True)
+        model.eval()
+    row.update(train_flops=step["total"] // 2, fusion_train_flops=step["fusion"] // 2)
 
 
 def _timing(trial: Trial, data: TaskData, model: torch.nn.Module, result: TrialResult) -> None:
-    row, raw, lat, device = result.row, result.raw, trial.measure["latency"], trial.device
+    """Per batch size: forward latency (whole model, fusion alone), a full training step, CUDA-graph replay if asked,
+    and the peak memory of a forward and of a training step — all at the trial's precision."""
+    row, raw, m, device = result.row, result.raw, trial.measure, trial.device
+    lat = m["latency"]
     timing = {k: lat[k] for k in ("warmup", "min_samples", "max_samples", "max_time_s", "target_rel_iqr",
-                                  "min_block_ms")}
-    with torch.inference_mode():
-        for b in lat["batch_sizes"]:
-            xs, fs = _inputs(data.input_dims, b, device, 2), _inputs(trial.dims, b, device, 3)
-            for prefix, fn in (("", lambda: model(xs)), ("fusion_", lambda: model.fusion(fs))):
-                stats = measure.latency(fn, device=device, **timing)
-                row[f"{prefix}latency_ms_b{b}"] = stats.median_ms
-                row[f"{prefix}latency_iqr_ms_b{b}"] = stats.iqr_ms
-                row[f"{prefix}latency_n_b{b}"] = stats.n
-                row[f"{prefix}latency_noisy_b{b}"] = stats.noisy
-                raw[f"{prefix}latency_ms_b{b}"] = list(stats.samples_ms)
-            if trial.measure["memory"]:
-                mem = measure.peak_memory(lambda: model(xs), device)
-                row[f"peak_mem_mib_b{b}"] = mem["peak_mem_mib"]
-                row["mem_measure"] = mem["mem_measure"]
-            del xs, fs
+                                  "min_block_ms", "flush_l2")}
+    fwd_model = torch.compile(model) if m["compile"] else model
+    fwd_fusion = torch.compile(model.fusion) if m["compile"] else model.fusion
+    opt_cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}[trial.train["optimizer"]]
+    opt = opt_cls(model.parameters(), lr=trial.train["lr"])
+    loss_fn = _loss_fn(data)
+    graphs = lat["cuda_graph"] and device.startswith("cuda")
+
+    def record(name: str, stats: measure.LatencyStats) -> None:
+        row[f"{name}_ms_b{b}"] = stats.median_ms
+        row[f"{name}_iqr_ms_b{b}"] = stats.iqr_ms
+        row[f"{name}_n_b{b}"] = stats.n
+        row[f"{name}_noisy_b{b}"] = stats.noisy
+        raw[f"{name}_ms_b{b}"] = list(stats.samples_ms)
+
+    for b in lat["batch_sizes"]:
+        xs, fs = _inputs(data.input_dims, b, device, 2), _inputs(trial.dims, b, device, 3)
+        y = _targets(data, b, device)
+        with measure.precision_region(m["precision"], device):
+            with torch.inference_mode():
+                forwards = {"latency": lambda: fwd_model(xs), "fusion_latency": lambda: fwd_fusion(fs)}
+                for name, fn in forwards.items():
+                    record(name, measure.latency(fn, device=device, **timing))
+                if graphs:
+                    for name, fn in forwards.items():
+                        record(name.replace("latency", "graph_latency"),
+                               measure.latency(measure.cuda_graph(fn), device=device, **timing))
+                if m["memory"]:
+                    mem = measure.peak_memory(lambda: fwd_model(xs), device)
+                    row.update({f"{k}_b{b}": v for k, v in mem.items() if k != "mem_measure"},
+                               mem_measure=mem["mem_measure"])
+            row[f"throughput_sps_b{b}"] = b / (row[f"latency_ms_b{b}"] / 1e3)
+            if lat["train_step"]:
+                model.train()
+
+                def step():
+                    opt.zero_grad(set_to_none=True)
+                    loss_with_aux(fwd_model, xs, y, loss_fn).backward()
+                    opt.step()
+
+                record("train_step", measure.latency(step, device=device, **timing))
+                row[f"train_throughput_sps_b{b}"] = b / (row[f"train_step_ms_b{b}"] / 1e3)
+                if m["memory"]:
+                    mem = measure.peak_memory(step, device)
+                    row.update({f"train_{k}_b{b}": v for k, v in mem.items() if k != "mem_measure"})
+                model.eval()
+        del xs, fs, y
 
 
 def _accuracy(trial: Trial, data: TaskData, result: TrialResult) -> None:
@@ -112,7 +171,8 @@ def _accuracy(trial: Trial, data: TaskData, result: TrialResult) -> None:
 
     scores = [train_and_evaluate(make, data.train, data.val, data.test, data.num_classes, seed=s,
                                  epochs=t["epochs"], batch_size=t["batch_size"], lr=t["lr"],
-                                 weight_decay=t["weight_decay"], optimizer=t["optimizer"], device=trial.device)
+                                 weight_decay=t["weight_decay"], optimizer=t["optimizer"], device=trial.device,
+                                 precision=trial.measure["precision"])
               for s in t["seeds"]]
     accs = np.array([s.test_accuracy for s in scores])
     f1s = np.array([s.test_macro_f1 for s in scores])

@@ -1,11 +1,31 @@
 """Parameter and FLOP counts of a model and of its submodules."""
 from __future__ import annotations
 
+import contextlib
 from typing import Callable
 
 import torch
+import torch.utils.flop_counter as _fc
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
+
+_aten = torch.ops.aten
+
+
+def _sdpa_cpu(q, k, v, *args, out_shape=None, **kwargs) -> int:
+    return _fc.sdpa_flop_count(q, k, v)
+
+
+def _sdpa_cpu_backward(grad_out, q, k, v, *args, out_shape=None, **kwargs) -> int:
+    return _fc.sdpa_backward_flop_count(grad_out, q, k, v)
+
+
+# torch.utils.flop_counter counts scaled_dot_product_attention on CUDA but not its CPU kernel (it would report 0):
+# count that kernel with the same formula.
+_EXTRA = {}
+if hasattr(_aten, "_scaled_dot_product_flash_attention_for_cpu"):
+    _EXTRA[_aten._scaled_dot_product_flash_attention_for_cpu] = _sdpa_cpu
+    _EXTRA[_aten._scaled_dot_product_flash_attention_for_cpu_backward] = _sdpa_cpu_backward
 
 
 def params(module: nn.Module) -> int:
@@ -13,13 +33,15 @@ def params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def flops(fn: Callable[[], object], module: nn.Module, parts: tuple[str, ...] = ()) -> dict[str, int]:
+def flops(fn: Callable[[], object], module: nn.Module, parts: tuple[str, ...] = (), *,
+          backward: bool = False) -> dict[str, int]:
     """FLOPs of one call of ``fn`` (torch.utils.flop_counter: 2 × multiply-adds of matmul-like ops).
 
     Returns {"total": …, part: …} for each named child in ``parts`` (e.g. "fusion"), from the counter's
-    per-module breakdown.
+    per-module breakdown. ``backward=True``: fn runs with autograd on (a training step's forward + backward).
     """
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+    grad = contextlib.nullcontext() if backward else torch.no_grad()
+    with grad, FlopCounterMode(display=False, custom_mapping=_EXTRA) as counter:
         fn()
     counts = counter.get_flop_counts()
     root = type(module).__name__
@@ -27,3 +49,29 @@ def flops(fn: Callable[[], object], module: nn.Module, parts: tuple[str, ...] = 
     for part in parts:
         out[part] = int(sum(counts.get(f"{root}.{part}", {}).values()))
     return out
+
+
+def weight_flops_floor(module: nn.Module) -> int:
+    """A forward FLOP floor per sample: every matrix weight multiplies something at least once (2 FLOPs per entry),
+    halved because a weight may fold its bias in as one row (LMF's factors: that row is an add, not counted).
+
+    Embedding tables (lookups) are excluded. A count below this floor means the counter missed operations, e.g. a
+    fused fast path (nn.TransformerEncoderLayer in eval + no_grad) that hides its matmuls.
+    """
+    skip = {id(m.weight) for m in module.modules() if isinstance(m, (nn.Embedding, nn.EmbeddingBag))}
+    return sum(p.numel() for p in module.parameters() if p.dim() >= 2 and id(p) not in skip)
+
+
+def flops_note(counted: int, module: nn.Module, batch: int = 1) -> str:
+    """'' when the count is credible; otherwise what is wrong with it (reported, never silently zero)."""
+    expected = getattr(module, "expected_flops", None)
+    try:
+        formula = expected(batch) if callable(expected) else None
+    except TypeError:  # a closed form that needs more than the batch size (sequence lengths): checked in tests
+        formula = None
+    if formula is not None and formula != counted:
+        return f"counter {counted} != closed form {formula}"
+    floor = weight_flops_floor(module) * batch
+    if counted < floor:
+        return f"counter {counted} < weight floor {floor}: operations missed (fused kernel?)"
+    return ""

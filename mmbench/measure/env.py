@@ -80,5 +80,24 @@ def environment(device: str, suite_dir: str | Path | None = None) -> dict:
         "torch_threads": torch.get_num_threads(), "memory_total_mib": psutil.virtual_memory().total // 2**20,
         "device": device, "git_sha": git_sha(suite_dir) if suite_dir else None,
         "mmbench_git_sha": git_sha(Path(__file__).resolve().parent),
-        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), **_gpu(device),
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(), "mkldnn": torch.backends.mkldnn.is_available(),
+        "float32_matmul_precision": torch.get_float32_matmul_precision(), **_compile_settings(), **_gpu(device),
     }
+
+
+def _compile_settings() -> dict:
+    """What torch.compile would use: the backend, and inductor's C++ compiler (CPU) and its mode flags."""
+    import shutil
+
+    import torch
+
+    out = {"compile_backend": "inductor", "cxx": shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")}
+    try:
+        from torch._inductor import config as inductor
+
+        out.update(inductor_max_autotune=inductor.max_autotune, inductor_cpp_wrapper=inductor.cpp_wrapper)
+    except Exception:  # private config moved: record the torch version alone
+        pass
+    out["dynamo_cache_size_limit"] = getattr(torch._dynamo.config, "cache_size_limit", None)
+    return out

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -56,15 +56,30 @@ class LatencyStats:
                 "n": self.n, "calls_per_sample": self.calls_per_sample, "noisy": self.noisy}
 
 
-def latency(fn: Callable[[], object], *, warmup: int = 5, min_samples: int = 10, max_samples: int = 200,
+def latency(fn: Callable, inputs: Any = None, *, warmup: int = 5, min_samples: int = 10, max_samples: int = 200,
             max_time_s: float = 1.0, target_rel_iqr: float = 0.05, min_block_ms: float = 1.0,
-            device: str = "cpu", clock: Callable[[], float] | None = None) -> LatencyStats:
-    """Time ``fn()`` (no arguments: close over the inputs). ``clock`` (seconds) replaces the timer in tests."""
+            device: str = "cpu", flush_l2: bool = False, clock: Callable[[], float] | None = None) -> LatencyStats:
+    """Time ``fn()``, or ``fn(inputs)`` under inference mode when inputs are given (e.g. a module and its list of
+    input tensors). ``flush_l2`` (CUDA) overwrites a buffer twice the L2 size before each sample, outside the timed
+    region, and times one call per sample. ``clock`` (seconds) replaces the timer in tests.
+    """
+    if inputs is not None:
+        import torch
+
+        module = fn
+
+        def fn():
+            with torch.inference_mode():
+                return module(inputs)
+
     cuda = device.startswith("cuda") and clock is None
+    flush = _l2_flusher(device) if (cuda and flush_l2) else None
     if cuda:
         import torch
 
         def block(calls: int) -> float:
+            if flush is not None:
+                flush()
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()
             for _ in range(calls):
@@ -88,7 +103,7 @@ def latency(fn: Callable[[], object], *, warmup: int = 5, min_samples: int = 10,
     # Calibrate: grow the block until it lasts min_block_ms, so tiny calls are not lost in timer overhead.
     calls, min_block = 1, min_block_ms / 1e3
     first = block(calls)
-    while first < min_block and calls < 1_000_000:
+    while flush is None and first < min_block and calls < 1_000_000:
         calls *= max(2, min(10, int(min_block / max(first, 1e-9)) + 1)) if first > 0 else 10
         first = block(calls)
     samples = [first / calls]
@@ -101,3 +116,28 @@ def latency(fn: Callable[[], object], *, warmup: int = 5, min_samples: int = 10,
                 break
     return LatencyStats(tuple(s * 1e3 for s in samples), calls, target_rel_iqr,
                         "cuda_event" if cuda else "perf_counter")
+
+
+def _l2_flusher(device: str) -> Callable[[], None]:
+    import torch
+
+    size = max(torch.cuda.get_device_properties(device).L2_cache_size, 1 << 20) * 2
+    buf = torch.empty(size, dtype=torch.uint8, device=device)
+    return lambda: buf.zero_()
+
+
+def cuda_graph(fn: Callable[[], object]) -> Callable[[], None]:
+    """Capture fn's kernels once; the returned callable replays them with no Python or launch overhead per op.
+    Timing the replay against eager shows how much of a small method's latency is launch overhead."""
+    import torch
+
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):  # warm up on a side stream, as graph capture requires
+        for _ in range(3):
+            fn()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    return graph.replay

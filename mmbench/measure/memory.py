@@ -30,7 +30,13 @@ def _reset_hwm() -> bool:
 
 
 def peak_memory(fn: Callable[[], object], device: str = "cpu") -> dict[str, float | str]:
-    """{"peak_mem_mib": peak above the level before the call, "mem_measure": how it was measured}."""
+    """Peak memory of one call of fn.
+
+    peak_mem_mib: the peak above the level before the call (the call's own activations and workspace), measured by
+    the torch allocator on CUDA ("cuda_allocated") or by the resident-set high-water mark on CPU
+    ("cpu_rss_hwm_delta"). On CUDA also peak_alloc_mib (absolute, as torch.cuda.max_memory_allocated reports it:
+    weights and inputs included) and peak_reserved_mib (the caching allocator's reserved pool at its peak).
+    """
     if device.startswith("cuda"):
         import torch
 
@@ -39,7 +45,9 @@ def peak_memory(fn: Callable[[], object], device: str = "cpu") -> dict[str, floa
         base = torch.cuda.memory_allocated()
         fn()
         torch.cuda.synchronize()
-        return {"peak_mem_mib": (torch.cuda.max_memory_allocated() - base) / 2**20, "mem_measure": "cuda_allocated"}
+        peak = torch.cuda.max_memory_allocated()
+        return {"peak_mem_mib": (peak - base) / 2**20, "peak_alloc_mib": peak / 2**20,
+                "peak_reserved_mib": torch.cuda.max_memory_reserved() / 2**20, "mem_measure": "cuda_allocated"}
     proc = psutil.Process()
     base = proc.memory_info().rss
     if _reset_hwm():
@@ -49,3 +57,20 @@ def peak_memory(fn: Callable[[], object], device: str = "cpu") -> dict[str, floa
             return {"peak_mem_mib": max(0, peak - base) / 2**20, "mem_measure": "cpu_rss_hwm_delta"}
     fn()  # no resettable high-water mark: the RSS after the call is a lower bound of its peak
     return {"peak_mem_mib": max(0, proc.memory_info().rss - base) / 2**20, "mem_measure": "cpu_rss_delta_after"}
+
+
+def nvml_used_mib(device: str) -> float | None:
+    """Device memory in use as NVML sees it: every process and the CUDA context included (unlike the allocator)."""
+    try:
+        import pynvml
+        import torch
+
+        pynvml.nvmlInit()
+        try:
+            index = torch.cuda.current_device() if device == "cuda" else int(device.split(":")[1])
+            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+            return pynvml.nvmlDeviceGetMemoryInfo(handle).used / 2**20
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception:  # no NVML (driver-less box, MIG quirks): the column stays empty rather than wrong
+        return None

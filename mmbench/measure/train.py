@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from mmbench.data.registry import Split
+from mmbench.measure.precision import region as precision_region
 
 
 class NonFiniteLoss(RuntimeError):
@@ -32,6 +33,13 @@ def _tensors(split: Split, device: str) -> tuple[list[torch.Tensor], torch.Tenso
     return [torch.as_tensor(x, device=device) for x in split.xs], torch.as_tensor(split.y, device=device)
 
 
+def loss_with_aux(model: nn.Module, xs: list[torch.Tensor], y: torch.Tensor, loss_fn) -> torch.Tensor:
+    """The task loss plus the fusion method's own objective (contrastive, correlation, reconstruction), if any."""
+    loss = loss_fn(model(xs), y)
+    aux = model.aux_loss()
+    return loss if aux is None else loss + aux
+
+
 @torch.no_grad()
 def predict(model: nn.Module, xs: list[torch.Tensor], batch_size: int = 4096) -> torch.Tensor:
     model.eval()
@@ -50,7 +58,7 @@ def macro_f1(pred: np.ndarray, y: np.ndarray, num_classes: int) -> float:
 
 def train_and_evaluate(make_model: Callable[[], nn.Module], train: Split, val: Split, test: Split, num_classes: int,
                        *, seed: int, epochs: int, batch_size: int, lr: float, weight_decay: float = 0.0,
-                       optimizer: str = "adam", device: str = "cpu") -> SeedScore:
+                       optimizer: str = "adam", device: str = "cpu", precision: str = "fp32") -> SeedScore:
     """One seed: model init, batch order and everything random come from ``seed``."""
     torch.manual_seed(seed)
     model = make_model().to(device)
@@ -59,6 +67,8 @@ def train_and_evaluate(make_model: Callable[[], nn.Module], train: Split, val: S
     (xtr, ytr), (xva, yva), (xte, yte) = (_tensors(s, device) for s in (train, val, test))
     gen = torch.Generator().manual_seed(seed)
     loss_fn = nn.CrossEntropyLoss()
+    # fp16 gradients underflow without loss scaling; the scaler is a no-op for every other precision.
+    scaler = torch.amp.GradScaler(device.split(":")[0], enabled=precision == "fp16" and device.startswith("cuda"))
     best = (-1.0, 0, copy.deepcopy(model.state_dict()))
     start = time.perf_counter()
     n = len(ytr)
@@ -67,15 +77,14 @@ def train_and_evaluate(make_model: Callable[[], nn.Module], train: Split, val: S
         order = torch.randperm(n, generator=gen).to(device)
         for i in range(0, n, batch_size):
             idx = order[i:i + batch_size]
-            loss = loss_fn(model([x[idx] for x in xtr]), ytr[idx])
-            aux = model.aux_loss()
-            if aux is not None:
-                loss = loss + aux
+            with precision_region(precision, device):
+                loss = loss_with_aux(model, [x[idx] for x in xtr], ytr[idx], loss_fn)
             if not math.isfinite(loss.item()):
                 raise NonFiniteLoss(f"loss became {loss.item()} at epoch {epoch}")
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
         val_acc = (predict(model, xva) == yva).float().mean().item()
         if val_acc > best[0]:  # model selection on validation only; test is touched once, below
             best = (val_acc, epoch, copy.deepcopy(model.state_dict()))

@@ -1,0 +1,154 @@
+"""The measures, on CPU: latency's adaptive stopping (fake clock), FLOP counting gaps, memory, precision."""
+import itertools
+
+import pytest
+import torch
+from torch import nn
+
+from mmbench import measure
+from mmbench.errors import UserError
+from mmbench.measure import precision
+from tests.conftest import TINY_SUITE, run_cli
+
+
+class FakeClock:
+    """Each call of the timed function advances time by the next value of `durations` (seconds)."""
+
+    def __init__(self, durations):
+        self.t, self.durations = 0.0, itertools.cycle(durations)
+
+    def __call__(self):
+        return self.t
+
+    def work(self):
+        self.t += next(self.durations)
+
+
+def test_latency_stops_once_spread_is_small():
+    clock = FakeClock([0.002])
+    stats = measure.latency(clock.work, warmup=0, min_samples=10, max_samples=500, max_time_s=100,
+                            min_block_ms=1.0, clock=clock)
+    assert stats.n == 10 and stats.calls_per_sample == 1
+    assert stats.median_ms == pytest.approx(2.0) and stats.iqr_ms == pytest.approx(0.0) and not stats.noisy
+
+
+def test_latency_keeps_going_while_noisy_then_flags_it():
+    clock = FakeClock([0.001, 0.003])  # alternating: IQR/median stays ~100%
+    stats = measure.latency(clock.work, warmup=0, min_samples=5, max_samples=40, max_time_s=100, min_block_ms=0.5,
+                            clock=clock)
+    assert stats.n == 40 and stats.noisy
+    assert stats.p5_ms == pytest.approx(1.0) and stats.p95_ms == pytest.approx(3.0)
+
+
+def test_latency_budget_ends_sampling():
+    clock = FakeClock([0.001, 0.003])
+    stats = measure.latency(clock.work, warmup=0, min_samples=5, max_samples=10_000, max_time_s=0.05,
+                            min_block_ms=0.5, clock=clock)
+    assert 5 <= stats.n < 40  # ~2 ms per sample against a 50 ms budget
+
+
+def test_latency_blocks_tiny_calls():
+    clock = FakeClock([1e-6])
+    stats = measure.latency(clock.work, warmup=0, min_samples=3, max_time_s=1, min_block_ms=1.0, clock=clock)
+    assert stats.calls_per_sample >= 1000 and stats.median_ms == pytest.approx(1e-3)
+
+
+def test_latency_of_module_and_inputs_runs_without_grad():
+    seen = []
+
+    class Spy(nn.Module):
+        def forward(self, xs):
+            seen.append(torch.is_grad_enabled())
+            return xs[0]
+
+    stats = measure.latency(Spy(), [torch.ones(2)], warmup=1, min_samples=3, max_time_s=0.01, min_block_ms=0.01)
+    assert stats.n >= 3 and not any(seen)
+
+
+def test_cpu_attention_is_counted_not_zero():
+    q = torch.randn(2, 4, 16, 8)
+    counted = measure.flops(lambda: nn.functional.scaled_dot_product_attention(q, q, q), nn.Identity())["total"]
+    assert counted == 2 * (2 * 2 * 4 * 16 * 16 * 8)  # QKᵀ and AV, 2·b·h·s·s·d each
+
+
+def test_fused_fast_path_is_flagged():
+    layer = nn.TransformerEncoderLayer(32, 4, 64, batch_first=True).eval()
+    x = torch.randn(1, 10, 32)
+    counted = measure.flops(lambda: layer(x), layer)["total"]
+    note = measure.flops_note(counted, layer)
+    assert counted == 0 and "missed" in note  # inference fast path: the counter sees no matmul
+    layer.train()
+    assert measure.flops_note(measure.flops(lambda: layer(x), layer)["total"], layer) == ""
+
+
+def test_training_step_flops_of_a_linear_layer():
+    lin = nn.Linear(6, 3)
+    x = torch.randn(5, 6)  # input needs no gradient: forward 2·B·i·o, weight gradient 2·B·i·o
+    counted = measure.flops(lambda: lin(x).sum().backward(), lin, backward=True)["total"]
+    assert counted == 2 * (2 * 5 * 6 * 3)
+
+
+def test_cpu_peak_memory_sees_an_allocation():
+    mem = measure.peak_memory(lambda: torch.ones(64, 2**20 // 4 * 4).add_(1), "cpu")  # 256 MiB... of float32
+    assert mem["mem_measure"].startswith("cpu_rss")
+    assert mem["peak_mem_mib"] > 200
+
+
+def test_precision_checks():
+    with pytest.raises(UserError, match="tf32"):
+        precision.check("tf32", "cpu")
+    precision.check("bf16", "cpu")
+    with precision.region("bf16", "cpu"):
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.bfloat16
+    with precision.region("fp32", "cpu"):
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32
+
+
+def test_precision_sweep_runs_and_labels_trials(write_suite, tmp_path):
+    from mmbench.run import prepare, run_suite
+    from mmbench.suite import load_suite
+
+    text = TINY_SUITE.replace("  rank: [1, 2]", "  rank: [1]\n  precision: [fp32, bf16]")
+    prepared = prepare(load_suite(write_suite(text)))
+    assert len(prepared.trials) == 12
+    assert {t.label for t in prepared.trials if t.method == "tfn"} == {"tfn [fp32]", "tfn [bf16]"}
+    run = run_suite(prepared, tmp_path)
+    rows = run.rows()
+    assert all(r["status"] == "ok" for r in rows), [r["error"] for r in rows]
+    assert {r["precision"] for r in rows} == {"fp32", "bf16"}
+    for r in rows:
+        for col in ("train_step_ms_b8", "throughput_sps_b8", "train_peak_mem_mib_b8", "train_flops", "macs"):
+            assert col in r, col
+        assert r["throughput_sps_b8"] == pytest.approx(8 / (r["latency_ms_b8"] / 1e3))
+        assert r["flops_note"] == ""
+
+
+def test_oom_is_a_status_and_the_suite_goes_on(write_suite, tmp_path):
+    from mmbench.run import prepare, run_suite
+    from mmbench.suite import load_suite
+
+    text = TINY_SUITE.replace("  - method: late\n", "  - method: tests.oom_module:OutOfMemory\n  - method: late\n")
+    run = run_suite(prepare(load_suite(write_suite(text))), tmp_path)
+    status = {r["method"]: r["status"] for r in run.rows()}
+    assert status["tests.oom_module:OutOfMemory"] == "oom"
+    assert status["late"] == "ok" and status["tfn"] == "ok"
+
+
+@pytest.mark.parametrize("edit,words", [
+    (("device: cpu", "device: cpu\n  precision: tf32"), "tf32"),
+    (("device: cpu", "device: cuda"), "CUDA is not available"),
+])
+def test_unusable_device_settings_exit_2(write_suite, edit, words):
+    if torch.cuda.is_available() and "cuda" in edit[1]:
+        pytest.skip("this machine has CUDA")
+    r = run_cli("validate", str(write_suite(TINY_SUITE.replace(*edit))))
+    assert r.returncode == 2 and words in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_env_records_what_changes_a_timing():
+    from mmbench.measure.env import environment
+
+    env = environment("cpu")
+    for key in ("cpu_model", "cpu_count_physical", "torch_threads", "torch", "cpu_capability",
+                "float32_matmul_precision", "compile_backend", "cxx", "cpu_governor"):
+        assert key in env, key
