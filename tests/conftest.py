@@ -46,6 +46,6 @@ def run_cli(*args: str, cwd: Path | None = None):
     """Run `python -m mmbench ARGS` in a subprocess (the real entry point: exit codes, stderr)."""
     import subprocess
 
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     return subprocess.run([sys.executable, "-m", "mmbench", *args], capture_output=True, text=True, cwd=cwd, env=env,
                           timeout=300)
