@@ -34,20 +34,24 @@ def say(line: str = "") -> None:
     OUT.append(line)
 
 
-def raw_event_loop(fn, iters: int = 50, warmup: int = 10) -> float:
-    """An independent timer: one CUDA event pair per call, median of the per-call times (ms)."""
-    for _ in range(warmup):
+def raw_event_loop(fn, calls: int = 100, repeats: int = 10, warmup_s: float = 0.2) -> float:
+    """An independent timer, written here: `calls` back-to-back calls between one CUDA event pair, `repeats` times,
+    median of the per-call times (ms). (An event pair around every single call would add the events' own launch cost
+    to these launch-bound calls.)"""
+    end = time.perf_counter() + warmup_s  # long enough for the GPU clocks to leave idle
+    while time.perf_counter() < end:
         fn()
     torch.cuda.synchronize()
-    pairs = []
-    for _ in range(iters):
+    times = []
+    for _ in range(repeats):
         s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         s.record()
-        fn()
+        for _ in range(calls):
+            fn()
         e.record()
-        pairs.append((s, e))
-    torch.cuda.synchronize()
-    return statistics.median(s.elapsed_time(e) for s, e in pairs)
+        e.synchronize()
+        times.append(s.elapsed_time(e) / calls)
+    return statistics.median(times)
 
 
 def raw_peak_mib(fn) -> float:
@@ -73,8 +77,14 @@ def latency_table() -> None:
                 xs = [torch.randn(batch, d, device="cuda") for _ in range(3)]
                 with torch.inference_mode():
                     fn = lambda: module(xs)  # noqa: E731
-                    stats = measure.latency(fn, device="cuda", warmup=10, min_samples=20, max_time_s=1.0)
-                    raw = raw_event_loop(fn)
+                    raw_event_loop(fn, repeats=1)  # both timers then start from the same warm clocks
+                    # Interleaved rounds, so clock or neighbour drift hits both timers alike.
+                    ours, raws = [], []
+                    for _ in range(3):
+                        stats = measure.latency(fn, device="cuda", warmup=10, min_samples=20, max_time_s=0.5)
+                        ours.append(stats.median_ms)
+                        raws.append(raw_event_loop(fn))
+                    ours_ms, raw = statistics.median(ours), statistics.median(raws)
                     mem = measure.peak_memory(fn, "cuda")["peak_alloc_mib"]
                     ref_mem = raw_peak_mib(fn)
                     graph = ""
@@ -83,8 +93,8 @@ def latency_table() -> None:
                                             max_time_s=1.0)
                         graph = f"{g.median_ms:.4f}"
                 label = name + (f" r{hp['rank']}" if hp else "")
-                say(f"| {label} | {d}³ | {batch} | {stats.median_ms:.4f} ({stats.iqr_ms:.4f}, {stats.n}) | "
-                    f"{raw:.4f} | {stats.median_ms / raw:.3f} | {mem:.1f} | {ref_mem:.1f} | {mem / ref_mem:.3f} | "
+                say(f"| {label} | {d}³ | {batch} | {ours_ms:.4f} ({stats.iqr_ms:.4f}, {stats.n}) | "
+                    f"{raw:.4f} | {ours_ms / raw:.3f} | {mem:.1f} | {ref_mem:.1f} | {mem / ref_mem:.3f} | "
                     f"{graph} |")
                 del module, xs
                 torch.cuda.empty_cache()
@@ -165,12 +175,13 @@ def run_path() -> None:
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=None)
+    ap.add_argument("--parts", default="latency_table,precision_table,run_path")
     args = ap.parse_args()
     props = torch.cuda.get_device_properties(0)
     say(f"# GPU measurement check — {props.name}, torch {torch.__version__}, CUDA {torch.version.cuda}, "
         f"{props.multi_processor_count} SMs, L2 {props.L2_cache_size // 2**20} MiB")
     say()
-    for part in (latency_table, precision_table, run_path):
+    for part in (globals()[p] for p in args.parts.split(",")):
         try:
             part()
         except Exception as exc:  # report and go on: one call of device time must return every part it can
