@@ -81,7 +81,8 @@ def list_(what: Registry = typer.Argument(..., help="methods or datasets")):
             table.add_column(col)
         for name in methods.available():
             m = methods.info(name)
-            mods = f"{m.min_modalities}+" if m.max_modalities is None else f"{m.min_modalities}-{m.max_modalities}"
+            hi = m.max_modalities
+            mods = f"{m.min_modalities}+" if hi is None else (f"{hi}" if hi == m.min_modalities else f"{m.min_modalities}-{hi}")
             table.add_row(name, m.family, m.inputs, mods, m.rank_param or "—", escape(m.description))
     else:
         from mmbench import data

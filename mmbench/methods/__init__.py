@@ -2,6 +2,7 @@
 from mmbench.methods.registry import MethodInfo, available, create, info, register_method
 
 # Importing the family modules registers their methods.
-from mmbench.methods import basic, tensor  # noqa: E402,F401
+from mmbench.methods import (  # noqa: E402,F401
+    attention, basic, bilinear, coordinated, encdec, joint, tensor, view_specific)
 
 __all__ = ["MethodInfo", "available", "create", "info", "register_method"]

@@ -1,0 +1,267 @@
+"""Bilinear pooling: MLB, MFB, MFH, Tucker, MUTAN, BLOCK and compact bilinear pooling (MCB).
+
+All take exactly two modalities (x0, x1); a suite giving more is refused at plan time through the registry's
+modality range (these methods are defined on a pair, and chaining pairs would be a different method with its own
+parameter count). ssl(z) = sign(z)·√|z| then L2 normalisation, where a method's paper applies it.
+Defaults are scaled down from the VQA configs (MLB mm=1200, MFB/MFH mm=1000 k=5, MUTAN mm=1600 R=15, BLOCK mm=1600
+C=20 R=15, MCB D=16000) to the dims a synthetic benchmark uses; every one is a hyperparameter.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from mmbench.methods.base import Fusion
+from mmbench.methods.registry import register_method
+
+
+def ssl(z: torch.Tensor) -> torch.Tensor:
+    """Signed square root, then L2 normalisation over the last dim. relu-split so the gradient at 0 is 0, not NaN."""
+    z = torch.sqrt(F.relu(z)) - torch.sqrt(F.relu(-z))
+    return F.normalize(z, dim=-1)
+
+
+def _positive(**values: int) -> None:
+    for name, v in values.items():
+        if v <= 0:
+            raise ValueError(f"{name} must be positive, got {v}")
+
+
+class _Pair(Fusion):
+    """Two-input base: the input projections x0 → a, x1 → b that every member of the family starts with."""
+
+    def __init__(self, dims: Sequence[int], out_dim: int, width0: int, width1: int | None = None):
+        super().__init__(dims, out_dim)
+        self.linear0 = nn.Linear(self.dims[0], width0)
+        self.linear1 = nn.Linear(self.dims[1], width0 if width1 is None else width1)
+
+
+@register_method("mlb", family="bilinear", max_modalities=2, rank_param="mm")
+class MLB(_Pair):
+    """MLB (Kim 2017): ReLU(W0 x0) ⊙ ReLU(W1 x1) (a rank-mm bilinear form), ssl, Linear → o."""
+
+    def __init__(self, dims: Sequence[int], out_dim: int, mm: int = 256):
+        _positive(mm=mm)
+        super().__init__(dims, out_dim, mm)
+        self.mm = int(mm)
+        self.out = nn.Linear(mm, out_dim)
+
+    def forward(self, xs: list[torch.Tensor]) -> torch.Tensor:
+        z = torch.relu(self.linear0(xs[0])) * torch.relu(self.linear1(xs[1]))
+        return self.out(ssl(z))
+
+    def expected_params(self) -> int:
+        d0, d1 = self.dims
+        return (d0 + d1 + 2) * self.mm + (self.mm + 1) * self.out_dim
+
+    def expected_flops(self, batch: int) -> int:
+        d0, d1 = self.dims
+        return 2 * batch * self.mm * (d0 + d1 + self.out_dim)
+
+
+@register_method("mfb", family="bilinear", max_modalities=2, rank_param="k")
+class MFB(_Pair):
+    """MFB (Yu 2017): project both to mm·k, multiply, sum-pool groups of k → mm, ssl, Linear → o."""
+
+    def __init__(self, dims: Sequence[int], out_dim: int, mm: int = 128, k: int = 5):
+        _positive(mm=mm, k=k)
+        super().__init__(dims, out_dim, mm * k)
+        self.mm, self.k = int(mm), int(k)
+        self.out = nn.Linear(mm, out_dim)
+
+    def forward(self, xs: list[torch.Tensor]) -> torch.Tensor:
+        p = self.linear0(xs[0]) * self.linear1(xs[1])
+        return self.out(ssl(p.view(-1, self.mm, self.k).sum(-1)))
+
+    def expected_params(self) -> int:
+        d0, d1 = self.dims
+        return (d0 + d1 + 2) * self.mm * self.k + (self.mm + 1) * self.out_dim
+
+    def expected_flops(self, batch: int) -> int:
+        d0, d1 = self.dims
+        return 2 * batch * (self.mm * self.k * (d0 + d1) + self.mm * self.out_dim)
+
+
+@register_method("mfh", family="bilinear", max_modalities=2, rank_param="k")
+class MFH(Fusion):
+    """MFH (Yu 2018): two MFB stages; the second's product is multiplied by the first's pre-pool product; concat → o.
+
+    p1 = (U1 x0) ⊙ (V1 x1), p2 = (U2 x0) ⊙ (V2 x1) ⊙ p1 (each mm·k wide), z_i = ssl(sumpool_k(p_i)),
+    y = Linear(2mm → o)([z1; z2]). U1 and U2 (and V1, V2) are stored as one Linear each, so x0 is read once.
+    """
+
+    def __init__(self, dims: Sequence[int], out_dim: int, mm: int = 128, k: int = 5):
+        _positive(mm=mm, k=k)
+        super().__init__(dims, out_dim)
+        self.mm, self.k = int(mm), int(k)
+        self.linear0 = nn.Linear(self.dims[0], 2 * mm * k)  # [U1; U2]
+        self.linear1 = nn.Linear(self.dims[1], 2 * mm * k)  # [V1; V2]
+        self.out = nn.Linear(2 * mm, out_dim)
+
+    def forward(self, xs: list[torch.Tensor]) -> torch.Tensor:
+        prod = (self.linear0(xs[0]) * self.linear1(xs[1])).view(-1, 2, self.mm * self.k)
+        p1 = prod[:, 0]
+        p2 = prod[:, 1] * p1
+        z = torch.stack([p1, p2], 1).view(-1, 2, self.mm, self.k).sum(-1)  # (B, 2, mm)
+        return self.out(ssl(z).flatten(1))
+
+    def expected_params(self) -> int:
+        d0, d1 = self.dims
+        return 2 * (d0 + d1 + 2) * self.mm * self.k + (2 * self.mm + 1) * self.out_dim
+
+    def expected_flops(self, batch: int) -> int:
+        d0, d1 = self.dims
+        return 2 * batch * (2 * self.mm * self.k * (d0 + d1) + 2 * self.mm * self.out_dim)
+
+
+@register_method("tucker", family="bilinear", max_modalities=2, rank_param="mm")
+class Tucker(_Pair):
+    """Tucker fusion: project both to mm, full bilinear core T ∈ R^{mm×mm×mm} (+ bias), Linear → o.
+
+    z_k = Σ_ij T[i, j, k] q0_i q1_j + b_k, computed as two matmuls: (q0 · T as (mm, mm·mm)) then a batched product
+    with q1 (torch's own bilinear op is invisible to flop_counter, this form is counted).
+    """
+
+    def __init__(self, dims: Sequence[int], out_dim: int, mm: int = 32):
+        _positive(mm=mm)
+        super().__init__(dims, out_dim, mm)
+        self.mm = int(mm)
+        bound = 1 / math.sqrt(mm)  # nn.Bilinear's init
+        self.core = nn.Parameter(torch.empty(mm, mm, mm).uniform_(-bound, bound))  # (i, k, j)
+        self.core_bias = nn.Parameter(torch.empty(mm).uniform_(-bound, bound))
+        self.out = nn.Linear(mm, out_dim)
+
+    def forward(self, xs: list[torch.Tensor]) -> torch.Tensor:
+        q0, q1 = self.linear0(xs[0]), self.linear1(xs[1])
+        t = torch.mm(q0, self.core.view(self.mm, -1)).view(-1, self.mm, self.mm)  # (B, k, j)
+        z = torch.baddbmm(self.core_bias.view(1, -1, 1), t, q1.unsqueeze(-1)).squeeze(-1)
+        return self.out(z)
+
+    def expected_params(self) -> int:
+        d0, d1 = self.dims
+        mm = self.mm
+        return (d0 + d1 + 2) * mm + mm ** 3 + mm + (mm + 1) * self.out_dim
+
+    def expected_flops(self, batch: int) -> int:
+        d0, d1 = self.dims
+        mm = self.mm
+        return 2 * batch * (mm * (d0 + d1) + mm ** 3 + mm ** 2 + mm * self.out_dim)
+
+
+@register_method("mutan", family="bilinear", max_modalities=2, rank_param="rank")
+class MUTAN(_Pair):
+    """MUTAN (Ben-younes 2017): z = Σ_{r=1..R} (A_r q̃0) ⊙ (B_r q̃1) after projecting both inputs to mm; Linear → o.
+
+    A_r, B_r ∈ R^{mm×(mm+1)} (the +1 is a bias) are stored as one Linear(mm → R·mm) per side.
+    """
+
+    def __init__(self, dims: Sequence[int], out_dim: int, mm: int = 64, rank: int = 5):
+        _positive(mm=mm, rank=rank)
+        super().__init__(dims, out_dim, mm)
+        self.mm, self.rank = int(mm), int(rank)
+        self.merge0 = nn.Linear(mm, rank * mm)
+        self.merge1 = nn.Linear(mm, rank * mm)
+        self.out = nn.Linear(mm, out_dim)
+
+    def forward(self, xs: list[torch.Tensor]) -> torch.Tensor:
+        m = self.merge0(self.linear0(xs[0])) * self.merge1(self.linear1(xs[1]))
+        return self.out(m.view(-1, self.rank, self.mm).sum(1))
+
+    def expected_params(self) -> int:
+        d0, d1 = self.dims
+        mm = self.mm
+        return (d0 + d1 + 2) * mm + 2 * (mm + 1) * mm * self.rank + (mm + 1) * self.out_dim
+
+    def expected_flops(self, batch: int) -> int:
+        d0, d1 = self.dims
+        mm = self.mm
+        return 2 * batch * (mm * (d0 + d1) + 2 * mm * mm * self.rank + mm * self.out_dim)
+
+
+@register_method("block", family="bilinear", max_modalities=2, rank_param="rank")
+class Block(_Pair):
+    """BLOCK (Ben-younes 2019): project to mm, split into C equal chunks, a rank-R MUTAN per chunk, ssl, concat → o.
+
+    mm must be divisible by `chunks` (s = mm / C per chunk). The C per-chunk merges are one batched matmul over a
+    (C, s, R·s) weight rather than C small Linear layers.
+    """
+
+    def __init__(self, dims: Sequence[int], out_dim: int, mm: int = 128, chunks: int = 8, rank: int = 5):
+        _positive(mm=mm, chunks=chunks, rank=rank)
+        if mm % chunks:
+            raise ValueError(f"mm ({mm}) must be divisible by chunks ({chunks})")
+        super().__init__(dims, out_dim, mm)
+        self.mm, self.chunks, self.rank = int(mm), int(chunks), int(rank)
+        s = self.size = mm // chunks
+        bound = 1 / math.sqrt(s)  # nn.Linear's init for each chunk's (s → R·s) merge
+        self.merge0_weight = nn.Parameter(torch.empty(chunks, s, rank * s).uniform_(-bound, bound))
+        self.merge0_bias = nn.Parameter(torch.empty(chunks, 1, rank * s).uniform_(-bound, bound))
+        self.merge1_weight = nn.Parameter(torch.empty(chunks, s, rank * s).uniform_(-bound, bound))
+        self.merge1_bias = nn.Parameter(torch.empty(chunks, 1, rank * s).uniform_(-bound, bound))
+        self.out = nn.Linear(mm, out_dim)
+
+    def _merge(self, q: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return torch.baddbmm(b, q.view(-1, self.chunks, self.size).transpose(0, 1), w)  # (C, B, R·s)
+
+    def forward(self, xs: list[torch.Tensor]) -> torch.Tensor:
+        m = (self._merge(self.linear0(xs[0]), self.merge0_weight, self.merge0_bias)
+             * self._merge(self.linear1(xs[1]), self.merge1_weight, self.merge1_bias))
+        z = ssl(m.view(self.chunks, -1, self.rank, self.size).sum(2))  # (C, B, s), normalised per chunk
+        return self.out(z.transpose(0, 1).reshape(-1, self.mm))
+
+    def expected_params(self) -> int:
+        d0, d1 = self.dims
+        mm, s = self.mm, self.size
+        return (d0 + d1 + 2) * mm + 2 * self.chunks * (s + 1) * s * self.rank + (mm + 1) * self.out_dim
+
+    def expected_flops(self, batch: int) -> int:
+        d0, d1 = self.dims
+        mm, s = self.mm, self.size
+        return 2 * batch * (mm * (d0 + d1) + 2 * self.chunks * s * s * self.rank + mm * self.out_dim)
+
+
+@register_method("mcb", family="bilinear", max_modalities=2)
+class MCB(Fusion):
+    """Compact bilinear pooling (Fukui 2016): count-sketch both inputs to D, z = IFFT(FFT Ψ0 ⊙ FFT Ψ1), ssl, Linear.
+
+    The sketches (hash h_m: [d_m] → [D], sign s_m ∈ {±1}) are buffers drawn from torch's RNG at construction (so a
+    seed fixes them), not parameters: parameters are (D+1)·o. The count sketch is an index_add (d_m adds per sample,
+    not a matmul). torch.utils.flop_counter counts neither the sketch nor the FFTs: `expected_flops` is what it
+    counts (the output Linear); `fft_flops` states the usual estimate of the uncounted transforms.
+    """
+
+    def __init__(self, dims: Sequence[int], out_dim: int, sketch_dim: int = 1024):
+        _positive(sketch_dim=sketch_dim)
+        super().__init__(dims, out_dim)
+        self.sketch_dim = int(sketch_dim)
+        for m, d in enumerate(self.dims[:2]):
+            self.register_buffer(f"hash{m}", torch.randint(sketch_dim, (d,)))
+            self.register_buffer(f"sign{m}", torch.randint(2, (d,)).float() * 2 - 1)
+        self.out = nn.Linear(sketch_dim, out_dim)
+
+    def sketch(self, x: torch.Tensor, m: int) -> torch.Tensor:
+        h, s = getattr(self, f"hash{m}"), getattr(self, f"sign{m}")
+        return x.new_zeros(x.shape[0], self.sketch_dim).index_add_(1, h, x * s.to(x.dtype))
+
+    def forward(self, xs: list[torch.Tensor]) -> torch.Tensor:
+        n = self.sketch_dim
+        f0 = torch.fft.rfft(self.sketch(xs[0].float(), 0), n=n)  # FFTs in float32: no half-precision FFT on CPU
+        f1 = torch.fft.rfft(self.sketch(xs[1].float(), 1), n=n)
+        z = torch.fft.irfft(f0 * f1, n=n)
+        return self.out(ssl(z))
+
+    def expected_params(self) -> int:
+        return (self.sketch_dim + 1) * self.out_dim
+
+    def expected_flops(self, batch: int) -> int:
+        return 2 * batch * self.sketch_dim * self.out_dim
+
+    def fft_flops(self, batch: int) -> float:
+        """Not counted by flop_counter: three real FFTs of length D at ≈ 2.5·D·log2(D) each, plus D/2+1 complex
+        products (6 real ops each)."""
+        n = self.sketch_dim
+        return batch * (3 * 2.5 * n * math.log2(max(n, 2)) + 6 * (n // 2 + 1))
