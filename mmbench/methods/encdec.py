@@ -40,14 +40,15 @@ class EncoderDecoder(Fusion):
 
     def forward(self, xs: list[torch.Tensor]) -> torch.Tensor:
         code = torch.tanh(self.encoder(xs[self.source]))
-        self._last = (code, torch.cat([xs[m] for m in self.targets], -1))
+        self._last = (code, [xs[m] for m in self.targets])  # joined only if aux_loss asks: not an inference cost
         return self.out(code)
 
     def aux_loss(self) -> torch.Tensor | None:
         if self._last is None or self.aux_weight == 0:
             return None
-        code, target = self._last
-        return self.aux_weight * F.mse_loss(self.decoder(code).float(), target.detach().float())
+        code, targets = self._last
+        target = torch.cat(targets, -1).detach().float()
+        return self.aux_weight * F.mse_loss(self.decoder(code).float(), target)
 
     def expected_params(self) -> int:
         h = self.hidden

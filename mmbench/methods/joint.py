@@ -34,8 +34,9 @@ class AdditiveFusion(Fusion):
         nn.init.uniform_(self.bias, -bound, bound)
 
     def forward(self, xs: list[torch.Tensor]) -> torch.Tensor:
-        z = F.linear(xs[0], self.weights[0], self.bias)
-        for x, w in zip(xs[1:], self.weights[1:]):
+        ws = iter(self.weights)  # (slicing a ParameterList would build a new module on every call)
+        z = F.linear(xs[0], next(ws), self.bias)
+        for x, w in zip(xs[1:], ws):
             z = torch.addmm(z, x, w.T)
         act = _ACTIVATIONS[self.activation]
         return z if act is None else act(z)
