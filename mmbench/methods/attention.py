@@ -29,8 +29,10 @@ class BatchNorm(nn.BatchNorm1d):
 
 
 def _branch(channels: int, inter: int) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(channels, inter), BatchNorm(inter), nn.ReLU(),
-                         nn.Linear(inter, channels), BatchNorm(channels))
+    # No bias before a BatchNorm: its mean subtraction cancels the bias, whose gradient is then exactly 0 (the
+    # reference's convs keep one: 2i + 2C parameters per branch that are counted but never trained).
+    return nn.Sequential(nn.Linear(channels, inter, bias=False), BatchNorm(inter), nn.ReLU(),
+                         nn.Linear(inter, channels, bias=False), BatchNorm(channels))
 
 
 class MSCAM(nn.Module):
@@ -67,7 +69,7 @@ class _AFFBase(Fusion):
     def expected_params(self) -> int:
         c, i = self.channels, self.inter
         proj = sum((d + 1) * c for d in self.dims if d != c)
-        return proj + self.stages * (4 * c * i + 6 * i + 6 * c) + (c + 1) * self.out_dim
+        return proj + self.stages * (4 * c * i + 4 * i + 4 * c) + (c + 1) * self.out_dim
 
     def expected_flops(self, batch: int) -> int:
         c, i = self.channels, self.inter
@@ -79,7 +81,9 @@ class _AFFBase(Fusion):
 class AFF(_AFFBase):
     """Attentional feature fusion: w = MS-CAM(X + Y), Z = X ⊙ w + Y ⊙ (1 − w), Linear(C → o).
 
-    Parameters: projections Σ_{d_m ≠ C}(d_m+1)·C, MS-CAM 4C·i + 6i + 6C (i = C // r), head (C+1)·o.
+    Parameters: projections Σ_{d_m ≠ C}(d_m+1)·C, MS-CAM 4C·i + 4i + 4C (i = C // r), head (C+1)·o. The paper's
+    MS-CAM count, 4C·i + 6i + 6C, includes a bias before each BatchNorm, which the BatchNorm cancels (its gradient
+    is 0 in training); they are left out here.
     """
 
     def forward(self, xs: list[torch.Tensor]) -> torch.Tensor:

@@ -266,8 +266,9 @@ class MCB(Fusion):
 
     def forward(self, xs: list[torch.Tensor]) -> torch.Tensor:
         n = self.sketch_dim
-        f0 = torch.fft.rfft(self.sketch(xs[0].float(), 0), n=n)  # FFTs in float32: no half-precision FFT on CPU
-        f1 = torch.fft.rfft(self.sketch(xs[1].float(), 1), n=n)
+        x0, x1 = (x.float() if x.dtype in (torch.float16, torch.bfloat16) else x for x in xs)  # no half FFT on CPU
+        f0 = torch.fft.rfft(self.sketch(x0, 0), n=n)
+        f1 = torch.fft.rfft(self.sketch(x1, 1), n=n)
         z = torch.fft.irfft(f0 * f1, n=n)
         return self.out(ssl(z))
 

@@ -1,0 +1,314 @@
+"""The zoo's methods against the catalog's closed forms (written here independently of the classes), hand-derived
+FLOP formulas, their reference computations (the benchmark's naive versions), and each method's own behaviour."""
+import itertools
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from benchmarks.methods_vs_naive import NAIVE
+from mmbench import methods
+from mmbench.errors import UserError
+from mmbench.measure import flops, params
+from tests.conftest import TINY_SUITE
+
+
+def _p_aff(d, o, hp, stages):
+    c = hp.get("channels") or max(d)
+    i = c // hp.get("r", 4)
+    proj = sum((dm + 1) * c for dm in d if dm != c)
+    return proj + stages * (4 * c * i + 6 * i + 6 * c - 2 * i - 2 * c) + (c + 1) * o  # catalog minus pre-BN biases
+
+
+def _p_block(d, o, hp):
+    mm, ch, r = hp["mm"], hp["chunks"], hp["rank"]
+    s = [mm // ch] * ch
+    return (d[0] + d[1] + 2) * mm + 2 * sum((sc + 1) * sc * r for sc in s) + (mm + 1) * o
+
+
+# key -> (closed form (dims, out_dim, hyperparams) -> params, list of hyperparameter settings)
+CLOSED_FORMS = {
+    "additive": (lambda d, o, hp: sum(d) * o + o, [{}]),
+    "hybrid": (lambda d, o, hp: (sum(d) + 1) * o + sum((dm + 1) * o for dm in d) + len(d) + 1, [{}]),
+    "gmu": (lambda d, o, hp: sum((dm + 1) * hp["hidden"] for dm in d)
+            + (sum(d) + 1) * (1 if len(d) == 2 else len(d)) * hp["hidden"] + (hp["hidden"] + 1) * o,
+            [{"hidden": 4}, {"hidden": 9}]),
+    "mlb": (lambda d, o, hp: (d[0] + d[1] + 2) * hp["mm"] + (hp["mm"] + 1) * o, [{"mm": 1}, {"mm": 12}]),
+    "mfb": (lambda d, o, hp: (d[0] + d[1] + 2) * hp["mm"] * hp["k"] + (hp["mm"] + 1) * o,
+            [{"mm": 6, "k": 1}, {"mm": 10, "k": 5}]),
+    "mfh": (lambda d, o, hp: 2 * (d[0] + d[1] + 2) * hp["mm"] * hp["k"] + (2 * hp["mm"] + 1) * o,
+            [{"mm": 6, "k": 2}, {"mm": 10, "k": 5}]),
+    "tucker": (lambda d, o, hp: (d[0] + d[1] + 2) * hp["mm"] + hp["mm"] ** 3 + hp["mm"] + (hp["mm"] + 1) * o,
+               [{"mm": 3}, {"mm": 8}]),
+    "mutan": (lambda d, o, hp: (d[0] + d[1] + 2) * hp["mm"] + 2 * (hp["mm"] + 1) * hp["mm"] * hp["rank"]
+              + (hp["mm"] + 1) * o, [{"mm": 5, "rank": 1}, {"mm": 8, "rank": 15}]),
+    "block": (lambda d, o, hp: _p_block(d, o, hp),
+              [{"mm": 12, "chunks": 3, "rank": 2}, {"mm": 20, "chunks": 20, "rank": 1}, {"mm": 16, "chunks": 1,
+                                                                                        "rank": 3}]),
+    "mcb": (lambda d, o, hp: (hp["sketch_dim"] + 1) * o, [{"sketch_dim": 16}, {"sketch_dim": 100}]),
+    "aff": (lambda d, o, hp: _p_aff(d, o, hp, 1), [{}, {"channels": 12, "r": 3}, {"channels": 8, "r": 8}]),
+    "iaff": (lambda d, o, hp: _p_aff(d, o, hp, 2), [{}, {"channels": 12, "r": 3}]),
+    "contrastive": (lambda d, o, hp: sum(d) * hp["embed_dim"] + 1 + (len(d) * hp["embed_dim"] + 1) * o,
+                    [{"embed_dim": 3}, {"embed_dim": 10}]),
+    "dcca": (lambda d, o, hp: sum((dm + 1) * hp["embed_dim"] for dm in d) + (len(d) * hp["embed_dim"] + 1) * o,
+             [{"embed_dim": 2}, {"embed_dim": 7}]),
+    "encdec": (lambda d, o, hp: (d[hp["source"]] + 1) * hp["hidden"]
+               + (hp["hidden"] + 1) * (sum(d) - d[hp["source"]]) + (hp["hidden"] + 1) * o,
+               [{"hidden": 5, "source": 0}, {"hidden": 3, "source": 1}]),
+    "view_specific": (lambda d, o, hp: (sum(d) + len(d)) * hp["hidden"] + len(d) * (2 * hp["hidden"] ** 2
+                      + hp["hidden"]) + len(d) * (hp["hidden"] + 1) * o, [{"hidden": 2}, {"hidden": 6}]),
+}
+DIMS = [[3, 5], [8, 8], [4, 6, 2]]
+
+
+def _fits(name, dims):
+    hi = methods.info(name).max_modalities
+    return hi is None or len(dims) <= hi
+
+
+@pytest.mark.parametrize("name,dims", [(n, d) for n in sorted(CLOSED_FORMS) for d in DIMS if _fits(n, d)])
+@pytest.mark.parametrize("out_dim", [1, 4])
+def test_params_match_catalog_closed_form(name, dims, out_dim):
+    form, settings = CLOSED_FORMS[name]
+    for hp in settings:
+        m = methods.create(name, dims, out_dim, **hp)
+        assert params(m) == form(dims, out_dim, hp) == m.expected_params(), hp
+
+
+# Hand-derived FLOPs (2 × multiply-adds of the matmuls actually performed; elementwise ops not counted).
+BILINEAR_FLOPS = {
+    "mlb": (dict(mm=12), lambda b, d0, d1, o: 2 * b * (12 * d0 + 12 * d1 + 12 * o)),
+    "mfb": (dict(mm=6, k=3), lambda b, d0, d1, o: 2 * b * (18 * d0 + 18 * d1 + 6 * o)),
+    "mfh": (dict(mm=6, k=3), lambda b, d0, d1, o: 2 * b * (36 * d0 + 36 * d1 + 12 * o)),
+    # projections, q0·T (mm × mm² per sample), the batched product with q1 (mm² per sample), output
+    "tucker": (dict(mm=5), lambda b, d0, d1, o: 2 * b * (5 * d0 + 5 * d1 + 125 + 25 + 5 * o)),
+    "mutan": (dict(mm=8, rank=3), lambda b, d0, d1, o: 2 * b * (8 * d0 + 8 * d1 + 2 * 8 * 24 + 8 * o)),
+    "block": (dict(mm=12, chunks=3, rank=2), lambda b, d0, d1, o: 2 * b * (12 * d0 + 12 * d1 + 2 * 3 * 4 * 8 + 12 * o)),
+    "mcb": (dict(sketch_dim=64), lambda b, d0, d1, o: 2 * b * 64 * o),  # sketch and FFTs: not counted by torch
+}
+
+
+@pytest.mark.parametrize("name", sorted(BILINEAR_FLOPS))
+@pytest.mark.parametrize("dims,out_dim,batch", [([3, 5], 2, 1), ([7, 4], 5, 6)])
+def test_bilinear_flops_match_hand_derived_formula(name, dims, out_dim, batch):
+    hp, formula = BILINEAR_FLOPS[name]
+    m = methods.create(name, dims, out_dim, **hp).eval()
+    xs = [torch.randn(batch, d) for d in dims]
+    assert flops(lambda: m(xs), m)["total"] == formula(batch, *dims, out_dim) == m.expected_flops(batch)
+
+
+def test_mutan_flops_written_out():
+    m = methods.create("mutan", [10, 20], 3, mm=4, rank=2)
+    # 2·B·(4·10 + 4·20 + 2·(4·8) + 4·3) at B = 2
+    assert flops(lambda: m([torch.randn(2, 10), torch.randn(2, 20)]), m)["total"] == 2 * 2 * (40 + 80 + 64 + 12)
+
+
+@pytest.mark.parametrize("name", sorted(n for n in methods.available() if methods.info(n).inputs == "vectors"))
+def test_same_function_as_the_straightforward_version(name):
+    """The benchmark's naive versions (reference-code style) compute what ours compute: equal work is compared,
+    and ours is the method the paper defines."""
+    assert name in NAIVE, f"add a straightforward version of '{name}' to benchmarks/methods_vs_naive.py"
+    hi = methods.info(name).max_modalities
+    dims = [6, 5] if hi == 2 else [6, 5, 4]
+    torch.manual_seed(0)
+    m = methods.create(name, dims, 3).double().eval()
+    xs = [torch.randn(7, d, dtype=torch.float64) for d in dims]
+    with torch.no_grad():
+        torch.set_default_dtype(torch.float64)
+        try:
+            want = NAIVE[name](m, xs)
+        finally:
+            torch.set_default_dtype(torch.float32)
+        torch.testing.assert_close(m(xs), want)
+
+
+def test_mcb_is_the_count_sketch_of_the_outer_product():
+    """Ψ(x0) ⊛ Ψ(x1) = count sketch of x0 ⊗ x1 with hash (h0(i) + h1(j)) mod D and sign s0(i)·s1(j)."""
+    torch.manual_seed(0)
+    m = methods.create("mcb", [5, 4], 2, sketch_dim=16).double()
+    x0, x1 = torch.randn(3, 5, dtype=torch.float64), torch.randn(3, 4, dtype=torch.float64)
+    f = lambda t, i: torch.fft.rfft(m.sketch(t, i), n=16)  # noqa: E731
+    got = torch.fft.irfft(f(x0, 0) * f(x1, 1), n=16)
+    want = torch.zeros(3, 16, dtype=torch.float64)
+    for i, j in itertools.product(range(5), range(4)):
+        want[:, (m.hash0[i] + m.hash1[j]) % 16] += m.sign0[i] * m.sign1[j] * x0[:, i] * x1[:, j]
+    torch.testing.assert_close(got.float(), want.float(), atol=1e-5, rtol=1e-5)
+    assert not any(n.startswith(("hash", "sign")) for n, _ in m.named_parameters())
+    assert {"hash0", "hash1", "sign0", "sign1"} <= set(dict(m.named_buffers()))
+
+
+def test_signed_sqrt_gradient_is_zero_at_zero_not_nan():
+    from mmbench.methods.bilinear import SignedSqrt
+
+    z = torch.tensor([0.0, 4.0, -9.0], requires_grad=True)
+    y = SignedSqrt.apply(z)
+    y.sum().backward()
+    torch.testing.assert_close(y.detach(), torch.tensor([0.0, 2.0, -3.0]))
+    torch.testing.assert_close(z.grad, torch.tensor([0.0, 0.25, 1 / 6]))
+
+
+def test_tucker_is_the_bilinear_form_of_its_core():
+    torch.manual_seed(0)
+    m = methods.create("tucker", [3, 4], 2, mm=5).double()
+    x0, x1 = torch.randn(6, 3, dtype=torch.float64), torch.randn(6, 4, dtype=torch.float64)
+    q0, q1 = m.linear0(x0), m.linear1(x1)
+    z = torch.einsum("bi,ikj,bj->bk", q0, m.core, q1) + m.core_bias
+    torch.testing.assert_close(m([x0, x1]), m.out(z))
+
+
+def test_block_needs_equal_chunks():
+    with pytest.raises(UserError, match="divisible by chunks"):
+        methods.create("block", [4, 4], 2, mm=10, chunks=3)
+
+
+def test_pair_method_given_three_modalities_is_a_plan_time_error(write_suite):
+    from mmbench.run import prepare
+    from mmbench.suite import load_suite
+
+    text = TINY_SUITE.replace("  - method: late\n", "  - method: late\n  - method: mutan\n")
+    with pytest.raises(UserError) as exc:
+        prepare(load_suite(write_suite(text)))
+    e = exc.value
+    assert "method 'mutan' takes 2 modalities, got 3" in e.message and e.key == "methods.3" and e.line == 16
+
+
+def test_iaff_second_stage_has_its_own_trained_global_branch():
+    """open-aff's iAFF reuses stage one's global branch: its second one never affects the output."""
+    torch.manual_seed(0)
+    m = methods.create("iaff", [6, 6], 2).eval()
+    xs = [torch.randn(4, 6), torch.randn(4, 6)]
+    before = m(xs)
+    with torch.no_grad():
+        m.cams[1].global_att[0].weight.add_(1.0)
+    assert not torch.allclose(before, m(xs))
+    assert m.cams[0].global_att is not m.cams[1].global_att
+
+
+def test_aff_trains_on_a_batch_of_one():
+    m = methods.create("aff", [4, 6], 2).train()
+    m([torch.randn(1, 4), torch.randn(1, 6)]).sum().backward()
+    assert m.cams[0].local_att[1].running_mean.abs().sum() == 0  # statistics untouched by a one-sample batch
+
+
+def _numpy_cca(a: np.ndarray, b: np.ndarray, reg: float) -> np.ndarray:
+    """Canonical correlations by SVD of the whitened cross-covariance (an independent route)."""
+    n = len(a)
+    a, b = a - a.mean(0), b - b.mean(0)
+    s11 = a.T @ a / (n - 1) + reg * np.eye(a.shape[1])
+    s22 = b.T @ b / (n - 1) + reg * np.eye(b.shape[1])
+
+    def inv_sqrt(s):
+        u, v = np.linalg.eigh(s)
+        return v @ np.diag(u ** -0.5) @ v.T
+
+    return np.sort(np.linalg.svd(inv_sqrt(s11) @ (a.T @ b / (n - 1)) @ inv_sqrt(s22), compute_uv=False))
+
+
+def test_canonical_correlations_match_an_independent_computation():
+    from mmbench.methods.coordinated import canonical_correlations
+
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(500, 2))
+    a = np.c_[z, rng.normal(size=(500, 2))]
+    b = np.c_[z @ [[1.0, 0.5], [0.0, 1.0]] + 0.1 * rng.normal(size=(500, 2)), rng.normal(size=(500, 1))]
+    got = canonical_correlations(torch.tensor(a), torch.tensor(b), reg=1e-3).numpy()
+    np.testing.assert_allclose(got, _numpy_cca(a, b, 1e-3)[-3:], rtol=1e-6, atol=1e-8)
+    assert got[-2:].min() > 0.95 and got[0] < 0.2  # two shared directions, one independent
+    top = canonical_correlations(torch.tensor(a), torch.tensor(b), reg=1e-3, top_k=2).numpy()
+    np.testing.assert_allclose(top, got[-2:])
+
+
+def test_dcca_aux_loss_is_minus_the_summed_correlations():
+    from mmbench.methods.coordinated import canonical_correlations
+
+    torch.manual_seed(0)
+    m = methods.create("dcca", [4, 5], 2, embed_dim=3, top_k=2, aux_weight=0.5)
+    xs = [torch.randn(32, 4), torch.randn(32, 5)]
+    m(xs)
+    h0, h1 = m.proj[0](xs[0]), m.proj[1](xs[1])
+    torch.testing.assert_close(m.aux_loss(), -0.5 * canonical_correlations(h0, h1, 1e-3, 2).sum())
+
+
+def test_contrastive_objective_scale_and_embeddings():
+    torch.manual_seed(0)
+    m = methods.create("contrastive", [4, 5], 2, embed_dim=6)
+    assert math.isclose(m.logit_scale.item(), math.log(1 / 0.07), rel_tol=1e-6)
+    xs = [torch.randn(8, 4), torch.randn(8, 5)]
+    m(xs)
+    za, zb = m.embeddings(xs)
+    torch.testing.assert_close(za.norm(dim=1), torch.ones(8))
+
+    def clip_loss(scale):
+        logits = scale * za @ zb.T
+        t = torch.arange(8)
+        return (torch.nn.functional.cross_entropy(logits, t) + torch.nn.functional.cross_entropy(logits.T, t)) / 2
+
+    torch.testing.assert_close(m.aux_loss(), clip_loss(1 / 0.07))
+    with torch.no_grad():
+        m.logit_scale.fill_(10.0)  # above ln 100: clamped where used
+    m(xs)
+    torch.testing.assert_close(m.aux_loss(), clip_loss(100.0))
+    m([x[:1] for x in xs])
+    assert m.aux_loss() is None  # nothing to contrast at B = 1
+
+
+def test_contrastive_pairs_are_averaged_for_three_modalities():
+    torch.manual_seed(0)
+    m = methods.create("contrastive", [4, 5, 3], 2, embed_dim=6)
+    xs = [torch.randn(8, d) for d in (4, 5, 3)]
+    m(xs)
+    z = m.embeddings(xs)
+    pair = [m._pair_loss(a, b) for a, b in itertools.combinations(z, 2)]
+    torch.testing.assert_close(m.aux_loss(), sum(pair) / 3)
+
+
+def test_encdec_reconstructs_detached_targets_and_predicts_from_the_source():
+    torch.manual_seed(0)
+    m = methods.create("encdec", [4, 3, 2], 2, hidden=5, source=1)
+    xs = [torch.randn(6, d, requires_grad=True) for d in (4, 3, 2)]
+    y = m(xs)
+    code = torch.tanh(m.encoder(xs[1]))
+    torch.testing.assert_close(y, m.out(code))
+    want = torch.nn.functional.mse_loss(m.decoder(code), torch.cat([xs[0], xs[2]], 1))
+    aux = m.aux_loss()
+    torch.testing.assert_close(aux, want)
+    aux.backward()
+    assert xs[0].grad is None and xs[2].grad is None and xs[1].grad is not None
+
+
+def test_view_specific_averages_confidences_and_passes_messages():
+    torch.manual_seed(0)
+    m = methods.create("view_specific", [4, 5, 3], 6, hidden=7).eval()
+    xs = [torch.randn(5, d) for d in (4, 5, 3)]
+    y = m(xs)
+    torch.testing.assert_close(y.exp().sum(1), torch.ones(5))  # log of an average of distributions
+    # view 0's prediction depends on view 1 only through the messages
+    hs = [torch.relu(f(x)) for f, x in zip(m.inp, xs)]
+    h0 = torch.relu(m.self_w[0](hs[0]) + m.msg_w[0]((hs[1] + hs[2]) / 2))
+    p0 = torch.softmax(m.pred[0](h0), 1)
+    assert torch.all(y.exp() >= p0 / 3 - 1e-6)
+    xs2 = [xs[0], xs[1] + 1.0, xs[2]]
+    hs2 = [torch.relu(f(x)) for f, x in zip(m.inp, xs2)]
+    h0b = torch.relu(m.self_w[0](hs2[0]) + m.msg_w[0]((hs2[1] + hs2[2]) / 2))
+    assert not torch.allclose(h0, h0b)
+
+
+def test_hybrid_starts_as_the_mean_of_early_and_unimodal_predictions():
+    torch.manual_seed(0)
+    m = methods.create("hybrid", [3, 4], 2)
+    xs = [torch.randn(5, 3), torch.randn(5, 4)]
+    preds = [m.early(torch.cat(xs, 1)), m.heads[0](xs[0]), m.heads[1](xs[1])]
+    torch.testing.assert_close(m(xs), sum(preds) / 3)
+
+
+def test_gmu_gates_choose_between_modalities():
+    torch.manual_seed(0)
+    m = methods.create("gmu", [3, 4], 2, hidden=5)
+    xs = [torch.randn(5, 3), torch.randn(5, 4)]
+    with torch.no_grad():
+        m.gate.weight.zero_()
+        m.gate.bias.fill_(50.0)  # z → 1: only modality 0 passes
+        torch.testing.assert_close(m(xs), m.out(torch.tanh(m.proj[0](xs[0]))))
+        m.gate.bias.fill_(-50.0)
+        torch.testing.assert_close(m(xs), m.out(torch.tanh(m.proj[1](xs[1]))))
