@@ -8,6 +8,8 @@ from __future__ import annotations
 import fnmatch
 import importlib
 import inspect
+import os
+import sys
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -95,6 +97,10 @@ def create(name: str, dims: Sequence[int], out_dim: int, **hyperparams) -> nn.Mo
         return entry.cls(dims, out_dim, **hp)
     except (ValueError, TypeError) as exc:
         raise UserError(f"method '{entry.name}': {exc}") from None
+    except Exception as exc:
+        if ":" not in entry.name:  # a built-in failing otherwise is a bug in mmbench: let it show
+            raise
+        raise UserError(f"method '{entry.name}': its constructor raised {type(exc).__name__}: {exc}") from None
 
 
 def _takes_var_kwargs(cls: type) -> bool:
@@ -104,6 +110,8 @@ def _takes_var_kwargs(cls: type) -> bool:
 def _user_method(spec: str) -> MethodInfo:
     """Import ``package.module:ClassName`` (only when a suite names it) and check the interface."""
     mod_name, _, cls_name = spec.partition(":")
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.append(os.getcwd())  # as `python -m mmbench` does: modules in the current directory import
     try:
         module = importlib.import_module(mod_name)
     except Exception as exc:  # any import-time failure is the user's module, not ours
@@ -116,9 +124,26 @@ def _user_method(spec: str) -> MethodInfo:
     params = list(inspect.signature(cls.__init__).parameters)[1:3]
     if params != ["dims", "out_dim"]:
         raise UserError(f"'{spec}' must take (dims, out_dim, **hyperparams) in its constructor")
-    return MethodInfo(name=spec, cls=cls, family=getattr(cls, "family", "user"),
-                      description=(cls.__doc__ or "").strip().split("\n")[0],
-                      inputs=getattr(cls, "inputs", "vectors"),
-                      min_modalities=getattr(cls, "min_modalities", 2),
-                      max_modalities=getattr(cls, "max_modalities", None),
-                      rank_param=getattr(cls, "rank_param", None), hyperparams=_hyperparams(cls))
+    if cls.forward is nn.Module.forward:
+        raise UserError(f"'{spec}' does not define forward(xs)")
+    entry = MethodInfo(name=spec, cls=cls, family=str(getattr(cls, "family", "user")),
+                       description=(cls.__doc__ or "").strip().split("\n")[0],
+                       inputs=getattr(cls, "inputs", "vectors"),
+                       min_modalities=getattr(cls, "min_modalities", 2),
+                       max_modalities=getattr(cls, "max_modalities", None),
+                       rank_param=getattr(cls, "rank_param", None), hyperparams=_hyperparams(cls))
+    _check_declared(entry)
+    return entry
+
+
+def _check_declared(e: MethodInfo) -> None:
+    """A user class's optional attributes, checked so that a typo is an error here rather than a wrong plan."""
+    if e.inputs not in ("vectors", "sequences", "both"):
+        raise UserError(f"'{e.name}': inputs must be 'vectors', 'sequences' or 'both', got {e.inputs!r}")
+    lo, hi = e.min_modalities, e.max_modalities
+    if not isinstance(lo, int) or lo < 1 or (hi is not None and (not isinstance(hi, int) or hi < lo)):
+        raise UserError(f"'{e.name}': min_modalities/max_modalities must be integers with 1 <= min <= max, "
+                        f"got {lo!r}/{hi!r}")
+    if e.rank_param is not None and e.rank_param not in e.hyperparams:
+        raise UserError(f"'{e.name}': rank_param {e.rank_param!r} is not a constructor argument "
+                        f"(it takes: {', '.join(e.hyperparams) or 'none'})")
