@@ -213,10 +213,29 @@ def test_canonical_correlations_match_an_independent_computation():
     a = np.c_[z, rng.normal(size=(500, 2))]
     b = np.c_[z @ [[1.0, 0.5], [0.0, 1.0]] + 0.1 * rng.normal(size=(500, 2)), rng.normal(size=(500, 1))]
     got = canonical_correlations(torch.tensor(a), torch.tensor(b), reg=1e-3).numpy()
-    np.testing.assert_allclose(got, _numpy_cca(a, b, 1e-3)[-3:], rtol=1e-6, atol=1e-8)
-    assert got[-2:].min() > 0.95 and got[0] < 0.2  # two shared directions, one independent
+    np.testing.assert_allclose(got, _numpy_cca(a, b, 1e-3)[::-1][:3], rtol=1e-6, atol=1e-8)
+    assert got[:2].min() > 0.95 and got[2] < 0.2  # two shared directions, one independent
     top = canonical_correlations(torch.tensor(a), torch.tensor(b), reg=1e-3, top_k=2).numpy()
-    np.testing.assert_allclose(top, got[-2:])
+    np.testing.assert_allclose(top, got[:2])
+
+
+def test_dcca_trains_when_features_are_rank_deficient():
+    """ReLU encoders narrower than the embedding: several covariance eigenvalues sit at reg. With Σ^{-1/2} from
+    eigh's eigenvectors this run hit an inf gradient and then a failed eigh at step 39 (as fusion_zoo trials did)."""
+    torch.manual_seed(0)
+    m = methods.create("dcca", [4, 4], 2, embed_dim=16)
+    enc = [torch.nn.Sequential(torch.nn.Linear(8, 4), torch.nn.ReLU()) for _ in range(2)]
+    opt = torch.optim.Adam([*m.parameters(), *enc[0].parameters(), *enc[1].parameters()], lr=3e-3)
+    z = torch.randn(256, 8)
+    xs = [z + 0.1 * torch.randn(256, 8), z + 0.1 * torch.randn(256, 8)]
+    for _ in range(60):
+        m([e(x) for e, x in zip(enc, xs)])
+        loss = m.aux_loss()
+        opt.zero_grad()
+        loss.backward()
+        assert torch.isfinite(loss) and all(torch.isfinite(p.grad).all() for p in m.proj.parameters())
+        opt.step()
+    assert loss < -3.0  # four shared directions found: Σ correlations near 4
 
 
 def test_dcca_aux_loss_is_minus_the_summed_correlations():

@@ -92,8 +92,9 @@ class DCCA(_Coordinated):
 
     h_m = W_m x_m + b_m ∈ R^e. ``aux_loss()`` = −aux_weight × (sum of the top-k canonical correlations between two
     views' h on the last batch), averaged over pairs for M > 2: Σ11, Σ22 are the views' covariances + reg·I,
-    T = Σ11^{-1/2} Σ12 Σ22^{-1/2} (inverse square roots by torch.linalg.eigh), correlations = singular values of T
-    (square roots of the eigenvalues of TᵀT). Computed in float32 (eigh has no half-precision kernel).
+    correlations = singular values of T = Σ11^{-1/2} Σ12 Σ22^{-1/2}, computed through Cholesky factors rather than
+    eigh (see `canonical_correlations`: eigh's gradient is infinite for repeated eigenvalues). Computed in float32
+    (no half-precision linear algebra on CPU).
     Task output: Linear(M·e → o) on [h_1; …; h_M]; ``embeddings(xs)`` = the L2-normalised h_m.
     Parameters: Σ(d_m+1)·e + (M·e + 1)·o.
     """
@@ -118,19 +119,23 @@ class DCCA(_Coordinated):
         return (sum(self.dims) + m) * e + (m * e + 1) * self.out_dim
 
 
-def _inv_sqrt(cov: torch.Tensor, eps: float = 1e-9) -> torch.Tensor:
-    vals, vecs = torch.linalg.eigh(cov)
-    return vecs @ torch.diag(vals.clamp_min(eps).rsqrt()) @ vecs.T
-
-
 def canonical_correlations(a: torch.Tensor, b: torch.Tensor, reg: float = 1e-3, top_k: int | None = None):
-    """The top-k canonical correlations between the columns of a (N, p) and b (N, q), regularised covariances."""
+    """The top-k canonical correlations (descending) between the columns of a (N, p) and b (N, q).
+
+    Σ11, Σ22 are regularised by reg·I. The correlations are the singular values of Σ11^{-1/2} Σ12 Σ22^{-1/2}, which
+    equal those of L1^{-1} Σ12 L2^{-T} for the Cholesky factors Σ = L Lᵀ (L^{-1} = O Σ^{-1/2} with O orthogonal).
+    That route, not the eigendecomposition, is used on purpose: eigh's gradient through its eigenvectors divides
+    by eigenvalue gaps, and a batch whose features have lower rank than the embedding (common: ReLU features, small
+    batches) leaves several eigenvalues exactly at reg, so the gradient is inf and training turns to NaN. The
+    gradient of singular values (svdvals) is u_i v_iᵀ: bounded.
+    """
     n = a.shape[0]
     a, b = a - a.mean(0), b - b.mean(0)
     s11 = a.T @ a / (n - 1) + reg * torch.eye(a.shape[1], dtype=a.dtype, device=a.device)
     s22 = b.T @ b / (n - 1) + reg * torch.eye(b.shape[1], dtype=b.dtype, device=b.device)
     s12 = a.T @ b / (n - 1)
-    t = _inv_sqrt(s11) @ s12 @ _inv_sqrt(s22)
-    sv2 = torch.linalg.eigvalsh(t.T @ t)  # ascending: squared singular values of T
-    corr = sv2.clamp_min(1e-12).sqrt()
-    return corr if top_k is None else corr[-top_k:]
+    l1, l2 = torch.linalg.cholesky(s11), torch.linalg.cholesky(s22)
+    t = torch.linalg.solve_triangular(l1, s12, upper=False)                  # L1^{-1} Σ12
+    t = torch.linalg.solve_triangular(l2, t.T, upper=False).T                # … L2^{-T}
+    corr = torch.linalg.svdvals(t)  # descending
+    return corr if top_k is None else corr[:top_k]
