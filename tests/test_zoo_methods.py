@@ -331,3 +331,17 @@ def test_gmu_gates_choose_between_modalities():
         torch.testing.assert_close(m(xs), m.out(torch.tanh(m.proj[0](xs[0]))))
         m.gate.bias.fill_(-50.0)
         torch.testing.assert_close(m(xs), m.out(torch.tanh(m.proj[1](xs[1]))))
+
+
+@pytest.mark.parametrize("quick", [False, True])
+def test_fusion_zoo_suite_validates_and_covers_every_vector_method(quick):
+    from mmbench.run import prepare
+    from mmbench.suite import load_suite
+    from tests.conftest import ROOT
+
+    p = prepare(load_suite(ROOT / "suites" / "fusion_zoo.yaml", quick=quick), "cpu")
+    vector = {n for n in methods.available() if methods.info(n).inputs == "vectors"}
+    assert {t.method for t in p.trials} == vector
+    tasks = {t.task_label for t in p.trials}
+    assert tasks == {"synthetic-redundancy", "synthetic-uniqueness", "synthetic-synergy"}
+    assert len(p.trials) == len(vector) * 3 * (1 if quick else 3)
