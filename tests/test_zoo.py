@@ -132,3 +132,17 @@ def test_rank_param_is_a_constructor_hyperparameter(name):
     info = methods.info(name)
     assert info.family and info.inputs in ("vectors", "sequences", "both") and info.description
     assert info.rank_param is None or info.rank_param in info.hyperparams
+
+
+def test_list_methods_shows_family_inputs_and_rank_of_every_method():
+    from typer.testing import CliRunner
+
+    from mmbench.cli import app
+
+    r = CliRunner().invoke(app, ["list", "methods"], terminal_width=250)
+    assert r.exit_code == 0
+    rows = {line.split()[0]: line.split() for line in r.output.splitlines()[1:] if line.strip()}
+    for name in ALL:
+        info = methods.info(name)
+        assert rows[name][1:3] == [info.family, info.inputs]
+        assert rows[name][4] == (info.rank_param or "—")
