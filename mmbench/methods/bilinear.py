@@ -120,11 +120,12 @@ class MFH(Fusion):
         self.out = nn.Linear(2 * mm, out_dim)
 
     def forward(self, xs: list[torch.Tensor]) -> torch.Tensor:
-        prod = (self.linear0(xs[0]) * self.linear1(xs[1])).view(-1, 2, self.mm * self.k)
-        p1 = prod[:, 0]
-        p2 = prod[:, 1] * p1
-        z = torch.stack([p1, p2], 1).view(-1, 2, self.mm, self.k).sum(-1)  # (B, 2, mm)
-        return self.out(ssl(z).flatten(1))
+        n = self.mm * self.k
+        prod = self.linear0(xs[0]) * self.linear1(xs[1])  # [p1 | U2x0 ⊙ V2x1]
+        p1 = prod[:, :n]
+        p2 = prod[:, n:] * p1
+        z1, z2 = (ssl(p.view(-1, self.mm, self.k).sum(-1)) for p in (p1, p2))  # sum-pool k, normalise per stage
+        return self.out(torch.cat([z1, z2], -1))
 
     def expected_params(self) -> int:
         d0, d1 = self.dims
