@@ -40,10 +40,11 @@ class ViewSpecific(Fusion):
         for h, s, n, p in zip(hs, self.self_w, self.msg_w, self.pred):
             msg = (total - h) / (m - 1)
             outs.append(p(torch.relu(s(h) + n(msg))))
-        scores = torch.stack(outs)  # (M, B, o)
         if self.out_dim == 1:
-            return scores.mean(0)
-        return torch.logsumexp(torch.log_softmax(scores, -1), 0) - math.log(m)
+            return torch.stack(outs).mean(0)
+        # log-softmax per view on (B, o): on the stacked (M, B, o) tensor torch goes multi-threaded even at B = 1
+        logp = torch.stack([torch.log_softmax(o, -1) for o in outs])  # (M, B, o)
+        return torch.logsumexp(logp, 0) - math.log(m)
 
     def expected_params(self) -> int:
         h, m = self.hidden, len(self.dims)
