@@ -58,7 +58,7 @@ def _check_inputs(suite: Suite, trials: list[Trial], tasks: dict[str, datasets.T
 
     loss = suite.train.loss
     for i, data in enumerate(tasks.values()):
-        if (data.target == "classification") != (loss in ("auto", "cross_entropy")):
+        if loss in (("mse", "l1") if data.target == "classification" else ("cross_entropy",)):
             raise UserError(f"loss '{loss}' does not fit task '{task_label(suite, i)}' ({data.target})",
                             key="train.loss", **locate(suite, "train", "loss"))
     for t in trials:
