@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from mmbench.errors import UserError
 from mmbench.run import prepare
 from mmbench.suite import load_suite
 from tests.conftest import ROOT, run_cli
@@ -39,5 +40,6 @@ def test_affect_suite_runs_with_affect_metrics(write_suite, tmp_path):
         assert col in row, col
     assert row["rob_metric"] == "acc2"
     bad = write_suite(Path(suite).read_text().replace("loss: l1", "loss: cross_entropy"), "bad.yaml")
-    r = run_cli("validate", str(bad))
-    assert r.returncode == 2 and "train.loss" in r.stderr and "regression" in r.stderr
+    with pytest.raises(UserError) as exc:  # caught at validation, before any training
+        prepare(load_suite(bad))
+    assert "train.loss" in exc.value.render() and "regression" in exc.value.render()

@@ -133,7 +133,8 @@ def _task(n_train=200, target="classification"):
 
 
 def _trial(method, **measure):
-    m = {"threads": None, "accuracy": True, "flops": False, "memory": False, "latency": None, **measure}
+    m = {"threads": None, "precision": "fp32", "compile": False, "accuracy": True, "flops": False, "memory": False,
+         "latency": None, **measure}
     return Trial(method=method, hparams={}, dims=(4, 4), task={"dataset": "t", "params": {}},
                  model={"encoder_hidden": []},
                  train={"epochs": 3, "batch_size": 64, "lr": 0.01, "weight_decay": 0.0, "optimizer": "adam",
