@@ -133,6 +133,8 @@ def test_multiview_bad_inputs_name_the_file(tmp_path):
     labels[5] = -1
     np.savetxt(root / "labels.csv", labels, fmt="%d")
     assert "labels.csv" in (msg := _error(load)) and "out of range" in msg and "row 5" in msg
+    np.savetxt(root / "labels.csv", np.stack([np.arange(120) % 3] * 2, 1), fmt="%d", delimiter=",")
+    assert "labels.csv" in (msg := _error(load)) and "one label per row" in msg
     np.savetxt(root / "labels.csv", np.arange(120) % 3, fmt="%d")
     data.load("multiview", path=str(root))  # repaired: loads
     (root / "manifest.json").write_text(json.dumps({"views": {"a": "a.npy", "b": "gone.npy"}, "labels": "labels.csv"}))

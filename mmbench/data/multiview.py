@@ -145,7 +145,11 @@ def multiview(path: str, val_fraction: float = 0.15, test_fraction: float = 0.2,
         raise UserError(f"target: must be classification or regression, got {target!r}", file=mf)
     lab_file, lab_key = _entry(doc["labels"], "labels", manifest)
     lab_path = root / lab_file
-    raw_y = np.asarray(read_array(lab_path, lab_key)).reshape(-1)
+    raw_y = np.asarray(read_array(lab_path, lab_key))
+    if raw_y.ndim > 1 and raw_y.shape[1:] != (1,) * (raw_y.ndim - 1):
+        raise UserError(f"{lab_key or 'labels'}: expected one label per row, got shape {raw_y.shape}",
+                        file=str(lab_path))
+    raw_y = raw_y.reshape(-1)
     if target == "classification":
         nc = doc.get("num_classes")
         if nc is not None and (not isinstance(nc, int) or nc < 2):
