@@ -37,10 +37,11 @@ def prepare(suite: Suite, device: str | None = None) -> Prepared:
         raise exc.at(**locate(suite, "measure", "device")) from None
     tasks: dict[str, datasets.TaskData] = {}
     counts = []
+    suite_dir = Path(getattr(suite, "_source", ".")).resolve().parent  # data paths in a suite are relative to it
     for i, spec in enumerate(suite.task_list):
         where = ("task",) if suite.task is not None else ("tasks", i)
         try:
-            data = datasets.load(spec.dataset, **spec.params)
+            data = datasets.load(spec.dataset, base_dir=suite_dir, **spec.params)
         except UserError as exc:
             raise exc.at(key=".".join(map(str, where)), **locate(suite, *where)) from None
         tasks[task_key(resolve_task(suite, i))] = data
@@ -55,6 +56,11 @@ def _check_inputs(suite: Suite, trials: list[Trial], tasks: dict[str, datasets.T
     """A sequence method given vector data (or the reverse) is a suite error, found before anything runs."""
     from mmbench import methods
 
+    loss = suite.train.loss
+    for i, data in enumerate(tasks.values()):
+        if loss in (("mse", "l1") if data.target == "classification" else ("cross_entropy",)):
+            raise UserError(f"loss '{loss}' does not fit task '{task_label(suite, i)}' ({data.target})",
+                            key="train.loss", **locate(suite, "train", "loss"))
     for t in trials:
         kind, takes = tasks[task_key(t.task)].kind, methods.info(t.method).inputs
         if takes != "both" and takes != kind:

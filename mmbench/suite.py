@@ -41,6 +41,8 @@ class TrainSpec(_Strict):
     weight_decay: float = Field(0.0, ge=0)
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
     seeds: list[int] = Field(default=[0, 1, 2], min_length=1)
+    patience: int | None = Field(None, gt=0)  # early stopping: epochs without a better validation score; None: off
+    loss: Literal["auto", "cross_entropy", "mse", "l1"] = "auto"  # auto: cross-entropy, or MSE for regression
 
 
 class LatencySpec(_Strict):
@@ -63,6 +65,19 @@ class LatencySpec(_Strict):
         return v
 
 
+class RobustnessSpec(_Strict):
+    levels: list[float] = Field(default=[round(0.1 * i, 1) for i in range(11)], min_length=2)  # × feature std
+    missing: bool = True  # also score each modality removed (zeros)
+    seed: int = 0         # the noise draws
+
+    @field_validator("levels")
+    @classmethod
+    def _increasing(cls, v: list[float]) -> list[float]:
+        if any(x < 0 for x in v) or any(b <= a for a, b in zip(v, v[1:])):
+            raise ValueError("levels must be non-negative and increasing")
+        return v
+
+
 class MeasureSpec(_Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int | None = Field(None, gt=0)  # CPU threads; default: the machine's physical cores
@@ -72,6 +87,8 @@ class MeasureSpec(_Strict):
     flops: bool = True
     memory: bool = True
     latency: LatencySpec | None = LatencySpec()
+    robustness: RobustnessSpec | None = None  # test-time noise / missing modality curves (needs accuracy)
+    retrieval: bool = True                    # recall@1/5/10 for methods with per-modality embeddings
 
 
 DimsValue = Union[int, list[int]]

@@ -11,7 +11,9 @@ import torch
 
 from mmbench import measure
 from mmbench.data.registry import TaskData
-from mmbench.measure.train import NonFiniteLoss, loss_with_aux, train_and_evaluate
+from mmbench.measure import metrics, robustness
+from mmbench.measure import train as train_mod
+from mmbench.measure.train import NonFiniteLoss, loss_with_aux
 from mmbench.model import build
 from mmbench.plan import Trial
 
@@ -166,23 +168,68 @@ def _timing(trial: Trial, data: TaskData, model: torch.nn.Module, result: TrialR
 
 
 def _accuracy(trial: Trial, data: TaskData, result: TrialResult) -> None:
-    row, t = result.row, trial.train
+    """Each seed: fit (selection on validation), then the kept checkpoint on test once — scores, retrieval for
+    methods with embeddings, robustness curves when the suite asks. Columns: every metric's mean and std over seeds."""
+    row, t, m = result.row, trial.train, trial.measure
+    kind = data.info.get("metrics", "")
 
     def make():
         return build(trial.method, trial.hparams, data.input_dims, trial.dims, data.num_classes,
                      trial.model["encoder_hidden"])
 
-    scores = [train_and_evaluate(make, data.train, data.val, data.test, data.num_classes, seed=s,
-                                 epochs=t["epochs"], batch_size=t["batch_size"], lr=t["lr"],
-                                 weight_decay=t["weight_decay"], optimizer=t["optimizer"], device=trial.device,
-                                 precision=trial.measure["precision"])
-              for s in t["seeds"]]
-    accs = np.array([s.test_accuracy for s in scores])
-    f1s = np.array([s.test_macro_f1 for s in scores])
-    row.update(acc_mean=float(accs.mean()), acc_std=float(accs.std(ddof=1)) if len(accs) > 1 else 0.0,
-               f1_mean=float(f1s.mean()), f1_std=float(f1s.std(ddof=1)) if len(f1s) > 1 else 0.0,
-               n_seeds=len(scores), train_time_s=float(sum(s.train_time_s for s in scores)))
-    for key in ("bayes_accuracy", "chance_accuracy"):
-        if key in data.info:
+    per_seed, raw_seeds, curves = [], [], []
+    xte, _ = train_mod.tensors(data.test, trial.device)
+    for s in t["seeds"]:
+        model, info = train_mod.fit(make, data.train, data.val, target=data.target, loss=t.get("loss", "auto"),
+                                    seed=s, epochs=t["epochs"], batch_size=t["batch_size"], lr=t["lr"],
+                                    weight_decay=t["weight_decay"], optimizer=t["optimizer"],
+                                    patience=t.get("patience"), device=trial.device,
+                                    precision=m.get("precision", "fp32"))
+        score = train_mod.evaluate_seed(model, info, data.test, s, data.target, data.num_classes, kind, trial.device)
+        values = dict(score.test)
+        if m.get("retrieval", True):
+            emb = train_mod.embeddings(model, xte)
+            if emb is not None:
+                values.update(metrics.retrieval(emb))
+        if m.get("robustness"):
+            curve = _robustness(model, data, xte, m["robustness"], kind)
+            curves.append(curve)
+            values.update(robustness.summarise(curve, data.modalities))
+        per_seed.append(values)
+        raw_seeds.append({**score.__dict__, "test": values})
+        del model
+    for key in per_seed[0]:
+        v = np.array([p[key] for p in per_seed], dtype=np.float64)
+        row[f"{key}_mean"] = float(v.mean())
+        row[f"{key}_std"] = float(v.std(ddof=1)) if len(v) > 1 else 0.0
+    row.update(n_seeds=len(per_seed), train_time_s=float(sum(r["train_time_s"] for r in raw_seeds)),
+               epoch_time_s=float(np.mean([r["epoch_time_s"] for r in raw_seeds])),
+               epochs_run_mean=float(np.mean([r["epochs_run"] for r in raw_seeds])),
+               best_epoch_mean=float(np.mean([r["best_epoch"] for r in raw_seeds])))
+    if curves:
+        row["rob_metric"] = _robust_metric(data, kind)
+    for key in ("bayes_accuracy", "chance_accuracy", "bayes_mse", "bayes_corr", "chance_mse"):
+        if data.info.get(key) is not None:
             row[key] = data.info[key]
-    result.raw["seeds"] = [s.__dict__ for s in scores]
+    result.raw["seeds"] = raw_seeds
+    if curves:
+        result.raw["robustness"] = [{"seed": s, "modalities": data.modalities, **c} for s, c in zip(t["seeds"], curves)]
+
+
+def _robust_metric(data: TaskData, kind: str) -> str:
+    """The score a robustness curve plots: higher is better, comparable across levels."""
+    if data.target == "classification":
+        return "acc"
+    return "acc2" if kind == "affect" else "corr"
+
+
+def _robustness(model, data: TaskData, xte, spec: dict, kind: str) -> dict:
+    name = _robust_metric(data, kind)
+    y = np.asarray(data.test.y)
+
+    def score(xs) -> float:
+        out = train_mod.outputs(model, xs).float().cpu().numpy()
+        return train_mod.score(out, y, data.target, data.num_classes, kind)[name]
+
+    scales = [robustness.feature_scale(x) for x in data.train.xs]
+    return robustness.curves(score, xte, scales, spec["levels"], spec["missing"], spec["seed"])

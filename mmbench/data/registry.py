@@ -68,12 +68,15 @@ def info(name: str) -> DatasetInfo:
         raise UserError(f"unknown dataset '{name}'{closest(name, _REGISTRY)}") from None
 
 
-def load(name: str, **params) -> TaskData:
+def load(name: str, base_dir: str | None = None, **params) -> TaskData:
+    """``base_dir`` (the suite file's folder) reaches loaders that take it: their relative paths resolve against it."""
     entry = info(name)
     unknown = sorted(set(params) - set(entry.params))
     if unknown:
         raise UserError(f"dataset '{name}' has no parameter '{unknown[0]}'{closest(unknown[0], entry.params)}; "
                         f"it takes: {', '.join(entry.params)}")
+    if base_dir is not None and "base_dir" in entry.params and params.get("base_dir") is None:
+        params = {**params, "base_dir": str(base_dir)}
     try:
         return entry.fn(**params)
     except (ValueError, TypeError) as exc:

@@ -1,10 +1,13 @@
-"""Accuracy: train on the train split, keep the best-validation epoch, evaluate it once on test."""
+"""Training: fit on train, select the best epoch on validation only (early stopping optional), evaluate once on test.
+
+The test split is never looked at while training or selecting: ``fit`` does not receive it.
+"""
 from __future__ import annotations
 
 import copy
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -12,85 +15,173 @@ import torch
 from torch import nn
 
 from mmbench.data.registry import Split
+from mmbench.measure import metrics
 from mmbench.measure.precision import region as precision_region
+
+LOSSES = ("auto", "cross_entropy", "mse", "l1")
 
 
 class NonFiniteLoss(RuntimeError):
     """The training loss became NaN or inf: a trial status, not a crash."""
 
 
+@dataclass
+class FitInfo:
+    best_epoch: int
+    epochs_run: int
+    val_score: float            # the selection score of the kept epoch: accuracy, or −loss for regression
+    train_time_s: float
+    epoch_times_s: list[float] = field(default_factory=list)
+
+
 @dataclass(frozen=True)
 class SeedScore:
     seed: int
-    test_accuracy: float
-    test_macro_f1: float
-    val_accuracy: float
+    test: dict[str, float]      # metric name -> value, on the test split, for the best-validation epoch
     best_epoch: int
+    epochs_run: int
+    val_score: float
     train_time_s: float
+    epoch_time_s: float         # mean over the epochs run (validation pass included)
+
+    # The core's names, kept for callers that read them.
+    @property
+    def test_accuracy(self) -> float:
+        return self.test.get("acc", float("nan"))
+
+    @property
+    def test_macro_f1(self) -> float:
+        return self.test.get("f1", float("nan"))
 
 
-def _tensors(split: Split, device: str) -> tuple[list[torch.Tensor], torch.Tensor]:
+def tensors(split: Split, device: str) -> tuple[list[torch.Tensor], torch.Tensor]:
     return [torch.as_tensor(x, device=device) for x in split.xs], torch.as_tensor(split.y, device=device)
 
 
 def loss_with_aux(model: nn.Module, xs: list[torch.Tensor], y: torch.Tensor, loss_fn) -> torch.Tensor:
     """The task loss plus the fusion method's own objective (contrastive, correlation, reconstruction), if any."""
     loss = loss_fn(model(xs), y)
-    aux = model.aux_loss()
+    aux = model.aux_loss() if hasattr(model, "aux_loss") else None
     return loss if aux is None else loss + aux
 
 
 @torch.no_grad()
-def predict(model: nn.Module, xs: list[torch.Tensor], batch_size: int = 4096) -> torch.Tensor:
+def outputs(model: nn.Module, xs: list[torch.Tensor], batch_size: int = 4096) -> torch.Tensor:
+    """The model's raw outputs (logits, or the regression value in column 0), in eval mode, batched."""
     model.eval()
     n = xs[0].shape[0]
-    return torch.cat([model([x[i:i + batch_size] for x in xs]).argmax(1) for i in range(0, n, batch_size)])
+    return torch.cat([model([x[i:i + batch_size] for x in xs]) for i in range(0, n, batch_size)])
 
 
-def macro_f1(pred: np.ndarray, y: np.ndarray, num_classes: int) -> float:
-    f1s = []
-    for c in range(num_classes):
-        tp = np.sum((pred == c) & (y == c))
-        fp, fn = np.sum((pred == c) & (y != c)), np.sum((pred != c) & (y == c))
-        f1s.append(2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0)
-    return float(np.mean(f1s))
+def predict(model: nn.Module, xs: list[torch.Tensor], batch_size: int = 4096) -> torch.Tensor:
+    return outputs(model, xs, batch_size).argmax(1)
 
 
-def train_and_evaluate(make_model: Callable[[], nn.Module], train: Split, val: Split, test: Split, num_classes: int,
-                       *, seed: int, epochs: int, batch_size: int, lr: float, weight_decay: float = 0.0,
-                       optimizer: str = "adam", device: str = "cpu", precision: str = "fp32") -> SeedScore:
-    """One seed: model init, batch order and everything random come from ``seed``."""
+def loss_function(target: str, loss: str = "auto") -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got '{loss}'")
+    if target == "classification":
+        if loss not in ("auto", "cross_entropy"):
+            raise ValueError(f"loss '{loss}' is for regression; a classification task takes cross_entropy")
+        return nn.CrossEntropyLoss()
+    if loss == "cross_entropy":
+        raise ValueError("cross_entropy is for classification; a regression task takes mse or l1")
+    fn = nn.L1Loss() if loss == "l1" else nn.MSELoss()
+    return lambda out, y: fn(out[:, 0], y)
+
+
+def score(out: np.ndarray, y: np.ndarray, target: str, num_classes: int, kind: str = "") -> dict[str, float]:
+    """Every metric of the task from raw outputs: classification (acc, f1), regression (mae, mse, corr), and the
+    affect set (acc2, acc7, f1, mae, mse, corr) when the dataset says ``metrics: affect``."""
+    if target == "classification":
+        return metrics.classification(out, y, num_classes)
+    return metrics.affect(out[:, 0], y) if kind == "affect" else metrics.regression(out[:, 0], y)
+
+
+def fit(make_model: Callable[[], nn.Module], train: Split, val: Split, *, target: str = "classification",
+        loss: str = "auto", seed: int, epochs: int, batch_size: int, lr: float, weight_decay: float = 0.0,
+        optimizer: str = "adam", patience: int | None = None, device: str = "cpu",
+        precision: str = "fp32") -> tuple[nn.Module, FitInfo]:
+    """Train one seed (model init, batch order and everything random come from ``seed``); return the model holding
+    the best-validation epoch's weights. With ``patience``, stop after that many epochs without a better one."""
+    loss_fn = loss_function(target, loss)
     torch.manual_seed(seed)
     model = make_model().to(device)
     opt_cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}[optimizer]
     opt = opt_cls(model.parameters(), lr=lr, weight_decay=weight_decay)
-    (xtr, ytr), (xva, yva), (xte, yte) = (_tensors(s, device) for s in (train, val, test))
+    (xtr, ytr), (xva, yva) = tensors(train, device), tensors(val, device)
+    if target == "regression":
+        ytr, yva = ytr.float(), yva.float()
     gen = torch.Generator().manual_seed(seed)
-    loss_fn = nn.CrossEntropyLoss()
     # fp16 gradients underflow without loss scaling; the scaler is a no-op for every other precision.
     scaler = torch.amp.GradScaler(device.split(":")[0], enabled=precision == "fp16" and device.startswith("cuda"))
-    best = (-1.0, 0, copy.deepcopy(model.state_dict()))
-    start = time.perf_counter()
+    best = (-math.inf, 0, copy.deepcopy(model.state_dict()))
+    times: list[float] = []
     n = len(ytr)
+    epoch = 0
     for epoch in range(1, epochs + 1):
+        t0 = time.perf_counter()
         model.train()
         order = torch.randperm(n, generator=gen).to(device)
         for i in range(0, n, batch_size):
             idx = order[i:i + batch_size]
             with precision_region(precision, device):
-                loss = loss_with_aux(model, [x[idx] for x in xtr], ytr[idx], loss_fn)
-            if not math.isfinite(loss.item()):
-                raise NonFiniteLoss(f"loss became {loss.item()} at epoch {epoch}")
+                batch_loss = loss_with_aux(model, [x[idx] for x in xtr], ytr[idx], loss_fn)
+            if not math.isfinite(batch_loss.item()):
+                raise NonFiniteLoss(f"loss became {batch_loss.item()} at epoch {epoch}")
             opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
+            scaler.scale(batch_loss).backward()
             scaler.step(opt)
             scaler.update()
-        val_acc = (predict(model, xva) == yva).float().mean().item()
-        if val_acc > best[0]:  # model selection on validation only; test is touched once, below
-            best = (val_acc, epoch, copy.deepcopy(model.state_dict()))
-    train_time = time.perf_counter() - start
+        out = outputs(model, xva).float()
+        if target == "classification":
+            val_score = (out.argmax(1) == yva).float().mean().item()
+        else:
+            val_score = -loss_fn(out, yva).item()
+            if not math.isfinite(val_score):
+                raise NonFiniteLoss(f"validation loss became {-val_score} at epoch {epoch}")
+        times.append(time.perf_counter() - t0)
+        if val_score > best[0]:  # model selection on validation only
+            best = (val_score, epoch, copy.deepcopy(model.state_dict()))
+        elif patience is not None and epoch - best[1] >= patience:
+            break
     model.load_state_dict(best[2])
-    pred = predict(model, xte)
-    acc = (pred == yte).float().mean().item()
-    f1 = macro_f1(pred.cpu().numpy(), yte.cpu().numpy(), num_classes)
-    return SeedScore(seed, acc, f1, best[0], best[1], train_time)
+    model.eval()
+    return model, FitInfo(best[1], epoch, best[0], float(sum(times)), times)
+
+
+def train_and_evaluate(make_model: Callable[[], nn.Module], train: Split, val: Split, test: Split, num_classes: int,
+                       *, seed: int, epochs: int, batch_size: int, lr: float, weight_decay: float = 0.0,
+                       optimizer: str = "adam", device: str = "cpu", target: str = "classification",
+                       loss: str = "auto", patience: int | None = None, metric_kind: str = "",
+                       precision: str = "fp32") -> SeedScore:
+    """``fit``, then the kept checkpoint evaluated once on test."""
+    model, info = fit(make_model, train, val, target=target, loss=loss, seed=seed, epochs=epochs,
+                      batch_size=batch_size, lr=lr, weight_decay=weight_decay, optimizer=optimizer,
+                      patience=patience, device=device, precision=precision)
+    return evaluate_seed(model, info, test, seed, target, num_classes, metric_kind, device)
+
+
+def evaluate_seed(model: nn.Module, info: FitInfo, test: Split, seed: int, target: str, num_classes: int,
+                  metric_kind: str, device: str) -> SeedScore:
+    xte, _ = tensors(test, device)
+    out = outputs(model, xte).float().cpu().numpy()
+    return SeedScore(seed, score(out, np.asarray(test.y), target, num_classes, metric_kind), info.best_epoch,
+                     info.epochs_run, info.val_score, info.train_time_s,
+                     float(np.mean(info.epoch_times_s)) if info.epoch_times_s else 0.0)
+
+
+@torch.no_grad()
+def embeddings(model: nn.Module, xs: list[torch.Tensor], batch_size: int = 4096) -> list[np.ndarray] | None:
+    """Per-modality embeddings from a coordinated method (its fusion's ``embeddings(encoded xs)``), else None."""
+    fusion = getattr(model, "fusion", None)
+    fn = getattr(fusion, "embeddings", None)
+    if not callable(fn) or not hasattr(model, "encoders"):
+        return None
+    model.eval()
+    n = xs[0].shape[0]
+    parts = []
+    for i in range(0, n, batch_size):
+        encoded = [enc(x[i:i + batch_size]) for enc, x in zip(model.encoders, xs)]
+        parts.append([e.float().cpu() for e in fn(encoded)])
+    return [torch.cat([p[m] for p in parts]).numpy() for m in range(len(parts[0]))]

@@ -1,0 +1,178 @@
+"""A user's own multi-view data: a directory with one file per view, a labels file and a small manifest.
+
+``manifest.yaml`` (or ``.yml`` / ``.json``) in the directory::
+
+    views:                          # in order; each view is one modality
+      image: image.npy              # NPY: a (rows, features) array
+      text: text.csv                # CSV: numbers, one row per sample, an optional header line
+      audio: {file: feats.npz, key: audio}   # NPZ: the array under `key` (may be left out if the file holds one)
+    labels: labels.csv              # one label per row (same formats; NPZ takes `key` the same way)
+    split: split.csv                # optional: train / val / test per row (else a stratified split by seed)
+    num_classes: 10                 # optional: labels must lie in 0..num_classes-1 (default: max label + 1)
+    target: classification          # or regression (float targets)
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mmbench.data.common import check_class_labels, check_features, make_task, resolve_path, split_indices, take
+from mmbench.data.registry import TaskData, register_dataset
+from mmbench.errors import UserError
+
+MANIFEST_NAMES = ("manifest.yaml", "manifest.yml", "manifest.json")
+SPLIT_NAMES = {"train": 0, "val": 1, "valid": 1, "validation": 1, "test": 2}
+SPLIT_CODES = {"0": "train", "1": "val", "2": "test"}  # a numeric split file: 0 train, 1 val, 2 test
+
+
+def _manifest(path: Path) -> tuple[Path, dict]:
+    if path.is_dir():
+        found = [path / n for n in MANIFEST_NAMES if (path / n).is_file()]
+        if not found:
+            raise UserError(f"no manifest in this directory (expected one of {', '.join(MANIFEST_NAMES)})",
+                            file=str(path))
+        path = found[0]
+    elif not path.is_file():
+        raise UserError("no such file or directory", file=str(path))
+    text = path.read_text()
+    try:
+        if path.suffix == ".json":
+            doc = json.loads(text)
+        else:
+            import yaml
+
+            doc = yaml.safe_load(text)
+    except Exception as exc:  # yaml and json errors alike: the manifest is not readable
+        raise UserError(f"manifest is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: "
+                        f"{str(exc).splitlines()[0]}", file=str(path)) from None
+    if not isinstance(doc, dict):
+        raise UserError("manifest must be a mapping", file=str(path))
+    unknown = sorted(set(doc) - {"views", "labels", "split", "num_classes", "target"})
+    if unknown:
+        raise UserError(f"{unknown[0]}: unknown manifest key", file=str(path))
+    for key in ("views", "labels"):
+        if key not in doc:
+            raise UserError(f"{key}: required key is missing", file=str(path))
+    return path, doc
+
+
+def _entry(value: Any, where: str, manifest: Path) -> tuple[str, str | None]:
+    """A file reference: 'file.ext' or {file: ..., key: ...}."""
+    if isinstance(value, str):
+        return value, None
+    if isinstance(value, dict) and isinstance(value.get("file"), str) and set(value) <= {"file", "key"}:
+        return value["file"], value.get("key")
+    raise UserError(f"{where}: expected a file name or {{file: ..., key: ...}}, got {value!r}", file=str(manifest))
+
+
+def read_array(path: Path, key: str | None, *, text: bool = False) -> np.ndarray:
+    """Read a CSV, NPY or NPZ file into an array. ``text``: keep strings (split files)."""
+    if not path.is_file():
+        raise UserError("no such file", file=str(path))
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        return np.load(path, allow_pickle=False)
+    if suffix == ".npz":
+        with np.load(path, allow_pickle=False) as z:
+            if key is None:
+                if len(z.files) != 1:
+                    raise UserError(f"holds {len(z.files)} arrays ({', '.join(z.files)}): name one with `key`",
+                                    file=str(path))
+                key = z.files[0]
+            if key not in z.files:
+                raise UserError(f"{key}: no such array (it holds: {', '.join(z.files)})", file=str(path))
+            return z[key]
+    if suffix in (".csv", ".txt"):
+        import pandas as pd
+
+        try:
+            df = pd.read_csv(path, header=None, dtype=str, skipinitialspace=True)
+        except pd.errors.EmptyDataError:
+            raise UserError("empty file", file=str(path)) from None
+        values = df.to_numpy()
+        if text:
+            first = str(values[0, 0]).strip().lower()
+            return values if first in SPLIT_NAMES or first in SPLIT_CODES else values[1:]  # else a header
+        try:
+            return values.astype(np.float64)
+        except ValueError:
+            try:  # a header line
+                return values[1:].astype(np.float64)
+            except ValueError:
+                raise UserError("not numeric (CSV must hold numbers, with at most one header line)",
+                                file=str(path)) from None
+    raise UserError(f"unsupported file type '{suffix}' (use .csv, .npy or .npz)", file=str(path))
+
+
+def _split_from_file(values: np.ndarray, n: int, file: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    flat = np.asarray(values).reshape(-1)
+    if len(flat) != n:
+        raise UserError(f"has {len(flat)} rows but the labels have {n}", file=file)
+    codes = np.empty(n, dtype=np.int64)
+    for i, v in enumerate(flat):
+        s = str(v).strip().lower()
+        s = SPLIT_CODES.get(s.removesuffix(".0"), s)
+        if s not in SPLIT_NAMES:
+            raise UserError(f"row {i}: split '{v}' is not train, val or test", file=file)
+        codes[i] = SPLIT_NAMES[s]
+    parts = tuple(np.flatnonzero(codes == c) for c in range(3))
+    for name, p in zip(("train", "val", "test"), parts):
+        if len(p) == 0:
+            raise UserError(f"no rows in the {name} split", file=file)
+    return parts  # type: ignore[return-value]
+
+
+@register_dataset("multiview")
+def multiview(path: str, val_fraction: float = 0.15, test_fraction: float = 0.2, standardize: bool = True,
+              seed: int = 0, base_dir: str | None = None) -> TaskData:
+    """A directory of per-view CSV/NPY/NPZ files with labels and a manifest (views, labels, optional split)."""
+    manifest, doc = _manifest(resolve_path(path, base_dir))
+    root, mf = manifest.parent, str(manifest)
+    views = doc["views"]
+    if isinstance(views, dict):
+        items = list(views.items())
+    elif isinstance(views, list) and all(isinstance(v, dict) and "name" in v for v in views):
+        items = [(v["name"], {k: x for k, x in v.items() if k != "name"}) for v in views]
+    else:
+        raise UserError("views: expected a mapping of view name to file (or a list of {name, file, key})", file=mf)
+    if len(items) < 2:
+        raise UserError(f"views: a multi-view task needs at least 2 views, got {len(items)}", file=mf)
+    target = doc.get("target", "classification")
+    if target not in ("classification", "regression"):
+        raise UserError(f"target: must be classification or regression, got {target!r}", file=mf)
+    lab_file, lab_key = _entry(doc["labels"], "labels", manifest)
+    lab_path = root / lab_file
+    raw_y = np.asarray(read_array(lab_path, lab_key))
+    if raw_y.ndim > 1 and raw_y.shape[1:] != (1,) * (raw_y.ndim - 1):
+        raise UserError(f"{lab_key or 'labels'}: expected one label per row, got shape {raw_y.shape}",
+                        file=str(lab_path))
+    raw_y = raw_y.reshape(-1)
+    if target == "classification":
+        nc = doc.get("num_classes")
+        if nc is not None and (not isinstance(nc, int) or nc < 2):
+            raise UserError(f"num_classes: must be an integer ≥ 2, got {nc!r}", file=mf)
+        y, k = check_class_labels(raw_y, lab_key or "labels", str(lab_path), nc)
+    else:
+        y = check_features(raw_y, lab_key or "labels", str(lab_path))[:, 0]
+        k = 1
+    names, xs = [], []
+    for name, value in items:
+        f, key = _entry(value, f"views.{name}", manifest)
+        p = root / f
+        xs.append(check_features(read_array(p, key), key or f"view '{name}'", str(p), rows=len(y)))
+        names.append(str(name))
+    if doc.get("split") is not None:
+        sf, skey = _entry(doc["split"], "split", manifest)
+        idx = _split_from_file(read_array(root / sf, skey, text=True), len(y), str(root / sf))
+        split_source = f"file {sf}"
+    else:
+        idx = split_indices(len(y), seed, val_fraction, test_fraction,
+                            stratify=y if target == "classification" else None)
+        split_source = f"seed {seed}"
+    splits = {s: take(xs, y.astype(np.float32) if target == "regression" else y, i)
+              for s, i in zip(("train", "val", "test"), idx)}
+    return make_task(f"multiview-{root.name}", names, splits, num_classes=k, target=target, standardize=standardize,
+                     info={"source": mf, "split": split_source})
