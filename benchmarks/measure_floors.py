@@ -35,7 +35,9 @@ def fidelity(rounds: int = 3) -> None:
             for _ in range(rounds):
                 ours = measure.latency(lambda: module(xs), warmup=10, min_samples=20, max_samples=2000,
                                        max_time_s=2.0, target_rel_iqr=0.02).median_ms
-                timer = tb.Timer("module(xs)", globals={"module": module, "xs": xs})
+                # Same thread count on both sides: Timer defaults to one thread, mmbench to the suite's setting.
+                timer = tb.Timer("module(xs)", globals={"module": module, "xs": xs},
+                                 num_threads=torch.get_num_threads())
                 theirs = timer.blocked_autorange(min_run_time=2.0).median * 1e3
                 print(f"{name:32} {ours:9.3f} {theirs:22.3f} {ours / theirs:7.3f}")
     print("floor: every ratio within 0.95–1.05 (modules of ≥ 1 ms)\n")
