@@ -9,7 +9,6 @@ from mmbench import data as datasets
 from mmbench.errors import UserError
 from mmbench.measure.env import environment
 from mmbench.plan import Trial, check_measure_axes, expand, resolve_device, resolve_task, task_key, task_label
-from mmbench.report.markdown import write_report
 from mmbench.store import RunDir
 from mmbench.suite import Suite, locate
 from mmbench.trial import TrialResult, run_trial
@@ -70,7 +69,9 @@ def _check_inputs(suite: Suite, trials: list[Trial], tasks: dict[str, datasets.T
 
 
 def run_suite(prepared: Prepared, out: str | Path, *, suite_text: str = "", quick: bool = False,
-              progress: Progress | None = None) -> RunDir:
+              progress: Progress | None = None, db: str | Path | None = None) -> RunDir:
+    """Run every trial into a new run directory; then record the run in the history database ``db`` (if given)
+    and write its reports (report.md, report.html)."""
     suite, trials = prepared.suite, prepared.trials
     run = RunDir.create(out, suite.name)
     suite_dir = Path(getattr(suite, "_source", ".")).resolve().parent
@@ -96,5 +97,11 @@ def run_suite(prepared: Prepared, out: str | Path, *, suite_text: str = "", quic
         raise
     run.write_csv()
     run.set_state("complete")
-    write_report(run)  # after the state, so the report says the run is complete
+    from mmbench.report import write_report  # matplotlib is loaded only once there is something to draw
+
+    if db is not None:
+        from mmbench.history import record_run
+
+        record_run(db, run.path)
+    write_report(run, db=db)  # after the state and the record: the report says complete and shows the history
     return run
