@@ -217,6 +217,8 @@ def _accuracy(e: Entry, b: dict, c: dict, std_col: str) -> None:
 
 def _timing(e: Entry, bs: list[float] | None, cs: list[float] | None, threshold: float, alpha: float,
             deterministic: bool) -> None:
+    if e.current == e.baseline:  # e.g. no memory above the baseline level on either side
+        return
     if e.baseline <= 0:
         e.state, e.detail = NOT_COMPARABLE, "baseline is zero"
         return

@@ -257,7 +257,7 @@ def trend(db: str | Path, suite: str, metric: str, trial: str | None = None,
             runs = runs[-last:]
         q = ("SELECT x.trial_id, t.label, t.dims, x.status, m.value FROM results x JOIN trials t ON t.id = x.trial_id "
              "LEFT JOIN measurements m ON m.run_id = x.run_id AND m.trial_id = x.trial_id AND m.metric = ? "
-             "WHERE x.run_id = ?")
+             "WHERE x.run_id = ? ORDER BY x.rowid")
         out: dict[tuple[str, str], list[TrendPoint]] = {}
         for run_id, key, started, sha in runs:
             for tid, label, dims, status, value in con.execute(q, (metric, run_id)):

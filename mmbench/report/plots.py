@@ -83,6 +83,11 @@ def _legend(ax, n: int) -> None:
         ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0), ncol=1 + n // 25, frameon=False)
 
 
+def _ticks(ax, ticks: list[float]) -> None:
+    ax.set_xticks(ticks, [f"{t:.3g}" for t in ticks])
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+
+
 def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
     """Points not dominated by another with lower-or-equal cost and higher-or-equal accuracy (cost ascending)."""
     front: list[tuple[float, float]] = []
@@ -131,8 +136,7 @@ def vs_dim(rows: list[dict], col: str, ylabel: str, title: str) -> Figure | None
                 **_style(i, runs[rs[0]["_run"]]))
     ticks = sorted({mean_dim(r.get("dims")) for r in pts})
     if len(ticks) <= 12:  # label the dims measured, not powers of ten
-        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
-        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        _ticks(ax, ticks)
     _legend(ax, len(series))
     return fig
 
@@ -155,8 +159,8 @@ def params_vs_rank(rows: list[dict]) -> Figure | None:
 
 
 def memory_vs_batch(rows: list[dict]) -> Figure | None:
-    batches = [b for b in batch_sizes(rows) if any(_num(r.get(f"peak_mem_mib_b{b}")) is not None for r in rows)]
-    if len(batches) < 2:
+    batches = [b for b in batch_sizes(rows) if any(_num(r.get(f"peak_mem_mib_b{b}")) for r in rows)]
+    if len(batches) < 2:  # fewer than two batch sizes with memory above zero: no curve to draw
         return None
     ok = [r for r in rows if r.get("status") == "ok"]
     largest: dict[str, dict] = {}  # each method at its largest dims: one line per method, not per configuration
@@ -175,6 +179,7 @@ def memory_vs_batch(rows: list[dict]) -> Figure | None:
             n += 1
     if not n:
         return None
+    _ticks(ax, batches)
     _legend(ax, n)
     return fig
 
