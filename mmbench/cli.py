@@ -275,11 +275,10 @@ def main() -> None:
     except KeyboardInterrupt:
         sys.exit(130)
     except Exception as exc:
-        import click
-
-        if isinstance(exc, click.exceptions.Abort):
+        # click's usage errors (typer may vendor its own click, so matched by shape): one line, exit code 2
+        if type(exc).__name__ == "Abort":
             sys.exit(130)
-        if isinstance(exc, click.ClickException):
-            exc.show()
+        if callable(getattr(exc, "format_message", None)) and hasattr(exc, "exit_code"):
+            print(f"mmbench: error: {' '.join(exc.format_message().split())}", file=sys.stderr)
             sys.exit(2)
         raise
