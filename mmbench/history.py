@@ -237,9 +237,10 @@ class TrendPoint:
     status: str
 
 
-def trend(db: str | Path, suite: str, metric: str, trial: str | None = None,
-          last: int | None = None) -> dict[tuple[str, str], list[TrendPoint]]:
-    """{(trial id, 'label · dims'): points over the suite's runs, oldest first}. ``trial``: an id or id prefix."""
+def trend(db: str | Path, suite: str, metric: str, trial: str | None = None, last: int | None = None,
+          env_fingerprint: str | None = None) -> dict[tuple[str, str], list[TrendPoint]]:
+    """{(trial id, 'label · dims'): points over the suite's runs, oldest first}. ``trial``: an id or id prefix;
+    ``env_fingerprint``: only runs on that environment."""
     con = open_db(db)
     try:
         if not con.execute("SELECT 1 FROM runs WHERE suite = ?", (suite,)).fetchone():
@@ -251,8 +252,9 @@ def trend(db: str | Path, suite: str, metric: str, trial: str | None = None,
 
             raise UserError(f"no metric '{metric}' in the runs of suite '{suite}'{closest(metric, known)}; "
                             f"recorded: {', '.join(sorted(known)) or 'none'}", file=str(db))
-        runs = con.execute("SELECT id, run_key, started, git_sha FROM runs WHERE suite = ? ORDER BY started, id",
-                           (suite,)).fetchall()
+        runs = con.execute("SELECT id, run_key, started, git_sha FROM runs WHERE suite = ? AND (? IS NULL OR "
+                           "env_fingerprint = ?) ORDER BY started, id", (suite, env_fingerprint, env_fingerprint)
+                           ).fetchall()
         if last:
             runs = runs[-last:]
         q = ("SELECT x.trial_id, t.label, t.dims, x.status, m.value FROM results x JOIN trials t ON t.id = x.trial_id "

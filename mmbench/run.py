@@ -68,6 +68,17 @@ def _check_inputs(suite: Suite, trials: list[Trial], tasks: dict[str, datasets.T
                             key=f"methods.{mi}.method", **locate(suite, "methods", mi, "method"))
 
 
+def _record_quietly(db: str | Path, run: RunDir) -> None:
+    """An interrupted run is recorded too (compare's baselines use complete runs only); a failure to record it must
+    not hide the interruption."""
+    from mmbench.history import record_run
+
+    try:
+        record_run(db, run.path)
+    except Exception:
+        pass
+
+
 def run_suite(prepared: Prepared, out: str | Path, *, suite_text: str = "", quick: bool = False,
               progress: Progress | None = None, db: str | Path | None = None) -> RunDir:
     """Run every trial into a new run directory; then record the run in the history database ``db`` (if given)
@@ -94,6 +105,8 @@ def run_suite(prepared: Prepared, out: str | Path, *, suite_text: str = "", quic
     except BaseException:
         run.write_csv()
         run.set_state("interrupted")
+        if db is not None:
+            _record_quietly(db, run)
         raise
     run.write_csv()
     run.set_state("complete")

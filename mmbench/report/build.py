@@ -63,9 +63,10 @@ def _add_history(rep: Report, db: Path) -> None:
     if not batches:
         return
     metric = f"fusion_latency_ms_b{batches[0]}"
-    for suite in dict.fromkeys(r.suite for r in rep.runs):
-        try:
-            series = history.trend(db, suite, metric)
+    for run in {r.suite: r for r in reversed(rep.runs)}.values():  # the first run of each suite
+        suite = run.suite
+        try:  # the runs on this run's environment only: timings elsewhere are another series
+            series = history.trend(db, suite, metric, env_fingerprint=history.fingerprint(run.env))
         except UserError:  # no runs of the suite, or a database we cannot read: the report goes on without it
             continue
         series = dict(list(series.items())[:HISTORY_TRIALS])
