@@ -130,3 +130,20 @@ def test_report_code_does_not_import_torch(tmp_path):
             "assert 'torch' not in sys.modules, 'torch imported'")
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+
+
+def test_history_trend_plot_when_the_history_holds_runs_of_the_same_environment(tmp_path):
+    from mmbench import history
+
+    db = tmp_path / "h.sqlite"
+    runs = [make_run(tmp_path, f"r{i}", seed=i, started=f"2026-01-0{i + 1}T00:00") for i in range(3)]
+    history.record_run(db, runs[0])
+    assert build([runs[0]], db=db).history == []  # one run: no trend yet
+    history.record_run(db, make_run(tmp_path, "elsewhere", env={"cpu_model": "Other"}, started="2026-01-05T00:00"))
+    assert build([runs[0]], db=db).history == []  # another environment's run is not part of this trend
+    for r in runs[1:]:
+        history.record_run(db, r)
+    rep = build([runs[2]], db=db)
+    assert [p.key for p in rep.history] == ["history-fake"]
+    assert [h["run"] for h in rep.history_table] == ["fake/r0", "fake/r1", "fake/r2"]
+    assert "## History" in markdown.render(rep)
