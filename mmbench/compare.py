@@ -22,8 +22,9 @@ from typing import Any
 
 from mmbench.errors import UserError
 
-TIMING = re.compile(r"(?:fusion_)?latency_ms_b\d+|peak_mem_mib_b\d+")
-COUNTS = ("params", "fusion_params", "flops", "fusion_flops")
+TIMING = re.compile(r"(?:(?:fusion_)?(?:graph_)?latency_ms|train_step_ms|(?:train_)?peak_(?:mem|alloc|reserved)_mib)"
+                    r"_b\d+")
+COUNTS = ("params", "fusion_params", "flops", "fusion_flops", "encoder_flops", "train_flops", "fusion_train_flops")
 ACCURACY = {"acc_mean": "acc_std", "f1_mean": "f1_std"}
 REGRESSED, IMPROVED, NOISE, UNCHANGED, FAILED, NOT_COMPARABLE = (
     "regressed", "improved", "noise", "unchanged", "failed", "not comparable")
@@ -179,7 +180,7 @@ def compare(base: Side, cur: Side, *, threshold: float = 0.10, alpha: float = 0.
             else:
                 _timing(e, base.samples.get(tid, {}).get(metric), cur.samples.get(tid, {}).get(metric),
                         threshold, alpha, deterministic=b.get("mem_measure") == c.get("mem_measure") == "cuda_allocated"
-                        and metric.startswith("peak_mem"))
+                        and "_mib_b" in metric)
             out.entries.append(e)
     return out
 

@@ -54,9 +54,13 @@ def fmt_num(v: Any) -> str:
 
 
 def batch_sizes(rows: list[dict]) -> list[int]:
-    found = {int(m.group(1)) for r in rows for k in r if (m := re.fullmatch(r"(?:fusion_)?latency_ms_b(\d+)", k))}
-    found |= {int(m.group(1)) for r in rows for k in r if (m := re.fullmatch(r"peak_mem_mib_b(\d+)", k))}
-    return sorted(found)
+    return sorted({int(m.group(1)) for r in rows for k in r if (m := _BATCHED.fullmatch(k))})
+
+
+# Every per-batch-size column the measures write: forward latency (whole model, fusion layer, CUDA-graph replay),
+# a training step, and peak memory (forward and training step; allocator and reserved pool on CUDA).
+_BATCHED = re.compile(r"(?:(?:fusion_)?(?:graph_)?latency_ms|train_step_ms|(?:train_)?peak_(?:mem|alloc|reserved)_mib)"
+                      r"_b(\d+)")
 
 
 def metrics(rows: list[dict]) -> list[Metric]:
@@ -69,18 +73,28 @@ def metrics(rows: list[dict]) -> list[Metric]:
         out.append(Metric("f1_mean", "Test macro-F1 (mean ± std over seeds)", HIGHER, "f1_std"))
     for col, title in (("params", "Parameters, whole model"), ("fusion_params", "Parameters, fusion layer"),
                        ("flops", "FLOPs per sample, whole model (2 × multiply-adds)"),
-                       ("fusion_flops", "FLOPs per sample, fusion layer")):
+                       ("fusion_flops", "FLOPs per sample, fusion layer"),
+                       ("encoder_flops", "FLOPs per sample, encoders"),
+                       ("train_flops", "FLOPs per sample, training step (forward + backward)"),
+                       ("fusion_train_flops", "FLOPs per sample, training step, fusion layer")):
         if col in present:
             out.append(Metric(col, title, LOWER))
     batches = batch_sizes(rows)
     for b in batches:
-        for prefix, what in (("fusion_", "fusion layer"), ("", "whole model")):
-            if f"{prefix}latency_ms_b{b}" in present:
-                out.append(Metric(f"{prefix}latency_ms_b{b}", f"Forward latency, {what}, batch {b} (median ms ± IQR)",
-                                  LOWER, f"{prefix}latency_iqr_ms_b{b}", f"{prefix}latency_noisy_b{b}"))
+        for name, what in (("fusion_latency", "Forward latency, fusion layer"), ("latency", "Forward latency, whole model"),
+                           ("fusion_graph_latency", "CUDA-graph replay latency, fusion layer"),
+                           ("graph_latency", "CUDA-graph replay latency, whole model"),
+                           ("train_step", "Training step latency, whole model")):
+            if f"{name}_ms_b{b}" in present:
+                out.append(Metric(f"{name}_ms_b{b}", f"{what}, batch {b} (median ms ± IQR)", LOWER,
+                                  f"{name}_iqr_ms_b{b}", f"{name}_noisy_b{b}"))
     for b in batches:
-        if f"peak_mem_mib_b{b}" in present:
-            out.append(Metric(f"peak_mem_mib_b{b}", f"Peak forward memory, batch {b} (MiB)", LOWER))
+        for name, what in (("peak_mem_mib", "Peak forward memory above the baseline"),
+                           ("peak_alloc_mib", "Peak allocated memory, forward (weights and inputs included)"),
+                           ("peak_reserved_mib", "Peak reserved memory, forward"),
+                           ("train_peak_mem_mib", "Peak training-step memory above the baseline")):
+            if f"{name}_b{b}" in present:
+                out.append(Metric(f"{name}_b{b}", f"{what}, batch {b} (MiB)", LOWER))
     # Robustness columns (added by the robustness measure): numeric, higher is better. Shown when present.
     for col in sorted(k for k in present if k.startswith("robust") and _numeric_somewhere(rows, k)):
         out.append(Metric(col, f"Robustness: {col}", HIGHER))
@@ -99,9 +113,9 @@ def _cell_text(r: dict, m: Metric) -> str:
     v = r[m.column]
     if m.column in ("acc_mean", "f1_mean"):
         text = f"{v:.3f} ± {r.get(m.spread, 0) or 0:.3f}"
-    elif m.spread and "latency" in m.column:
+    elif m.spread and "_ms_b" in m.column:
         text = f"{v:.4g} ± {r.get(m.spread, 0) or 0:.2g}"
-    elif m.column.startswith("peak_mem"):
+    elif "_mib_b" in m.column:
         text = f"{v:.2f}"
     elif m.column.startswith("robust"):
         text = f"{v:.3f}"
