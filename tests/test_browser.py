@@ -44,7 +44,7 @@ def test_html_report_renders_with_tables_and_figures_and_no_console_errors(tmp_p
     dom, console = chromium(page, tmp_path, "--dump-dom")
     assert console == []
     assert dom.count('<table class="cmp"') >= 10 and '<table class="summary">' in dom
-    imgs = re.findall(r'<img alt="([^"]+)" src="data:image/svg\+xml;base64,', dom)
+    imgs = re.findall(r'<img alt="([^"]+)" src="data:image/png;base64,', dom)
     assert {"Accuracy vs parameters", "Accuracy vs latency", "Latency vs modality dim", "FLOPs vs modality dim",
             "Parameters vs rank", "Memory vs batch size"} <= set(imgs)
     assert "Failed trials" in dom and 'class="best"' in dom

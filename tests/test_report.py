@@ -65,7 +65,7 @@ def test_write_report_writes_markdown_png_figures_and_self_contained_html(tmp_pa
     # self-contained: no external resource of any kind, every figure embedded
     assert not re.search(r"""(?:src|href)\s*=\s*["'](?!data:)""", html)
     assert "<script" not in html and "@import" not in html and "url(" not in html
-    imgs = re.findall(r'<img [^>]*src="data:image/svg\+xml;base64,', html)
+    imgs = re.findall(r'<img [^>]*src="data:image/png;base64,', html)
     assert len(imgs) == len(links)
     assert html.count('<table class="cmp"') == md.count("| method |")
     assert "Robustness: robustness_auc" in html

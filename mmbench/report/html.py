@@ -1,4 +1,7 @@
-"""report.html: one self-contained file (styles inline, figures as embedded SVG images, no script, no network)."""
+"""report.html: one self-contained file (styles inline, figures as embedded PNG images, no script, no network).
+
+PNG rather than SVG: the same drawing serves the markdown report's figure files, and drawing is most of a report's
+cost (a 500-trial run's figures, drawn twice, would double it)."""
 from __future__ import annotations
 
 import base64
@@ -31,8 +34,8 @@ figure img{max-width:100%;height:auto;display:block}figcaption{font-size:12px;co
 
 
 def _img(p: P.Plot) -> str:
-    data = base64.b64encode(P.svg(p.fig).encode()).decode()
-    return (f'<figure><img alt="{escape(p.title)}" src="data:image/svg+xml;base64,{data}">'
+    data = base64.b64encode(p.png()).decode()
+    return (f'<figure><img alt="{escape(p.title)}" src="data:image/png;base64,{data}">'
             f"<figcaption>{escape(p.title)}</figcaption></figure>")
 
 

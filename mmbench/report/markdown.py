@@ -41,7 +41,7 @@ def render(rep: Report, fig_dir: Path | None = None, fig_rel: str = "figures") -
         if fig_dir is not None:
             for p in (p for p in rep.plots if p.task == task):
                 name = f"{P._slug(task)}-{p.key}.png"
-                P.save_png(p.fig, fig_dir / name)
+                P.save_png(p, fig_dir / name)
                 out += [f"![{p.title}]({fig_rel}/{name})", ""]
         for t in (t for t in rep.tables if t.task == task):
             out += [f"### {t.metric.title}", "", *_table(t), ""]
@@ -55,6 +55,6 @@ def render(rep: Report, fig_dir: Path | None = None, fig_rel: str = "figures") -
         for p in rep.history:
             if fig_dir is not None:
                 name = f"{p.key}.png"
-                P.save_png(p.fig, fig_dir / name)
+                P.save_png(p, fig_dir / name)
                 out += [f"![{p.title}]({fig_rel}/{name})", ""]
     return "\n".join(out)

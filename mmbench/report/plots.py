@@ -1,8 +1,8 @@
 """The figures people look for, drawn with matplotlib (Agg, no display) from tagged result rows.
 
 Each builder returns a Figure, or None when the rows hold nothing to draw (no accuracy, no ranks …), so a report
-shows only the plots its run can support. Embedding: SVG text for HTML (glyphs as paths: self-contained), PNG files
-for markdown.
+shows only the plots its run can support. Each figure is drawn once, to PNG, which both the HTML page (embedded as
+base64) and the markdown report (a file beside it) use.
 """
 from __future__ import annotations
 
@@ -21,9 +21,10 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from mmbench.report.tables import batch_sizes  # noqa: E402
 
-plt.rcParams.update({"svg.fonttype": "path", "svg.hashsalt": "mmbench", "font.size": 9, "axes.grid": True, "grid.alpha": 0.3,
+plt.rcParams.update({"font.size": 9, "axes.grid": True, "grid.alpha": 0.3,
                      "figure.dpi": 100, "savefig.bbox": "tight"})
 _MARKERS = "o^sDvP*Xh<>"
+PNG_DPI = 120
 
 
 @dataclass
@@ -32,6 +33,15 @@ class Plot:
     title: str
     task: str
     fig: Figure
+    _png: bytes | None = None
+
+    def png(self) -> bytes:
+        """Drawn once (drawing is most of a report's time), then shared by the HTML page and the PNG file."""
+        if self._png is None:
+            buf = io.BytesIO()
+            self.fig.savefig(buf, format="png", dpi=PNG_DPI)
+            self._png = buf.getvalue()
+        return self._png
 
 
 def _num(v: Any) -> float | None:
@@ -59,6 +69,36 @@ def _series(rows: list[dict]) -> dict[str, list[dict]]:
 def _style(i: int, run_index: int) -> dict:
     cmap = plt.get_cmap("tab10" if i < 10 else "tab20")
     return {"color": cmap(i % cmap.N), "marker": _MARKERS[run_index % len(_MARKERS)]}
+
+
+MAX_LEGEND = 12  # more series than this: colour and legend by method, not by configuration
+
+
+class _Palette:
+    """Colour (and legend entry) per series — or per method when there are too many series to tell apart; the
+    marker tells runs apart."""
+
+    def __init__(self, rows: list[dict]):
+        self.runs = _run_index(rows)
+        self.by_method = len({r["_key"] for r in rows}) > MAX_LEGEND
+        self.index = {g: i for i, g in enumerate(dict.fromkeys(self.group(r) for r in rows))}
+        self.seen: set[str] = set()
+
+    def group(self, r: dict) -> str:
+        if not self.by_method:
+            return r["_key"]
+        return str(r.get("method")) + (f" · {r['_run']}" if len(self.runs) > 1 else "")
+
+    def __call__(self, r: dict, label: str | None = None) -> dict:
+        g = self.group(r)
+        shown = label if label is not None and not self.by_method else g
+        first = shown not in self.seen
+        self.seen.add(shown)
+        return {"label": shown if first else "_nolegend_", **_style(self.index[g], self.runs[r["_run"]])}
+
+    @property
+    def entries(self) -> int:
+        return len(self.seen)
 
 
 def _new(title: str, xlabel: str, ylabel: str, *, logx=False, logy=False) -> tuple[Figure, Any]:
@@ -108,18 +148,16 @@ def accuracy_vs(rows: list[dict], cost: str, xlabel: str, title: str) -> Figure 
     if len(pts) < 2:
         return None
     fig, ax = _new(title, xlabel, "test accuracy", logx=True)
-    runs = _run_index(rows)
-    series = _series(pts)
-    for i, (key, rs) in enumerate(series.items()):
-        ax.scatter([r[cost] for r in rs], [r["acc_mean"] for r in rs], s=22, label=key, zorder=3,
-                   **_style(i, runs[rs[0]["_run"]]))
+    pal = _Palette(pts)
+    for key, rs in _series(pts).items():
+        ax.scatter([r[cost] for r in rs], [r["acc_mean"] for r in rs], s=22, zorder=3, **pal(rs[0]))
     front = pareto_front([(float(r[cost]), float(r["acc_mean"])) for r in pts])
     ax.step([p[0] for p in front], [p[1] for p in front], where="post", color="black", lw=1.2, alpha=0.7,
             label="Pareto front", zorder=2)
     bayes = [r.get("bayes_accuracy") for r in pts if _num(r.get("bayes_accuracy")) is not None]
     if bayes:
         ax.axhline(bayes[0], color="grey", ls="--", lw=0.8, label="Bayes-optimal")
-    _legend(ax, len(series) + 1 + bool(bayes))
+    _legend(ax, pal.entries + 1 + bool(bayes))
     return fig
 
 
@@ -128,33 +166,39 @@ def vs_dim(rows: list[dict], col: str, ylabel: str, title: str) -> Figure | None
     if len({r.get("dims") for r in pts}) < 2:
         return None
     fig, ax = _new(title, "modality dim (mean over modalities)", ylabel, logx=True, logy=True)
-    runs = _run_index(rows)
-    series = _series(pts)
-    for i, (key, rs) in enumerate(series.items()):
+    pal = _Palette(pts)
+    for key, rs in _series(pts).items():
         rs = sorted(rs, key=lambda r: mean_dim(r.get("dims")))
-        ax.plot([mean_dim(r.get("dims")) for r in rs], [r[col] for r in rs], label=key, lw=1, ms=4,
-                **_style(i, runs[rs[0]["_run"]]))
+        ax.plot([mean_dim(r.get("dims")) for r in rs], [r[col] for r in rs], lw=1, ms=4, **pal(rs[0]))
     ticks = sorted({mean_dim(r.get("dims")) for r in pts})
     if len(ticks) <= 12:  # label the dims measured, not powers of ten
         _ticks(ax, ticks)
-    _legend(ax, len(series))
+    _legend(ax, pal.entries)
     return fig
 
 
 def params_vs_rank(rows: list[dict]) -> Figure | None:
     pts = [r for r in _ok(rows, "fusion_params") if _num(r.get("rank")) is not None]
     groups: dict[str, list[dict]] = {}
+    many = len(_run_index(rows)) > 1
     for r in pts:
-        groups.setdefault(f"{r.get('method')} · dims {r.get('dims')}"
-                          + (f" · {r['_run']}" if len(_run_index(rows)) > 1 else ""), []).append(r)
+        method = f"{r.get('method')} · {r['_run']}" if many else str(r.get("method"))
+        groups.setdefault(f"{method} · dims {r.get('dims')}", []).append(r)
     groups = {k: v for k, v in groups.items() if len({r["rank"] for r in v}) >= 2}
     if not groups:
         return None
-    fig, ax = _new("Fusion-layer parameters vs rank", "rank", "parameters (fusion layer)", logy=True)
-    for i, (key, rs) in enumerate(groups.items()):
+    fig, ax = _new("Fusion-layer parameters vs rank (a line per modality dims)", "rank", "parameters (fusion layer)",
+                   logy=True)
+    methods = list(dict.fromkeys(k.split(" · ")[0] for k in groups))
+    for key, rs in groups.items():
         rs = sorted(rs, key=lambda r: r["rank"])
-        ax.plot([r["rank"] for r in rs], [r["fusion_params"] for r in rs], label=key, lw=1, ms=4, **_style(i, 0))
-    _legend(ax, len(groups))
+        method = key.split(" · ")[0]
+        ax.plot([r["rank"] for r in rs], [r["fusion_params"] for r in rs], lw=1, ms=4,
+                label=method if key == next(k for k in groups if k.startswith(method + " · ")) else "_nolegend_",
+                **_style(methods.index(method), 0))
+        ax.annotate(rs[-1]["dims"], (rs[-1]["rank"], rs[-1]["fusion_params"]), fontsize=6, xytext=(3, 0),
+                    textcoords="offset points", va="center")
+    _legend(ax, len(methods))
     return fig
 
 
@@ -170,17 +214,17 @@ def memory_vs_batch(rows: list[dict]) -> Figure | None:
             largest[k] = r
     fig, ax = _new("Peak forward memory vs batch size (each method at its largest dims)", "batch size",
                    "peak memory (MiB)", logx=True)
-    runs = _run_index(rows)
+    pal = _Palette(list(largest.values()))
     n = 0
-    for i, (key, r) in enumerate(largest.items()):
+    for key, r in largest.items():
         xy = [(b, r[f"peak_mem_mib_b{b}"]) for b in batches if _num(r.get(f"peak_mem_mib_b{b}")) is not None]
         if xy:
-            ax.plot(*zip(*xy), label=f"{key} (dims {r.get('dims')})", lw=1, ms=4, **_style(i, runs[r["_run"]]))
+            ax.plot(*zip(*xy), lw=1, ms=4, **pal(r, f"{key} (dims {r.get('dims')})"))
             n += 1
     if not n:
         return None
     _ticks(ax, batches)
-    _legend(ax, n)
+    _legend(ax, pal.entries)
     return fig
 
 
@@ -194,21 +238,14 @@ def robustness_curves(rows: list[dict], samples: dict[str, dict]) -> list[tuple[
         for name, series in raw.items():
             xy = _xy(series)
             if xy:
-                curves.setdefault(str(name), []).append((r["_key"], r["_run"], *xy))
+                curves.setdefault(str(name), []).append((r, *xy))
     figs = []
     for name, lines in curves.items():
         fig, ax = _new(f"Robustness: {name}", "perturbation level", "test accuracy")
-        runs = {k: i for i, k in enumerate(dict.fromkeys(run for _, run, _, _ in lines))}
-        keys = list(dict.fromkeys(k for k, *_ in lines))
-        for key, run, xs, ys in lines:
-            ax.plot(xs, ys, lw=1, ms=3, label=key, **_style(keys.index(key), runs[run]))
-        handles, labels = ax.get_legend_handles_labels()
-        uniq = dict(zip(labels, handles))  # several dims per method: one legend entry each
-        if len(uniq) <= 8:
-            ax.legend(uniq.values(), uniq.keys(), fontsize=7)
-        else:
-            ax.legend(uniq.values(), uniq.keys(), fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1),
-                      frameon=False)
+        pal = _Palette([r for r, _, _ in lines])
+        for r, xs, ys in lines:  # several dims per method: one legend entry each
+            ax.plot(xs, ys, lw=1, ms=3, **pal(r))
+        _legend(ax, pal.entries)
         figs.append((name, fig))
     return figs
 
@@ -279,12 +316,5 @@ def _slug(s: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "-" for c in s)[:60]
 
 
-def svg(fig: Figure) -> str:
-    buf = io.StringIO()
-    fig.savefig(buf, format="svg")
-    text = buf.getvalue()
-    return text[text.index("<svg"):]  # drop the XML prolog and doctype: inline in HTML
-
-
-def save_png(fig: Figure, path: Path) -> None:
-    fig.savefig(path, format="png", dpi=110)
+def save_png(plot: Plot, path: Path) -> None:
+    path.write_bytes(plot.png())
