@@ -172,35 +172,42 @@ def record_run(db: str | Path, run_dir: str | Path) -> int:
         resolved = {t["id"]: t for t in json.loads((run.path / "resolved.json").read_text()).get("trials", [])}
     con = open_db(db, write=True)
     try:
-        with con:
-            key = f"{run.suite}/{run.path.name}"
-            con.execute("DELETE FROM runs WHERE run_key = ?", (key,))
-            cur = con.execute(
-                "INSERT INTO runs (run_key, suite, state, started, finished, git_sha, env_fingerprint, env_json, path)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (key, run.suite, run.meta.get("state", "?"), run.meta.get("started"), run.meta.get("finished"),
-                 run.env.get("mmbench_git_sha") or run.env.get("git_sha"), fingerprint(run.env),
-                 json.dumps(run.env, default=str), str(run.path.resolve())))
-            run_id = cur.lastrowid
-            for r in run.rows:
-                tid = r["trial_id"]
-                config = resolved.get(tid)
-                con.execute("INSERT INTO trials (id, task, method, label, dims, rank, config_json) "
-                            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET label = excluded.label, "
-                            "config_json = COALESCE(excluded.config_json, trials.config_json)",
-                            (tid, r.get("task"), r.get("method"), r.get("label"), r.get("dims"),
-                             None if r.get("rank") is None else str(r.get("rank")),
-                             json.dumps(config, default=str) if config else None))
-                con.execute("INSERT INTO results (run_id, trial_id, status, error) VALUES (?, ?, ?, ?)",
-                            (run_id, tid, r.get("status", "?"), r.get("error")))
-                raw = run.samples.get(tid, {})
-                con.executemany(
-                    "INSERT INTO measurements (run_id, trial_id, metric, value, samples_json) VALUES (?, ?, ?, ?, ?)",
-                    [(run_id, tid, m, v, json.dumps(s) if (s := raw_samples(m, raw)) else None)
-                     for m, v in _metrics(r)])
-        return run_id
+        return _insert_run(con, run, resolved)
+    except sqlite3.OperationalError as exc:  # locked, read-only, disk full: the run itself is safe in its directory
+        raise UserError(f"cannot record the run in the history database: {exc}", file=str(db)) from None
     finally:
         con.close()
+
+
+def _insert_run(con: sqlite3.Connection, run, resolved: dict[str, Any]) -> int:
+    """One transaction: a run is recorded whole or not at all."""
+    with con:
+        key = f"{run.suite}/{run.path.name}"
+        con.execute("DELETE FROM runs WHERE run_key = ?", (key,))
+        cur = con.execute(
+            "INSERT INTO runs (run_key, suite, state, started, finished, git_sha, env_fingerprint, env_json, path)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (key, run.suite, run.meta.get("state", "?"), run.meta.get("started"), run.meta.get("finished"),
+             run.env.get("mmbench_git_sha") or run.env.get("git_sha"), fingerprint(run.env),
+             json.dumps(run.env, default=str), str(run.path.resolve())))
+        run_id = cur.lastrowid
+        for r in run.rows:
+            tid = r["trial_id"]
+            config = resolved.get(tid)
+            con.execute("INSERT INTO trials (id, task, method, label, dims, rank, config_json) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET label = excluded.label, "
+                        "config_json = COALESCE(excluded.config_json, trials.config_json)",
+                        (tid, r.get("task"), r.get("method"), r.get("label"), r.get("dims"),
+                         None if r.get("rank") is None else str(r.get("rank")),
+                         json.dumps(config, default=str) if config else None))
+            con.execute("INSERT INTO results (run_id, trial_id, status, error) VALUES (?, ?, ?, ?)",
+                        (run_id, tid, r.get("status", "?"), r.get("error")))
+            raw = run.samples.get(tid, {})
+            con.executemany(
+                "INSERT INTO measurements (run_id, trial_id, metric, value, samples_json) VALUES (?, ?, ?, ?, ?)",
+                [(run_id, tid, m, v, json.dumps(s) if (s := raw_samples(m, raw)) else None)
+                 for m, v in _metrics(r)])
+    return run_id
 
 
 @dataclass

@@ -43,6 +43,8 @@ def make_report(run_dirs: list[str | Path], fmt: str = "html", out: str | Path |
     if out is None:
         out = Path(run_dirs[0]) / f"report.{fmt}" if len(run_dirs) == 1 else Path(f"comparison.{fmt}")
     out = Path(out)
+    if out.is_dir():
+        raise UserError("--out is a directory: give a file name", file=str(out))
     if not out.parent.exists():
         raise UserError("output folder does not exist", file=str(out.parent))
     if fmt == "html":
