@@ -5,8 +5,9 @@ Verdicts (like asv: a factor *and* significance before crying regression):
   Mann-Whitney U test on the raw samples says the shift is significant (p < alpha); moved beyond the threshold without
   significance: noise; within the threshold: unchanged.
 - parameters and FLOPs (deterministic): any change is reported (an increase regressed, a decrease improved).
-- accuracy: a drop larger than the seed spread (the larger of the two sides' std over seeds) regressed; a change
-  within it is noise.
+- accuracy and every other test metric averaged over seeds (X_mean beside X_std: F1, errors, correlation,
+  robustness): a move for the worse larger than the seed spread (the larger of the two sides' std over seeds)
+  regressed; a change within it is noise.
 - a trial that was ok and now fails: failed (counts as a regression); on one side only, failing on both, or a metric
   measured on one side only: not comparable.
 
@@ -25,7 +26,6 @@ from mmbench.errors import UserError
 TIMING = re.compile(r"(?:(?:fusion_)?(?:graph_)?latency_ms|train_step_ms|(?:train_)?peak_(?:mem|alloc|reserved)_mib)"
                     r"_b\d+")
 COUNTS = ("params", "fusion_params", "flops", "fusion_flops", "encoder_flops", "train_flops", "fusion_train_flops")
-ACCURACY = {"acc_mean": "acc_std", "f1_mean": "f1_std"}
 REGRESSED, IMPROVED, NOISE, UNCHANGED, FAILED, NOT_COMPARABLE = (
     "regressed", "improved", "noise", "unchanged", "failed", "not comparable")
 STATES = (REGRESSED, FAILED, IMPROVED, NOISE, NOT_COMPARABLE, UNCHANGED)
@@ -175,8 +175,8 @@ def compare(base: Side, cur: Side, *, threshold: float = 0.10, alpha: float = 0.
                 e.state, e.detail = NOT_COMPARABLE, f"measured in the {'baseline' if e.current is None else 'current run'} only"
             elif metric in COUNTS:
                 _count(e)
-            elif metric in ACCURACY:
-                _accuracy(e, b, c, ACCURACY[metric])
+            elif _seed_metric(metric, b, c):
+                _accuracy(e, b, c, f"{metric[:-5]}_std")
             else:
                 _timing(e, base.samples.get(tid, {}).get(metric), cur.samples.get(tid, {}).get(metric),
                         threshold, alpha, deterministic=b.get("mem_measure") == c.get("mem_measure") == "cuda_allocated"
@@ -193,7 +193,12 @@ def _f(v: Any) -> float | None:
 
 def _metrics(b: dict, c: dict) -> list[str]:
     keys = list(dict.fromkeys([*b, *c]))
-    return [k for k in keys if k in COUNTS or k in ACCURACY or TIMING.fullmatch(k)]
+    return [k for k in keys if k in COUNTS or _seed_metric(k, b, c) or TIMING.fullmatch(k)]
+
+
+def _seed_metric(k: str, b: dict, c: dict) -> bool:
+    """A test metric averaged over seeds: X_mean beside its X_std (accuracy, F1, errors, robustness …)."""
+    return k.endswith("_mean") and (f"{k[:-5]}_std" in b or f"{k[:-5]}_std" in c)
 
 
 def _count(e: Entry) -> None:
@@ -205,15 +210,18 @@ def _count(e: Entry) -> None:
 
 
 def _accuracy(e: Entry, b: dict, c: dict, std_col: str) -> None:
+    from mmbench.report.tables import HIGHER, seed_metric_better
+
     spread = max(_f(b.get(std_col)) or 0.0, _f(c.get(std_col)) or 0.0)
     e.change = e.current - e.baseline
     if e.change == 0:
         return
+    worse = e.change < 0 if seed_metric_better(e.metric[:-5]) == HIGHER else e.change > 0
     if abs(e.change) <= spread:
         e.state, e.detail = NOISE, f"within the seed spread ({spread:.3g})"
     else:
-        e.state = REGRESSED if e.change < 0 else IMPROVED
-        e.detail = f"{'drop' if e.change < 0 else 'rise'} larger than the seed spread ({spread:.3g})"
+        e.state = REGRESSED if worse else IMPROVED
+        e.detail = f"{'worse' if worse else 'better'} by more than the seed spread ({spread:.3g})"
 
 
 def _timing(e: Entry, bs: list[float] | None, cs: list[float] | None, threshold: float, alpha: float,
@@ -247,7 +255,7 @@ def _timing(e: Entry, bs: list[float] | None, cs: list[float] | None, threshold:
 def _val(metric: str, v: float | None) -> str:
     if v is None:
         return "—"
-    if metric in ACCURACY:
+    if metric.endswith("_mean"):
         return f"{v:.4f}"
     if metric in COUNTS:
         return f"{v:,.0f}"
@@ -257,7 +265,7 @@ def _val(metric: str, v: float | None) -> str:
 def _change(e: Entry) -> str:
     if e.change is None:
         return "—"
-    if e.metric in ACCURACY:
+    if e.metric.endswith("_mean"):
         return f"{e.change:+.4f}"
     return f"{e.change * 100:+.1f}%"
 

@@ -150,12 +150,14 @@ def _metrics(row: dict[str, Any]) -> Iterator[tuple[str, float]]:
 
 
 def raw_samples(metric: str, raw: dict[str, Any]) -> list[float] | None:
-    """The raw samples behind a metric: latency lists by their column name; each seed's score for accuracy."""
+    """The raw samples behind a metric: latency lists by their column name; each seed's score for X_mean."""
     if isinstance(raw.get(metric), list):
         vals = raw[metric]
-    elif metric in ("acc_mean", "f1_mean") and isinstance(raw.get("seeds"), list):
-        key = "test_accuracy" if metric == "acc_mean" else "test_macro_f1"
-        vals = [s.get(key) for s in raw["seeds"] if isinstance(s, dict)]
+    elif metric.endswith("_mean") and isinstance(raw.get("seeds"), list):
+        key = metric[:-5]
+        legacy = {"acc": "test_accuracy", "f1": "test_macro_f1"}.get(key)
+        seeds = [s for s in raw["seeds"] if isinstance(s, dict)]
+        vals = [s["test"].get(key) if isinstance(s.get("test"), dict) else s.get(legacy) for s in seeds]
     else:
         return None
     vals = [float(v) for v in vals if isinstance(v, (int, float)) and not isinstance(v, bool)]

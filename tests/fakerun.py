@@ -77,15 +77,18 @@ def make_run(root: Path, name: str, *, suite: str = "fake", specs: list[dict] | 
             accs = np.clip(base_acc + np.random.default_rng(int(hashlib.sha256(tid.encode()).hexdigest()[:8], 16)).normal(0, 0.01, 3), 0, 1)
             row.update(acc_mean=float(accs.mean()), acc_std=float(accs.std(ddof=1)), f1_mean=float(accs.mean()),
                        f1_std=float(accs.std(ddof=1)), n_seeds=3, bayes_accuracy=0.9, chance_accuracy=0.5)
-            raw["seeds"] = [{"seed": i, "test_accuracy": float(a), "test_macro_f1": float(a)}
-                            for i, a in enumerate(accs)]
-        if robustness:
+            raw["seeds"] = [{"seed": i, "test": {"acc": float(a), "f1": float(a)}} for i, a in enumerate(accs)]
+        if robustness:  # as the robustness measure writes it: per seed, per modality index, a noise curve
             levels = [0.0, 0.25, 0.5, 0.75, 1.0]
-            raw["robustness"] = {f"noise on {m}": {"levels": levels,
-                                                   "acc": [row.get("acc_mean", 0.8) - 0.3 * x * (i + 1) / 3
-                                                           for x in levels]}
-                                 for i, m in enumerate(["m0", "m1"])}
-            row["robustness_auc"] = float(np.mean(raw["robustness"]["noise on m0"]["acc"]))
+            acc = row.get("acc_mean", 0.8)
+            raw["robustness"] = [{"seed": si, "modalities": ["m0", "m1"], "clean": {"score": acc},
+                                  **{str(i): {"levels": levels, "noise": [acc - 0.3 * x * (i + 1) / 3 - 0.01 * si
+                                                                          for x in levels], "missing": 0.5}
+                                     for i in range(2)}} for si in range(3)]
+            for i, m in enumerate(["m0", "m1"]):
+                row[f"rob_{m}_auc_mean"] = acc - 0.15 * (i + 1) / 3
+                row[f"rob_{m}_auc_std"] = 0.01
+            row["rob_metric"] = "acc"
         run.append(row, raw)
     run.write_csv()
     if state != "running":

@@ -121,3 +121,21 @@ def test_markdown_summary_lists_regressions_first(tmp_path):
     assert f"| `{IDS[4]}` | lmf(rank=4) | 4x4x4 | fusion_latency_ms_b1 |" in md
     d = cmp.to_dict()
     assert d["regressions"] == 5 and d["counts"]["failed"] == 1
+
+
+def test_seed_metrics_know_their_direction():
+    """An error (mae) rising is worse, a correlation rising is better; each judged against its seed spread."""
+    def side(**row):
+        return C.Side("s", "suite", "fp", None, {"t": {"trial_id": "t", "status": "ok", **row}}, {})
+
+    base = side(mae_mean=1.0, mae_std=0.01, corr_mean=0.5, corr_std=0.01)
+    cmp = C.compare(base, side(mae_mean=1.2, mae_std=0.01, corr_mean=0.6, corr_std=0.01))
+    assert {(e.metric, e.state) for e in cmp.entries} == {("mae_mean", C.REGRESSED), ("corr_mean", C.IMPROVED)}
+    cmp = C.compare(base, side(mae_mean=0.8, mae_std=0.01, corr_mean=0.505, corr_std=0.01))
+    assert {(e.metric, e.state) for e in cmp.entries} == {("mae_mean", C.IMPROVED), ("corr_mean", C.NOISE)}
+
+
+def test_raw_seed_scores_are_found_for_any_seed_metric():
+    raw = {"seeds": [{"seed": 0, "test": {"acc": 0.8, "mae": 0.3}}, {"seed": 1, "test": {"acc": 0.9, "mae": 0.2}}]}
+    assert H.raw_samples("acc_mean", raw) == [0.8, 0.9] and H.raw_samples("mae_mean", raw) == [0.3, 0.2]
+    assert H.raw_samples("acc_mean", {"seeds": [{"test_accuracy": 0.7}]}) == [0.7]  # the earlier layout

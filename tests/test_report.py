@@ -68,14 +68,15 @@ def test_write_report_writes_markdown_png_figures_and_self_contained_html(tmp_pa
     imgs = re.findall(r'<img [^>]*src="data:image/png;base64,', html)
     assert len(imgs) == len(links)
     assert html.count('<table class="cmp"') == md.count("| method |")
-    assert "Robustness: robustness_auc" in html
+    assert "Robustness, modality m0: mean acc over noise levels" in html
 
 
 def test_robustness_skipped_gracefully_when_absent(tmp_path):
     run = make_run(tmp_path, "a", robustness=False)
     rep = build([run])
     assert not any(p.key.startswith("robustness") for p in rep.plots)
-    assert not any(t.metric.column.startswith("robust") for t in rep.tables)
+    assert not any(t.metric.column.startswith("rob") for t in rep.tables)
+    assert any(t.metric.column.startswith("rob_m0") for t in build([make_run(tmp_path, "b", robustness=True)]).tables)
 
 
 def test_without_accuracy_the_accuracy_plots_and_tables_are_left_out(tmp_path):

@@ -233,21 +233,48 @@ def robustness_curves(rows: list[dict], samples: dict[str, dict]) -> list[tuple[
     curves: dict[str, list[tuple[str, str, list[float], list[float]]]] = {}
     for r in rows:
         raw = samples.get((r["_run"], r.get("trial_id")), {}).get("robustness")
-        if r.get("status") != "ok" or not isinstance(raw, dict):
+        if r.get("status") != "ok":
             continue
-        for name, series in raw.items():
-            xy = _xy(series)
-            if xy:
-                curves.setdefault(str(name), []).append((r, *xy))
+        for name, xy in _robustness_series(raw):
+            curves.setdefault(name, []).append((r, *xy))
     figs = []
+    score = next((r["rob_metric"] for r in rows if isinstance(r.get("rob_metric"), str)), "accuracy")
     for name, lines in curves.items():
-        fig, ax = _new(f"Robustness: {name}", "perturbation level", "test accuracy")
+        fig, ax = _new(f"Robustness: {name}", "noise level (× the feature's training std)", f"test {score}")
         pal = _Palette([r for r, _, _ in lines])
         for r, xs, ys in lines:  # several dims per method: one legend entry each
             ax.plot(xs, ys, lw=1, ms=3, **pal(r))
         _legend(ax, pal.entries)
         figs.append((name, fig))
     return figs
+
+
+def _robustness_series(raw: Any) -> list[tuple[str, tuple[list[float], list[float]]]]:
+    """(curve name, (levels, scores)) from a trial's raw robustness record.
+
+    The robustness measure writes a list, one entry per seed: {"seed", "modalities", "clean": {"score"},
+    "<modality index>": {"levels", "noise", "missing"}}; the curve drawn is the mean over seeds. A dict
+    {curve name: series} (see _xy) is read too.
+    """
+    out: list[tuple[str, tuple[list[float], list[float]]]] = []
+    if isinstance(raw, dict):
+        for name, series in raw.items():
+            xy = _xy(series)
+            if xy:
+                out.append((str(name), xy))
+    elif isinstance(raw, list) and raw and all(isinstance(s, dict) for s in raw):
+        first = raw[0]
+        names = first.get("modalities") or []
+        for key in (k for k in first if str(k).isdigit()):
+            per_seed = [_xy({"levels": s[key].get("levels"), "acc": s[key].get("noise")}) for s in raw
+                        if isinstance(s.get(key), dict)]
+            if not per_seed or any(p is None or p[0] != per_seed[0][0] for p in per_seed):
+                continue
+            levels = per_seed[0][0]
+            mean = [sum(p[1][i] for p in per_seed) / len(per_seed) for i in range(len(levels))]
+            name = names[int(key)] if int(key) < len(names) else key
+            out.append((f"noise on {name}", (levels, mean)))
+    return out
 
 
 def _xy(series: Any) -> tuple[list[float], list[float]] | None:

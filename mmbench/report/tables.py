@@ -67,10 +67,11 @@ def metrics(rows: list[dict]) -> list[Metric]:
     """The metrics present in the rows, in reading order."""
     present = {k for r in rows for k in r}
     out: list[Metric] = []
-    if "acc_mean" in present:
-        out.append(Metric("acc_mean", "Test accuracy (mean ± std over seeds)", HIGHER, "acc_std"))
-    if "f1_mean" in present:
-        out.append(Metric("f1_mean", "Test macro-F1 (mean ± std over seeds)", HIGHER, "f1_std"))
+    seed_metrics = [k[:-5] for k in present if k.endswith("_mean") and f"{k[:-5]}_std" in present]
+    order = {"acc": 0, "f1": 1}
+    for name in sorted((n for n in seed_metrics if not n.startswith("rob_")), key=lambda n: (order.get(n, 2), n)):
+        out.append(Metric(f"{name}_mean", f"Test {SEED_TITLES.get(name, name)} (mean ± std over seeds)",
+                          seed_metric_better(name), f"{name}_std"))
     for col, title in (("params", "Parameters, whole model"), ("fusion_params", "Parameters, fusion layer"),
                        ("flops", "FLOPs per sample, whole model (2 × multiply-adds)"),
                        ("fusion_flops", "FLOPs per sample, fusion layer"),
@@ -95,10 +96,27 @@ def metrics(rows: list[dict]) -> list[Metric]:
                            ("train_peak_mem_mib", "Peak training-step memory above the baseline")):
             if f"{name}_b{b}" in present:
                 out.append(Metric(f"{name}_b{b}", f"{what}, batch {b} (MiB)", LOWER))
-    # Robustness columns (added by the robustness measure): numeric, higher is better. Shown when present.
-    for col in sorted(k for k in present if k.startswith("robust") and _numeric_somewhere(rows, k)):
+    # Robustness (the robustness measure's rob_<modality>_{auc,rel,missing}, per seed → mean ± std): higher is better.
+    rob_metric = next((r["rob_metric"] for r in rows if isinstance(r.get("rob_metric"), str)), "score")
+    for name in sorted(n for n in seed_metrics if n.startswith("rob_")):
+        what = {"auc": f"mean {rob_metric} over noise levels", "rel": f"that over the clean {rob_metric}",
+                "missing": f"{rob_metric} with the modality zeroed"}.get(name.rsplit("_", 1)[-1], name)
+        modality = name[4:].rsplit("_", 1)[0]
+        out.append(Metric(f"{name}_mean", f"Robustness, modality {modality}: {what} (mean ± std over seeds)", HIGHER,
+                          f"{name}_std"))
+    for col in sorted(k for k in present if k.startswith(("robust", "rob_")) and not k.endswith(("_mean", "_std"))
+                      and _numeric_somewhere(rows, k)):
         out.append(Metric(col, f"Robustness: {col}", HIGHER))
     return out
+
+
+SEED_TITLES = {"acc": "accuracy", "f1": "macro-F1", "mae": "mean absolute error", "mse": "mean squared error",
+               "corr": "Pearson correlation", "acc2": "binary accuracy (acc2)", "acc7": "7-class accuracy (acc7)"}
+
+
+def seed_metric_better(name: str) -> str:
+    """Errors (mae, mse …) are better lower; scores (accuracy, F1, correlation, recall) higher."""
+    return LOWER if name.split("_")[0] in ("mae", "mse", "loss", "rmse") else HIGHER
 
 
 def _numeric_somewhere(rows: list[dict], col: str) -> bool:
@@ -111,7 +129,7 @@ def _is_num(v: Any) -> bool:
 
 def _cell_text(r: dict, m: Metric) -> str:
     v = r[m.column]
-    if m.column in ("acc_mean", "f1_mean"):
+    if m.column.endswith("_mean") and m.spread:
         text = f"{v:.3f} ± {r.get(m.spread, 0) or 0:.3f}"
     elif m.spread and "_ms_b" in m.column:
         text = f"{v:.4g} ± {r.get(m.spread, 0) or 0:.2g}"
