@@ -99,7 +99,8 @@ def metrics(rows: list[dict]) -> list[Metric]:
     # Robustness (the robustness measure's rob_<modality>_{auc,rel,missing}, per seed → mean ± std): higher is better.
     rob_metric = next((r["rob_metric"] for r in rows if isinstance(r.get("rob_metric"), str)), "score")
     for name in sorted(n for n in seed_metrics if n.startswith("rob_")):
-        what = {"auc": f"mean {rob_metric} over noise levels", "rel": f"mean {rob_metric} over noise levels ÷ clean {rob_metric}",
+        what = {"auc": f"mean {rob_metric} over noise levels",
+                "rel": f"mean {rob_metric} over noise levels ÷ clean {rob_metric}",
                 "missing": f"{rob_metric} with the modality zeroed"}.get(name.rsplit("_", 1)[-1], name)
         modality = name[4:].rsplit("_", 1)[0]
         out.append(Metric(f"{name}_mean", f"Robustness, modality {modality}: {what} (mean ± std over seeds)", HIGHER,
