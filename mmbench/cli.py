@@ -35,16 +35,20 @@ def run(suite: Path = typer.Argument(..., help="Suite YAML file."),
         out: Path = typer.Option(Path("results"), "--out", help="Results folder; the run goes to OUT/<suite>/<run-id>/."),
         device: Optional[Device] = typer.Option(None, "--device", help="Overrides the suite's measure.device."),
         quick: bool = typer.Option(False, "--quick", help="Reduced budget (the suite's `quick:` block) for smoke runs."),
-        as_json: bool = typer.Option(False, "--json", help="Print one JSON document (run dir, rows) and nothing else.")):
-    """Run a suite: measure every trial, write results and a report."""
+        as_json: bool = typer.Option(False, "--json", help="Print one JSON document (run dir, rows) and nothing else."),
+        db: Optional[Path] = typer.Option(None, "--db", help="History database [default: OUT/history.sqlite].")):
+    """Run a suite: measure every trial, write results and a report, record the run in the history."""
+    from mmbench.history import check_writable
     from mmbench.run import prepare, run_suite
     from mmbench.suite import load_suite
 
     s = load_suite(suite, quick=quick)
+    db = db or out / "history.sqlite"
+    check_writable(db)  # a database this version cannot write fails now, before anything runs
     prepared = prepare(s, device.value if device else None)
     with _RichProgress(len(prepared.trials), enabled=not as_json) as progress:
         try:
-            run_dir = run_suite(prepared, out, suite_text=suite.read_text(), quick=quick, progress=progress)
+            run_dir = run_suite(prepared, out, suite_text=suite.read_text(), quick=quick, progress=progress, db=db)
         except KeyboardInterrupt:
             err.print("[yellow]interrupted[/]: finished trials are recorded")
             raise typer.Exit(130)
@@ -54,7 +58,7 @@ def run(suite: Path = typer.Argument(..., help="Suite YAML file."),
                               default=str))
         return
     _summary(rows)
-    _out().print(f"results: [bold]{run_dir.path}[/] (results.csv, report.md)")
+    _out().print(f"results: [bold]{run_dir.path}[/] (results.csv, report.md, report.html); history: {db}")
 
 
 @app.command()
@@ -92,6 +96,117 @@ def list_(what: Registry = typer.Argument(..., help="methods or datasets")):
         for name in data.available():
             table.add_row(name, escape(data.info(name).description))
     _out().print(table)
+
+
+class ReportFormat(str, Enum):
+    md = "md"
+    html = "html"
+
+
+@app.command()
+def report(run_dirs: list[Path] = typer.Argument(..., help="One or more run directories (several: one comparison)."),
+           fmt: ReportFormat = typer.Option(ReportFormat.html, "--format", help="html (self-contained) or md."),
+           out: Optional[Path] = typer.Option(None, "--out", help="Output file [default: RUN_DIR/report.FMT for one "
+                                              "run, ./comparison.FMT for several]."),
+           db: Optional[Path] = typer.Option(None, "--db", help="History database: adds its trend plot when given.")):
+    """Write a report (tables and figures) of one run, or of several merged into one comparison."""
+    from mmbench.report import make_report
+
+    path = make_report(run_dirs, fmt.value, out, db)
+    typer.echo(str(path))
+
+
+@app.command()
+def history(suite: Optional[str] = typer.Option(None, "--suite", help="Suite name; without it: the recorded runs."),
+            trial: Optional[str] = typer.Option(None, "--trial", help="Trial id (or a prefix of it)."),
+            metric: str = typer.Option("fusion_latency_ms_b1", "--metric", help="A results column."),
+            last: int = typer.Option(10, "--last", min=1, help="Show the last N runs."),
+            db: Path = typer.Option(Path("results/history.sqlite"), "--db", help="History database."),
+            as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")):
+    """Show the recorded runs, or one metric's trend over a suite's runs (a row per trial, a column per run)."""
+    from mmbench import history as H
+
+    if suite is None:
+        runs = H.list_runs(db)
+        if as_json:
+            typer.echo(json.dumps([r.__dict__ for r in runs]))
+            return
+        table = Table(title=f"runs in {db}", header_style="bold")
+        for col in ("suite", "run", "state", "started", "git sha", "environment", "trials"):
+            table.add_column(col)
+        for r in runs:
+            table.add_row(r.suite, r.run_key.split("/", 1)[1], r.state, r.started or "?", (r.git_sha or "?")[:12],
+                          r.fingerprint, str(r.trials))
+        _out().print(table)
+        return
+    series = H.trend(db, suite, metric, trial, last)
+    if as_json:
+        typer.echo(json.dumps({"suite": suite, "metric": metric, "trials": [
+            {"trial_id": tid, "label": label, "points": [p.__dict__ for p in pts]}
+            for (tid, label), pts in series.items()]}))
+        return
+    runs = list(dict.fromkeys(p.run_key for pts in series.values() for p in pts))
+    table = Table(title=f"{suite}: {metric} over the last {len(runs)} run(s)", header_style="bold")
+    table.add_column("trial")
+    table.add_column("method · dims")
+    for key in runs:
+        table.add_column(key.split("/", 1)[1], justify="right")
+    for (tid, label), pts in series.items():
+        by_run = {p.run_key: p for p in pts}
+        cells = [("—" if by_run[k].value is None else f"{by_run[k].value:.4g}") if by_run[k].status == "ok"
+                 else by_run[k].status if k in by_run else "" for k in runs]
+        table.add_row(tid, escape(label), *cells)
+    _out().print(table)
+
+
+@app.command()
+def compare(baseline: str = typer.Argument(..., help="Run directory, or history:SUITE[:N] (median of the last N "
+                                           "runs on the same environment; N=5)."),
+            current: str = typer.Argument(..., help="Run directory (or history:SUITE[:N])."),
+            threshold: str = typer.Option("10%", "--threshold", help="Smallest change of latency/memory that counts."),
+            alpha: float = typer.Option(0.01, "--alpha", min=1e-9, max=0.5, help="Significance level of the test."),
+            as_json: bool = typer.Option(False, "--json", help="Print the comparison as JSON."),
+            markdown: Optional[Path] = typer.Option(None, "--markdown", help="Also write a markdown summary here "
+                                                    "(ready for a CI job summary)."),
+            db: Path = typer.Option(Path("results/history.sqlite"), "--db", help="History database (for history:).")):
+    """Compare two runs trial by trial; exit 1 when anything regressed, 0 otherwise, 2 for bad input."""
+    from mmbench import compare as C
+    from mmbench.store import atomic_write
+
+    thr = C.parse_threshold(threshold)
+    result = C.compare(*C.load_sides(baseline, current, db), threshold=thr, alpha=alpha)
+    if markdown is not None:
+        if not markdown.parent.exists():
+            raise UserError("output folder does not exist", file=str(markdown.parent))
+        atomic_write(markdown, C.to_markdown(result))
+    if as_json:
+        typer.echo(json.dumps(result.to_dict()))
+    else:
+        _compare_table(result)
+    raise typer.Exit(result.exit_code)
+
+
+def _compare_table(result) -> None:
+    from mmbench import compare as C
+
+    shown = [e for e in result.entries if e.state != C.UNCHANGED]
+    table = Table(title=f"{result.suite}: {result.baseline} → {result.current}", header_style="bold")
+    for col in ("state", "trial", "method", "dims", "metric", "baseline", "current", "change", "p", "detail"):
+        table.add_column(col, justify="right" if col in ("baseline", "current", "change", "p") else "left")
+    colour = {C.REGRESSED: "red", C.FAILED: "red", C.IMPROVED: "green", C.NOISE: "yellow"}
+    for e in shown:
+        table.add_row(f"[{colour.get(e.state, 'default')}]{e.state}[/]", e.trial_id, escape(e.label), e.dims,
+                      e.metric, C._val(e.metric, e.baseline), C._val(e.metric, e.current), C._change(e),
+                      "—" if e.p_value is None else f"{e.p_value:.2g}", escape(e.detail))
+    out = _out()
+    for note in result.notes:
+        out.print(f"[yellow]note[/]: {escape(note)}")
+    if shown:
+        out.print(table)
+    counts = ", ".join(f"{result.count(s)} {s}" for s in C.STATES if result.count(s))
+    n = len(result.regressions)
+    out.print(f"[{'red' if n else 'green'}]{n} regression(s)[/] · {counts or 'nothing compared'} "
+              f"(threshold {result.threshold * 100:g}%, p < {result.alpha:g})")
 
 
 def _out() -> Console:
@@ -149,7 +264,9 @@ class _RichProgress:
 def main() -> None:
     """Entry point: user errors are one line and exit code 2, never a traceback."""
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # without standalone mode click returns a typer.Exit's code
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except UserError as exc:
         print(f"mmbench: error: {exc.render()}", file=sys.stderr)
         sys.exit(2)
@@ -158,11 +275,10 @@ def main() -> None:
     except KeyboardInterrupt:
         sys.exit(130)
     except Exception as exc:
-        import click
-
-        if isinstance(exc, click.exceptions.Abort):
+        # click's usage errors (typer may vendor its own click, so matched by shape): one line, exit code 2
+        if type(exc).__name__ == "Abort":
             sys.exit(130)
-        if isinstance(exc, click.ClickException):
-            exc.show()
+        if callable(getattr(exc, "format_message", None)) and hasattr(exc, "exit_code"):
+            print(f"mmbench: error: {' '.join(exc.format_message().split())}", file=sys.stderr)
             sys.exit(2)
         raise

@@ -9,7 +9,6 @@ from mmbench import data as datasets
 from mmbench.errors import UserError
 from mmbench.measure.env import environment
 from mmbench.plan import Trial, check_measure_axes, expand, resolve_device, resolve_task, task_key, task_label
-from mmbench.report.markdown import write_report
 from mmbench.store import RunDir
 from mmbench.suite import Suite, locate
 from mmbench.trial import TrialResult, run_trial
@@ -69,8 +68,21 @@ def _check_inputs(suite: Suite, trials: list[Trial], tasks: dict[str, datasets.T
                             key=f"methods.{mi}.method", **locate(suite, "methods", mi, "method"))
 
 
+def _record_quietly(db: str | Path, run: RunDir) -> None:
+    """An interrupted run is recorded too (compare's baselines use complete runs only); a failure to record it must
+    not hide the interruption."""
+    from mmbench.history import record_run
+
+    try:
+        record_run(db, run.path)
+    except Exception:
+        pass
+
+
 def run_suite(prepared: Prepared, out: str | Path, *, suite_text: str = "", quick: bool = False,
-              progress: Progress | None = None) -> RunDir:
+              progress: Progress | None = None, db: str | Path | None = None) -> RunDir:
+    """Run every trial into a new run directory; then record the run in the history database ``db`` (if given)
+    and write its reports (report.md, report.html)."""
     suite, trials = prepared.suite, prepared.trials
     run = RunDir.create(out, suite.name)
     suite_dir = Path(getattr(suite, "_source", ".")).resolve().parent
@@ -93,8 +105,16 @@ def run_suite(prepared: Prepared, out: str | Path, *, suite_text: str = "", quic
     except BaseException:
         run.write_csv()
         run.set_state("interrupted")
+        if db is not None:
+            _record_quietly(db, run)
         raise
     run.write_csv()
     run.set_state("complete")
-    write_report(run)  # after the state, so the report says the run is complete
+    from mmbench.report import write_report  # matplotlib is loaded only once there is something to draw
+
+    if db is not None:
+        from mmbench.history import record_run
+
+        record_run(db, run.path)
+    write_report(run, db=db)  # after the state and the record: the report says complete and shows the history
     return run

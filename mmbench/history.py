@@ -1,0 +1,332 @@
+"""The history database: every run, its trials and every measurement with its raw samples, in SQLite.
+
+Tables (schema version in PRAGMA user_version; MIGRATIONS[i] takes a database from version i to i + 1):
+  runs          one per run directory: suite, state, times, git sha, environment fingerprint, env as JSON
+  trials        one per trial id (the hash of its config, so the same in every run): task, method, label, config
+  results       run × trial: status and error
+  measurements  run × trial × metric: the value and its raw samples (JSON list) when the run kept them
+
+Reading never writes: the database is opened read-only for history and compare, so a missing or newer database is an
+error that leaves the file as it was.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import sqlite3
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from mmbench.errors import UserError
+
+MIGRATIONS: list[str] = [
+    # 0 → 1: the tables
+    """
+    CREATE TABLE runs (
+        id INTEGER PRIMARY KEY,
+        run_key TEXT NOT NULL UNIQUE,          -- <suite>/<run directory name>
+        suite TEXT NOT NULL,
+        state TEXT NOT NULL,
+        started TEXT, finished TEXT,
+        git_sha TEXT,
+        env_fingerprint TEXT NOT NULL,
+        env_json TEXT NOT NULL,
+        path TEXT
+    );
+    CREATE TABLE trials (
+        id TEXT PRIMARY KEY,                   -- the trial id: hash of the config
+        task TEXT, method TEXT, label TEXT, dims TEXT, rank TEXT,
+        config_json TEXT
+    );
+    CREATE TABLE results (
+        run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+        trial_id TEXT NOT NULL REFERENCES trials(id),
+        status TEXT NOT NULL, error TEXT,
+        PRIMARY KEY (run_id, trial_id)
+    );
+    CREATE TABLE measurements (
+        run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+        trial_id TEXT NOT NULL REFERENCES trials(id),
+        metric TEXT NOT NULL,
+        value REAL,
+        samples_json TEXT,
+        PRIMARY KEY (run_id, trial_id, metric)
+    );
+    """,
+    # 1 → 2: indexes for the queries history and compare make (a trend of one metric; the last runs of a suite)
+    """
+    CREATE INDEX runs_by_suite ON runs (suite, env_fingerprint, started);
+    CREATE INDEX measurements_by_metric ON measurements (trial_id, metric);
+    """,
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+DEFAULT_DB = Path("results/history.sqlite")
+
+# What changes a timing. Not the hostname (CI runners get a new one every time) nor the memory size.
+FINGERPRINT_KEYS = ("device", "cpu_model", "cpu_count_logical", "gpu_name", "torch", "python", "torch_threads")
+
+
+def fingerprint(env: dict[str, Any]) -> str:
+    parts = {k: env.get(k) for k in FINGERPRINT_KEYS}
+    if isinstance(parts["python"], str):
+        parts["python"] = ".".join(parts["python"].split(".")[:2])
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def _version(con: sqlite3.Connection) -> int:
+    return con.execute("PRAGMA user_version").fetchone()[0]
+
+
+def _check_version(con: sqlite3.Connection, path: Path) -> int:
+    v = _version(con)
+    if v > SCHEMA_VERSION:
+        raise UserError(f"history database has schema version {v}, newer than this mmbench understands "
+                        f"({SCHEMA_VERSION}): upgrade mmbench or use another --db", file=str(path))
+    return v
+
+
+def _connect(path: Path, mode: str) -> sqlite3.Connection:
+    try:
+        con = sqlite3.connect(f"{path.resolve().as_uri()}?mode={mode}", uri=True)
+        con.execute("PRAGMA user_version").fetchone()  # a file that is not a database fails here
+    except sqlite3.DatabaseError as exc:
+        raise UserError(f"cannot open history database: {exc}", file=str(path)) from None
+    con.execute("PRAGMA foreign_keys = ON")
+    return con
+
+
+def check_writable(path: str | Path) -> None:
+    """Fail before a run starts (exit 2, nothing written) when the database could not take its record."""
+    p = Path(path)
+    if p.exists():
+        con = _connect(p, "ro")
+        try:
+            _check_version(con, p)
+        finally:
+            con.close()
+
+
+def open_db(path: str | Path, *, write: bool = False) -> sqlite3.Connection:
+    """Open (and, for writing, create or migrate) the database. Read-only opens never change the file."""
+    p = Path(path)
+    if not write:
+        if not p.exists():
+            raise UserError("no history database here (runs are recorded by `mmbench run`)", file=str(p))
+        con = _connect(p, "ro")
+        try:
+            _check_version(con, p)
+        except UserError:
+            con.close()
+            raise
+        # An older version is read as it is (reads never write); so far versions differ only in indexes.
+        return con
+    p.parent.mkdir(parents=True, exist_ok=True)
+    con = _connect(p, "rwc")
+    try:
+        v = _check_version(con, p)
+        if v < SCHEMA_VERSION:
+            with con:  # one transaction: a failed migration leaves the old version intact
+                for i in range(v, SCHEMA_VERSION):
+                    for stmt in MIGRATIONS[i].split(";"):
+                        if stmt.strip():
+                            con.execute(stmt)
+                con.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    except BaseException:
+        con.close()
+        raise
+    return con
+
+
+def _metrics(row: dict[str, Any]) -> Iterator[tuple[str, float]]:
+    for k, v in row.items():
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or k in ("rank", "threads"):
+            continue
+        if isinstance(v, float) and not math.isfinite(v):
+            continue
+        yield k, float(v)
+
+
+def raw_samples(metric: str, raw: dict[str, Any]) -> list[float] | None:
+    """The raw samples behind a metric: latency lists by their column name; each seed's score for X_mean."""
+    if isinstance(raw.get(metric), list):
+        vals = raw[metric]
+    elif metric.endswith("_mean") and isinstance(raw.get("seeds"), list):
+        key = metric[:-5]
+        legacy = {"acc": "test_accuracy", "f1": "test_macro_f1"}.get(key)
+        seeds = [s for s in raw["seeds"] if isinstance(s, dict)]
+        vals = [s["test"].get(key) if isinstance(s.get("test"), dict) else s.get(legacy) for s in seeds]
+    else:
+        return None
+    vals = [float(v) for v in vals if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    return vals or None
+
+
+def record_run(db: str | Path, run_dir: str | Path) -> int:
+    """Record (or re-record) a run directory; returns its run id. Idempotent per run directory."""
+    from mmbench.report.load import load_run
+
+    run = load_run(run_dir)
+    resolved = {}
+    if (run.path / "resolved.json").exists():
+        resolved = {t["id"]: t for t in json.loads((run.path / "resolved.json").read_text()).get("trials", [])}
+    con = open_db(db, write=True)
+    try:
+        return _insert_run(con, run, resolved)
+    except sqlite3.OperationalError as exc:  # locked, read-only, disk full: the run itself is safe in its directory
+        raise UserError(f"cannot record the run in the history database: {exc}", file=str(db)) from None
+    finally:
+        con.close()
+
+
+def _insert_run(con: sqlite3.Connection, run, resolved: dict[str, Any]) -> int:
+    """One transaction: a run is recorded whole or not at all."""
+    with con:
+        key = f"{run.suite}/{run.path.name}"
+        con.execute("DELETE FROM runs WHERE run_key = ?", (key,))
+        cur = con.execute(
+            "INSERT INTO runs (run_key, suite, state, started, finished, git_sha, env_fingerprint, env_json, path)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (key, run.suite, run.meta.get("state", "?"), run.meta.get("started"), run.meta.get("finished"),
+             run.env.get("mmbench_git_sha") or run.env.get("git_sha"), fingerprint(run.env),
+             json.dumps(run.env, default=str), str(run.path.resolve())))
+        run_id = cur.lastrowid
+        for r in run.rows:
+            tid = r["trial_id"]
+            config = resolved.get(tid)
+            con.execute("INSERT INTO trials (id, task, method, label, dims, rank, config_json) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET label = excluded.label, "
+                        "config_json = COALESCE(excluded.config_json, trials.config_json)",
+                        (tid, r.get("task"), r.get("method"), r.get("label"), r.get("dims"),
+                         None if r.get("rank") is None else str(r.get("rank")),
+                         json.dumps(config, default=str) if config else None))
+            con.execute("INSERT INTO results (run_id, trial_id, status, error) VALUES (?, ?, ?, ?)",
+                        (run_id, tid, r.get("status", "?"), r.get("error")))
+            raw = run.samples.get(tid, {})
+            con.executemany(
+                "INSERT INTO measurements (run_id, trial_id, metric, value, samples_json) VALUES (?, ?, ?, ?, ?)",
+                [(run_id, tid, m, v, json.dumps(s) if (s := raw_samples(m, raw)) else None)
+                 for m, v in _metrics(r)])
+    return run_id
+
+
+@dataclass
+class RunInfo:
+    id: int
+    run_key: str
+    suite: str
+    state: str
+    started: str
+    git_sha: str | None
+    fingerprint: str
+    trials: int
+
+
+def list_runs(db: str | Path, suite: str | None = None) -> list[RunInfo]:
+    con = open_db(db)
+    try:
+        q = ("SELECT r.id, r.run_key, r.suite, r.state, r.started, r.git_sha, r.env_fingerprint, "
+             "(SELECT COUNT(*) FROM results x WHERE x.run_id = r.id) FROM runs r")
+        args: tuple = ()
+        if suite:
+            q, args = q + " WHERE r.suite = ?", (suite,)
+        return [RunInfo(*row) for row in con.execute(q + " ORDER BY r.started, r.id", args)]
+    finally:
+        con.close()
+
+
+@dataclass
+class TrendPoint:
+    run_key: str
+    started: str
+    git_sha: str | None
+    value: float | None
+    status: str
+
+
+def trend(db: str | Path, suite: str, metric: str, trial: str | None = None, last: int | None = None,
+          env_fingerprint: str | None = None) -> dict[tuple[str, str], list[TrendPoint]]:
+    """{(trial id, 'label · dims'): points over the suite's runs, oldest first}. ``trial``: an id or id prefix;
+    ``env_fingerprint``: only runs on that environment."""
+    con = open_db(db)
+    try:
+        if not con.execute("SELECT 1 FROM runs WHERE suite = ?", (suite,)).fetchone():
+            raise UserError(f"no runs of suite '{suite}' in the history database", file=str(db))
+        known = {m for (m,) in con.execute("SELECT DISTINCT m.metric FROM measurements m JOIN runs r ON r.id = "
+                                           "m.run_id WHERE r.suite = ?", (suite,))}
+        if metric not in known:
+            from mmbench.errors import closest
+
+            raise UserError(f"no metric '{metric}' in the runs of suite '{suite}'{closest(metric, known)}; "
+                            f"recorded: {', '.join(sorted(known)) or 'none'}", file=str(db))
+        runs = con.execute("SELECT id, run_key, started, git_sha FROM runs WHERE suite = ? AND (? IS NULL OR "
+                           "env_fingerprint = ?) ORDER BY started, id", (suite, env_fingerprint, env_fingerprint)
+                           ).fetchall()
+        if last:
+            runs = runs[-last:]
+        q = ("SELECT x.trial_id, t.label, t.dims, x.status, m.value FROM results x JOIN trials t ON t.id = x.trial_id "
+             "LEFT JOIN measurements m ON m.run_id = x.run_id AND m.trial_id = x.trial_id AND m.metric = ? "
+             "WHERE x.run_id = ? ORDER BY x.rowid")
+        out: dict[tuple[str, str], list[TrendPoint]] = {}
+        for run_id, key, started, sha in runs:
+            for tid, label, dims, status, value in con.execute(q, (metric, run_id)):
+                if trial and not tid.startswith(trial):
+                    continue
+                out.setdefault((tid, f"{label} · {dims}"), []).append(TrendPoint(key, started, sha, value, status))
+        if trial and not out:
+            raise UserError(f"no trial '{trial}' in the runs of suite '{suite}'", file=str(db))
+        return out
+    finally:
+        con.close()
+
+
+@dataclass
+class Baseline:
+    """The history's baseline: per trial and metric, the median value and the pooled raw samples of the last runs."""
+    suite: str
+    fingerprint: str
+    run_keys: list[str]
+    rows: dict[str, dict[str, Any]]              # trial id → {label, task, dims, status, metric: median …}
+    samples: dict[str, dict[str, list[float]]]   # trial id → metric → pooled raw samples
+
+
+def baseline(db: str | Path, suite: str, env_fingerprint: str, last: int = 5,
+             exclude_run_key: str | None = None) -> Baseline:
+    con = open_db(db)
+    try:
+        runs = con.execute("SELECT id, run_key FROM runs WHERE suite = ? AND env_fingerprint = ? AND state = "
+                           "'complete' AND run_key IS NOT ? ORDER BY started DESC, id DESC LIMIT ?",
+                           (suite, env_fingerprint, exclude_run_key, last)).fetchall()
+        if not runs:
+            any_suite = con.execute("SELECT COUNT(*) FROM runs WHERE suite = ?", (suite,)).fetchone()[0]
+            why = ("on this environment (fingerprint " + env_fingerprint + ")") if any_suite else "at all"
+            raise UserError(f"no baseline: no complete runs of suite '{suite}' {why} in the history database",
+                            file=str(db))
+        ids = [r[0] for r in runs]
+        marks = ",".join("?" * len(ids))
+        values: dict[str, dict[str, list[float]]] = {}
+        samples: dict[str, dict[str, list[float]]] = {}
+        for tid, metric, value, sj in con.execute(
+                f"SELECT trial_id, metric, value, samples_json FROM measurements WHERE run_id IN ({marks})", ids):
+            if value is not None:
+                values.setdefault(tid, {}).setdefault(metric, []).append(value)
+            if sj:
+                samples.setdefault(tid, {}).setdefault(metric, []).extend(json.loads(sj))
+        rows: dict[str, dict[str, Any]] = {}
+        statuses: dict[str, list[str]] = {}
+        for tid, status, task, label, dims in con.execute(
+                f"SELECT x.trial_id, x.status, t.task, t.label, t.dims FROM results x JOIN trials t ON t.id = "
+                f"x.trial_id WHERE x.run_id IN ({marks})", ids):
+            statuses.setdefault(tid, []).append(status)
+            rows[tid] = {"trial_id": tid, "task": task, "label": label, "dims": dims}
+        for tid, row in rows.items():
+            # ok if it was ok in most of the runs: one flaky failure does not remove a baseline
+            row["status"] = "ok" if statuses[tid].count("ok") * 2 > len(statuses[tid]) else \
+                statistics.mode(s for s in statuses[tid] if s != "ok")
+            for metric, vs in values.get(tid, {}).items():
+                row[metric] = statistics.median(vs)
+        return Baseline(suite, env_fingerprint, [r[1] for r in runs], rows, samples)
+    finally:
+        con.close()

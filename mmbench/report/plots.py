@@ -1,0 +1,347 @@
+"""The figures people look for, drawn with matplotlib (Agg, no display) from tagged result rows.
+
+Each builder returns a Figure, or None when the rows hold nothing to draw (no accuracy, no ranks …), so a report
+shows only the plots its run can support. Each figure is drawn once, to PNG, which both the HTML page (embedded as
+base64) and the markdown report (a file beside it) use.
+"""
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import matplotlib
+import matplotlib.ticker
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from mmbench.report.tables import batch_sizes  # noqa: E402
+
+plt.rcParams.update({"font.size": 9, "axes.grid": True, "grid.alpha": 0.3,
+                     "figure.dpi": 100, "savefig.bbox": "tight"})
+_MARKERS = "o^sDvP*Xh<>"
+PNG_DPI = 120
+
+
+@dataclass
+class Plot:
+    key: str         # file stem: figures/<task>-<key>.png
+    title: str
+    task: str
+    fig: Figure
+    _png: bytes | None = None
+
+    def png(self) -> bytes:
+        """Drawn once (drawing is most of a report's time), then shared by the HTML page and the PNG file."""
+        if self._png is None:
+            buf = io.BytesIO()
+            self.fig.savefig(buf, format="png", dpi=PNG_DPI)
+            self._png = buf.getvalue()
+        return self._png
+
+
+def _num(v: Any) -> float | None:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        return None
+    return float(v)
+
+
+def mean_dim(dims: str) -> float:
+    parts = [int(p) for p in str(dims).split("x") if p.strip().isdigit()]
+    return sum(parts) / len(parts) if parts else float("nan")
+
+
+def _ok(rows: list[dict], *cols: str) -> list[dict]:
+    return [r for r in rows if r.get("status") == "ok" and all(_num(r.get(c)) is not None for c in cols)]
+
+
+def _series(rows: list[dict]) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for r in rows:
+        out.setdefault(r["_key"], []).append(r)
+    return out
+
+
+def _style(i: int, run_index: int) -> dict:
+    cmap = plt.get_cmap("tab10" if i < 10 else "tab20")
+    return {"color": cmap(i % cmap.N), "marker": _MARKERS[run_index % len(_MARKERS)]}
+
+
+MAX_LEGEND = 12  # more series than this: colour and legend by method, not by configuration
+
+
+class _Palette:
+    """Colour (and legend entry) per series — or per method when there are too many series to tell apart; the
+    marker tells runs apart."""
+
+    def __init__(self, rows: list[dict]):
+        self.runs = _run_index(rows)
+        self.by_method = len({r["_key"] for r in rows}) > MAX_LEGEND
+        self.index = {g: i for i, g in enumerate(dict.fromkeys(self.group(r) for r in rows))}
+        self.seen: set[str] = set()
+
+    def group(self, r: dict) -> str:
+        if not self.by_method:
+            return r["_key"]
+        return str(r.get("method")) + (f" · {r['_run']}" if len(self.runs) > 1 else "")
+
+    def __call__(self, r: dict, label: str | None = None) -> dict:
+        g = self.group(r)
+        shown = label if label is not None and not self.by_method else g
+        first = shown not in self.seen
+        self.seen.add(shown)
+        return {"label": shown if first else "_nolegend_", **_style(self.index[g], self.runs[r["_run"]])}
+
+    @property
+    def entries(self) -> int:
+        return len(self.seen)
+
+
+def _new(title: str, xlabel: str, ylabel: str, *, logx=False, logy=False) -> tuple[Figure, Any]:
+    fig = Figure(figsize=(6.4, 4.0))
+    ax = fig.add_subplot()
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if logx:
+        ax.set_xscale("log")
+    if logy:
+        ax.set_yscale("log")
+    return fig, ax
+
+
+def _legend(ax, n: int) -> None:
+    if n == 0:
+        return
+    if n <= 8:
+        ax.legend(fontsize=7, loc="best")
+    else:  # many series: outside the axes, in columns, rather than over the data
+        ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0), ncol=1 + n // 25, frameon=False)
+
+
+def _ticks(ax, ticks: list[float]) -> None:
+    ax.set_xticks(ticks, [f"{t:.3g}" for t in ticks])
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Points not dominated by another with lower-or-equal cost and higher-or-equal accuracy (cost ascending)."""
+    front: list[tuple[float, float]] = []
+    best = -math.inf
+    for x, y in sorted(points, key=lambda p: (p[0], -p[1])):
+        if y > best:
+            front.append((x, y))
+            best = y
+    return front
+
+
+def _run_index(rows: list[dict]) -> dict[str, int]:
+    return {k: i for i, k in enumerate(dict.fromkeys(r["_run"] for r in rows))}
+
+
+def accuracy_vs(rows: list[dict], cost: str, xlabel: str, title: str) -> Figure | None:
+    pts = _ok(rows, "acc_mean", cost)
+    if len(pts) < 2:
+        return None
+    fig, ax = _new(title, xlabel, "test accuracy", logx=True)
+    pal = _Palette(pts)
+    for key, rs in _series(pts).items():
+        ax.scatter([r[cost] for r in rs], [r["acc_mean"] for r in rs], s=22, zorder=3, **pal(rs[0]))
+    front = pareto_front([(float(r[cost]), float(r["acc_mean"])) for r in pts])
+    ax.step([p[0] for p in front], [p[1] for p in front], where="post", color="black", lw=1.2, alpha=0.7,
+            label="Pareto front", zorder=2)
+    bayes = [r.get("bayes_accuracy") for r in pts if _num(r.get("bayes_accuracy")) is not None]
+    if bayes:
+        ax.axhline(bayes[0], color="grey", ls="--", lw=0.8, label="Bayes-optimal")
+    _legend(ax, pal.entries + 1 + bool(bayes))
+    return fig
+
+
+def vs_dim(rows: list[dict], col: str, ylabel: str, title: str) -> Figure | None:
+    pts = _ok(rows, col)
+    if len({r.get("dims") for r in pts}) < 2:
+        return None
+    fig, ax = _new(title, "modality dim (mean over modalities)", ylabel, logx=True, logy=True)
+    pal = _Palette(pts)
+    for key, rs in _series(pts).items():
+        rs = sorted(rs, key=lambda r: mean_dim(r.get("dims")))
+        ax.plot([mean_dim(r.get("dims")) for r in rs], [r[col] for r in rs], lw=1, ms=4, **pal(rs[0]))
+    ticks = sorted({mean_dim(r.get("dims")) for r in pts})
+    if len(ticks) <= 12:  # label the dims measured, not powers of ten
+        _ticks(ax, ticks)
+    _legend(ax, pal.entries)
+    return fig
+
+
+def params_vs_rank(rows: list[dict]) -> Figure | None:
+    pts = [r for r in _ok(rows, "fusion_params") if _num(r.get("rank")) is not None]
+    groups: dict[str, list[dict]] = {}
+    many = len(_run_index(rows)) > 1
+    for r in pts:
+        method = f"{r.get('method')} · {r['_run']}" if many else str(r.get("method"))
+        groups.setdefault(f"{method} · dims {r.get('dims')}", []).append(r)
+    groups = {k: v for k, v in groups.items() if len({r["rank"] for r in v}) >= 2}
+    if not groups:
+        return None
+    fig, ax = _new("Fusion-layer parameters vs rank (a line per modality dims)", "rank", "parameters (fusion layer)",
+                   logy=True)
+    methods = list(dict.fromkeys(k.split(" · ")[0] for k in groups))
+    for key, rs in groups.items():
+        rs = sorted(rs, key=lambda r: r["rank"])
+        method = key.split(" · ")[0]
+        ax.plot([r["rank"] for r in rs], [r["fusion_params"] for r in rs], lw=1, ms=4,
+                label=method if key == next(k for k in groups if k.startswith(method + " · ")) else "_nolegend_",
+                **_style(methods.index(method), 0))
+        ax.annotate(rs[-1]["dims"], (rs[-1]["rank"], rs[-1]["fusion_params"]), fontsize=6, xytext=(3, 0),
+                    textcoords="offset points", va="center")
+    _legend(ax, len(methods))
+    return fig
+
+
+def memory_vs_batch(rows: list[dict]) -> Figure | None:
+    batches = [b for b in batch_sizes(rows) if any(_num(r.get(f"peak_mem_mib_b{b}")) for r in rows)]
+    if len(batches) < 2:  # fewer than two batch sizes with memory above zero: no curve to draw
+        return None
+    ok = [r for r in rows if r.get("status") == "ok"]
+    largest: dict[str, dict] = {}  # each method at its largest dims: one line per method, not per configuration
+    for r in ok:
+        k = r["_key"]
+        if k not in largest or mean_dim(r.get("dims")) > mean_dim(largest[k].get("dims")):
+            largest[k] = r
+    fig, ax = _new("Peak forward memory vs batch size (each method at its largest dims)", "batch size",
+                   "peak memory (MiB)", logx=True)
+    pal = _Palette(list(largest.values()))
+    n = 0
+    for key, r in largest.items():
+        xy = [(b, r[f"peak_mem_mib_b{b}"]) for b in batches if _num(r.get(f"peak_mem_mib_b{b}")) is not None]
+        if xy:
+            ax.plot(*zip(*xy), lw=1, ms=4, **pal(r, f"{key} (dims {r.get('dims')})"))
+            n += 1
+    if not n:
+        return None
+    _ticks(ax, batches)
+    _legend(ax, pal.entries)
+    return fig
+
+
+def robustness_curves(rows: list[dict], samples: dict[str, dict]) -> list[tuple[str, Figure]]:
+    """One figure per perturbation found in the raw samples' ``robustness`` series (see README), lines per method."""
+    curves: dict[str, list[tuple[str, str, list[float], list[float]]]] = {}
+    for r in rows:
+        raw = samples.get((r["_run"], r.get("trial_id")), {}).get("robustness")
+        if r.get("status") != "ok":
+            continue
+        for name, xy in _robustness_series(raw):
+            curves.setdefault(name, []).append((r, *xy))
+    figs = []
+    score = next((r["rob_metric"] for r in rows if isinstance(r.get("rob_metric"), str)), "accuracy")
+    for name, lines in curves.items():
+        fig, ax = _new(f"Robustness: {name}", "noise level (× the feature's training std)", f"test {score}")
+        pal = _Palette([r for r, _, _ in lines])
+        for r, xs, ys in lines:  # several dims per method: one legend entry each
+            ax.plot(xs, ys, lw=1, ms=3, **pal(r))
+        _legend(ax, pal.entries)
+        figs.append((name, fig))
+    return figs
+
+
+def _robustness_series(raw: Any) -> list[tuple[str, tuple[list[float], list[float]]]]:
+    """(curve name, (levels, scores)) from a trial's raw robustness record.
+
+    The robustness measure writes a list, one entry per seed: {"seed", "modalities", "clean": {"score"},
+    "<modality index>": {"levels", "noise", "missing"}}; the curve drawn is the mean over seeds. A dict
+    {curve name: series} (see _xy) is read too.
+    """
+    out: list[tuple[str, tuple[list[float], list[float]]]] = []
+    if isinstance(raw, dict):
+        for name, series in raw.items():
+            xy = _xy(series)
+            if xy:
+                out.append((str(name), xy))
+    elif isinstance(raw, list) and raw and all(isinstance(s, dict) for s in raw):
+        first = raw[0]
+        names = first.get("modalities") or []
+        for key in (k for k in first if str(k).isdigit()):
+            per_seed = [_xy({"levels": s[key].get("levels"), "acc": s[key].get("noise")}) for s in raw
+                        if isinstance(s.get(key), dict)]
+            if not per_seed or any(p is None or p[0] != per_seed[0][0] for p in per_seed):
+                continue
+            levels = per_seed[0][0]
+            mean = [sum(p[1][i] for p in per_seed) / len(per_seed) for i in range(len(levels))]
+            name = names[int(key)] if int(key) < len(names) else key
+            out.append((f"noise on {name}", (levels, mean)))
+    return out
+
+
+def _xy(series: Any) -> tuple[list[float], list[float]] | None:
+    """A robustness series: {"levels"|"x": [...], "acc"|"accuracy"|"y": [...]}, or [[x, y], ...]."""
+    if isinstance(series, dict):
+        xs = next((series[k] for k in ("levels", "x", "noise") if isinstance(series.get(k), list)), None)
+        ys = next((series[k] for k in ("acc", "accuracy", "y", "acc_mean") if isinstance(series.get(k), list)), None)
+    elif isinstance(series, list) and all(isinstance(p, (list, tuple)) and len(p) == 2 for p in series):
+        xs, ys = [p[0] for p in series], [p[1] for p in series]
+    else:
+        return None
+    if not xs or not ys or len(xs) != len(ys):
+        return None
+    if any(_num(v) is None for v in (*xs, *ys)):
+        return None
+    return list(map(float, xs)), list(map(float, ys))
+
+
+def history_trend(trend: dict[str, list[tuple[str, float]]], metric: str, title: str) -> Figure | None:
+    """Lines of one metric over runs (x: run time order), one per trial."""
+    if not trend or max(len(v) for v in trend.values()) < 2:
+        return None
+    runs = sorted({t for pts in trend.values() for t, _ in pts})
+    pos = {t: i for i, t in enumerate(runs)}
+    fig, ax = _new(title, "run (oldest → newest)", metric, logy=True)
+    for i, (key, pts) in enumerate(trend.items()):
+        ax.plot([pos[t] for t, _ in pts], [v for _, v in pts], lw=1, ms=3, label=key, **_style(i, 0))
+    ax.set_xticks(range(len(runs)))
+    ax.set_xticklabels([t[:16].replace("T", " ") for t in runs], rotation=30, ha="right", fontsize=6)
+    _legend(ax, len(trend))
+    return fig
+
+
+def task_plots(rows: list[dict], samples: dict[tuple[str, str], dict]) -> list[Plot]:
+    """Every plot the rows of one task support."""
+    task = rows[0].get("task", "?") if rows else "?"
+    batches = batch_sizes(rows)
+    out: list[Plot] = []
+
+    def add(key: str, title: str, make: Callable[[], Figure | None]) -> None:
+        fig = make()
+        if fig is not None:
+            out.append(Plot(key, title, task, fig))
+
+    add("acc-vs-params", "Accuracy vs parameters",
+        lambda: accuracy_vs(rows, "params", "parameters, whole model", "Accuracy vs parameters"))
+    if batches:
+        b = batches[0]
+        add("acc-vs-latency", "Accuracy vs latency",
+            lambda: accuracy_vs(rows, f"latency_ms_b{b}", f"latency, whole model, batch {b} (ms)",
+                                f"Accuracy vs latency (batch {b})"))
+        b = batches[-1]
+        add("latency-vs-dim", "Latency vs modality dim",
+            lambda: vs_dim(rows, f"fusion_latency_ms_b{b}", "latency (ms)",
+                           f"Fusion-layer latency vs modality dim (batch {b})"))
+    add("flops-vs-dim", "FLOPs vs modality dim",
+        lambda: vs_dim(rows, "fusion_flops", "FLOPs per sample", "Fusion-layer FLOPs vs modality dim"))
+    add("params-vs-rank", "Parameters vs rank", lambda: params_vs_rank(rows))
+    add("memory-vs-batch", "Memory vs batch size", lambda: memory_vs_batch(rows))
+    for name, fig in robustness_curves(rows, samples):
+        out.append(Plot(f"robustness-{_slug(name)}", f"Robustness: {name}", task, fig))
+    return out
+
+
+def _slug(s: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "-" for c in s)[:60]
+
+
+def save_png(plot: Plot, path: Path) -> None:
+    path.write_bytes(plot.png())

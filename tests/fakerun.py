@@ -1,0 +1,107 @@
+"""Synthetic run directories for report, history and compare tests (and the report-speed benchmark): no torch.
+
+Latency samples are drawn from a seeded log-normal around a per-trial median, so a test can shift one trial's
+distribution and know exactly what a comparison must find.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mmbench.store import RunDir
+
+ENV = {"device": "cpu", "cpu_model": "Test CPU", "cpu_count_logical": 2, "torch": "2.13.0", "python": "3.11.2",
+       "torch_threads": 1, "mmbench_git_sha": "0123456789abcdef", "hostname": "box", "time": "2026-01-01T00:00:00"}
+
+
+def trials(methods=("tfn", "lmf", "late"), dims=(4, 8, 16), ranks=(1, 4)) -> list[dict[str, Any]]:
+    out = []
+    for m in methods:
+        for d in dims:
+            for r in (ranks if m == "lmf" else (None,)):
+                label = f"{m}(rank={r})" if r is not None else m
+                tid = hashlib.sha256(f"{m}-{d}-{r}".encode()).hexdigest()[:12]
+                out.append({"trial_id": tid, "method": m, "label": label, "dims": f"{d}x{d}x{d}", "rank": r, "d": d})
+    return out
+
+
+def make_run(root: Path, name: str, *, suite: str = "fake", specs: list[dict] | None = None, seed: int = 0,
+             slow: dict[str, float] | None = None, n_samples: int = 30, env: dict | None = None,
+             state: str = "complete", accuracy: bool = True, fail: set[str] = frozenset(),
+             robustness: bool = False, params_delta: dict[str, int] | None = None,
+             acc_delta: dict[str, float] | None = None, started: str | None = None) -> Path:
+    """A run directory <root>/<suite>/<name>. ``slow``: trial id → latency factor; ``fail``: ids that fail."""
+    specs = specs if specs is not None else trials()
+    rng = np.random.default_rng(seed)
+    path = root / suite / name
+    path.mkdir(parents=True)
+    run = RunDir(path)
+    run.write_json("run.json", {"schema": 1, "suite": suite, "state": "running",
+                                "started": started or f"2026-01-01T00:00:{seed % 60:02d}+00:00", "finished": None})
+    run.write_json("env.json", {**ENV, **(env or {})})
+    run.write_json("tasks.json", [{"label": "synthetic-synergy", "modalities": ["m0", "m1", "m2"],
+                                   "bayes_accuracy": 0.9, "bayes_accuracy_se": 0.001, "chance_accuracy": 0.5}])
+    run.write_json("resolved.json", {"trials": [{"id": s["trial_id"], "method": s["method"]} for s in specs]})
+    for s in specs:
+        tid, d, r = s["trial_id"], s["d"], s["rank"] or 1
+        row = {"trial_id": tid, "task": "synthetic-synergy", "method": s["method"], "label": s["label"],
+               "dims": s["dims"], "rank": s["rank"], "hparams": {}, "device": "cpu", "status": "ok", "error": ""}
+        raw: dict[str, Any] = {}
+        if tid in fail:
+            row.update(status="error", error="RuntimeError: injected")
+            run.append(row, raw)
+            continue
+        fusion_params = (d + 1) ** 3 * 2 if s["method"] == "tfn" else (3 * (d + 1) * 2 * r + r + 2)
+        fusion_params += (params_delta or {}).get(tid, 0)
+        row.update(params=fusion_params + 100, fusion_params=fusion_params, flops=2 * fusion_params + 200,
+                   fusion_flops=2 * fusion_params)
+        factor = (slow or {}).get(tid, 1.0)
+        for b in (1, 16):
+            for prefix in ("fusion_", ""):
+                base = 1e-3 * fusion_params ** 0.5 * (1 + b / 8) * (1.3 if prefix == "" else 1.0)
+                xs = base * factor * rng.lognormal(0.0, 0.03, n_samples)
+                row[f"{prefix}latency_ms_b{b}"] = float(np.median(xs))
+                row[f"{prefix}latency_iqr_ms_b{b}"] = float(np.subtract(*np.percentile(xs, [75, 25])))
+                row[f"{prefix}latency_n_b{b}"] = n_samples
+                row[f"{prefix}latency_noisy_b{b}"] = False
+                raw[f"{prefix}latency_ms_b{b}"] = xs.tolist()
+            row[f"peak_mem_mib_b{b}"] = 0.01 * fusion_params * b / 1e3
+        if accuracy:
+            base_acc = {"tfn": 0.88, "lmf": 0.80 + 0.02 * r, "late": 0.5}.get(s["method"], 0.7)
+            base_acc += (acc_delta or {}).get(tid, 0.0)
+            # training is seeded: the same trial scores the same in every run, as on a real deterministic machine
+            accs = np.clip(base_acc + np.random.default_rng(int(hashlib.sha256(tid.encode()).hexdigest()[:8], 16)).normal(0, 0.01, 3), 0, 1)
+            row.update(acc_mean=float(accs.mean()), acc_std=float(accs.std(ddof=1)), f1_mean=float(accs.mean()),
+                       f1_std=float(accs.std(ddof=1)), n_seeds=3, bayes_accuracy=0.9, chance_accuracy=0.5)
+            raw["seeds"] = [{"seed": i, "test": {"acc": float(a), "f1": float(a)}} for i, a in enumerate(accs)]
+        if robustness:  # as the robustness measure writes it: per seed, per modality index, a noise curve
+            levels = [0.0, 0.25, 0.5, 0.75, 1.0]
+            acc = row.get("acc_mean", 0.8)
+            raw["robustness"] = [{"seed": si, "modalities": ["m0", "m1"], "clean": {"score": acc},
+                                  **{str(i): {"levels": levels, "noise": [acc - 0.3 * x * (i + 1) / 3 - 0.01 * si
+                                                                          for x in levels], "missing": 0.5}
+                                     for i in range(2)}} for si in range(3)]
+            for i, m in enumerate(["m0", "m1"]):
+                row[f"rob_{m}_auc_mean"] = acc - 0.15 * (i + 1) / 3
+                row[f"rob_{m}_auc_std"] = 0.01
+            row["rob_metric"] = "acc"
+        run.append(row, raw)
+    run.write_csv()
+    if state != "running":
+        run.set_state(state)
+    return path
+
+
+def truncate_results(path: Path) -> None:
+    """Cut the last line of results.jsonl in half, as a kill mid-write would."""
+    f = path / "results.jsonl"
+    text = f.read_text()
+    f.write_text(text[: len(text) - len(text.splitlines()[-1]) // 2 - 1])
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, indent=2)
