@@ -1,5 +1,10 @@
 """FusionModel: one encoder per modality (raw features -> fusion dims), the fusion layer, nothing after it.
 
+Sequences (B, T_m, d_in) go through the same encoder, applied per time step (nn.Linear acts on the last axis), giving
+(B, T_m, d_m). Padding travels as boolean masks, one (B, T_m) per modality, True = a valid step: the fusion gets them
+as ``fusion(xs, masks=masks)``; when there are none (vectors, or sequences with every step valid) it is called as
+``fusion(xs)``, so vector methods never see the argument.
+
 Nothing follows the fusion layer on purpose: the fusion's output is the prediction, so late fusion stays a true
 decision-level method (a shared MLP after it would let it learn cross-modal interactions) and every method's
 expressiveness is its own.
@@ -29,13 +34,19 @@ class FusionModel(nn.Module):
         self.encoders = nn.ModuleList(encoder(i, d, encoder_hidden) for i, d in zip(input_dims, dims))
         self.fusion = fusion
 
-    def forward(self, xs: list[torch.Tensor]) -> torch.Tensor:
-        return self.fusion([enc(x) for enc, x in zip(self.encoders, xs)])
+    def forward(self, xs: list[torch.Tensor], masks: list[torch.Tensor] | None = None) -> torch.Tensor:
+        hs = [enc(x) for enc, x in zip(self.encoders, xs)]
+        return self.fusion(hs) if masks is None else self.fusion(hs, masks=masks)
 
     def aux_loss(self) -> torch.Tensor | None:
         """The fusion method's own objective from the last forward (user modules may not define one)."""
         fn = getattr(self.fusion, "aux_loss", None)
         return fn() if callable(fn) else None
+
+
+def masks_from_lengths(lengths: Sequence[torch.Tensor], steps: Sequence[int]) -> list[torch.Tensor]:
+    """(B, T_m) boolean masks, True where t < length."""
+    return [torch.arange(t, device=n.device)[None, :] < n[:, None] for n, t in zip(lengths, steps)]
 
 
 def build(method: str, hparams: dict, input_dims: Sequence[int], dims: Sequence[int], out_dim: int,

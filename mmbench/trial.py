@@ -24,9 +24,23 @@ class TrialResult:
     raw: dict[str, Any] = field(default_factory=dict)  # every latency sample, every seed's scores
 
 
-def _inputs(dims, batch: int, device: str, seed: int) -> list[torch.Tensor]:
+def _inputs(dims, batch: int, device: str, seed: int, data: TaskData) -> list[torch.Tensor]:
+    """Random inputs shaped as the task's: (B, d_m) vectors, or (B, T_m, d_m) sequences at their full length T_m."""
     g = torch.Generator().manual_seed(seed)
+    if data.kind == "sequences":
+        return [torch.randn(batch, x.shape[1], d, generator=g).to(device) for x, d in zip(data.train.xs, dims)]
     return [torch.randn(batch, d, generator=g).to(device) for d in dims]
+
+
+def _masks(batch: int, device: str, data: TaskData) -> list[torch.Tensor] | None:
+    """All-valid masks when the task pads its sequences (so the masking work is measured too), else None."""
+    if data.train.lengths is None:
+        return None
+    return [torch.ones(batch, x.shape[1], dtype=torch.bool, device=device) for x in data.train.xs]
+
+
+def _fusion_call(fusion: torch.nn.Module, xs, masks):
+    return (lambda: fusion(xs)) if masks is None else (lambda: fusion(xs, masks=masks))
 
 
 def base_row(trial: Trial) -> dict[str, Any]:
@@ -94,18 +108,22 @@ def _counts(trial: Trial, data: TaskData, model: torch.nn.Module, result: TrialR
     row["fusion_params"] = measure.params(model.fusion)
     if not trial.measure["flops"]:
         return
-    x1 = _inputs(data.input_dims, 1, trial.device, 1)
+    x1, m1 = _inputs(data.input_dims, 1, trial.device, 1, data), _masks(1, trial.device, data)
     with torch.inference_mode():
-        if not torch.isfinite(model(x1)).all():
+        if not torch.isfinite(model(x1, m1)).all():
             raise NonFiniteLoss("the model's output is not finite")
-    fwd = measure.flops(lambda: model(x1), model, parts=("fusion", "encoders"))
+    fwd = measure.flops(lambda: model(x1, m1), model, parts=("fusion", "encoders"))
+    lengths = [x.shape[1] for x in data.train.xs] if data.kind == "sequences" else None
     row.update(flops=fwd["total"], fusion_flops=fwd["fusion"], encoder_flops=fwd["encoders"],
                macs=fwd["total"] // 2, fusion_macs=fwd["fusion"] // 2,
-               flops_note=measure.flops_note(fwd["fusion"], model.fusion))
-    x2, y2, loss_fn = _inputs(data.input_dims, 2, trial.device, 1), _targets(data, 2, trial.device), _loss_fn(data)
+               flops_note=measure.flops_note(fwd["fusion"], model.fusion, lengths=lengths,
+                                             uncounted=fwd["uncounted"]))
+    x2, m2 = _inputs(data.input_dims, 2, trial.device, 1, data), _masks(2, trial.device, data)
+    y2, loss_fn = _targets(data, 2, trial.device), _loss_fn(data)
     model.train()
     try:
-        step = measure.flops(lambda: loss_with_aux(model, x2, y2, loss_fn).backward(), model, parts=("fusion",), backward=True)
+        step = measure.flops(lambda: loss_with_aux(model, x2, y2, loss_fn, m2).backward(), model, parts=("fusion",),
+                             backward=True)
     finally:
         model.zero_grad(set_to_none=True)
         model.eval()
@@ -134,11 +152,11 @@ def _timing(trial: Trial, data: TaskData, model: torch.nn.Module, result: TrialR
         raw[f"{name}_ms_b{b}"] = list(stats.samples_ms)
 
     for b in lat["batch_sizes"]:
-        xs, fs = _inputs(data.input_dims, b, device, 2), _inputs(trial.dims, b, device, 3)
-        y = _targets(data, b, device)
+        xs, fs = _inputs(data.input_dims, b, device, 2, data), _inputs(trial.dims, b, device, 3, data)
+        ms, y = _masks(b, device, data), _targets(data, b, device)
         with measure.precision_region(m["precision"], device):
             with torch.inference_mode():
-                forwards = {"latency": lambda: fwd_model(xs), "fusion_latency": lambda: fwd_fusion(fs)}
+                forwards = {"latency": lambda: fwd_model(xs, ms), "fusion_latency": _fusion_call(fwd_fusion, fs, ms)}
                 for name, fn in forwards.items():
                     record(name, measure.latency(fn, device=device, **timing))
                 if graphs:
@@ -146,7 +164,7 @@ def _timing(trial: Trial, data: TaskData, model: torch.nn.Module, result: TrialR
                         record(name.replace("latency", "graph_latency"),
                                measure.latency(measure.cuda_graph(fn), device=device, **timing))
                 if m["memory"]:
-                    mem = measure.peak_memory(lambda: fwd_model(xs), device)
+                    mem = measure.peak_memory(lambda: fwd_model(xs, ms), device)
                     row.update({f"{k}_b{b}": v for k, v in mem.items() if k != "mem_measure"},
                                mem_measure=mem["mem_measure"])
             row[f"throughput_sps_b{b}"] = b / (row[f"latency_ms_b{b}"] / 1e3)
@@ -155,7 +173,7 @@ def _timing(trial: Trial, data: TaskData, model: torch.nn.Module, result: TrialR
 
                 def step():
                     opt.zero_grad(set_to_none=True)
-                    loss_with_aux(fwd_model, xs, y, loss_fn).backward()
+                    loss_with_aux(fwd_model, xs, y, loss_fn, ms).backward()
                     opt.step()
 
                 record("train_step", measure.latency(step, device=device, **timing))
@@ -192,7 +210,8 @@ def _accuracy(trial: Trial, data: TaskData, result: TrialResult) -> None:
             if emb is not None:
                 values.update(metrics.retrieval(emb))
         if m.get("robustness"):
-            curve = _robustness(model, data, xte, m["robustness"], kind)
+            mte = train_mod.split_masks(data.test, trial.device)
+            curve = _robustness(model, data, xte, m["robustness"], kind, mte)
             curves.append(curve)
             values.update(robustness.summarise(curve, data.modalities))
         per_seed.append(values)
@@ -223,12 +242,12 @@ def _robust_metric(data: TaskData, kind: str) -> str:
     return "acc2" if kind == "affect" else "corr"
 
 
-def _robustness(model, data: TaskData, xte, spec: dict, kind: str) -> dict:
+def _robustness(model, data: TaskData, xte, spec: dict, kind: str, masks=None) -> dict:
     name = _robust_metric(data, kind)
     y = np.asarray(data.test.y)
 
     def score(xs) -> float:
-        out = train_mod.outputs(model, xs).float().cpu().numpy()
+        out = train_mod.outputs(model, xs, masks=masks).float().cpu().numpy()
         return train_mod.score(out, y, data.target, data.num_classes, kind)[name]
 
     scales = [robustness.feature_scale(x) for x in data.train.xs]

@@ -14,6 +14,9 @@ from mmbench.errors import UserError, closest
 class Split:
     xs: list[np.ndarray]   # one float32 array per modality: (N, d_m) vectors or (N, T_m, d_m) sequences
     y: np.ndarray          # (N,) int64 class labels, or (N,) float32 targets for regression
+    # Sequences with padding: per modality, (N,) int64 valid lengths (steps >= length are padding). None: every
+    # step is valid (vectors, or sequences of full length). The model turns them into boolean masks (True = valid).
+    lengths: list[np.ndarray] | None = None
 
     def __len__(self) -> int:
         return len(self.y)

@@ -9,6 +9,14 @@ is estimated by Monte Carlo on a large fresh sample (its standard error is saved
   modality holds its own additive part of the label.
 - synergy: independent uniform z_m ∈ {0..K-1}, y = (Σ_m z_m) mod K (parity when K = 2): every modality alone, and
   every additive combination, is at chance; only a cross-modal product recovers y.
+
+Sequences (``seq_len`` given): modality m is a sequence of T_m steps (T_m differs per modality: different lengths and
+rates, unaligned). Its latent embedding μ_m is spread over the valid steps by a known envelope sampled at the
+modality's own rate: x_m[t] = a_t·μ_m + σ·ε_t, a_t ∝ sin(π(t+½)/L) with Σ_t a_t² = 1 (L = the sample's valid
+length, T_m unless ``variable_length``; steps t ≥ L are zero padding). Then s_m = Σ_t a_t x_m[t] ~ N(μ_m, σ²I) is a
+sufficient statistic (what is orthogonal to the envelope is pure noise), so the exact posterior is the vector task's
+posterior of (s_1, …, s_M), and the Bayes-optimal accuracy is exactly the vector task's at the same σ (computed by the
+same Monte Carlo). No single step carries the label: a model must integrate over time.
 """
 from __future__ import annotations
 
@@ -49,6 +57,12 @@ class SyntheticTask:
             self.means = [_unit_rows(rng, self.k, d) for d in dims]
 
     def sample(self, n: int, rng: np.random.Generator) -> Split:
+        clean, y = self._clean(n, rng)
+        xs = [(x + self.sigma * rng.standard_normal(x.shape)).astype(np.float32) for x in clean]
+        return Split(xs, y)
+
+    def _clean(self, n: int, rng: np.random.Generator) -> tuple[list[np.ndarray], np.ndarray]:
+        """The noiseless embeddings μ_m(z_m), (n, d_m) each, and the labels."""
         m, k = len(self.dims), self.k
         if self.interaction == "uniqueness":
             u = rng.standard_normal((n, m))
@@ -62,8 +76,29 @@ class SyntheticTask:
                 z = rng.integers(0, k, (n, m))
                 y = z.sum(1) % k
             xs = [self.means[i][z[:, i]] for i in range(m)]
-        xs = [(x + self.sigma * rng.standard_normal(x.shape)).astype(np.float32) for x in xs]
-        return Split(xs, y.astype(np.int64))
+        return xs, y.astype(np.int64)
+
+    def sample_sequences(self, n: int, rng: np.random.Generator, seq_len: list[int],
+                         variable_length: bool) -> Split:
+        """Sequences (n, T_m, d_m): the latent spread over time by the envelope, zero padding past each length."""
+        clean, y = self._clean(n, rng)
+        xs, lengths = [], []
+        for mu, t_max in zip(clean, seq_len):
+            lens = rng.integers((t_max + 1) // 2, t_max + 1, n) if variable_length else np.full(n, t_max)
+            a = envelope(lens, t_max)  # (n, T)
+            x = a[:, :, None] * mu[:, None, :] + self.sigma * rng.standard_normal((n, t_max, mu.shape[1]))
+            x[a == 0] = 0.0            # padding (a is zero exactly there)
+            xs.append(x.astype(np.float32))
+            lengths.append(lens.astype(np.int64))
+        return Split(xs, y, lengths if variable_length else None)
+
+    def sequence_posterior(self, xs: list[np.ndarray], lengths: list[np.ndarray] | None = None) -> np.ndarray:
+        """Exact P(y | sequences): the vector posterior of the sufficient statistics s_m = Σ_t a_t x_m[t]."""
+        stats = []
+        for i, x in enumerate(xs):
+            lens = lengths[i] if lengths is not None else np.full(len(x), x.shape[1])
+            stats.append(np.einsum("nt,ntd->nd", envelope(lens, x.shape[1]), x.astype(np.float64)))
+        return self.posterior(stats)
 
     def posterior(self, xs: list[np.ndarray]) -> np.ndarray:
         """Exact P(y | xs), shape (N, K)."""
@@ -98,21 +133,53 @@ class SyntheticTask:
 @register_dataset("synthetic")
 def synthetic(interaction: str = "synergy", modalities: int = 3, dim: int = 16, input_dims: list[int] | None = None,
               num_classes: int = 2, noise: float = 0.4, n_train: int = 3000, n_val: int = 1000, n_test: int = 2000,
-              seed: int = 0) -> TaskData:
+              seed: int = 0, seq_len: int | list[int] | None = None, variable_length: bool = False) -> TaskData:
     """Synthetic task with a controlled interaction (redundancy | uniqueness | synergy) and known Bayes accuracy."""
     dims = list(input_dims) if input_dims is not None else [dim] * modalities
     task = SyntheticTask(interaction, dims, num_classes, noise, seed)
     for key, n in (("n_train", n_train), ("n_val", n_val), ("n_test", n_test)):
         if n <= 0:
             raise ValueError(f"{key} must be positive, got {n}")
+    lens = _seq_lens(seq_len, len(dims), variable_length)
     rng = np.random.default_rng([seed, 1])
-    train, val, test = (task.sample(n, rng) for n in (n_train, n_val, n_test))
+    if lens is None:
+        train, val, test = (task.sample(n, rng) for n in (n_train, n_val, n_test))
+    else:
+        train, val, test = (task.sample_sequences(n, rng, lens, variable_length) for n in (n_train, n_val, n_test))
+    # Sequences: s_m is sufficient and s_m ~ N(μ_m, σ²I), so the ceiling is the vector task's (module docstring).
     bayes, se = task.bayes_accuracy(seed)
+    info = {"interaction": interaction, "bayes_accuracy": bayes, "bayes_accuracy_se": se,
+            "chance_accuracy": 1.0 / num_classes, "bayes_method": f"Monte Carlo of E[max P(y|x)], n={_BAYES_MC_SAMPLES}"}
+    if lens is not None:
+        info.update(seq_len=lens, variable_length=variable_length)
+        info["bayes_method"] += " (of the sufficient statistics s_m = Σ_t a_t x_m[t], exact for the sequences)"
     return TaskData(
         name=f"synthetic-{interaction}", train=train, val=val, test=test,
-        modalities=[f"m{i}" for i in range(len(dims))], num_classes=num_classes,
-        info={"interaction": interaction, "bayes_accuracy": bayes, "bayes_accuracy_se": se,
-              "chance_accuracy": 1.0 / num_classes, "bayes_method": f"Monte Carlo of E[max P(y|x)], n={_BAYES_MC_SAMPLES}"})
+        modalities=[f"m{i}" for i in range(len(dims))], num_classes=num_classes, info=info,
+        kind="vectors" if lens is None else "sequences")
+
+
+def envelope(lengths: np.ndarray, t_max: int) -> np.ndarray:
+    """a[n, t] = sin(π(t+½)/L_n) on the valid steps t < L_n, zero after, scaled so that Σ_t a[n, t]² = 1."""
+    lengths = np.asarray(lengths)
+    t = np.arange(t_max)[None, :] + 0.5
+    a = np.where(t < lengths[:, None], np.sin(np.pi * t / lengths[:, None]), 0.0)
+    return a / np.sqrt((a ** 2).sum(1, keepdims=True))
+
+
+def _seq_lens(seq_len, m: int, variable_length: bool) -> list[int] | None:
+    if seq_len is None:
+        if variable_length:
+            raise ValueError("variable_length needs seq_len")
+        return None
+    lens = [seq_len] * m if isinstance(seq_len, int) and not isinstance(seq_len, bool) else seq_len
+    if not (isinstance(lens, list) and all(isinstance(t, int) and not isinstance(t, bool) for t in lens)):
+        raise ValueError(f"seq_len must be an integer or a list of integers, got {seq_len!r}")
+    if len(lens) != m:
+        raise ValueError(f"seq_len {lens} has {len(lens)} entries but the task has {m} modalities")
+    if any(t <= 0 for t in lens):
+        raise ValueError(f"seq_len must be positive, got {lens}")
+    return list(lens)
 
 
 def _unit_rows(rng: np.random.Generator, k: int, d: int) -> np.ndarray:

@@ -17,6 +17,7 @@ from torch import nn
 from mmbench.data.registry import Split
 from mmbench.measure import metrics
 from mmbench.measure.precision import region as precision_region
+from mmbench.model import masks_from_lengths
 
 LOSSES = ("auto", "cross_entropy", "mse", "l1")
 
@@ -58,23 +59,47 @@ def tensors(split: Split, device: str) -> tuple[list[torch.Tensor], torch.Tensor
     return [torch.as_tensor(x, device=device) for x in split.xs], torch.as_tensor(split.y, device=device)
 
 
-def loss_with_aux(model: nn.Module, xs: list[torch.Tensor], y: torch.Tensor, loss_fn) -> torch.Tensor:
+def split_masks(split: Split, device: str) -> list[torch.Tensor] | None:
+    """Padded sequences: per modality a (N, T_m) boolean mask, True = valid step; None when nothing is padded."""
+    if split.lengths is None:
+        return None
+    return masks_from_lengths([torch.as_tensor(n, device=device) for n in split.lengths],
+                              [x.shape[1] for x in split.xs])
+
+
+def _rows(ts: list[torch.Tensor] | None, idx) -> list[torch.Tensor] | None:
+    return None if ts is None else [t[idx] for t in ts]
+
+
+def _call(model: nn.Module, xs: list[torch.Tensor], masks: list[torch.Tensor] | None) -> torch.Tensor:
+    return model(xs) if masks is None else model(xs, masks)  # models of vector tasks never see masks
+
+
+def _rows(ts: list[torch.Tensor] | None, idx) -> list[torch.Tensor] | None:
+    return None if ts is None else [t[idx] for t in ts]
+
+
+def loss_with_aux(model: nn.Module, xs: list[torch.Tensor], y: torch.Tensor, loss_fn,
+                  masks: list[torch.Tensor] | None = None) -> torch.Tensor:
     """The task loss plus the fusion method's own objective (contrastive, correlation, reconstruction), if any."""
-    loss = loss_fn(model(xs), y)
+    loss = loss_fn(_call(model, xs, masks), y)
     aux = model.aux_loss() if hasattr(model, "aux_loss") else None
     return loss if aux is None else loss + aux
 
 
 @torch.no_grad()
-def outputs(model: nn.Module, xs: list[torch.Tensor], batch_size: int = 4096) -> torch.Tensor:
+def outputs(model: nn.Module, xs: list[torch.Tensor], batch_size: int = 4096,
+            masks: list[torch.Tensor] | None = None) -> torch.Tensor:
     """The model's raw outputs (logits, or the regression value in column 0), in eval mode, batched."""
     model.eval()
     n = xs[0].shape[0]
-    return torch.cat([model([x[i:i + batch_size] for x in xs]) for i in range(0, n, batch_size)])
+    return torch.cat([_call(model, _rows(xs, slice(i, i + batch_size)), _rows(masks, slice(i, i + batch_size)))
+                      for i in range(0, n, batch_size)])
 
 
-def predict(model: nn.Module, xs: list[torch.Tensor], batch_size: int = 4096) -> torch.Tensor:
-    return outputs(model, xs, batch_size).argmax(1)
+def predict(model: nn.Module, xs: list[torch.Tensor], batch_size: int = 4096,
+            masks: list[torch.Tensor] | None = None) -> torch.Tensor:
+    return outputs(model, xs, batch_size, masks=masks).argmax(1)
 
 
 def loss_function(target: str, loss: str = "auto") -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
@@ -110,6 +135,7 @@ def fit(make_model: Callable[[], nn.Module], train: Split, val: Split, *, target
     opt_cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}[optimizer]
     opt = opt_cls(model.parameters(), lr=lr, weight_decay=weight_decay)
     (xtr, ytr), (xva, yva) = tensors(train, device), tensors(val, device)
+    mtr, mva = split_masks(train, device), split_masks(val, device)
     if target == "regression":
         ytr, yva = ytr.float(), yva.float()
     gen = torch.Generator().manual_seed(seed)
@@ -126,14 +152,14 @@ def fit(make_model: Callable[[], nn.Module], train: Split, val: Split, *, target
         for i in range(0, n, batch_size):
             idx = order[i:i + batch_size]
             with precision_region(precision, device):
-                batch_loss = loss_with_aux(model, [x[idx] for x in xtr], ytr[idx], loss_fn)
+                batch_loss = loss_with_aux(model, _rows(xtr, idx), ytr[idx], loss_fn, _rows(mtr, idx))
             if not math.isfinite(batch_loss.item()):
                 raise NonFiniteLoss(f"loss became {batch_loss.item()} at epoch {epoch}")
             opt.zero_grad(set_to_none=True)
             scaler.scale(batch_loss).backward()
             scaler.step(opt)
             scaler.update()
-        out = outputs(model, xva).float()
+        out = outputs(model, xva, masks=mva).float()
         if target == "classification":
             val_score = (out.argmax(1) == yva).float().mean().item()
         else:
@@ -165,7 +191,7 @@ def train_and_evaluate(make_model: Callable[[], nn.Module], train: Split, val: S
 def evaluate_seed(model: nn.Module, info: FitInfo, test: Split, seed: int, target: str, num_classes: int,
                   metric_kind: str, device: str) -> SeedScore:
     xte, _ = tensors(test, device)
-    out = outputs(model, xte).float().cpu().numpy()
+    out = outputs(model, xte, masks=split_masks(test, device)).float().cpu().numpy()
     return SeedScore(seed, score(out, np.asarray(test.y), target, num_classes, metric_kind), info.best_epoch,
                      info.epochs_run, info.val_score, info.train_time_s,
                      float(np.mean(info.epoch_times_s)) if info.epoch_times_s else 0.0)

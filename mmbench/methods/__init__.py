@@ -3,6 +3,6 @@ from mmbench.methods.registry import MethodInfo, available, create, info, regist
 
 # Importing the family modules registers their methods.
 from mmbench.methods import (  # noqa: E402,F401
-    attention, basic, bilinear, coordinated, encdec, joint, tensor, view_specific)
+    attention, basic, bilinear, coordinated, encdec, joint, tensor, transformer, view_specific)
 
 __all__ = ["MethodInfo", "available", "create", "info", "register_method"]

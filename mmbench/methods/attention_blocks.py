@@ -1,0 +1,171 @@
+"""Transformer building blocks for the sequence methods, every matmul visible to the FLOP counter.
+
+Attention is q/k/v/o Linears around torch's scaled_dot_product_attention (its fused kernel is 1.3–1.7× faster on CPU
+than softmax(QKᵀ)V written out; see benchmarks/sequence_latency.py). Not nn.MultiheadAttention or
+nn.TransformerEncoderLayer: their eval fast paths hide every matmul from torch.utils.flop_counter. The CPU attention
+kernel has no formula in torch's counter; mmbench.measure.counts registers torch's own SDPA formula for it, and the
+tests hold the counts to the closed forms below.
+
+FLOPs (flop_counter's convention, 2 × multiply-adds; softmax, LayerNorm, masking and additions are not counted), batch
+B, width e, Tq queries, Tk keys:
+  attention(Tq, Tk) = B·(4·Tq·e² + 4·Tk·e² + 4·Tq·Tk·e)   (q and o projections, k and v projections, QKᵀ and AV)
+  feed-forward(T)   = B·2·T·e·h·2                          (e → h → e; h = 4e)
+Parameters: attention 4e² + 4e, feed-forward 2eh + h + e (8e² + 5e at h = 4e), LayerNorm 2e.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def masked_last(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """The last valid step of each sequence: (B, T, e) → (B, e)."""
+    if mask is None:
+        return x[:, -1]
+    last = mask.long().sum(1).clamp(min=1) - 1
+    return x[torch.arange(x.shape[0], device=x.device), last]
+
+
+def sinusoid(steps: int, width: int, device, dtype) -> torch.Tensor:
+    """(steps, width) sinusoidal positions, sin on the first half of the features, cos on the second (as in MulT's
+    and fairseq's tables); an odd width gets a zero last column."""
+    half = width // 2
+    freq = torch.exp(torch.arange(half, device=device, dtype=torch.float32) * -(math.log(10000.0) / max(half - 1, 1)))
+    angle = torch.arange(steps, device=device, dtype=torch.float32)[:, None] * freq[None, :]
+    pe = torch.cat([torch.sin(angle), torch.cos(angle)], 1)
+    if width % 2:
+        pe = torch.cat([pe, pe.new_zeros(steps, 1)], 1)
+    return pe.to(dtype)
+
+
+class Attention(nn.Module):
+    """Multi-head attention: softmax(Q Kᵀ/√d_h) V per head, then the output projection. Keys where ``key_mask`` is
+    False (padding) get zero weight, so whatever a padded step holds cannot reach the output."""
+
+    def __init__(self, width: int, heads: int, dropout: float = 0.0):
+        super().__init__()
+        if heads <= 0 or width % heads:
+            raise ValueError(f"width {width} must be a positive multiple of heads ({heads})")
+        self.heads, self.dropout = heads, float(dropout)
+        self.q, self.k, self.v, self.o = (nn.Linear(width, width) for _ in range(4))
+
+    def forward(self, x: torch.Tensor, kv: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
+        b, tq, e = x.shape
+        tk, h = kv.shape[1], self.heads
+        q = self.q(x).view(b, tq, h, -1).transpose(1, 2)
+        k = self.k(kv).view(b, tk, h, -1).transpose(1, 2)
+        v = self.v(kv).view(b, tk, h, -1).transpose(1, 2)
+        mask = None if key_mask is None else key_mask[:, None, None, :]  # True = attend (SDPA's boolean convention)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
+        return self.o(out.transpose(1, 2).reshape(b, tq, e))
+
+
+class FeedForward(nn.Sequential):
+    def __init__(self, width: int, hidden: int, act: Callable[[], nn.Module] = nn.ReLU, dropout: float = 0.0):
+        super().__init__(nn.Linear(width, hidden), act(), nn.Dropout(dropout), nn.Linear(hidden, width))
+
+
+def attention_flops(batch: int, tq: int, tk: int, e: int) -> int:
+    return batch * (4 * tq * e * e + 4 * tk * e * e + 4 * tq * tk * e)
+
+
+def ffn_flops(batch: int, t: int, e: int, hidden: int) -> int:
+    return 4 * batch * t * e * hidden
+
+
+# --- MulT's pre-LN encoder (crossmodal or self) -------------------------------------------------------------------
+
+class PreLNLayer(nn.Module):
+    """Z += MHA(LN Z, LN X, LN X); Z += FFN(LN Z). One LayerNorm serves query and source (as MulT's code):
+    12e² + 13e parameters."""
+
+    def __init__(self, width: int, heads: int, dropout: float):
+        super().__init__()
+        self.ln_attn, self.ln_ffn = nn.LayerNorm(width), nn.LayerNorm(width)
+        self.attn = Attention(width, heads, dropout)
+        self.ffn = FeedForward(width, 4 * width, nn.ReLU, dropout)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, z: torch.Tensor, z_mask, src: torch.Tensor | None, src_mask) -> torch.Tensor:
+        h = self.ln_attn(z)
+        kv, mask = (h, z_mask) if src is None else (self.ln_attn(src), src_mask)
+        z = z + self.drop(self.attn(h, kv, mask))
+        return z + self.drop(self.ffn(self.ln_ffn(z)))
+
+
+class PreLNEncoder(nn.Module):
+    """D pre-LN layers and a final LayerNorm: D·(12e² + 13e) + 2e parameters.
+
+    Inputs (and the fixed crossmodal source) are scaled by √e and get sinusoidal positions, as in MulT. With ``src``
+    the layers are crossmodal (queries from z, keys/values from src), else self-attention."""
+
+    def __init__(self, width: int, layers: int, heads: int, dropout: float):
+        super().__init__()
+        if layers <= 0:
+            raise ValueError(f"layers must be positive, got {layers}")
+        self.width = width
+        self.layers = nn.ModuleList(PreLNLayer(width, heads, dropout) for _ in range(layers))
+        self.ln = nn.LayerNorm(width)
+        self.drop = nn.Dropout(dropout)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(x * math.sqrt(self.width) + sinusoid(x.shape[1], self.width, x.device, x.dtype))
+
+    def forward(self, z, z_mask=None, src=None, src_mask=None) -> torch.Tensor:
+        z = self.embed(z)
+        src = None if src is None else self.embed(src)
+        for layer in self.layers:
+            z = layer(z, z_mask, src, src_mask)
+        return self.ln(z)
+
+    @staticmethod
+    def params(width: int, layers: int) -> int:
+        return layers * (12 * width ** 2 + 13 * width) + 2 * width
+
+    @staticmethod
+    def flops(batch: int, t: int, t_src: int | None, width: int, layers: int) -> int:
+        tk = t if t_src is None else t_src
+        return layers * (attention_flops(batch, t, tk, width) + ffn_flops(batch, t, width, 4 * width))
+
+
+# --- METER's post-LN (BERT) layers ---------------------------------------------------------------------------------
+
+class PostLNLayer(nn.Module):
+    """BERT layer: x = LN(x + SelfAttn(x)); x = LN(x + FFN(x)), GELU, FFN width 4H: 12H² + 13H parameters."""
+
+    def __init__(self, width: int, heads: int, dropout: float):
+        super().__init__()
+        self.attn, self.ln_attn = Attention(width, heads, dropout), nn.LayerNorm(width)
+        self.ffn, self.ln_ffn = FeedForward(width, 4 * width, nn.GELU, dropout), nn.LayerNorm(width)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x, mask=None):
+        x = self.ln_attn(x + self.drop(self.attn(x, x, mask)))
+        return self.ln_ffn(x + self.drop(self.ffn(x)))
+
+
+class CoAttnLayer(PostLNLayer):
+    """METER co-attention layer of one stream: self-attention, cross-attention (queries from this stream, keys and
+    values from the other stream(s)' previous layer), FFN, each followed by a residual and LayerNorm (post-LN):
+    16H² + 19H parameters."""
+
+    def __init__(self, width: int, heads: int, dropout: float):
+        super().__init__(width, heads, dropout)
+        self.cross, self.ln_cross = Attention(width, heads, dropout), nn.LayerNorm(width)
+
+    def forward(self, x, mask=None, other=None, other_mask=None):
+        x = self.ln_attn(x + self.drop(self.attn(x, x, mask)))
+        x = self.ln_cross(x + self.drop(self.cross(x, other, other_mask)))
+        return self.ln_ffn(x + self.drop(self.ffn(x)))
+
+
+def cat_masks(masks: Sequence[torch.Tensor | None], xs: Sequence[torch.Tensor]) -> torch.Tensor | None:
+    """One mask for sequences concatenated along time (None if none of them has one)."""
+    if all(m is None for m in masks):
+        return None
+    return torch.cat([torch.ones(x.shape[:2], dtype=torch.bool, device=x.device) if m is None else m
+                      for m, x in zip(masks, xs)], 1)
