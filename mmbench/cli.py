@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 from enum import Enum
 from pathlib import Path
@@ -36,22 +37,55 @@ def run(suite: Path = typer.Argument(..., help="Suite YAML file."),
         device: Optional[Device] = typer.Option(None, "--device", help="Overrides the suite's measure.device."),
         quick: bool = typer.Option(False, "--quick", help="Reduced budget (the suite's `quick:` block) for smoke runs."),
         as_json: bool = typer.Option(False, "--json", help="Print one JSON document (run dir, rows) and nothing else."),
-        db: Optional[Path] = typer.Option(None, "--db", help="History database [default: OUT/history.sqlite].")):
+        db: Optional[Path] = typer.Option(None, "--db", help="History database [default: OUT/history.sqlite]."),
+        resume: Optional[Path] = typer.Option(None, "--resume", help="Finish this run directory: skip the trials it "
+                                              "already holds, run the rest into it."),
+        retry_failed: bool = typer.Option(False, "--retry-failed", help="With --resume: also re-run trials recorded "
+                                          "as failed (error, oom, nan, timeout, crashed)."),
+        workers: Optional[int] = typer.Option(None, "--workers", min=0, help="Run trials in N worker processes "
+                                              "(0: in this process) [default: the suite's; else 0 on CPU, 1 on CUDA]."),
+        isolate: bool = typer.Option(False, "--isolate", help="Run trials in a worker process (= --workers 1 unless "
+                                     "more are asked): a crash or hang costs one trial, not the run."),
+        trial_timeout: Optional[float] = typer.Option(None, "--trial-timeout", min=0.001, help="End a trial still "
+                                                      "running after SECONDS (status timeout); implies --isolate.")):
     """Run a suite: measure every trial, write results and a report, record the run in the history."""
+    from mmbench.execute import make_executor
     from mmbench.history import check_writable
-    from mmbench.run import prepare, run_suite
+    from mmbench.run import RunInterrupted, prepare, run_suite
+    from mmbench.store import RunDir
     from mmbench.suite import load_suite
 
+    if retry_failed and resume is None:
+        raise UserError("--retry-failed needs --resume RUN_DIR")
     s = load_suite(suite, quick=quick)
+    if resume is not None:
+        RunDir.reopen(resume, s.name)  # a wrong folder fails now, untouched
+        out = resume.resolve().parent.parent  # the run's own results folder (its history database lives there)
     db = db or out / "history.sqlite"
     check_writable(db)  # a database this version cannot write fails now, before anything runs
     prepared = prepare(s, device.value if device else None)
+    n = workers if workers is not None else (max(1, s.execution.workers or 0) if isolate else s.execution.workers)
+    timeout = trial_timeout if trial_timeout is not None else s.execution.trial_timeout
+    executor = make_executor(prepared.tasks, prepared.device, n, timeout)
+    if getattr(executor, "n", 1) > 1 and s.measure.latency is not None and not as_json:
+        err.print(f"[yellow]note[/]: {executor.n} workers time their trials at the same time: latencies contend for "
+                  "the machine's cores")
     with _RichProgress(len(prepared.trials), enabled=not as_json) as progress:
+        _on_sigterm_interrupt()
         try:
-            run_dir = run_suite(prepared, out, suite_text=suite.read_text(), quick=quick, progress=progress, db=db)
-        except KeyboardInterrupt:
-            err.print("[yellow]interrupted[/]: finished trials are recorded")
-            raise typer.Exit(130)
+            run_dir = run_suite(prepared, out, suite_text=suite.read_text(), quick=quick, progress=progress, db=db,
+                                executor=executor, resume=resume, retry_failed=retry_failed)
+        except RunInterrupted as exc:
+            again = ["mmbench", "run", str(suite), "--resume", str(exc.run.path)]
+            again += (["--quick"] if quick else []) + (["--device", device.value] if device else [])
+            again += (["--workers", str(workers)] if workers is not None else []) + (["--isolate"] if isolate else [])
+            again += (["--trial-timeout", f"{trial_timeout:g}"] if trial_timeout is not None else [])
+            again += ["--db", str(db)] if db != out / "history.sqlite" else []
+            progress.bar.stop()
+            err.print(f"[yellow]interrupted[/] after {exc.done} of {exc.total} trials; every finished trial is "
+                      f"recorded in {exc.run.path}. Resume with:\n  {shlex.join(again)}", highlight=False,
+                      soft_wrap=True)
+            raise typer.Exit(143 if _TERMINATED else 130)
     rows = run_dir.rows()
     if as_json:
         typer.echo(json.dumps({"run_dir": str(run_dir.path), "state": run_dir.meta()["state"], "rows": rows},
@@ -59,6 +93,24 @@ def run(suite: Path = typer.Argument(..., help="Suite YAML file."),
         return
     _summary(rows)
     _out().print(f"results: [bold]{run_dir.path}[/] (results.csv, report.md, report.html); history: {db}")
+
+
+_TERMINATED = False
+
+
+def _on_sigterm_interrupt() -> None:
+    """A job killed with SIGTERM (CI cancelling, a scheduler) stops like Ctrl-C: finished trials kept, exit 143."""
+    import signal
+
+    def handler(signum, frame):
+        global _TERMINATED
+        _TERMINATED = True
+        raise KeyboardInterrupt
+
+    try:
+        signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread (an embedding application): leave its handlers alone
+        pass
 
 
 @app.command()
@@ -251,10 +303,14 @@ class _RichProgress:
     def __exit__(self, *exc):
         return self.bar.__exit__(*exc)
 
-    def start(self, index, total, trial) -> None:
+    def skipped(self, n: int) -> None:
+        self.bar.console.print(f"resuming: {n} trial(s) already recorded")
+        self.bar.advance(self.task, n)
+
+    def start(self, trial) -> None:
         self.bar.update(self.task, description=f"{trial.task_label} · {trial.label} · dims {'x'.join(map(str, trial.dims))}")
 
-    def done(self, index, total, trial, result) -> None:
+    def done(self, trial, result) -> None:
         if result.row["status"] != "ok":
             self.bar.console.print(f"[red]{result.row['status']}[/]: {trial.label} {list(trial.dims)} "
                                    f"{result.row['error']}")

@@ -11,12 +11,14 @@ from mmbench.measure.env import environment
 from mmbench.plan import Trial, check_measure_axes, expand, resolve_device, resolve_task, task_key, task_label
 from mmbench.store import RunDir
 from mmbench.suite import Suite, locate
-from mmbench.trial import TrialResult, run_trial
+from mmbench.execute import Executor, InProcess
+from mmbench.trial import TrialResult
 
 
 class Progress(Protocol):
-    def start(self, index: int, total: int, trial: Trial) -> None: ...
-    def done(self, index: int, total: int, trial: Trial, result: TrialResult) -> None: ...
+    def skipped(self, n: int) -> None: ...  # trials a resumed run already holds
+    def start(self, trial: Trial) -> None: ...
+    def done(self, trial: Trial, result: TrialResult) -> None: ...
 
 
 @dataclass
@@ -79,35 +81,69 @@ def _record_quietly(db: str | Path, run: RunDir) -> None:
         pass
 
 
-def run_suite(prepared: Prepared, out: str | Path, *, suite_text: str = "", quick: bool = False,
-              progress: Progress | None = None, db: str | Path | None = None) -> RunDir:
-    """Run every trial into a new run directory; then record the run in the history database ``db`` (if given)
-    and write its reports (report.md, report.html)."""
+class RunInterrupted(Exception):
+    """Ctrl-C (or SIGTERM) stopped a run after recording every finished trial; ``run`` can be resumed."""
+
+    def __init__(self, run: RunDir, done: int, total: int):
+        super().__init__(f"interrupted after {done} of {total} trials")
+        self.run, self.done, self.total = run, done, total
+
+
+def open_run(prepared: Prepared, out: str | Path, resume: str | Path | None = None,
+             retry_failed: bool = False) -> tuple[RunDir, list[Trial]]:
+    """The run directory and the trials still to measure. Resuming keeps the rows of trials still in the plan
+    (a changed suite gives a changed trial a new id, so it runs again) and drops the rest, so the finished run holds
+    exactly the rows one uninterrupted run would. Nothing is touched until the directory passed every check."""
     suite, trials = prepared.suite, prepared.trials
-    run = RunDir.create(out, suite.name)
+    if resume is None:
+        return RunDir.create(out, suite.name), trials
+    run = RunDir.reopen(resume, suite.name)
+    plan = {t.id for t in trials}
+    rows = [r for r in run.rows() if r.get("trial_id") in plan]
+    keep = {r["trial_id"] for r in rows if not (retry_failed and r.get("status") != "ok")}
+    run.keep_only(keep)
+    run.resumed()
+    return run, [t for t in trials if t.id not in keep]
+
+
+def run_suite(prepared: Prepared, out: str | Path, *, suite_text: str = "", quick: bool = False,
+              progress: Progress | None = None, db: str | Path | None = None, executor: Executor | None = None,
+              resume: str | Path | None = None, retry_failed: bool = False) -> RunDir:
+    """Run every trial (or, resuming, every trial not yet recorded) into a run directory; then record the run in
+    the history database ``db`` (if given) and write its reports (report.md, report.html).
+
+    Raises RunInterrupted on Ctrl-C, after marking the run interrupted."""
+    suite, trials = prepared.suite, prepared.trials
+    run, todo = open_run(prepared, out, resume, retry_failed)
+    run.order = [t.id for t in trials]
     suite_dir = Path(getattr(suite, "_source", ".")).resolve().parent
     run.write_text("suite.yaml", suite_text)
     run.write_json("resolved.json", {"suite": suite.model_dump(), "quick": quick, "device": prepared.device,
                                      "trials": [t.to_dict() for t in trials]})
-    run.write_json("env.json", environment(prepared.device, suite_dir))
+    if not (run.path / "env.json").exists():  # a resumed run keeps the environment it started in
+        run.write_json("env.json", environment(prepared.device, suite_dir))
     run.write_json("tasks.json", [
         {"label": task_label(suite, i), "modalities": d.modalities, "input_dims": d.input_dims,
          "num_classes": d.num_classes, "sizes": {"train": len(d.train), "val": len(d.val), "test": len(d.test)},
          **d.info} for i, d in enumerate(prepared.tasks.values())])
+    executor = executor or InProcess(prepared.tasks)
+    total, done = len(trials), len(trials) - len(todo)
+    if progress and done:
+        progress.skipped(done)
     try:
-        for i, trial in enumerate(trials):
-            if progress:
-                progress.start(i, len(trials), trial)
-            result = run_trial(trial, prepared.tasks[task_key(trial.task)])
+        for trial, result in executor.run(todo, on_start=progress.start if progress else None):
             run.append(result.row, result.raw)
+            done += 1
             if progress:
-                progress.done(i, len(trials), trial, result)
+                progress.done(trial, result)
+    except KeyboardInterrupt:
+        _stop(run, db)
+        raise RunInterrupted(run, done, total) from None
     except BaseException:
-        run.write_csv()
-        run.set_state("interrupted")
-        if db is not None:
-            _record_quietly(db, run)
+        _stop(run, db)
         raise
+    finally:
+        executor.close()
     run.write_csv()
     run.set_state("complete")
     from mmbench.report import write_report  # matplotlib is loaded only once there is something to draw
@@ -118,3 +154,10 @@ def run_suite(prepared: Prepared, out: str | Path, *, suite_text: str = "", quic
         record_run(db, run.path)
     write_report(run, db=db)  # after the state and the record: the report says complete and shows the history
     return run
+
+
+def _stop(run: RunDir, db: str | Path | None) -> None:
+    run.write_csv()
+    run.set_state("interrupted")
+    if db is not None:
+        _record_quietly(db, run)

@@ -1,7 +1,7 @@
 """The run directory: every file written atomically or appended durably, so a kill never leaves a torn result.
 
 results/<suite>/<run-id>/
-  run.json         schema version, suite, state (running | complete | interrupted), times
+  run.json         schema version, suite, state (running | complete | interrupted), times, pid, resumes
   suite.yaml       the suite file as given;  resolved.json: the validated suite and every trial's full config
   env.json         the environment;          tasks.json: what each dataset states (Bayes accuracy, dims, sizes)
   results.jsonl    one row per finished trial, appended and fsynced (the durable record)
@@ -52,6 +52,7 @@ class RunDir:
         self.path = Path(path)
         self._rows: list[dict[str, Any]] | None = None
         self._csv_written = 0.0
+        self.order: list[str] = []  # trial ids in plan order, set by the runner
 
     # --- writing ---------------------------------------------------------------------------------------------------
     @classmethod
@@ -61,8 +62,44 @@ class RunDir:
         path.mkdir(parents=True, exist_ok=False)
         run = cls(path)
         run.write_json("run.json", {"schema": SCHEMA_VERSION, "suite": suite_name, "state": "running",
-                                    "started": _now(), "finished": None})
+                                    "started": _now(), "finished": None, "pid": os.getpid()})
         return run
+
+    @classmethod
+    def reopen(cls, path: str | Path, suite_name: str) -> "RunDir":
+        """A run directory to resume, checked before anything in it is touched (UserError otherwise)."""
+        run = cls(path)
+        if not run.path.is_dir():
+            raise UserError("cannot resume: no such directory", file=str(run.path))
+        if not (run.path / "run.json").exists():
+            raise UserError("cannot resume: not a run directory (no run.json)", file=str(run.path))
+        meta = run.meta()
+        if not isinstance(meta, dict) or "suite" not in meta:
+            raise UserError("cannot resume: not a run directory (run.json has no 'suite')", file=str(run.path))
+        schema = meta.get("schema")
+        if not isinstance(schema, int) or schema > SCHEMA_VERSION:
+            raise UserError(f"cannot resume: written by a newer mmbench (run schema {schema}, this version reads "
+                            f"up to {SCHEMA_VERSION})", file=str(run.path))
+        if meta["suite"] != suite_name:
+            raise UserError(f"cannot resume: this is a run of suite '{meta['suite']}', not '{suite_name}'",
+                            file=str(run.path))
+        return run
+
+    def keep_only(self, trial_ids: set[str]) -> None:
+        """Before resuming: rows of these trials only, the last of each, and their samples; no torn tail, so that
+        appends start on a fresh line. Both files are rewritten atomically."""
+        rows = {r["trial_id"]: r for r in _read_jsonl(self.path / "results.jsonl") if r.get("trial_id") in trial_ids}
+        samples = {s["trial_id"]: s for s in _read_jsonl(self.path / "samples.jsonl") if s.get("trial_id") in rows}
+        self.write_text("samples.jsonl", "".join(json.dumps(s, default=str) + "\n" for s in samples.values()))
+        self.write_text("results.jsonl", "".join(json.dumps(r, default=str) + "\n" for r in rows.values()))
+        for tmp in self.path.glob(".*.tmp"):  # an atomic write cut by a kill
+            tmp.unlink()
+        self._rows = list(rows.values())
+
+    def resumed(self) -> None:
+        meta = self.meta()
+        meta.update(state="running", finished=None, pid=os.getpid(), resumed=[*meta.get("resumed", []), _now()])
+        self.write_json("run.json", meta)
 
     def write_json(self, name: str, obj: Any) -> None:
         atomic_write(self.path / name, _json(obj))
@@ -87,7 +124,12 @@ class RunDir:
             self.write_csv()
 
     def write_csv(self) -> None:
-        self.write_text("results.csv", rows_to_csv(self.rows()))
+        """Rows in plan order when it is known (workers and resumes append them in the order trials finish)."""
+        rows = self.rows()
+        if self.order:
+            pos = {tid: i for i, tid in enumerate(self.order)}
+            rows = sorted(rows, key=lambda r: pos.get(r["trial_id"], len(pos)))
+        self.write_text("results.csv", rows_to_csv(rows))
         self._csv_written = time.monotonic()
 
     def _append_line(self, name: str, obj: dict) -> None:

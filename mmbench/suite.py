@@ -91,6 +91,12 @@ class MeasureSpec(_Strict):
     retrieval: bool = True                    # recall@1/5/10 for methods with per-modality embeddings
 
 
+class ExecutionSpec(_Strict):
+    """How trials run; not part of any trial's id (it changes no number)."""
+    workers: int | None = Field(None, ge=0)          # 0: in this process; N: N subprocesses; None: 0 on CPU, 1 on CUDA
+    trial_timeout: float | None = Field(None, gt=0)  # seconds; a trial still running then is ended (needs a worker)
+
+
 DimsValue = Union[int, list[int]]
 
 
@@ -117,6 +123,7 @@ class Suite(_Strict):
     model: ModelSpec = ModelSpec()
     train: TrainSpec = TrainSpec()
     measure: MeasureSpec = MeasureSpec()
+    execution: ExecutionSpec = ExecutionSpec()
     sweep: dict[str, list[Any]] = {}
     methods: list[MethodSpec] = Field(min_length=1)
     quick: dict[str, Any] | None = None  # overrides of task/tasks/train/measure/sweep for --quick

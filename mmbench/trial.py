@@ -54,13 +54,8 @@ def run_trial(trial: Trial, data: TaskData) -> TrialResult:
     result = TrialResult(base_row(trial))
     try:
         _measure(trial, data, result)
-    except torch.cuda.OutOfMemoryError as exc:
-        result.row.update(status="oom", error=str(exc).splitlines()[0][:300])
-    except NonFiniteLoss as exc:
-        result.row.update(status="nan", error=str(exc))
     except Exception as exc:  # a broken method must not end the suite: it is a row with its status
-        last = traceback.extract_tb(exc.__traceback__)[-1]
-        result.row.update(status="error", error=f"{type(exc).__name__}: {exc} ({last.filename}:{last.lineno})"[:500])
+        result.row.update(zip(("status", "error"), _failure(exc)))
     finally:
         # A failed trial can leave reference cycles (traceback frames holding tensors); on CUDA the next trial's
         # peak-memory figure must not see them. A full collection costs ~0.1-0.5 s, so only when it matters.
@@ -69,6 +64,19 @@ def run_trial(trial: Trial, data: TaskData) -> TrialResult:
         if trial.device.startswith("cuda"):
             torch.cuda.empty_cache()
     return result
+
+
+def _failure(exc: Exception) -> tuple[str, str]:
+    """(status, error) of an exception raised by a trial."""
+    first = (str(exc).splitlines() or [""])[0][:300]
+    if isinstance(exc, torch.cuda.OutOfMemoryError):
+        return "oom", first
+    if isinstance(exc, MemoryError) or "can't allocate memory" in str(exc):  # torch's CPU allocator says so
+        return "oom", f"CPU out of memory: {first}"
+    if isinstance(exc, NonFiniteLoss):
+        return "nan", str(exc)
+    last = traceback.extract_tb(exc.__traceback__)[-1]
+    return "error", f"{type(exc).__name__}: {exc} ({last.filename}:{last.lineno})"[:500]
 
 
 def _measure(trial: Trial, data: TaskData, result: TrialResult) -> None:

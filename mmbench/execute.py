@@ -1,0 +1,192 @@
+"""Executors: where trials run. The runner hands an executor trials and records each result as it comes back, so a
+new executor (a cluster, say) plugs in without touching the runner.
+
+- InProcess: trials run here, one after another (the default on CPU: no start-up cost, nothing to pickle).
+- WorkerPool: N worker subprocesses. A trial that hangs past its timeout, or a worker that dies (segfault, abort,
+  killed by the OS for memory), becomes a `timeout` / `crashed` row, and a fresh worker takes the next trial.
+  The default on CUDA: a CUDA error can poison a process's context for every later trial.
+"""
+from __future__ import annotations
+
+import signal
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Callable, Iterable, Iterator, Protocol
+
+from mmbench.data.registry import TaskData
+from mmbench.plan import Trial, task_key
+from mmbench.trial import TrialResult, base_row, run_trial
+
+OnStart = Callable[[Trial], None]
+
+
+class Executor(Protocol):
+    def run(self, trials: Iterable[Trial], on_start: OnStart | None = None) -> Iterator[tuple[Trial, TrialResult]]:
+        """Yield (trial, result) as each finishes, in any order. Never raises for a failing trial."""
+        ...
+
+    def close(self) -> None:
+        """Release workers; safe to call twice and after an interrupt."""
+        ...
+
+
+class InProcess:
+    def __init__(self, tasks: dict[str, TaskData]):
+        self.tasks = tasks
+
+    def run(self, trials, on_start=None):
+        for trial in trials:
+            if on_start:
+                on_start(trial)
+            yield trial, run_trial(trial, self.tasks[task_key(trial.task)])
+
+    def close(self) -> None:
+        pass
+
+
+def signal_name(exitcode: int | None) -> str:
+    if exitcode is None:
+        return "still running"
+    if exitcode < 0:
+        try:
+            return signal.Signals(-exitcode).name
+        except ValueError:
+            return f"signal {-exitcode}"
+    return f"exit code {exitcode}"
+
+
+def failure(trial: Trial, status: str, error: str) -> TrialResult:
+    result = TrialResult(base_row(trial))
+    result.row.update(status=status, error=error)
+    return result
+
+
+@dataclass
+class _Worker:
+    process: object  # multiprocessing.Process
+    conn: object     # the parent's end of the pipe
+    trial: Trial | None = None
+    deadline: float | None = None
+
+
+class WorkerPool:
+    """Spawned (not forked) workers: a forked child would inherit CUDA state and OpenMP thread pools it cannot use.
+    Each worker gets the task data once, then takes trials one at a time over a pipe."""
+
+    def __init__(self, tasks: dict[str, TaskData], workers: int = 1, trial_timeout: float | None = None):
+        import multiprocessing as mp
+
+        self.tasks, self.n, self.timeout = tasks, max(1, workers), trial_timeout
+        self._ctx = mp.get_context("spawn")
+        self._workers: list[_Worker] = []
+
+    def _spawn(self) -> _Worker:
+        parent, child = self._ctx.Pipe()
+        p = self._ctx.Process(target=_worker_main, args=(child, self.tasks), daemon=True, name="mmbench-worker")
+        p.start()
+        child.close()
+        w = _Worker(p, parent)
+        self._workers.append(w)
+        return w
+
+    def _retire(self, w: _Worker, *, kill: bool) -> None:
+        if kill and w.process.is_alive():
+            w.process.kill()
+        w.process.join(timeout=10)
+        w.conn.close()
+        self._workers.remove(w)
+
+    def run(self, trials, on_start=None):
+        from multiprocessing.connection import wait
+
+        pending, idle = deque(trials), []
+        busy: list[_Worker] = []
+        while pending or busy:
+            while pending and len(busy) < self.n:
+                w = idle.pop() if idle else self._spawn()
+                w.trial = pending.popleft()
+                w.deadline = time.monotonic() + self.timeout if self.timeout else None
+                w.conn.send(w.trial.to_dict())
+                busy.append(w)
+                if on_start:
+                    on_start(w.trial)
+            deadlines = [w.deadline for w in busy if w.deadline is not None]
+            left = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
+            ready = set(wait([w.conn for w in busy] + [w.process.sentinel for w in busy], timeout=left))
+            now = time.monotonic()
+            for w in list(busy):
+                trial, result = w.trial, None
+                if w.conn in ready or w.process.sentinel in ready:
+                    try:
+                        if w.conn.poll():  # a result sent just before the worker died still counts
+                            row, raw = w.conn.recv()
+                            result = TrialResult(row, raw)
+                    except (EOFError, OSError):
+                        pass
+                    if result is None:
+                        w.process.join(timeout=5)
+                        result = failure(trial, "crashed", f"worker died: {signal_name(w.process.exitcode)}"
+                                         + (" (SIGKILL: the OS out-of-memory killer ends processes this way)"
+                                            if w.process.exitcode == -signal.SIGKILL else ""))
+                        self._retire(w, kill=True)
+                    else:
+                        idle.append(w)
+                elif w.deadline is not None and now >= w.deadline:
+                    result = failure(trial, "timeout", f"no result after {self.timeout:g} s; worker ended")
+                    self._retire(w, kill=True)
+                if result is not None:
+                    busy.remove(w)
+                    w.trial = w.deadline = None
+                    yield trial, result
+
+    def close(self) -> None:
+        for w in list(self._workers):
+            try:
+                w.conn.send(None)  # an idle worker exits on its own; a busy one is killed below
+            except (OSError, ValueError):
+                pass
+            if w.trial is not None:
+                w.process.kill()
+        for w in list(self._workers):
+            w.process.join(timeout=5)
+            self._retire(w, kill=True)
+
+
+def _die_with_parent() -> None:
+    """Linux: a worker whose parent is killed (kill -9) is sent SIGKILL too, rather than finishing its trial."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _worker_main(conn, tasks: dict[str, TaskData]) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the parent decides
+    _die_with_parent()
+    while True:
+        try:
+            msg = conn.recv()
+        except (EOFError, OSError):
+            return
+        if msg is None:
+            return
+        trial = Trial.from_dict(msg)
+        result = run_trial(trial, tasks[task_key(trial.task)])
+        try:
+            conn.send((result.row, result.raw))
+        except (BrokenPipeError, OSError):
+            return
+
+
+def make_executor(tasks: dict[str, TaskData], device: str, workers: int | None = None,
+                  trial_timeout: float | None = None) -> Executor:
+    """workers None: in this process on CPU, one worker on CUDA. A timeout needs a worker: a call hung in this
+    process cannot be ended safely."""
+    if workers is None:
+        workers = 1 if device.startswith("cuda") else 0
+    if trial_timeout is not None:
+        workers = max(1, workers)
+    return WorkerPool(tasks, workers, trial_timeout) if workers > 0 else InProcess(tasks)
