@@ -51,6 +51,7 @@ def run(suite: Path = typer.Argument(..., help="Suite YAML file."),
     """Run a suite: measure every trial, write results and a report, record the run in the history."""
     from mmbench.execute import make_executor
     from mmbench.history import check_writable
+    from mmbench.plan import resolve_device
     from mmbench.run import RunInterrupted, prepare, run_suite
     from mmbench.store import RunDir
     from mmbench.suite import load_suite
@@ -63,10 +64,18 @@ def run(suite: Path = typer.Argument(..., help="Suite YAML file."),
         out = resume.resolve().parent.parent  # the run's own results folder (its history database lives there)
     db = db or out / "history.sqlite"
     check_writable(db)  # a database this version cannot write fails now, before anything runs
-    prepared = prepare(s, device.value if device else None)
     n = workers if workers is not None else (max(1, s.execution.workers or 0) if isolate else s.execution.workers)
     timeout = trial_timeout if trial_timeout is not None else s.execution.trial_timeout
-    executor = make_executor(prepared.tasks, prepared.device, n, timeout)
+    try:
+        executor = make_executor(resolve_device(device.value if device else s.measure.device), n, timeout)
+    except UserError:
+        executor = make_executor("cpu", n, timeout)  # prepare reports the device error with its place in the suite
+    executor.start()  # worker processes import torch while the data loads
+    try:
+        prepared = prepare(s, device.value if device else None)
+    except BaseException:
+        executor.close()
+        raise
     if getattr(executor, "n", 1) > 1 and s.measure.latency is not None and not as_json:
         err.print(f"[yellow]note[/]: {executor.n} workers time their trials at the same time: latencies contend for "
                   "the machine's cores")

@@ -22,8 +22,14 @@ OnStart = Callable[[Trial], None]
 
 
 class Executor(Protocol):
-    def run(self, trials: Iterable[Trial], on_start: OnStart | None = None) -> Iterator[tuple[Trial, TrialResult]]:
-        """Yield (trial, result) as each finishes, in any order. Never raises for a failing trial."""
+    def start(self) -> None:
+        """Get ready (start workers) while the caller loads data; optional."""
+        ...
+
+    def run(self, trials: Iterable[Trial], tasks: dict[str, TaskData],
+            on_start: OnStart | None = None) -> Iterator[tuple[Trial, TrialResult]]:
+        """Yield (trial, result) as each finishes, in any order; ``tasks``: each trial's data by task_key. Never
+        raises for a failing trial."""
         ...
 
     def close(self) -> None:
@@ -32,14 +38,14 @@ class Executor(Protocol):
 
 
 class InProcess:
-    def __init__(self, tasks: dict[str, TaskData]):
-        self.tasks = tasks
+    def start(self) -> None:
+        pass
 
-    def run(self, trials, on_start=None):
+    def run(self, trials, tasks, on_start=None):
         for trial in trials:
             if on_start:
                 on_start(trial)
-            yield trial, run_trial(trial, self.tasks[task_key(trial.task)])
+            yield trial, run_trial(trial, tasks[task_key(trial.task)])
 
     def close(self) -> None:
         pass
@@ -68,22 +74,30 @@ class _Worker:
     conn: object     # the parent's end of the pipe
     trial: Trial | None = None
     deadline: float | None = None
+    has_tasks: bool = False
 
 
 class WorkerPool:
     """Spawned (not forked) workers: a forked child would inherit CUDA state and OpenMP thread pools it cannot use.
-    Each worker gets the task data once, then takes trials one at a time over a pipe."""
+    A worker starts (imports torch) as soon as the pool starts, gets the task data with its first trial, then takes
+    trials one at a time over a pipe."""
 
-    def __init__(self, tasks: dict[str, TaskData], workers: int = 1, trial_timeout: float | None = None):
+    def __init__(self, workers: int = 1, trial_timeout: float | None = None):
         import multiprocessing as mp
 
-        self.tasks, self.n, self.timeout = tasks, max(1, workers), trial_timeout
+        self.n, self.timeout = max(1, workers), trial_timeout
         self._ctx = mp.get_context("spawn")
         self._workers: list[_Worker] = []
+        self._idle: list[_Worker] = []
+
+    def start(self) -> None:
+        """Spawn the workers now: their imports overlap the caller's data loading."""
+        while len(self._workers) < self.n:
+            self._idle.append(self._spawn())
 
     def _spawn(self) -> _Worker:
         parent, child = self._ctx.Pipe()
-        p = self._ctx.Process(target=_worker_main, args=(child, self.tasks), daemon=True, name="mmbench-worker")
+        p = self._ctx.Process(target=_worker_main, args=(child,), daemon=True, name="mmbench-worker")
         p.start()
         child.close()
         w = _Worker(p, parent)
@@ -97,14 +111,17 @@ class WorkerPool:
         w.conn.close()
         self._workers.remove(w)
 
-    def run(self, trials, on_start=None):
+    def run(self, trials, tasks, on_start=None):
         from multiprocessing.connection import wait
 
-        pending, idle = deque(trials), []
+        pending, idle = deque(trials), self._idle
         busy: list[_Worker] = []
         while pending or busy:
             while pending and len(busy) < self.n:
                 w = idle.pop() if idle else self._spawn()
+                if not w.has_tasks:
+                    w.conn.send(tasks)
+                    w.has_tasks = True
                 w.trial = pending.popleft()
                 w.deadline = time.monotonic() + self.timeout if self.timeout else None
                 w.conn.send(w.trial.to_dict())
@@ -163,9 +180,15 @@ def _die_with_parent() -> None:
         pass
 
 
-def _worker_main(conn, tasks: dict[str, TaskData]) -> None:
+def _worker_main(conn) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the parent decides
     _die_with_parent()
+    try:
+        tasks = conn.recv()
+    except (EOFError, OSError):
+        return
+    if tasks is None:
+        return
     while True:
         try:
             msg = conn.recv()
@@ -181,12 +204,11 @@ def _worker_main(conn, tasks: dict[str, TaskData]) -> None:
             return
 
 
-def make_executor(tasks: dict[str, TaskData], device: str, workers: int | None = None,
-                  trial_timeout: float | None = None) -> Executor:
+def make_executor(device: str, workers: int | None = None, trial_timeout: float | None = None) -> Executor:
     """workers None: in this process on CPU, one worker on CUDA. A timeout needs a worker: a call hung in this
     process cannot be ended safely."""
     if workers is None:
         workers = 1 if device.startswith("cuda") else 0
     if trial_timeout is not None:
         workers = max(1, workers)
-    return WorkerPool(tasks, workers, trial_timeout) if workers > 0 else InProcess(tasks)
+    return WorkerPool(workers, trial_timeout) if workers > 0 else InProcess()

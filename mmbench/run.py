@@ -126,12 +126,12 @@ def run_suite(prepared: Prepared, out: str | Path, *, suite_text: str = "", quic
         {"label": task_label(suite, i), "modalities": d.modalities, "input_dims": d.input_dims,
          "num_classes": d.num_classes, "sizes": {"train": len(d.train), "val": len(d.val), "test": len(d.test)},
          **d.info} for i, d in enumerate(prepared.tasks.values())])
-    executor = executor or InProcess(prepared.tasks)
+    executor = executor or InProcess()
     total, done = len(trials), len(trials) - len(todo)
     if progress and done:
         progress.skipped(done)
     try:
-        for trial, result in executor.run(todo, on_start=progress.start if progress else None):
+        for trial, result in executor.run(todo, prepared.tasks, on_start=progress.start if progress else None):
             run.append(result.row, result.raw)
             done += 1
             if progress:

@@ -110,7 +110,7 @@ def test_worker_results_equal_in_process_results(write_suite, tmp_path):
 
     prepared = prepare(load_suite(write_suite(RESUME_SUITE.replace("dims: [4, 6, 8]", "dims: [4]"))))
     a = run_suite(prepared, tmp_path / "a").rows()
-    b = run_suite(prepared, tmp_path / "b", executor=WorkerPool(prepared.tasks, workers=2)).rows()
+    b = run_suite(prepared, tmp_path / "b", executor=WorkerPool(workers=2)).rows()
     by_id = {r["trial_id"]: r for r in b}
     assert len(b) == len(a) == 3
     for r in a:
@@ -285,13 +285,13 @@ def test_the_executor_interface_takes_a_new_executor(write_suite, tmp_path):
     class Reversed(InProcess):
         seen = []
 
-        def run(self, trials, on_start=None):
+        def run(self, trials, tasks, on_start=None):
             trials = list(trials)[::-1]
             self.seen += [t.id for t in trials]
-            yield from super().run(trials, on_start)
+            yield from super().run(trials, tasks, on_start)
 
     prepared = prepare(load_suite(write_suite(RESUME_SUITE.replace("dims: [4, 6, 8]", "dims: [4]"))))
-    ex = Reversed(prepared.tasks)
+    ex = Reversed()
     run = run_suite(prepared, tmp_path, executor=ex)
     assert ex.seen == [t.id for t in prepared.trials][::-1]
     assert [r["trial_id"] for r in run.rows()] == ex.seen  # appended as finished …
