@@ -34,8 +34,8 @@ measure:
   accuracy: false
   flops: false
   memory: false
-  latency: {batch_sizes: [1, 32], warmup: 5, min_samples: 20, max_samples: 200, max_time_s: 0.15,
-            target_rel_iqr: 0.05, min_block_ms: 1.0, train_step: false}
+  latency: {batch_sizes: [1, 32], warmup: 5, min_samples: 20, max_samples: 1000, min_time_s: 0.3, max_time_s: 0.6,
+            target_rel_iqr: 0.05, min_block_ms: 1.0, train_step: false}  # nightly.yaml's latency settings
 sweep:
   dims: [8, 32]
 methods:

@@ -51,6 +51,8 @@ class LatencySpec(_Strict):
     min_samples: int = Field(10, gt=0)
     max_samples: int = Field(200, gt=0)
     max_time_s: float = Field(1.0, gt=0)       # per measured function and batch size
+    min_time_s: float = Field(0.25, ge=0)      # sample at least this long (capped by max_time_s), over all rounds
+    rounds: int = Field(3, ge=1)               # the trial's timed functions are sampled in this many interleaved rounds
     target_rel_iqr: float = Field(0.05, gt=0)  # stop once IQR/median is under this
     min_block_ms: float = Field(1.0, gt=0)     # a sample times enough calls to last this long
     train_step: bool = True                    # also time a full training step (forward, backward, optimizer)

@@ -1,9 +1,11 @@
 """Measure one Trial: build the model, count, time, train. Returns a flat row and its raw samples."""
 from __future__ import annotations
 
+import contextlib
 import gc
 import traceback
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -140,11 +142,12 @@ def _counts(trial: Trial, data: TaskData, model: torch.nn.Module, result: TrialR
 
 def _timing(trial: Trial, data: TaskData, model: torch.nn.Module, result: TrialResult) -> None:
     """Per batch size: forward latency (whole model, fusion alone), a full training step, CUDA-graph replay if asked,
-    and the peak memory of a forward and of a training step — all at the trial's precision."""
+    all timed in interleaved rounds (measure.latency_rounds); then the peak memory of a forward and of a training
+    step — all at the trial's precision."""
     row, raw, m, device = result.row, result.raw, trial.measure, trial.device
     lat = m["latency"]
-    timing = {k: lat[k] for k in ("warmup", "min_samples", "max_samples", "max_time_s", "target_rel_iqr",
-                                  "min_block_ms", "flush_l2")}
+    timing = {k: lat[k] for k in ("warmup", "min_samples", "max_samples", "max_time_s", "min_time_s", "rounds",
+                                  "target_rel_iqr", "min_block_ms", "flush_l2")}
     fwd_model = torch.compile(model) if m["compile"] else model
     fwd_fusion = torch.compile(model.fusion) if m["compile"] else model.fusion
     opt_cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}[trial.train["optimizer"]]
@@ -152,45 +155,61 @@ def _timing(trial: Trial, data: TaskData, model: torch.nn.Module, result: TrialR
     loss_fn = _loss_fn(data)
     graphs = lat["cuda_graph"] and device.startswith("cuda")
 
-    def record(name: str, stats: measure.LatencyStats) -> None:
-        row[f"{name}_ms_b{b}"] = stats.median_ms
-        row[f"{name}_iqr_ms_b{b}"] = stats.iqr_ms
-        row[f"{name}_n_b{b}"] = stats.n
-        row[f"{name}_noisy_b{b}"] = stats.noisy
-        raw[f"{name}_ms_b{b}"] = list(stats.samples_ms)
+    @contextlib.contextmanager
+    def inference():
+        with measure.precision_region(m["precision"], device), torch.inference_mode():
+            yield
 
+    @contextlib.contextmanager
+    def training():
+        model.train()
+        try:
+            with measure.precision_region(m["precision"], device):
+                yield
+        finally:
+            model.eval()
+
+    fns, forwards, steps = {}, {}, {}
     for b in lat["batch_sizes"]:
         xs, fs = _inputs(data.input_dims, b, device, 2, data), _inputs(trial.dims, b, device, 3, data)
         ms, y = _masks(b, device, data), _targets(data, b, device)
-        with measure.precision_region(m["precision"], device):
-            with torch.inference_mode():
-                forwards = {"latency": lambda: fwd_model(xs, ms), "fusion_latency": _fusion_call(fwd_fusion, fs, ms)}
-                for name, fn in forwards.items():
-                    record(name, measure.latency(fn, device=device, **timing))
-                if graphs:
-                    for name, fn in forwards.items():
-                        record(name.replace("latency", "graph_latency"),
-                               measure.latency(measure.cuda_graph(fn), device=device, **timing))
-                if m["memory"]:
-                    mem = measure.peak_memory(lambda: fwd_model(xs, ms), device)
-                    row.update({f"{k}_b{b}": v for k, v in mem.items() if k != "mem_measure"},
-                               mem_measure=mem["mem_measure"])
-            row[f"throughput_sps_b{b}"] = b / (row[f"latency_ms_b{b}"] / 1e3)
+        forwards[b] = partial(fwd_model, xs, ms)
+        fns["latency", b] = (forwards[b], inference)
+        fns["fusion_latency", b] = (_fusion_call(fwd_fusion, fs, ms), inference)
+        if graphs:
+            with inference():
+                fns["graph_latency", b] = (measure.cuda_graph(fns["latency", b][0]), None)
+                fns["fusion_graph_latency", b] = (measure.cuda_graph(fns["fusion_latency", b][0]), None)
+        if lat["train_step"]:
+            steps[b] = partial(_train_step, opt, fwd_model, xs, y, loss_fn, ms)
+            fns["train_step", b] = (steps[b], training)
+    stats = measure.latency_rounds(fns, device=device, **timing)
+    for b in lat["batch_sizes"]:
+        for (name, bb), st in stats.items():
+            if bb == b:
+                row[f"{name}_ms_b{b}"] = st.median_ms
+                row[f"{name}_iqr_ms_b{b}"] = st.iqr_ms
+                row[f"{name}_n_b{b}"] = st.n
+                row[f"{name}_noisy_b{b}"] = st.noisy
+                raw[f"{name}_ms_b{b}"] = list(st.samples_ms)
+        row[f"throughput_sps_b{b}"] = b / (row[f"latency_ms_b{b}"] / 1e3)
+        if lat["train_step"]:
+            row[f"train_throughput_sps_b{b}"] = b / (row[f"train_step_ms_b{b}"] / 1e3)
+        if m["memory"]:
+            with inference():
+                mem = measure.peak_memory(forwards[b], device)
+            row.update({f"{k}_b{b}": v for k, v in mem.items() if k != "mem_measure"}, mem_measure=mem["mem_measure"])
             if lat["train_step"]:
-                model.train()
+                with training():
+                    mem = measure.peak_memory(steps[b], device)
+                row.update({f"train_{k}_b{b}": v for k, v in mem.items() if k != "mem_measure"})
+    del fns, forwards, steps
 
-                def step():
-                    opt.zero_grad(set_to_none=True)
-                    loss_with_aux(fwd_model, xs, y, loss_fn, ms).backward()
-                    opt.step()
 
-                record("train_step", measure.latency(step, device=device, **timing))
-                row[f"train_throughput_sps_b{b}"] = b / (row[f"train_step_ms_b{b}"] / 1e3)
-                if m["memory"]:
-                    mem = measure.peak_memory(step, device)
-                    row.update({f"train_{k}_b{b}": v for k, v in mem.items() if k != "mem_measure"})
-                model.eval()
-        del xs, fs, y
+def _train_step(opt, model, xs, y, loss_fn, masks) -> None:
+    opt.zero_grad(set_to_none=True)
+    loss_with_aux(model, xs, y, loss_fn, masks).backward()
+    opt.step()
 
 
 def _accuracy(trial: Trial, data: TaskData, result: TrialResult) -> None:

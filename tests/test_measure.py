@@ -47,6 +47,44 @@ def test_latency_budget_ends_sampling():
     assert 5 <= stats.n < 40  # ~2 ms per sample against a 50 ms budget
 
 
+def test_latency_keeps_sampling_for_min_time_even_when_quiet():
+    clock = FakeClock([0.002])
+    stats = measure.latency(clock.work, warmup=0, min_samples=10, max_samples=500, max_time_s=100,
+                            min_time_s=0.1, min_block_ms=1.0, clock=clock)
+    assert stats.n == 51  # the calibration sample, then 50 × 2 ms = 0.1 s
+
+
+def test_latency_rounds_interleave_the_functions_and_pool_their_samples():
+    """A burst of interference (here: every call 10x slower for one stretch of the clock) lands in one round of each
+    function, so each pooled median stays at the quiet value; one long stretch per function would not."""
+    clock, order, entered = FakeClock([0.0]), [], []
+
+    def make(name, cost):
+        def fn():
+            order.append(name)
+            slow = 0.5 <= clock.t < 0.62  # the burst
+            clock.t += cost * (10 if slow else 1)
+        return fn
+
+    def ctx():
+        import contextlib
+        entered.append(1)
+        return contextlib.nullcontext()
+
+    fns = {"a": (make("a", 0.002), ctx), "b": (make("b", 0.003), None)}
+    stats = measure.latency_rounds(fns, rounds=3, warmup=0, min_samples=30, max_samples=10_000, min_time_s=0.6,
+                                   max_time_s=0.6, min_block_ms=1.0, clock=clock)
+    runs = [k for k, _ in itertools.groupby(order)]
+    assert runs[:8] == ["a", "b", "a", "b", "a", "b", "a", "b"][:len(runs[:8])] and len(runs) >= 6
+    assert stats["a"].median_ms == pytest.approx(2.0) and stats["b"].median_ms == pytest.approx(3.0)
+    assert max(stats["a"].samples_ms) == pytest.approx(20.0)  # the burst is in the samples, kept, not hidden
+    assert len(entered) > 3  # the context is entered around each block of calls
+    clock.t = 0.5  # the burst again
+    single = measure.latency(make("c", 0.002), warmup=0, min_samples=5, max_samples=10_000, max_time_s=0.1,
+                             min_block_ms=1.0, clock=clock)
+    assert single.median_ms == pytest.approx(20.0)  # the same burst owns a measurement made in one stretch
+
+
 def test_latency_blocks_tiny_calls():
     clock = FakeClock([1e-6])
     stats = measure.latency(clock.work, warmup=0, min_samples=3, max_time_s=1, min_block_ms=1.0, clock=clock)

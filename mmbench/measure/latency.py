@@ -5,6 +5,8 @@ events (device time, no host-side sync inside the block); on CPU with time.perf_
 """
 from __future__ import annotations
 
+import contextlib
+import gc
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -56,12 +58,90 @@ class LatencyStats:
                 "n": self.n, "calls_per_sample": self.calls_per_sample, "noisy": self.noisy}
 
 
+class _Sampler:
+    """One timed function: warmed up and calibrated once, then sampled in one or several rounds."""
+
+    def __init__(self, fn: Callable, *, device: str, flush_l2: bool, clock, context: Callable | None = None):
+        self.fn, self.context, self.samples, self.calls = fn, context, [], 0
+        self.cuda = device.startswith("cuda") and clock is None
+        self.flush = _l2_flusher(device) if (self.cuda and flush_l2) else None
+        self.now = clock or time.perf_counter
+
+    def block(self, calls: int) -> float:
+        fn = self.fn
+        with self.context() if self.context else contextlib.nullcontext():
+            if self.cuda:
+                import torch
+
+                if self.flush is not None:
+                    self.flush()
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                for _ in range(calls):
+                    fn()
+                end.record()
+                end.synchronize()
+                return start.elapsed_time(end) / 1e3
+            t0 = self.now()
+            for _ in range(calls):
+                fn()
+            return self.now() - t0
+
+    def prepare(self, warmup: int, min_block_ms: float) -> None:
+        with self.context() if self.context else contextlib.nullcontext():
+            for _ in range(warmup):
+                self.fn()
+        if self.cuda:
+            import torch
+
+            torch.cuda.synchronize()
+        # Calibrate: grow the block until it lasts min_block_ms, so tiny calls are not lost in timer overhead.
+        calls, min_block = 1, min_block_ms / 1e3
+        first = self.block(calls)
+        while self.flush is None and first < min_block and calls < 1_000_000:
+            calls *= max(2, min(10, int(min_block / max(first, 1e-9)) + 1)) if first > 0 else 10
+            first = self.block(calls)
+        self.calls = calls
+        self.samples.append(first / calls)
+
+    def sample(self, *, min_samples: int, max_samples: int, target_rel_iqr: float, min_time_s: float,
+               max_time_s: float) -> None:
+        """Add samples until the pooled spread is small (after min_time_s) or max_time_s / max_samples is spent."""
+        start = self.now()
+        while len(self.samples) < max_samples:
+            self.samples.append(self.block(self.calls) / self.calls)
+            if len(self.samples) >= min_samples:
+                elapsed = self.now() - start
+                if elapsed >= max_time_s:
+                    break
+                q25, q50, q75 = np.percentile(self.samples, [25, 50, 75])
+                if (q75 - q25) <= target_rel_iqr * q50 and elapsed >= min_time_s:
+                    break
+
+    def stats(self, target_rel_iqr: float) -> LatencyStats:
+        return LatencyStats(tuple(s * 1e3 for s in self.samples), self.calls, target_rel_iqr,
+                            "cuda_event" if self.cuda else "perf_counter")
+
+
+@contextlib.contextmanager
+def _gc_off():
+    """As timeit does: a collection pause belongs to the process's heap, not to the measured call."""
+    was_on = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_on:
+            gc.enable()
+
+
 def latency(fn: Callable, inputs: Any = None, *, warmup: int = 5, min_samples: int = 10, max_samples: int = 200,
-            max_time_s: float = 1.0, target_rel_iqr: float = 0.05, min_block_ms: float = 1.0,
+            max_time_s: float = 1.0, target_rel_iqr: float = 0.05, min_block_ms: float = 1.0, min_time_s: float = 0.0,
             device: str = "cpu", flush_l2: bool = False, clock: Callable[[], float] | None = None) -> LatencyStats:
     """Time ``fn()``, or ``fn(inputs)`` under inference mode when inputs are given (e.g. a module and its list of
     input tensors). ``flush_l2`` (CUDA) overwrites a buffer twice the L2 size before each sample, outside the timed
-    region, and times one call per sample. ``clock`` (seconds) replaces the timer in tests.
+    region, and times one call per sample. ``min_time_s``: keep sampling at least this long even once the spread is
+    small. ``clock`` (seconds) replaces the timer in tests.
     """
     if inputs is not None:
         import torch
@@ -72,50 +152,38 @@ def latency(fn: Callable, inputs: Any = None, *, warmup: int = 5, min_samples: i
             with torch.inference_mode():
                 return module(inputs)
 
-    cuda = device.startswith("cuda") and clock is None
-    flush = _l2_flusher(device) if (cuda and flush_l2) else None
-    if cuda:
-        import torch
+    sampler = _Sampler(fn, device=device, flush_l2=flush_l2, clock=clock)
+    with _gc_off():
+        sampler.prepare(warmup, min_block_ms)
+        sampler.sample(min_samples=min_samples, max_samples=max_samples, target_rel_iqr=target_rel_iqr,
+                       min_time_s=min(min_time_s, max_time_s), max_time_s=max_time_s)
+    return sampler.stats(target_rel_iqr)
 
-        def block(calls: int) -> float:
-            if flush is not None:
-                flush()
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            for _ in range(calls):
-                fn()
-            end.record()
-            end.synchronize()
-            return start.elapsed_time(end) / 1e3
-    else:
-        now = clock or time.perf_counter
 
-        def block(calls: int) -> float:
-            t0 = now()
-            for _ in range(calls):
-                fn()
-            return now() - t0
+def latency_rounds(fns: dict[Any, tuple[Callable, Callable | None]], *, rounds: int = 3, warmup: int = 5,
+                   min_samples: int = 10, max_samples: int = 200, max_time_s: float = 1.0, min_time_s: float = 0.0,
+                   target_rel_iqr: float = 0.05, min_block_ms: float = 1.0, device: str = "cpu",
+                   flush_l2: bool = False, clock: Callable[[], float] | None = None) -> dict[Any, LatencyStats]:
+    """Time several functions in interleaved rounds: round 1 samples each in turn, then round 2 each again, …, each
+    round with 1/rounds of the budgets. ``fns``: key → (fn, context or None), the context entered around each block of
+    calls (e.g. inference mode, a precision region, train mode).
 
-    for _ in range(warmup):
-        fn()
-    if cuda:
-        torch.cuda.synchronize()
-    # Calibrate: grow the block until it lasts min_block_ms, so tiny calls are not lost in timer overhead.
-    calls, min_block = 1, min_block_ms / 1e3
-    first = block(calls)
-    while flush is None and first < min_block and calls < 1_000_000:
-        calls *= max(2, min(10, int(min_block / max(first, 1e-9)) + 1)) if first > 0 else 10
-        first = block(calls)
-    samples = [first / calls]
-    budget_end = (clock or time.perf_counter)() + max_time_s
-    while len(samples) < max_samples:
-        samples.append(block(calls) / calls)
-        if len(samples) >= min_samples:
-            q25, q50, q75 = np.percentile(samples, [25, 50, 75])
-            if (q75 - q25) <= target_rel_iqr * q50 or (clock or time.perf_counter)() >= budget_end:
-                break
-    return LatencyStats(tuple(s * 1e3 for s in samples), calls, target_rel_iqr,
-                        "cuda_event" if cuda else "perf_counter")
+    Why rounds: shared hosts have bursts of interference (this project's VMs: ~0.2-0.5 s at half speed, every few
+    seconds). A measurement made in one stretch can fall entirely inside one, tight spread and all; spread over rounds
+    that lie the other functions' measurements apart, a burst holds a minority of a function's samples and the
+    median barely moves (asv runs its benchmarks in rounds for the same reason)."""
+    rounds = max(1, rounds)
+    samplers = {k: _Sampler(fn, device=device, flush_l2=flush_l2, clock=clock, context=ctx)
+                for k, (fn, ctx) in fns.items()}
+    with _gc_off():
+        for s in samplers.values():
+            s.prepare(warmup, min_block_ms)
+        for r in range(1, rounds + 1):
+            for s in samplers.values():
+                s.sample(min_samples=-(-min_samples * r // rounds), max_samples=-(-max_samples * r // rounds),
+                         target_rel_iqr=target_rel_iqr, min_time_s=min(min_time_s, max_time_s) / rounds,
+                         max_time_s=max_time_s / rounds)
+    return {k: s.stats(target_rel_iqr) for k, s in samplers.items()}
 
 
 def _l2_flusher(device: str) -> Callable[[], None]:
