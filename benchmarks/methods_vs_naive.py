@@ -185,7 +185,7 @@ def iaff(m, xs):
 
 
 def contrastive(m, xs):
-    zs = [F.normalize(x @ p.weight.T, dim=-1) for p, x in zip(m.proj, xs)]
+    zs = [F.normalize(_lin(x, p), dim=-1) for p, x in zip(m.proj, xs)]
     return _lin(torch.cat(zs, 1), m.head)
 
 
@@ -202,7 +202,7 @@ def view_specific(m, xs):
     probs = []
     for i in range(len(xs)):
         msg = torch.stack([h for j, h in enumerate(hs) if j != i]).mean(0)
-        h = torch.relu(_lin(hs[i], m.self_w[i]) + msg @ m.msg_w[i].weight.T)
+        h = torch.relu(_lin(hs[i], m.self_w[i]) + _lin(msg, m.msg_w[i]))
         probs.append(torch.softmax(_lin(h, m.pred[i]), -1))
     return torch.log(sum(probs) / len(probs))
 
