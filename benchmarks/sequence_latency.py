@@ -1,6 +1,6 @@
-"""Forward latency of the sequence methods: mmbench's attention (torch's fused scaled_dot_product_attention) next
-to the same modules with attention written the straightforward way (softmax(QKᵀ/√d_h)V with explicit matmuls, as
-the public MulT/METER code does).
+"""Forward latency of the sequence methods: mmbench's attention (torch's fused scaled_dot_product_attention or two
+batched GEMMs, chosen by shape: see mmbench.methods.attention_blocks.attend) next to the same modules with attention
+written the straightforward way (softmax(QKᵀ/√d_h)V with explicit matmuls, as the public MulT/METER code does).
 
 Both variants share every weight; the script first checks that their outputs agree, then times each with
 torch.utils.benchmark (blocked_autorange: warm-up, blocks of calls, median and IQR kept) in rounds that alternate the
@@ -34,6 +34,7 @@ def _explicit_forward(self: Attention, x, kv, key_mask=None):
     v = self.v(kv).view(b, tk, h, -1).transpose(1, 2)
     scores = torch.matmul(q, k.transpose(-1, -2))
     if key_mask is not None:
+        key_mask = getattr(key_mask, "mask", key_mask)  # the models hand their layers KeyMask wrappers
         scores = scores.masked_fill(~key_mask[:, None, None, :], float("-inf"))
     w = F.dropout(torch.softmax(scores, -1), self.dropout, self.training)
     return self.o(torch.matmul(w, v).transpose(1, 2).reshape(b, tq, e))

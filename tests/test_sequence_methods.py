@@ -3,11 +3,13 @@ with unaligned lengths and padding masks."""
 import pytest
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from mmbench import methods
 from mmbench.errors import UserError
 from mmbench.measure import flops, params
-from mmbench.methods.attention_blocks import Attention, masked_last
+from mmbench.methods import attention_blocks
+from mmbench.methods.attention_blocks import Attention, attend, masked_last
 from mmbench.methods.transformer import resample
 
 SMALL = {  # small settings so the whole file stays fast; defaults are checked separately
@@ -18,6 +20,14 @@ SMALL = {  # small settings so the whole file stays fast; defaults are checked s
     "pool_early": {},
 }
 DIMS, LENS = [5, 3, 4], [7, 2, 5]  # unaligned: every modality has its own length and width
+
+
+@pytest.fixture(params=["batched", "fused"])
+def kernel(request, monkeypatch):
+    """Run a test under each attention kernel: the shape rule would pick the batched GEMMs at these small sizes."""
+    if request.param == "fused":
+        monkeypatch.setattr(attention_blocks, "BATCHED_MAX_STEPS", 0)
+    return request.param
 
 
 def _xs(batch, dims=DIMS, lens=LENS, seed=0):
@@ -103,7 +113,7 @@ def test_defaults_are_the_documented_ones():
         assert methods.info(name).inputs == "sequences"
 
 
-def test_attention_is_softmax_qk_v_with_masked_keys():
+def test_attention_is_softmax_qk_v_with_masked_keys(kernel):
     """The fused kernel computes softmax(QKᵀ/√d_h)V per head, masked keys excluded, written out here."""
     torch.manual_seed(0)
     att = Attention(8, 2).double().eval()
@@ -119,7 +129,72 @@ def test_attention_is_softmax_qk_v_with_masked_keys():
     torch.testing.assert_close(att(x, kv, mask), att.o(torch.cat(heads, -1)))
 
 
-def test_attention_flops_by_hand():
+class _Ops(TorchDispatchMode):
+    """The matmul-like aten ops a call runs."""
+
+    def __init__(self):
+        super().__init__()
+        self.names = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func._overloadpacket.__name__
+        if "mm" in name or "attention" in name:
+            self.names.add(name)
+        return func(*args, **(kwargs or {}))
+
+
+def _ops(fn):
+    with _Ops() as rec:
+        fn()
+    return rec.names
+
+
+@pytest.mark.parametrize("b,tq,tk,kernel_ops", [
+    (32, 50, 30, {"baddbmm", "bmm"}),          # short sequences: two batched GEMMs
+    (32, 64, 64, {"_scaled_dot_product_flash_attention_for_cpu"}),   # Tq·Tk ≥ 64² per head: fused
+    (1024, 40, 30, {"_scaled_dot_product_flash_attention_for_cpu"}),  # B·h·Tq·Tk > 2²² scores: fused
+    (1, 63, 64, {"baddbmm", "bmm"}),
+])
+def test_the_kernel_follows_the_shape(b, tq, tk, kernel_ops):
+    q, k = torch.randn(b, 4, tq, 8), torch.randn(b, 4, tk, 8)
+    assert _ops(lambda: attend(q, k, k)) == kernel_ops
+
+
+def test_both_kernels_agree_on_values_gradients_and_empty_rows(monkeypatch):
+    """Same function either way; a sample with no valid key gets zeros from both (not NaN)."""
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(3, 2, t, 4, generator=g, dtype=torch.float64, requires_grad=True) for t in (5, 7, 7))
+    mask = torch.tensor([[1] * 7, [0] * 7, [0, 1, 0, 1, 1, 0, 0]], dtype=torch.bool)
+    results = []
+    for steps in (attention_blocks.BATCHED_MAX_STEPS, 0):
+        monkeypatch.setattr(attention_blocks, "BATCHED_MAX_STEPS", steps)
+        out = attend(q, k, v, mask)
+        results.append((out, torch.autograd.grad(out.sin().sum(), (q, k, v))))
+    shared = attention_blocks.KeyMask(mask)  # the form an encoder hands its layers: bias derived once, reused
+    monkeypatch.setattr(attention_blocks, "BATCHED_MAX_STEPS", 64 * 64)
+    torch.testing.assert_close(attend(q, k, v, shared), results[0][0])
+    assert shared.bias(2, torch.float64) is shared.bias(2, torch.float64)
+    (a, ga), (b, gb) = results
+    assert torch.isfinite(a).all() and torch.equal(a[1], torch.zeros_like(a[1]))
+    torch.testing.assert_close(a, b)
+    for x, y in zip(ga, gb):
+        assert torch.isfinite(x).all()
+        torch.testing.assert_close(x, y)
+
+
+@pytest.mark.parametrize("name", ["mult", "lmf_mult", "merged_attn", "co_attn"])
+def test_a_sample_missing_a_whole_modality_trains(name, kernel):
+    """Every step of one modality padded for one sample (a missing modality): finite outputs and gradients."""
+    torch.manual_seed(0)
+    m = methods.create(name, DIMS, 3, **SMALL[name]).train()
+    masks = [torch.ones(3, t, dtype=torch.bool) for t in LENS]
+    masks[1][0] = False
+    y = m(_xs(3), masks=masks)
+    y.sum().backward()
+    assert torch.isfinite(y).all() and all(torch.isfinite(p.grad).all() for p in m.parameters() if p.grad is not None)
+
+
+def test_attention_flops_by_hand(kernel):
     """B=1, Tq=2, Tk=3, e=4: q,o 2·(2·2·16) + k,v 2·(2·3·16) + QKᵀ 2·2·3·4 + AV 2·2·3·4 = 416."""
     att = Attention(4, 2)
     x, kv = torch.randn(1, 2, 4), torch.randn(1, 3, 4)
@@ -128,7 +203,7 @@ def test_attention_flops_by_hand():
 
 @pytest.mark.parametrize("name", list(SMALL))
 @pytest.mark.parametrize("batch,lens", [(1, LENS), (3, [4, 9, 1])])
-def test_counted_flops_are_nonzero_and_match_closed_form(name, batch, lens):
+def test_counted_flops_are_nonzero_and_match_closed_form(name, batch, lens, kernel):
     m = methods.create(name, DIMS, 3, **SMALL[name]).eval()
     xs = _xs(batch, lens=lens)
     counts = flops(lambda: m(xs), m)
@@ -155,7 +230,7 @@ def test_fused_attention_is_flagged_not_counted_as_zero():
 
 @pytest.mark.parametrize("name", list(SMALL))
 @pytest.mark.parametrize("batch", [1, 4])
-def test_output_shape_and_gradients_reach_every_parameter(name, batch):
+def test_output_shape_and_gradients_reach_every_parameter(name, batch, kernel):
     torch.manual_seed(0)
     m = methods.create(name, DIMS, 3, **SMALL[name]).train()
     xs = _xs(batch)
@@ -172,7 +247,7 @@ def test_output_shape_and_gradients_reach_every_parameter(name, batch):
 
 
 @pytest.mark.parametrize("name", list(SMALL))
-def test_padding_content_never_reaches_the_output(name):
+def test_padding_content_never_reaches_the_output(name, kernel):
     """Outputs are identical whether the padded steps hold zeros or garbage."""
     torch.manual_seed(0)
     m = methods.create(name, DIMS, 3, **SMALL[name]).eval()
@@ -188,7 +263,7 @@ def test_padding_content_never_reaches_the_output(name):
 
 
 @pytest.mark.parametrize("name", list(SMALL))
-def test_masked_sample_equals_the_unpadded_sequence(name):
+def test_masked_sample_equals_the_unpadded_sequence(name, kernel):
     """A padded sample gives what its unpadded, shorter sequences give (positions restart at 0 either way)."""
     torch.manual_seed(0)
     hp = {**SMALL[name], **({"fused_len": 6} if name == "lmf_mult" else {})}
@@ -226,7 +301,7 @@ def test_deterministic_under_seed_and_train_eval(name):
 
 
 @pytest.mark.parametrize("name", list(SMALL))
-def test_bfloat16_autocast_on_cpu(name):
+def test_bfloat16_autocast_on_cpu(name, kernel):
     torch.manual_seed(0)
     m = methods.create(name, DIMS, 3, **SMALL[name]).eval()
     xs = _xs(2)

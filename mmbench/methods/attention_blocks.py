@@ -1,10 +1,11 @@
 """Transformer building blocks for the sequence methods, every matmul visible to the FLOP counter.
 
-Attention is q/k/v/o Linears around torch's scaled_dot_product_attention (its fused kernel is 1.3–1.7× faster on CPU
-than softmax(QKᵀ)V written out; see benchmarks/sequence_latency.py). Not nn.MultiheadAttention or
+Attention is q/k/v/o Linears around one of two kernels for softmax(QKᵀ/√d_h)V, chosen by shape only (see `attend`),
+never by anything that changes the numbers: torch's fused scaled_dot_product_attention, or two batched GEMMs (baddbmm,
+bmm). Not nn.MultiheadAttention or
 nn.TransformerEncoderLayer: their eval fast paths hide every matmul from torch.utils.flop_counter. The CPU attention
 kernel has no formula in torch's counter; mmbench.measure.counts registers torch's own SDPA formula for it, and the
-tests hold the counts to the closed forms below.
+tests hold the counts of both kernels to the closed forms below.
 
 FLOPs (flop_counter's convention, 2 × multiply-adds; softmax, LayerNorm, masking and additions are not counted), batch
 B, width e, Tq queries, Tk keys:
@@ -14,6 +15,7 @@ Parameters: attention 4e² + 4e, feed-forward 2eh + h + e (8e² + 5e at h = 4e),
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Callable, Sequence
 
@@ -42,6 +44,65 @@ def sinusoid(steps: int, width: int, device, dtype) -> torch.Tensor:
     return pe.to(dtype)
 
 
+# Which kernel. torch's fused CPU kernel walks the queries in blocks, a few small GEMMs per block and head; for short
+# sequences two batched GEMMs over all heads at once are faster (MulT at batch 32, 2 threads: 57 vs 68 ms), for long
+# ones the fused kernel, which never holds the (B·h, Tq, Tk) scores, wins (METER merged attention, 100 steps: 13 vs
+# 23 ms). Measured in the models, where the allocator's state differs from a lone kernel's, by
+# benchmarks/attention_kernels.py. The score cap bounds the memory the batched path holds (scores and weights are
+# kept for the backward). On GPUs the fused kernels always win.
+BATCHED_MAX_STEPS = 64 * 64   # Tq·Tk per head
+BATCHED_MAX_SCORES = 1 << 22  # B·h·Tq·Tk elements (16 MiB in float32)
+
+
+class KeyMask:
+    """A key padding mask (B, Tk), True = attend, with the additive bias the batched kernel needs derived on first use
+    and then shared by every attention call over the same keys (an encoder's layers), not rebuilt per call: at batch 1
+    rebuilding it cost more than the attention itself saves."""
+
+    def __init__(self, mask: torch.Tensor):
+        self.mask = mask
+        self._bias: dict = {}
+
+    @functools.cached_property
+    def empty(self) -> torch.Tensor | None:
+        """(B,) True for a sample with no valid key, or None when there is none (a host sync: CPU path only)."""
+        empty = ~self.mask.any(1)
+        return empty if bool(empty.any()) else None
+
+    def bias(self, heads: int, dtype: torch.dtype) -> torch.Tensor:
+        """(B·heads, 1, Tk): 0 on valid keys, -inf on padding. A sample with no valid key keeps 0 (finite weights,
+        zeroed after the softmax, so no NaN reaches the backward)."""
+        if (heads, dtype) not in self._bias:
+            keep = self.mask if self.empty is None else self.mask | self.empty[:, None]
+            bias = torch.zeros(keep.shape, dtype=dtype, device=keep.device).masked_fill_(~keep, float("-inf"))
+            self._bias[heads, dtype] = bias.repeat_interleave(heads, 0)[:, None, :]
+        return self._bias[heads, dtype]
+
+
+def as_key_mask(mask: torch.Tensor | KeyMask | None) -> KeyMask | None:
+    return mask if mask is None or isinstance(mask, KeyMask) else KeyMask(mask)
+
+
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | KeyMask | None = None,
+           dropout: float = 0.0) -> torch.Tensor:
+    """softmax(Q Kᵀ/√d_h) V for heads (B, h, T, d_h) → (B, h, Tq, d_h). Keys where ``key_mask`` (B, Tk) is False get
+    zero weight; a query with no valid key gets a zero output (as torch's SDPA gives)."""
+    b, h, tq, d = q.shape
+    tk = k.shape[2]
+    key_mask = as_key_mask(key_mask)
+    if q.device.type != "cpu" or tq * tk >= BATCHED_MAX_STEPS or b * h * tq * tk > BATCHED_MAX_SCORES:
+        mask = None if key_mask is None else key_mask.mask[:, None, None, :]  # True = attend (SDPA's convention)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
+    q3, k3, v3 = (t.reshape(b * h, -1, d) for t in (q, k, v))
+    bias = q3.new_zeros(1, 1, 1) if key_mask is None else key_mask.bias(h, q3.dtype)
+    w = torch.softmax(torch.baddbmm(bias, q3, k3.transpose(1, 2), alpha=d ** -0.5), -1)
+    if key_mask is not None and key_mask.empty is not None:
+        w = w.masked_fill(key_mask.empty.repeat_interleave(h)[:, None, None], 0.0)
+    if dropout:
+        w = F.dropout(w, dropout)
+    return torch.bmm(w, v3).view(b, h, tq, d)
+
+
 class Attention(nn.Module):
     """Multi-head attention: softmax(Q Kᵀ/√d_h) V per head, then the output projection. Keys where ``key_mask`` is
     False (padding) get zero weight, so whatever a padded step holds cannot reach the output."""
@@ -53,14 +114,14 @@ class Attention(nn.Module):
         self.heads, self.dropout = heads, float(dropout)
         self.q, self.k, self.v, self.o = (nn.Linear(width, width) for _ in range(4))
 
-    def forward(self, x: torch.Tensor, kv: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, kv: torch.Tensor, key_mask: torch.Tensor | KeyMask | None = None
+                ) -> torch.Tensor:
         b, tq, e = x.shape
         tk, h = kv.shape[1], self.heads
         q = self.q(x).view(b, tq, h, -1).transpose(1, 2)
         k = self.k(kv).view(b, tk, h, -1).transpose(1, 2)
         v = self.v(kv).view(b, tk, h, -1).transpose(1, 2)
-        mask = None if key_mask is None else key_mask[:, None, None, :]  # True = attend (SDPA's boolean convention)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
+        out = attend(q, k, v, key_mask, self.dropout if self.training else 0.0)
         return self.o(out.transpose(1, 2).reshape(b, tq, e))
 
 
@@ -118,6 +179,7 @@ class PreLNEncoder(nn.Module):
     def forward(self, z, z_mask=None, src=None, src_mask=None) -> torch.Tensor:
         z = self.embed(z)
         src = None if src is None else self.embed(src)
+        z_mask, src_mask = as_key_mask(z_mask), as_key_mask(src_mask)  # each derived once for all the layers
         for layer in self.layers:
             z = layer(z, z_mask, src, src_mask)
         return self.ln(z)

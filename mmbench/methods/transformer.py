@@ -13,8 +13,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from mmbench.methods.attention_blocks import (CoAttnLayer, PostLNLayer, PreLNEncoder, attention_flops, cat_masks,
-                                              ffn_flops, masked_last, sinusoid)
+from mmbench.methods.attention_blocks import (CoAttnLayer, PostLNLayer, PreLNEncoder, as_key_mask, attention_flops,
+                                              cat_masks, ffn_flops, masked_last, sinusoid)
 from mmbench.methods.base import Fusion
 from mmbench.methods.registry import register_method
 from mmbench.methods.tensor import LowRankFusion
@@ -89,10 +89,11 @@ class MulT(SequenceFusion):
     def forward(self, xs: list[torch.Tensor], masks: list[torch.Tensor] | None = None) -> torch.Tensor:
         masks = self._check(xs, masks)
         ps = [p(x) for p, x in zip(self.proj, xs)]
+        keys = [as_key_mask(mk) for mk in masks]  # a modality's keys serve M - 1 crossmodal encoders
         lasts = []
         for b in range(len(xs)):
-            outs = [enc(ps[b], masks[b], ps[a], masks[a]) for enc, (a, t) in zip(self.cross, self.pairs) if t == b]
-            h = self.self_attn[b](torch.cat(outs, -1), masks[b])
+            outs = [enc(ps[b], keys[b], ps[a], keys[a]) for enc, (a, t) in zip(self.cross, self.pairs) if t == b]
+            h = self.self_attn[b](torch.cat(outs, -1), keys[b])
             lasts.append(masked_last(h, masks[b]))
         return self.head(torch.cat(lasts, -1))
 
@@ -240,7 +241,7 @@ class MergedAttention(_MeterBase):
 
     def forward(self, xs: list[torch.Tensor], masks: list[torch.Tensor] | None = None) -> torch.Tensor:
         toks, tmasks = self.tokens(xs, self._check(xs, masks))
-        x, mask = torch.cat(toks, 1), cat_masks(tmasks, toks)
+        x, mask = torch.cat(toks, 1), as_key_mask(cat_masks(tmasks, toks))
         for layer in self.layers:
             x = layer(x, mask)
         starts = [0]
@@ -278,14 +279,14 @@ class CoAttention(_MeterBase):
 
     def forward(self, xs: list[torch.Tensor], masks: list[torch.Tensor] | None = None) -> torch.Tensor:
         hs, ms = self.tokens(xs, self._check(xs, masks))
+        others = [[j for j in range(len(hs)) if j != i] for i in range(len(hs))]
+        # The key masks are the same in every layer: derived once.
+        own = [as_key_mask(mk) for mk in ms]
+        other_masks = [as_key_mask(cat_masks([ms[j] for j in oth], [hs[j] for j in oth])) for oth in others]
         for layer in range(self.n_layers):
             prev = hs  # every stream reads the others' previous layer, not this layer's update
-            hs = []
-            for i, stream in enumerate(self.streams):
-                others = [j for j in range(len(prev)) if j != i]
-                other = torch.cat([prev[j] for j in others], 1)
-                other_mask = cat_masks([ms[j] for j in others], [prev[j] for j in others])
-                hs.append(stream[layer](prev[i], ms[i], other, other_mask))
+            hs = [stream[layer](prev[i], own[i], torch.cat([prev[j] for j in others[i]], 1), other_masks[i])
+                  for i, stream in enumerate(self.streams)]
         return self.classify([h[:, 0] for h in hs])
 
     def expected_params(self) -> int:
