@@ -23,7 +23,7 @@ from mmbench import methods
 from mmbench.methods.attention_blocks import Attention
 
 DIMS, LENGTHS = [32, 32, 32], [50, 30, 20]  # mid-size: three unaligned modalities (MulT's MOSI-like lengths)
-CONFIGS = [("mult", {}), ("lmf_mult", {}), ("merged_attn", {}), ("co_attn", {})]
+CONFIGS = [("mult", {}), ("lmf_mult", {}), ("lmf_mult", {"variant": 2}), ("merged_attn", {}), ("co_attn", {})]
 
 
 def _explicit_forward(self: Attention, x, kv, key_mask=None):
@@ -64,7 +64,7 @@ def main() -> None:
     for m in masks:
         m[::2, -5:] = False  # half the samples padded: the masked path is timed
     print(f"batch {args.batch}, dims {DIMS}, lengths {LENGTHS}, threads {args.threads}, torch {torch.__version__}")
-    print(f"{'method':<12} {'params':>9} {'GFLOP':>7} {'ours ms':>9} {'iqr':>6} {'plain ms':>9} {'iqr':>6} {'ratio':>6}")
+    print(f"{'method':<20} {'params':>9} {'GFLOP':>7} {'ours ms':>9} {'iqr':>6} {'plain ms':>9} {'iqr':>6} {'ratio':>6}")
     for name, hp in CONFIGS:
         torch.manual_seed(0)
         model = methods.create(name, DIMS, 2, **hp).eval()
@@ -85,7 +85,8 @@ def main() -> None:
                     times[variant].append(timer.blocked_autorange(min_run_time=args.min_run_time / args.rounds))
         o, f = (min(times[v], key=lambda m: m.median) for v in ("ours", "plain"))
         gflop = model.expected_flops(args.batch, LENGTHS) / 1e9
-        print(f"{name:<12} {model.expected_params():>9,} {gflop:>7.3f} {o.median * 1e3:>9.3f} {o.iqr * 1e3:>6.2f} "
+        label = name + "".join(f" {k}={v}" for k, v in hp.items())
+        print(f"{label:<20} {model.expected_params():>9,} {gflop:>7.3f} {o.median * 1e3:>9.3f} {o.iqr * 1e3:>6.2f} "
               f"{f.median * 1e3:>9.3f} {f.iqr * 1e3:>6.2f} {o.median / f.median:>6.2f}")
 
 

@@ -15,11 +15,17 @@ from mmbench.methods.transformer import resample
 SMALL = {  # small settings so the whole file stays fast; defaults are checked separately
     "mult": {"width": 8, "layers": 2, "heads": 2, "dropout": 0.1},
     "lmf_mult": {"width": 8, "layers": 2, "heads": 2, "rank": 3, "dropout": 0.1},
+    "lmf_mult:2": {"width": 8, "layers": 2, "heads": 2, "rank": 3, "variant": 2, "dropout": 0.1},
     "merged_attn": {"width": 8, "layers": 2, "heads": 2, "dropout": 0.1},
     "co_attn": {"width": 8, "layers": 2, "heads": 2, "dropout": 0.1},
     "pool_early": {},
 }
 DIMS, LENS = [5, 3, 4], [7, 2, 5]  # unaligned: every modality has its own length and width
+
+
+def _create(case, **extra):
+    """A SMALL case ("method" or "method:variant") at DIMS → 3 outputs."""
+    return methods.create(case.split(":")[0], DIMS, 3, **{**SMALL[case], **extra})
 
 
 @pytest.fixture(params=["batched", "fused"])
@@ -52,16 +58,17 @@ def _meter_embed(dims, h, o):  # Linear(d_m→H) + CLS + type embedding per moda
     return sum(d + 1 for d in dims) * h + 2 * m * h + m * (h * h + h) + (m * h + 1) * o
 
 
-def closed_form(name, dims, o, width=None, layers=None, heads=None, rank=None, self_layers=None, **_):
+def closed_form(name, dims, o, width=None, layers=None, heads=None, rank=None, self_layers=None, variant=None,
+                **_):
     """The full parameter counts written out from METHODS.md's per-layer forms, independently of the classes."""
     m, d = len(dims), width
     if name == "mult":
         s, e = self_layers or max(layers, 3), (m - 1) * d
         return sum(dims) * d + m * (m - 1) * _stack(d, layers) + m * _stack(e, s) + _head(m * e, o)
-    if name == "lmf_mult":
-        s = self_layers or max(layers, 3)
-        return (sum(dims) * d + _lmf_params(rank, d, dims) + m * _stack(d, layers) + m * _stack(d, s)
-                + _head(m * d, o))
+    if name == "lmf_mult":  # variant 2 doubles the crossmodal and self stacks and the head's input
+        s, v = self_layers or max(layers, 3), variant or 1
+        return (sum(dims) * d + _lmf_params(rank, d, dims) + v * m * (_stack(d, layers) + _stack(d, s))
+                + _head(v * m * d, o))
     if name == "merged_attn":
         return _meter_embed(dims, d, o) + layers * (12 * d * d + 13 * d)
     if name == "co_attn":
@@ -77,6 +84,8 @@ SETTINGS = [
     ("lmf_mult", [4, 6], 2, {"width": 6, "layers": 1, "heads": 2, "rank": 1}),
     ("lmf_mult", [5, 3, 4], 3, {"width": 8, "layers": 3, "heads": 4, "rank": 5, "self_layers": 2}),
     ("lmf_mult", [20, 5, 35], 1, {"width": 30, "layers": 5, "heads": 5, "rank": 4}),
+    ("lmf_mult", [4, 6], 2, {"width": 6, "layers": 1, "heads": 2, "rank": 1, "variant": 2}),
+    ("lmf_mult", [5, 3, 4], 3, {"width": 8, "layers": 3, "heads": 4, "rank": 5, "self_layers": 2, "variant": 2}),
     ("merged_attn", [4, 6], 2, {"width": 8, "layers": 1, "heads": 2}),
     ("merged_attn", [5, 3, 4], 5, {"width": 12, "layers": 3, "heads": 3}),
     ("merged_attn", [20, 5, 35], 1, {"width": 64, "layers": 2, "heads": 4}),
@@ -110,7 +119,8 @@ def test_defaults_are_the_documented_ones():
     assert (mult.width, mult.layers, mult.heads, mult.self_layers) == (30, 5, 5, 5)
     assert methods.info("lmf_mult").rank_param == "rank" and methods.info("mult").rank_param is None
     for name in SMALL:
-        assert methods.info(name).inputs == "sequences"
+        assert methods.info(name.split(":")[0]).inputs == "sequences"
+    assert methods.create("lmf_mult", DIMS, 2).variant == 1
 
 
 def test_attention_is_softmax_qk_v_with_masked_keys(kernel):
@@ -182,11 +192,11 @@ def test_both_kernels_agree_on_values_gradients_and_empty_rows(monkeypatch):
         torch.testing.assert_close(x, y)
 
 
-@pytest.mark.parametrize("name", ["mult", "lmf_mult", "merged_attn", "co_attn"])
+@pytest.mark.parametrize("name", [case for case in SMALL if case != "pool_early"])
 def test_a_sample_missing_a_whole_modality_trains(name, kernel):
     """Every step of one modality padded for one sample (a missing modality): finite outputs and gradients."""
     torch.manual_seed(0)
-    m = methods.create(name, DIMS, 3, **SMALL[name]).train()
+    m = _create(name).train()
     masks = [torch.ones(3, t, dtype=torch.bool) for t in LENS]
     masks[1][0] = False
     y = m(_xs(3), masks=masks)
@@ -204,7 +214,7 @@ def test_attention_flops_by_hand(kernel):
 @pytest.mark.parametrize("name", list(SMALL))
 @pytest.mark.parametrize("batch,lens", [(1, LENS), (3, [4, 9, 1])])
 def test_counted_flops_are_nonzero_and_match_closed_form(name, batch, lens, kernel):
-    m = methods.create(name, DIMS, 3, **SMALL[name]).eval()
+    m = _create(name).eval()
     xs = _xs(batch, lens=lens)
     counts = flops(lambda: m(xs), m)
     expected = m.expected_flops(batch, lens)
@@ -232,7 +242,7 @@ def test_fused_attention_is_flagged_not_counted_as_zero():
 @pytest.mark.parametrize("batch", [1, 4])
 def test_output_shape_and_gradients_reach_every_parameter(name, batch, kernel):
     torch.manual_seed(0)
-    m = methods.create(name, DIMS, 3, **SMALL[name]).train()
+    m = _create(name).train()
     xs = _xs(batch)
     masks = [torch.ones(batch, t, dtype=torch.bool) for t in LENS]
     masks[0][:, 5:] = False  # some padding, the last valid step is not the last step
@@ -250,7 +260,7 @@ def test_output_shape_and_gradients_reach_every_parameter(name, batch, kernel):
 def test_padding_content_never_reaches_the_output(name, kernel):
     """Outputs are identical whether the padded steps hold zeros or garbage."""
     torch.manual_seed(0)
-    m = methods.create(name, DIMS, 3, **SMALL[name]).eval()
+    m = _create(name).eval()
     lens = torch.tensor([[7, 3, 1, 5], [2, 1, 2, 1], [5, 5, 2, 3]])  # per modality, per sample
     masks = [torch.arange(t)[None, :] < n[:, None] for t, n in zip(LENS, lens)]
     clean = [x.masked_fill(~mk[:, :, None], 0.0) for x, mk in zip(_xs(4), masks)]
@@ -266,8 +276,7 @@ def test_padding_content_never_reaches_the_output(name, kernel):
 def test_masked_sample_equals_the_unpadded_sequence(name, kernel):
     """A padded sample gives what its unpadded, shorter sequences give (positions restart at 0 either way)."""
     torch.manual_seed(0)
-    hp = {**SMALL[name], **({"fused_len": 6} if name == "lmf_mult" else {})}
-    m = methods.create(name, DIMS, 3, **hp).eval()
+    m = _create(name, **({"fused_len": 6} if name.startswith("lmf_mult") else {})).eval()
     xs, true = _xs(1), [4, 2, 3]
     masks = [torch.arange(t)[None, :] < n for t, n in zip(LENS, true)]
     with torch.no_grad():
@@ -280,7 +289,7 @@ def test_masked_sample_equals_the_unpadded_sequence(name, kernel):
 def test_deterministic_under_seed_and_train_eval(name):
     def build(seed):
         torch.manual_seed(seed)
-        return methods.create(name, DIMS, 3, **SMALL[name])
+        return _create(name)
 
     a, b, c = build(1), build(1), build(2)
     assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
@@ -303,7 +312,7 @@ def test_deterministic_under_seed_and_train_eval(name):
 @pytest.mark.parametrize("name", list(SMALL))
 def test_bfloat16_autocast_on_cpu(name, kernel):
     torch.manual_seed(0)
-    m = methods.create(name, DIMS, 3, **SMALL[name]).eval()
+    m = _create(name).eval()
     xs = _xs(2)
     masks = [torch.ones(2, t, dtype=torch.bool) for t in LENS]
     masks[1][1, 1:] = False
@@ -322,6 +331,8 @@ def test_co_attention_two_streams_and_bad_hyperparameters():
         methods.create("mult", [4, 6], 2, width=10, heads=3)
     with pytest.raises(UserError, match="layers must be positive"):
         methods.create("merged_attn", [4, 6], 2, layers=0)
+    with pytest.raises(UserError, match="variant must be 1 .* or 2"):
+        methods.create("lmf_mult", [4, 6], 2, variant=3)
     with pytest.raises(UserError, match="rank must be positive"):
         methods.create("lmf_mult", [4, 6], 2, rank=0)
     with pytest.raises(UserError, match="2\\+ modalities"):

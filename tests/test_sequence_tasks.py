@@ -163,4 +163,5 @@ def test_sequence_suite_validates(quick):
     prepared = prepare(load_suite(ROOT / "suites" / "sequence_fusion.yaml", quick=quick))
     assert {t.method for t in prepared.trials} == {"mult", "lmf_mult", "merged_attn", "co_attn", "pool_early"}
     assert all(d.kind == "sequences" and d.train.lengths is not None for d in prepared.tasks.values())
-    assert len(prepared.trials) == (5 if quick else 12)
+    assert len(prepared.trials) == (6 if quick else 16)
+    assert sum(t.method == "lmf_mult" and t.hparams.get("variant") == 2 for t in prepared.trials) == (1 if quick else 4)

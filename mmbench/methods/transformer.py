@@ -133,48 +133,68 @@ class LMFMulT(SequenceFusion):
     its sequence attends to the fused sequence with a crossmodal pre-LN encoder of ``layers`` layers, both scaled by
     √d plus sinusoidal positions: M·[D(12d²+13d) + 2d] — M crossmodal blocks instead of MulT's M(M−1). (3) A
     self-attention stack per modality (width d, ``self_layers`` layers, default max(layers, 3)): M·[S(12d²+13d) + 2d].
-    (4) Last valid step of each, concatenated (C = M·d), MulT's residual MLP and Linear → o: 2(C² + C) + (C + 1)·o.
-    The paper's second variant (the fused sequence also attends to each modality) is not built.
+    (4) Last valid step of each, concatenated (C = V·M·d), MulT's residual MLP and Linear → o: 2(C² + C) + (C + 1)·o.
+    ``variant=2`` is the paper's second model: the fused sequence also attends to each modality, through M more
+    crossmodal encoders (queries from the fused grid, keys/values from modality m, its padding masked) each followed
+    by its own self-attention stack, and the last grid step of each joins the head input (V = 2): another
+    M·[D(12d²+13d) + 2d] + M·[S(12d²+13d) + 2d], 2M crossmodal blocks in all.
     """
 
     def __init__(self, dims: Sequence[int], out_dim: int, width: int = 30, layers: int = 5, heads: int = 5,
-                 rank: int = 4, self_layers: int | None = None, fused_len: int | None = None, dropout: float = 0.1):
+                 rank: int = 4, self_layers: int | None = None, fused_len: int | None = None, variant: int = 1,
+                 dropout: float = 0.1):
         super().__init__(dims, out_dim)
         _positive(width=width, layers=layers, heads=heads, rank=rank, self_layers=self_layers, fused_len=fused_len)
+        if variant not in (1, 2):
+            raise ValueError(f"variant must be 1 (modalities attend to the fused sequence) or 2 (and the fused "
+                             f"sequence attends to each modality), got {variant}")
         m = len(self.dims)
         self.width, self.layers, self.heads, self.rank, self.fused_len = width, layers, heads, rank, fused_len
+        self.variant = variant
         self.self_layers = self_layers if self_layers is not None else max(layers, 3)
         self.proj = nn.ModuleList(nn.Linear(d, width, bias=False) for d in self.dims)
         self.lmf = LowRankFusion(self.dims, width, rank)
-        self.cross = nn.ModuleList(PreLNEncoder(width, layers, heads, dropout) for _ in range(m))
-        self.self_attn = nn.ModuleList(PreLNEncoder(width, self.self_layers, heads, dropout) for _ in range(m))
-        self.head = _ResidualHead(m * width, out_dim, dropout)
+
+        def encoders(n_layers):
+            return nn.ModuleList(PreLNEncoder(width, n_layers, heads, dropout) for _ in range(m))
+
+        self.cross, self.self_attn = encoders(layers), encoders(self.self_layers)
+        if variant == 2:  # the fused sequence's side: queries from the fused grid
+            self.fused_cross, self.fused_self = encoders(layers), encoders(self.self_layers)
+        self.head = _ResidualHead(variant * m * width, out_dim, dropout)
 
     def forward(self, xs: list[torch.Tensor], masks: list[torch.Tensor] | None = None) -> torch.Tensor:
         masks = self._check(xs, masks)
         b, steps = xs[0].shape[0], self.fused_len or max(x.shape[1] for x in xs)
         grid = [resample(x, mk, steps).reshape(b * steps, -1) for x, mk in zip(xs, masks)]
         fused = self.lmf(grid).view(b, steps, self.width)
-        lasts = []
+        lasts, fused_lasts = [], []
         for i, (p, x, mk) in enumerate(zip(self.proj, xs, masks)):
-            h = self.cross[i](p(x), mk, fused, None)
+            px = p(x)
+            h = self.cross[i](px, mk, fused, None)
             lasts.append(masked_last(self.self_attn[i](h, mk), mk))
-        return self.head(torch.cat(lasts, -1))
+            if self.variant == 2:  # every grid step is valid (resampled from valid steps only): no query mask
+                f = self.fused_cross[i](fused, None, px, mk)
+                fused_lasts.append(self.fused_self[i](f)[:, -1])
+        return self.head(torch.cat(lasts + fused_lasts, -1))
 
     def expected_params(self) -> int:
-        m, d, o, r = len(self.dims), self.width, self.out_dim, self.rank
+        m, d, o, r, v = len(self.dims), self.width, self.out_dim, self.rank, self.variant
         return (sum(self.dims) * d + r * d * sum(dm + 1 for dm in self.dims) + r + d
-                + m * PreLNEncoder.params(d, self.layers) + m * PreLNEncoder.params(d, self.self_layers)
-                + _ResidualHead.params(m * d, o))
+                + v * m * (PreLNEncoder.params(d, self.layers) + PreLNEncoder.params(d, self.self_layers))
+                + _ResidualHead.params(v * m * d, o))
 
     def expected_flops(self, batch: int, lengths: Sequence[int] | None = None) -> int:
         m, d, o, r, t = len(self.dims), self.width, self.out_dim, self.rank, list(lengths)
         tf = self.fused_len or max(t)
+        fused_side = 0 if self.variant == 1 else sum(
+            PreLNEncoder.flops(batch, tf, tb, d, self.layers) + PreLNEncoder.flops(batch, tf, None, d, self.self_layers)
+            for tb in t)
         return (2 * batch * d * sum(tm * dm for tm, dm in zip(t, self.dims))
                 + 2 * batch * tf * r * d * (sum(self.dims) + 1)
                 + sum(PreLNEncoder.flops(batch, tb, tf, d, self.layers)
                       + PreLNEncoder.flops(batch, tb, None, d, self.self_layers) for tb in t)
-                + _ResidualHead.flops(batch, m * d, o))
+                + fused_side + _ResidualHead.flops(batch, self.variant * m * d, o))
 
 
 class _MeterBase(SequenceFusion):
