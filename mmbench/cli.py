@@ -76,6 +76,8 @@ def run(suite: Path = typer.Argument(..., help="Suite YAML file."),
     except BaseException:
         executor.close()
         raise
+    for warning in prepared.warnings:
+        err.print(f"[yellow]warning[/]: {escape(warning)}", highlight=False)
     if getattr(executor, "n", 1) > 1 and s.measure.latency is not None and not as_json:
         err.print(f"[yellow]note[/]: {executor.n} workers time their trials at the same time: latencies contend for "
                   "the machine's cores")
@@ -288,6 +290,13 @@ def _summary(rows: list[dict]) -> None:
                       _n(r.get("fusion_params")), _n(r.get("fusion_flops")),
                       *[f"{r[c]:.4g}" if c in r else "—" for c in lat_cols])
     _out().print(table)
+    flagged = [r for r in rows if r.get("contended")]
+    if flagged:
+        worst = max(flagged, key=lambda r: max((v for k, v in r.items() if "_wait_b" in k and isinstance(v, float)),
+                                                 default=0.0))
+        _out().print(f"[yellow]{len(flagged)} of {len(rows)} rows have timings measured while the process waited for "
+                     f"a CPU[/] (flagged `contended`; compare treats them as noise), e.g. {escape(worst['label'])} "
+                     f"{worst['dims']}: {escape(worst['contended_why'])}", highlight=False)
 
 
 def _n(v) -> str:

@@ -29,10 +29,13 @@ class Trial:
     device: str
     label: str = field(default="", compare=False)        # display only: not part of the id
     task_label: str = field(default="", compare=False)
+    # The thread count the run resolved (measure.threads, or the machine's free cores when the suite leaves it to
+    # the machine): how it was measured, not what; the row records it, and compare refuses to compare across it.
+    threads: int | None = field(default=None, compare=False)
 
     def config(self) -> dict[str, Any]:
         d = asdict(self)
-        d.pop("label"), d.pop("task_label")
+        d.pop("label"), d.pop("task_label"), d.pop("threads")
         return d
 
     @property
@@ -45,7 +48,8 @@ class Trial:
         return self.hparams.get(rp) if rp else None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "label": self.label, "task_label": self.task_label, **self.config()}
+        return {"id": self.id, "label": self.label, "task_label": self.task_label, "threads": self.threads,
+                **self.config()}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Trial":
@@ -69,11 +73,21 @@ def resolve_device(requested: str) -> str:
     return requested
 
 
-def default_threads() -> int:
-    """All physical cores of the machine (hardware threads beyond them rarely help matmuls)."""
-    import psutil
+def resolve_threads(requested: int | None, device: str) -> tuple[int | None, list[str]]:
+    """The trials' thread count and any warning: on CPU what the machine can give a trial (physical cores that
+    other processes are not using; hardware threads beyond the cores rarely help matmuls) unless the suite sets it;
+    asking for more than that is allowed, with a warning, since those threads will wait for each other."""
+    if not device.startswith("cpu"):
+        return requested, []
+    from mmbench.measure.contention import free_cores
 
-    return psutil.cpu_count(logical=False) or psutil.cpu_count() or 1
+    free, how = free_cores()
+    if requested is None:
+        return free, []
+    if requested > free:
+        return requested, [f"measure.threads is {requested} but this machine can give a trial {free} ({how}): "
+                           "latencies will include waiting for cores (rows measured so are flagged contended)"]
+    return requested, []
 
 
 def _defaults(fn, skip: tuple[str, ...]) -> dict[str, Any]:
@@ -96,15 +110,15 @@ def resolve_task(suite: Suite, index: int) -> dict[str, Any]:
     return {"dataset": spec.dataset, "params": {**_defaults(entry.fn, ()), **spec.params}}
 
 
-def expand(suite: Suite, n_modalities: list[int], device: str) -> list[Trial]:
+def expand(suite: Suite, n_modalities: list[int], device: str, threads: int | None = None) -> list[Trial]:
     """All trials of the suite: tasks × methods × (suite sweep overridden by the method's own sweep).
 
     ``n_modalities[i]`` is the modality count of task i (integer dims are repeated to it). A suite-level axis applies
     only to methods that take it (``rank`` means each method's own rank hyperparameter), so a method without a rank is
-    not duplicated across rank values; naming such an axis on the method itself is an error.
+    not duplicated across rank values; naming such an axis on the method itself is an error. ``threads``: the
+    resolved thread count every trial runs with (resolve_threads).
     """
     trials: list[Trial] = []
-    threads = (suite.measure.threads or default_threads()) if device == "cpu" else suite.measure.threads
     for ti, _ in enumerate(suite.task_list):
         task = resolve_task(suite, ti)
         for mi, spec in enumerate(suite.methods):
@@ -132,7 +146,7 @@ def expand(suite: Suite, n_modalities: list[int], device: str) -> list[Trial]:
                 raise UserError("no 'dims' to sweep: give sweep.dims at suite level or on the method",
                                 key=f"methods.{mi}", **locate(suite, *where))
             names, mnames = list(axes), list(measure_axes)
-            base_measure = {**suite.measure.model_dump(exclude={"device"}), "threads": threads}
+            base_measure = suite.measure.model_dump(exclude={"device"})
             for dims_value in dims_axis:
                 dims = _dims(dims_value, n_modalities[ti], suite, mi)
                 for combo in itertools.product(*(axes[n] for n in names)):
@@ -146,7 +160,7 @@ def expand(suite: Suite, n_modalities: list[int], device: str) -> list[Trial]:
                             measure={**base_measure, **how}, device=device,
                             label=(spec.label or _auto_label(spec.method, dict(zip(names, combo)), fixed))
                             + _measure_suffix(how),
-                            task_label=task_label(suite, ti)))
+                            task_label=task_label(suite, ti), threads=threads))
     _check_unique(trials, suite)
     return trials
 

@@ -1,14 +1,15 @@
 """The Runner: load the tasks, expand the plan, measure each trial, record each result as soon as it exists."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
 from mmbench import data as datasets
 from mmbench.errors import UserError
 from mmbench.measure.env import environment
-from mmbench.plan import Trial, check_measure_axes, expand, resolve_device, resolve_task, task_key, task_label
+from mmbench.plan import (Trial, check_measure_axes, expand, resolve_device, resolve_task, resolve_threads, task_key,
+                          task_label)
 from mmbench.store import RunDir
 from mmbench.suite import Suite, locate
 from mmbench.execute import Executor, InProcess
@@ -28,6 +29,8 @@ class Prepared:
     device: str
     tasks: dict[str, datasets.TaskData]  # by task_key
     trials: list[Trial]
+    threads: int | None = None           # every trial's thread count (resolve_threads)
+    warnings: tuple[str, ...] = ()       # said once, before the run (e.g. more threads asked than cores free)
 
 
 def prepare(suite: Suite, device: str | None = None) -> Prepared:
@@ -47,10 +50,11 @@ def prepare(suite: Suite, device: str | None = None) -> Prepared:
             raise exc.at(key=".".join(map(str, where)), **locate(suite, *where)) from None
         tasks[task_key(resolve_task(suite, i))] = data
         counts.append(len(data.modalities))
-    trials = expand(suite, counts, dev)
+    threads, warnings = resolve_threads(suite.measure.threads, dev)
+    trials = expand(suite, counts, dev, threads)
     _check_inputs(suite, trials, tasks)
     check_measure_axes(suite, trials)
-    return Prepared(suite, dev, tasks, trials)
+    return Prepared(suite, dev, tasks, trials, threads, tuple(warnings))
 
 
 def _check_inputs(suite: Suite, trials: list[Trial], tasks: dict[str, datasets.TaskData]) -> None:
@@ -98,6 +102,11 @@ def open_run(prepared: Prepared, out: str | Path, resume: str | Path | None = No
     if resume is None:
         return RunDir.create(out, suite.name), trials
     run = RunDir.reopen(resume, suite.name)
+    started = run.read_json("resolved.json").get("threads") if (run.path / "resolved.json").exists() else None
+    if started is not None and started != prepared.threads and suite.measure.threads is None:
+        # the free cores are read again on resume; the run keeps the count it began with, or its rows would mix two
+        trials = [replace(t, threads=started) for t in trials]
+        prepared.trials, prepared.threads = trials, started
     plan = {t.id for t in trials}
     rows = [r for r in run.rows() if r.get("trial_id") in plan]
     keep = {r["trial_id"] for r in rows if not (retry_failed and r.get("status") != "ok")}
@@ -113,13 +122,13 @@ def run_suite(prepared: Prepared, out: str | Path, *, suite_text: str = "", quic
     the history database ``db`` (if given) and write its reports (report.md, report.html).
 
     Raises RunInterrupted on Ctrl-C, after marking the run interrupted."""
-    suite, trials = prepared.suite, prepared.trials
     run, todo = open_run(prepared, out, resume, retry_failed)
+    suite, trials = prepared.suite, prepared.trials  # after open_run: a resumed run keeps its thread count
     run.order = [t.id for t in trials]
     suite_dir = Path(getattr(suite, "_source", ".")).resolve().parent
     run.write_text("suite.yaml", suite_text)
     run.write_json("resolved.json", {"suite": suite.model_dump(), "quick": quick, "device": prepared.device,
-                                     "trials": [t.to_dict() for t in trials]})
+                                     "threads": prepared.threads, "trials": [t.to_dict() for t in trials]})
     if not (run.path / "env.json").exists():  # a resumed run keeps the environment it started in
         run.write_json("env.json", environment(prepared.device, suite_dir))
     run.write_json("tasks.json", [

@@ -48,6 +48,7 @@ class TrainSpec(_Strict):
 class LatencySpec(_Strict):
     batch_sizes: list[int] = Field(default=[1, 256], min_length=1)
     warmup: int = Field(5, ge=0)               # calls before timing
+    warmup_s: float | None = Field(None, ge=0)  # and at least this long (clocks ramp); None: 0.2 s CUDA, 0 CPU
     min_samples: int = Field(10, gt=0)
     max_samples: int = Field(200, gt=0)
     max_time_s: float = Field(1.0, gt=0)       # per measured function and batch size
@@ -82,7 +83,7 @@ class RobustnessSpec(_Strict):
 
 class MeasureSpec(_Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    threads: int | None = Field(None, gt=0)  # CPU threads; default: the machine's physical cores
+    threads: int | None = Field(None, gt=0)  # CPU threads; default: the physical cores other processes leave free
     precision: Literal["fp32", "tf32", "bf16", "fp16"] = "fp32"  # also a sweep axis
     compile: bool = False                    # torch.compile the model; also a sweep axis
     accuracy: bool = True

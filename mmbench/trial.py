@@ -83,9 +83,11 @@ def _failure(exc: Exception) -> tuple[str, str]:
 
 def _measure(trial: Trial, data: TaskData, result: TrialResult) -> None:
     m, row = trial.measure, result.row
-    if m.get("threads"):
-        torch.set_num_threads(m["threads"])
-    row.update(threads=torch.get_num_threads(), precision=m["precision"], compile=m["compile"])
+    threads = trial.threads or m.get("threads")  # the run's resolved count (the suite's, or the free cores)
+    if threads:
+        torch.set_num_threads(threads)
+    row.update(threads=torch.get_num_threads(), threads_requested=m.get("threads"), precision=m["precision"],
+               compile=m["compile"])
     torch.manual_seed(0)
     model = build(trial.method, trial.hparams, data.input_dims, trial.dims, data.num_classes,
                   trial.model["encoder_hidden"]).to(trial.device).eval()
@@ -125,6 +127,7 @@ def _counts(trial: Trial, data: TaskData, model: torch.nn.Module, result: TrialR
     fwd = measure.flops(lambda: model(x1, m1), model, parts=("fusion", "encoders"))
     lengths = [x.shape[1] for x in data.train.xs] if data.kind == "sequences" else None
     row.update(flops=fwd["total"], fusion_flops=fwd["fusion"], encoder_flops=fwd["encoders"],
+               head_flops=fwd["total"] - fwd["fusion"] - fwd["encoders"],  # whatever runs outside both (none yet)
                macs=fwd["total"] // 2, fusion_macs=fwd["fusion"] // 2,
                flops_note=measure.flops_note(fwd["fusion"], model.fusion, lengths=lengths,
                                              uncounted=fwd["uncounted"]))
@@ -132,78 +135,139 @@ def _counts(trial: Trial, data: TaskData, model: torch.nn.Module, result: TrialR
     y2, loss_fn = _targets(data, 2, trial.device), _loss_fn(data)
     model.train()
     try:
-        step = measure.flops(lambda: loss_with_aux(model, x2, y2, loss_fn, m2).backward(), model, parts=("fusion",),
-                             backward=True)
+        step = measure.flops(lambda: loss_with_aux(model, x2, y2, loss_fn, m2).backward(), model,
+                             parts=("fusion", "encoders"), backward=True)
     finally:
         model.zero_grad(set_to_none=True)
         model.eval()
-    row.update(train_flops=step["total"] // 2, fusion_train_flops=step["fusion"] // 2)
+    row.update(train_flops=step["total"] // 2, fusion_train_flops=step["fusion"] // 2,
+               encoder_train_flops=step["encoders"] // 2)
 
 
-def _timing(trial: Trial, data: TaskData, model: torch.nn.Module, result: TrialResult) -> None:
-    """Per batch size: forward latency (whole model, fusion alone), a full training step, CUDA-graph replay if asked,
-    all timed in interleaved rounds (measure.latency_rounds); then the peak memory of a forward and of a training
-    step — all at the trial's precision."""
-    row, raw, m, device = result.row, result.raw, trial.measure, trial.device
-    lat = m["latency"]
-    timing = {k: lat[k] for k in ("warmup", "min_samples", "max_samples", "max_time_s", "min_time_s", "rounds",
-                                  "target_rel_iqr", "min_block_ms", "flush_l2")}
-    fwd_model = torch.compile(model) if m["compile"] else model
-    fwd_fusion = torch.compile(model.fusion) if m["compile"] else model.fusion
-    opt_cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}[trial.train["optimizer"]]
-    opt = opt_cls(model.parameters(), lr=trial.train["lr"])
-    loss_fn = _loss_fn(data)
-    graphs = lat["cuda_graph"] and device.startswith("cuda")
+TIMED = ("latency", "fusion_latency", "graph_latency", "fusion_graph_latency", "train_step")
+
+
+class _Bench:
+    """What a trial times, per batch size: the forward (whole model, fusion alone), a training step, CUDA-graph
+    replays, each with the context its calls run in, all at the trial's precision."""
+
+    def __init__(self, trial: Trial, data: TaskData, model: torch.nn.Module):
+        m = trial.measure
+        self.trial, self.data, self.model, self.device = trial, data, model, trial.device
+        self.precision, self.lat = m["precision"], m["latency"]
+        self.fwd_model = torch.compile(model) if m["compile"] else model
+        self.fwd_fusion = torch.compile(model.fusion) if m["compile"] else model.fusion
+        self.loss_fn = _loss_fn(data)
+
+    def optimizer(self) -> torch.optim.Optimizer:
+        t = self.trial.train
+        opt_cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}[t["optimizer"]]
+        return opt_cls(self.model.parameters(), lr=t["lr"])
 
     @contextlib.contextmanager
-    def inference():
-        with measure.precision_region(m["precision"], device), torch.inference_mode():
+    def inference(self):
+        with measure.precision_region(self.precision, self.device), torch.inference_mode():
             yield
 
     @contextlib.contextmanager
-    def training():
-        model.train()
+    def training(self):
+        self.model.train()
         try:
-            with measure.precision_region(m["precision"], device):
+            with measure.precision_region(self.precision, self.device):
                 yield
         finally:
-            model.eval()
+            self.model.eval()
 
-    fns, forwards, steps = {}, {}, {}
-    for b in lat["batch_sizes"]:
-        xs, fs = _inputs(data.input_dims, b, device, 2, data), _inputs(trial.dims, b, device, 3, data)
-        ms, y = _masks(b, device, data), _targets(data, b, device)
-        forwards[b] = partial(fwd_model, xs, ms)
-        fns["latency", b] = (forwards[b], inference)
-        fns["fusion_latency", b] = (_fusion_call(fwd_fusion, fs, ms), inference)
-        if graphs:
-            with inference():
+    def batch(self, b: int):
+        """Model inputs, fusion inputs, masks and targets of batch size b (seeded: the same in every run)."""
+        d, dev = self.data, self.device
+        return (_inputs(d.input_dims, b, dev, 2, d), _inputs(self.trial.dims, b, dev, 3, d), _masks(b, dev, d),
+                _targets(d, b, dev))
+
+    def timed(self, b: int, opt: torch.optim.Optimizer) -> dict:
+        """(metric, b) → (fn, context) for measure.latency_rounds."""
+        xs, fs, ms, y = self.batch(b)
+        fns = {("latency", b): (partial(self.fwd_model, xs, ms), self.inference),
+               ("fusion_latency", b): (_fusion_call(self.fwd_fusion, fs, ms), self.inference)}
+        if self.lat["cuda_graph"] and self.device.startswith("cuda"):
+            with self.inference():
                 fns["graph_latency", b] = (measure.cuda_graph(fns["latency", b][0]), None)
                 fns["fusion_graph_latency", b] = (measure.cuda_graph(fns["fusion_latency", b][0]), None)
-        if lat["train_step"]:
-            steps[b] = partial(_train_step, opt, fwd_model, xs, y, loss_fn, ms)
-            fns["train_step", b] = (steps[b], training)
-    stats = measure.latency_rounds(fns, device=device, **timing)
+        if self.lat["train_step"]:
+            fns["train_step", b] = (partial(_train_step, opt, self.fwd_model, xs, y, self.loss_fn, ms), self.training)
+        return fns
+
+    def memory(self, b: int) -> dict:
+        """Peak memory of a forward and of a training step at batch size b, each in its own scope: the weights, this
+        batch's inputs and what the call allocates (for the step: gradients and a fresh optimizer's state, created
+        inside it). Nothing else that is alive (other batch sizes, the timing's optimizer) is counted."""
+        model = self.model
+        if self.trial.measure["compile"] and not self.device.startswith("cuda"):
+            return {}  # inductor's CPU kernels bypass the dispatcher: the tracker cannot see them (left empty)
+        xs, _, ms, y = self.batch(b)
+        weights = [*model.parameters(), *model.buffers()]
+        inputs = [*xs, *(ms or [])]
+        with self.inference():
+            fwd = measure.peak_memory(partial(self.fwd_model, xs, ms), self.device, alive=weights + inputs)
+        out = {f"{k}_b{b}": v for k, v in fwd.items() if k != "mem_measure"}
+        out["mem_measure"] = fwd["mem_measure"]
+        if self.lat["train_step"]:
+            model.zero_grad(set_to_none=True)
+            opt = self.optimizer()
+            with self.training():
+                step = measure.peak_memory(partial(_train_step, opt, self.fwd_model, xs, y, self.loss_fn, ms),
+                                           self.device, alive=weights + inputs + [y])
+            model.zero_grad(set_to_none=True)
+            del opt
+            out.update({f"train_{k}_b{b}": v for k, v in step.items() if k != "mem_measure"})
+        return out
+
+
+def _timing(trial: Trial, data: TaskData, model: torch.nn.Module, result: TrialResult) -> None:
+    """Time every function at every batch size in interleaved rounds (measure.latency_rounds), each round probed
+    for contention; then, per batch size, the peak memory in its own scope."""
+    row, raw, lat = result.row, result.raw, trial.measure["latency"]
+    bench = _Bench(trial, data, model)
+    timing = {k: lat[k] for k in ("warmup", "min_samples", "max_samples", "max_time_s", "min_time_s", "rounds",
+                                  "target_rel_iqr", "min_block_ms", "flush_l2")}
+    timing["warmup_s"] = lat.get("warmup_s")
+    if timing["warmup_s"] is None:  # GPU clocks take a fraction of a second to ramp up; a CPU's are up in ms
+        timing["warmup_s"] = 0.2 if trial.device.startswith("cuda") else 0.0
+    opt, fns = bench.optimizer(), {}
     for b in lat["batch_sizes"]:
-        for (name, bb), st in stats.items():
-            if bb == b:
-                row[f"{name}_ms_b{b}"] = st.median_ms
-                row[f"{name}_iqr_ms_b{b}"] = st.iqr_ms
-                row[f"{name}_n_b{b}"] = st.n
-                row[f"{name}_noisy_b{b}"] = st.noisy
-                raw[f"{name}_ms_b{b}"] = list(st.samples_ms)
+        fns.update(bench.timed(b, opt))
+    row.update(measure.system_load())  # what the machine was doing as timing began
+    stats = measure.latency_rounds(fns, device=trial.device, threads=torch.get_num_threads(), **timing)
+    del fns, opt
+    model.zero_grad(set_to_none=True)
+    _record_latency(row, raw, stats, lat)
+    if trial.measure["memory"]:
+        for b in lat["batch_sizes"]:
+            row.update(bench.memory(b))
+
+
+def _record_latency(row: dict, raw: dict, stats: dict, lat: dict) -> None:
+    why = []
+    for (name, b), st in stats.items():
+        row[f"{name}_ms_b{b}"] = st.median_ms
+        row[f"{name}_iqr_ms_b{b}"] = st.iqr_ms
+        row[f"{name}_n_b{b}"] = st.n
+        row[f"{name}_noisy_b{b}"] = st.noisy
+        row[f"{name}_contended_b{b}"] = st.contended
+        row[f"{name}_cpu_util_b{b}"] = st.cpu_util
+        wait = st.evidence.wait_fraction if st.evidence else None
+        row[f"{name}_wait_b{b}"] = wait
+        raw[f"{name}_ms_b{b}"] = list(st.samples_ms)
+        raw[f"{name}_rounds_ms_b{b}"] = list(st.rounds_ms)
+        if st.contended:
+            why.append(f"{name}_ms_b{b}: " + (f"waited {wait:.0%} of its time for a CPU" if wait is not None else
+                                              "timing thread starved of CPU"))
+    for b in lat["batch_sizes"]:
         row[f"throughput_sps_b{b}"] = b / (row[f"latency_ms_b{b}"] / 1e3)
         if lat["train_step"]:
             row[f"train_throughput_sps_b{b}"] = b / (row[f"train_step_ms_b{b}"] / 1e3)
-        if m["memory"]:
-            with inference():
-                mem = measure.peak_memory(forwards[b], device)
-            row.update({f"{k}_b{b}": v for k, v in mem.items() if k != "mem_measure"}, mem_measure=mem["mem_measure"])
-            if lat["train_step"]:
-                with training():
-                    mem = measure.peak_memory(steps[b], device)
-                row.update({f"train_{k}_b{b}": v for k, v in mem.items() if k != "mem_measure"})
-    del fns, forwards, steps
+    row["contended"] = bool(why)
+    row["contended_why"] = "; ".join(why)
 
 
 def _train_step(opt, model, xs, y, loss_fn, masks) -> None:

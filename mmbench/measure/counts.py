@@ -67,8 +67,17 @@ def flops(fn: Callable[[], object], module: nn.Module, parts: tuple[str, ...] = 
     out["uncounted"] = sorted(str(op) for op in rec.ops
                               if op not in counter.flop_registry and any(h in str(op) for h in _FUSED_HINTS))
     for part in parts:
-        out[part] = int(sum(counts.get(f"{root}.{part}", {}).values()))
+        out[part] = _part_flops(counts, module, root, part)
     return out
+
+
+def _part_flops(counts: dict, module: nn.Module, root: str, part: str) -> int:
+    """A child's FLOPs. A container (ModuleList/ModuleDict) is never called itself, so the counter files its work
+    under its children: sum those (direct children only, whose totals already hold their own descendants)."""
+    child = getattr(module, part)
+    if isinstance(child, (nn.ModuleList, nn.ModuleDict)):
+        return sum(int(sum(counts.get(f"{root}.{part}.{name}", {}).values())) for name, _ in child.named_children())
+    return int(sum(counts.get(f"{root}.{part}", {}).values()))
 
 
 def weight_flops_floor(module: nn.Module) -> int:

@@ -1,7 +1,10 @@
 """Latency of a callable: warm up, time blocks of calls, repeat until the spread is small or the budget is spent.
 
 Every sample is kept; median, IQR, p5/p95 and the count are derived from them. On CUDA each block is timed with CUDA
-events (device time, no host-side sync inside the block); on CPU with time.perf_counter.
+events (device time, no host-side sync inside the block); on CPU with time.perf_counter. Each round of samples is
+wrapped in a CpuProbe (measure/contention.py): the run-queue wait and CPU time of the round say whether the numbers
+were taken while the process was descheduled (`contended`), and each round's median is kept, since rounds, not the
+samples of one process, are the unit a comparison can treat as independent.
 """
 from __future__ import annotations
 
@@ -13,6 +16,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from mmbench.measure.contention import CpuProbe, RegionEvidence
+
 
 @dataclass(frozen=True)
 class LatencyStats:
@@ -20,6 +25,18 @@ class LatencyStats:
     calls_per_sample: int
     target_rel_iqr: float
     timer: str                      # "perf_counter" | "cuda_event"
+    rounds_ms: tuple[float, ...] = ()        # the median of each round's samples
+    evidence: RegionEvidence | None = None   # the OS's view of every round, pooled
+    probes: tuple[dict, ...] = ()            # other probes' reports (GPU state), one per round
+
+    @property
+    def contended(self) -> bool:
+        """The measured rounds waited in the run queue (or the timing thread was starved): flag, don't trust."""
+        return self.evidence is not None and self.evidence.contended
+
+    @property
+    def cpu_util(self) -> float | None:
+        return None if self.evidence is None else self.evidence.cpu_util
 
     @property
     def n(self) -> int:
@@ -61,11 +78,16 @@ class LatencyStats:
 class _Sampler:
     """One timed function: warmed up and calibrated once, then sampled in one or several rounds."""
 
-    def __init__(self, fn: Callable, *, device: str, flush_l2: bool, clock, context: Callable | None = None):
+    def __init__(self, fn: Callable, *, device: str, flush_l2: bool, clock, context: Callable | None = None,
+                 threads: int = 1, probes: tuple = ()):
         self.fn, self.context, self.samples, self.calls = fn, context, [], 0
         self.cuda = device.startswith("cuda") and clock is None
         self.flush = _l2_flusher(device) if (self.cuda and flush_l2) else None
         self.now = clock or time.perf_counter
+        self.cpu, self.probes = CpuProbe(threads), tuple(probes)
+        self.rounds: list[tuple[float, ...]] = []      # each round's samples
+        self.evidence: list[RegionEvidence] = []
+        self.reports: list[dict] = []
 
     def block(self, calls: int) -> float:
         fn = self.fn
@@ -87,10 +109,14 @@ class _Sampler:
                 fn()
             return self.now() - t0
 
-    def prepare(self, warmup: int, min_block_ms: float) -> None:
+    def prepare(self, warmup: int, min_block_ms: float, warmup_s: float = 0.0) -> None:
+        """Warm up (at least ``warmup`` calls and ``warmup_s`` seconds: clocks and caches ramp up over time, not over
+        a call count), then calibrate the calls per sample."""
         with self.context() if self.context else contextlib.nullcontext():
-            for _ in range(warmup):
+            start, n = self.now(), 0
+            while n < warmup or (warmup_s > 0 and self.now() - start < warmup_s):
                 self.fn()
+                n += 1
         if self.cuda:
             import torch
 
@@ -106,7 +132,20 @@ class _Sampler:
 
     def sample(self, *, min_samples: int, max_samples: int, target_rel_iqr: float, min_time_s: float,
                max_time_s: float) -> None:
-        """Add samples until the pooled spread is small (after min_time_s) or max_time_s / max_samples is spent."""
+        """One round: add samples until the pooled spread is small (after min_time_s) or max_time_s / max_samples is
+        spent. The round is probed (contention, GPU state) and its samples kept apart."""
+        first = len(self.samples)
+        tokens = [p.start() for p in self.probes]
+        cpu = self.cpu.start()
+        self._sample(min_samples=min_samples, max_samples=max_samples, target_rel_iqr=target_rel_iqr,
+                     min_time_s=min_time_s, max_time_s=max_time_s)
+        self.evidence.append(self.cpu.stop(cpu))
+        self.reports.extend(p.stop(t) for p, t in zip(self.probes, tokens))
+        if len(self.samples) > first:
+            self.rounds.append(tuple(self.samples[first:]))
+
+    def _sample(self, *, min_samples: int, max_samples: int, target_rel_iqr: float, min_time_s: float,
+                max_time_s: float) -> None:
         start = self.now()
         while len(self.samples) < max_samples:
             self.samples.append(self.block(self.calls) / self.calls)
@@ -120,7 +159,10 @@ class _Sampler:
 
     def stats(self, target_rel_iqr: float) -> LatencyStats:
         return LatencyStats(tuple(s * 1e3 for s in self.samples), self.calls, target_rel_iqr,
-                            "cuda_event" if self.cuda else "perf_counter")
+                            "cuda_event" if self.cuda else "perf_counter",
+                            rounds_ms=tuple(float(np.median(r)) * 1e3 for r in self.rounds),
+                            evidence=RegionEvidence.pooled(self.evidence) if self.evidence else None,
+                            probes=tuple(self.reports))
 
 
 @contextlib.contextmanager
@@ -137,7 +179,8 @@ def _gc_off():
 
 def latency(fn: Callable, inputs: Any = None, *, warmup: int = 5, min_samples: int = 10, max_samples: int = 200,
             max_time_s: float = 1.0, target_rel_iqr: float = 0.05, min_block_ms: float = 1.0, min_time_s: float = 0.0,
-            device: str = "cpu", flush_l2: bool = False, clock: Callable[[], float] | None = None) -> LatencyStats:
+            device: str = "cpu", flush_l2: bool = False, clock: Callable[[], float] | None = None,
+            warmup_s: float = 0.0, threads: int | None = None, probes: tuple = ()) -> LatencyStats:
     """Time ``fn()``, or ``fn(inputs)`` under inference mode when inputs are given (e.g. a module and its list of
     input tensors). ``flush_l2`` (CUDA) overwrites a buffer twice the L2 size before each sample, outside the timed
     region, and times one call per sample. ``min_time_s``: keep sampling at least this long even once the spread is
@@ -152,9 +195,9 @@ def latency(fn: Callable, inputs: Any = None, *, warmup: int = 5, min_samples: i
             with torch.inference_mode():
                 return module(inputs)
 
-    sampler = _Sampler(fn, device=device, flush_l2=flush_l2, clock=clock)
+    sampler = _Sampler(fn, device=device, flush_l2=flush_l2, clock=clock, threads=_threads(threads), probes=probes)
     with _gc_off():
-        sampler.prepare(warmup, min_block_ms)
+        sampler.prepare(warmup, min_block_ms, warmup_s)
         sampler.sample(min_samples=min_samples, max_samples=max_samples, target_rel_iqr=target_rel_iqr,
                        min_time_s=min(min_time_s, max_time_s), max_time_s=max_time_s)
     return sampler.stats(target_rel_iqr)
@@ -163,7 +206,8 @@ def latency(fn: Callable, inputs: Any = None, *, warmup: int = 5, min_samples: i
 def latency_rounds(fns: dict[Any, tuple[Callable, Callable | None]], *, rounds: int = 3, warmup: int = 5,
                    min_samples: int = 10, max_samples: int = 200, max_time_s: float = 1.0, min_time_s: float = 0.0,
                    target_rel_iqr: float = 0.05, min_block_ms: float = 1.0, device: str = "cpu",
-                   flush_l2: bool = False, clock: Callable[[], float] | None = None) -> dict[Any, LatencyStats]:
+                   flush_l2: bool = False, clock: Callable[[], float] | None = None, warmup_s: float = 0.0,
+                   threads: int | None = None, probes: tuple = ()) -> dict[Any, LatencyStats]:
     """Time several functions in interleaved rounds: round 1 samples each in turn, then round 2 each again, …, each
     round with 1/rounds of the budgets. ``fns``: key → (fn, context or None), the context entered around each block of
     calls (e.g. inference mode, a precision region, train mode).
@@ -173,17 +217,30 @@ def latency_rounds(fns: dict[Any, tuple[Callable, Callable | None]], *, rounds: 
     that lie the other functions' measurements apart, a burst holds a minority of a function's samples and the
     median barely moves (asv runs its benchmarks in rounds for the same reason)."""
     rounds = max(1, rounds)
-    samplers = {k: _Sampler(fn, device=device, flush_l2=flush_l2, clock=clock, context=ctx)
-                for k, (fn, ctx) in fns.items()}
+    n_threads = _threads(threads)
+    samplers = {k: _Sampler(fn, device=device, flush_l2=flush_l2, clock=clock, context=ctx, threads=n_threads,
+                            probes=probes) for k, (fn, ctx) in fns.items()}
     with _gc_off():
         for s in samplers.values():
-            s.prepare(warmup, min_block_ms)
+            s.prepare(warmup, min_block_ms, warmup_s)
         for r in range(1, rounds + 1):
             for s in samplers.values():
                 s.sample(min_samples=-(-min_samples * r // rounds), max_samples=-(-max_samples * r // rounds),
                          target_rel_iqr=target_rel_iqr, min_time_s=min(min_time_s, max_time_s) / rounds,
                          max_time_s=max_time_s / rounds)
     return {k: s.stats(target_rel_iqr) for k, s in samplers.items()}
+
+
+def _threads(threads: int | None) -> int:
+    """The threads a timed call may use (what the utilisation is a share of): torch's intra-op pool by default."""
+    if threads is not None:
+        return threads
+    try:
+        import torch
+
+        return torch.get_num_threads()
+    except ImportError:
+        return 1
 
 
 def _l2_flusher(device: str) -> Callable[[], None]:

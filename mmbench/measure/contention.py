@@ -1,0 +1,140 @@
+"""Was a measured region descheduled? Evidence read from the OS around each timing round, and the thread count the
+machine can give a trial.
+
+A CPU timing loop never waits voluntarily (no I/O, no sleep), so time its threads spent runnable but not running is
+contention: the kernel's per-thread run-queue delay (/proc/self/task/*/schedstat, Linux) measures it directly. Where
+that file is missing, the timing thread's own CPU time over the wall time stands in (descheduled → below 1).
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+# A region whose threads waited this share of their time in the run queue was descheduled: its wall-clock figure
+# belongs partly to someone else. Quiet machines measure ~0.001; one co-running CPU hog per core ~0.3-0.5.
+MAX_WAIT_FRACTION = 0.05
+# Fallback without schedstat: the timing thread ran less than this share of the wall time.
+MIN_THREAD_UTIL = 0.8
+
+_TASKS = Path("/proc/self/task")
+
+
+def _run_delay_ns() -> int | None:
+    """Run-queue wait of every thread of this process so far (ns), or None where the kernel does not say."""
+    total, seen = 0, False
+    try:
+        tasks = os.listdir(_TASKS)
+    except OSError:
+        return None
+    for tid in tasks:
+        try:
+            with open(_TASKS / tid / "schedstat", "rb") as f:
+                total += int(f.read().split()[1])
+                seen = True
+        except (OSError, IndexError, ValueError):  # a thread that ended meanwhile
+            continue
+    return total if seen else None
+
+
+def system_load() -> dict[str, float | int | None]:
+    """Load average (1 min) and runnable tasks (this process's included) as the kernel reports them now."""
+    try:
+        fields = Path("/proc/loadavg").read_text().split()
+        return {"load_avg_1m": float(fields[0]), "runnable_procs": int(fields[3].split("/")[0])}
+    except (OSError, IndexError, ValueError):
+        try:
+            return {"load_avg_1m": os.getloadavg()[0], "runnable_procs": None}
+        except OSError:
+            return {"load_avg_1m": None, "runnable_procs": None}
+
+
+@dataclass(frozen=True)
+class RegionEvidence:
+    """What the OS saw during one measured region."""
+    wall_s: float
+    process_cpu_s: float
+    thread_cpu_s: float
+    run_delay_s: float | None   # summed over threads; None: not available
+    threads: int
+
+    @staticmethod
+    def pooled(regions: "list[RegionEvidence]") -> "RegionEvidence":
+        delays = [r.run_delay_s for r in regions]
+        return RegionEvidence(sum(r.wall_s for r in regions), sum(r.process_cpu_s for r in regions),
+                              sum(r.thread_cpu_s for r in regions),
+                              None if any(d is None for d in delays) else sum(delays),
+                              max((r.threads for r in regions), default=1))
+
+    @property
+    def cpu_util(self) -> float | None:
+        """Process CPU time / (wall time × threads): 1.0 when every thread ran the whole time."""
+        return self.process_cpu_s / (self.wall_s * self.threads) if self.wall_s > 0 else None
+
+    @property
+    def wait_fraction(self) -> float | None:
+        """Run-queue wait / (wall time × threads)."""
+        if self.run_delay_s is None or self.wall_s <= 0:
+            return None
+        return self.run_delay_s / (self.wall_s * self.threads)
+
+    @property
+    def contended(self) -> bool:
+        if self.wall_s <= 0:
+            return False
+        wait = self.wait_fraction
+        if wait is not None:
+            return wait > MAX_WAIT_FRACTION
+        return self.thread_cpu_s / self.wall_s < MIN_THREAD_UTIL
+
+
+class CpuProbe:
+    """start() before a measured region, stop(token) after it: the region's RegionEvidence. Costs ~0.1 ms (a read
+    per thread), so it wraps a round of samples, never a single timed call."""
+
+    def __init__(self, threads: int):
+        self.threads = max(1, threads)
+
+    def start(self) -> tuple[float, float, float, int | None]:
+        return time.perf_counter(), time.process_time(), time.thread_time(), _run_delay_ns()
+
+    def stop(self, token: tuple[float, float, float, int | None]) -> RegionEvidence:
+        delay = _run_delay_ns()
+        wall, proc, thread, delay0 = token
+        return RegionEvidence(time.perf_counter() - wall, time.process_time() - proc, time.thread_time() - thread,
+                              None if delay is None or delay0 is None else (delay - delay0) / 1e9, self.threads)
+
+
+def free_cores(window_s: float = 0.2) -> tuple[int, str]:
+    """Physical cores that other processes are not already using, measured over ``window_s``; at least 1.
+
+    This process and its children are left out of "others" (workers starting up are ours). Returns the count and
+    how it was found, for the run's record."""
+    import psutil
+
+    physical = psutil.cpu_count(logical=False) or psutil.cpu_count() or 1
+    logical = psutil.cpu_count() or physical
+    me = psutil.Process()
+
+    def own_cpu() -> float:
+        total = sum(me.cpu_times()[:2])
+        for child in me.children(recursive=True):
+            try:
+                total += sum(child.cpu_times()[:2])
+            except psutil.Error:
+                pass
+        return total
+
+    def busy_cpu() -> float:
+        t = psutil.cpu_times()
+        return t.user + t.system + getattr(t, "nice", 0.0) + getattr(t, "irq", 0.0) + getattr(t, "softirq", 0.0) \
+            + getattr(t, "steal", 0.0)
+
+    b0, o0, w0 = busy_cpu(), own_cpu(), time.perf_counter()
+    time.sleep(window_s)
+    b1, o1, w1 = busy_cpu(), own_cpu(), time.perf_counter()
+    others = max(0.0, ((b1 - b0) - (o1 - o0)) / max(w1 - w0, 1e-6))  # logical CPUs busy with other processes
+    busy_physical = others * physical / logical
+    free = max(1, min(physical, int(physical - busy_physical + 0.25)))  # a quarter core of background is not a core
+    return free, f"{physical} physical cores, {busy_physical:.2f} busy with other processes"
