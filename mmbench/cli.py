@@ -296,7 +296,7 @@ def _summary(rows: list[dict]) -> None:
                                                  default=0.0))
         _out().print(f"[yellow]{len(flagged)} of {len(rows)} rows have timings measured while the process waited for "
                      f"a CPU[/] (flagged `contended`; compare treats them as noise), e.g. {escape(worst['label'])} "
-                     f"{worst['dims']}: {escape(worst['contended_why'])}", highlight=False)
+                     f"{worst['dims']}: {escape(worst['contended_why'].split('; ')[0])}", highlight=False)
 
 
 def _n(v) -> str:
