@@ -143,15 +143,42 @@ def mutan(m, xs):
     return _lin(z, m.out)
 
 
+def _merge_layers(m):
+    """BLOCK's per-chunk merge layers (s_c → R·s_c), one pair per chunk, as the reference holds them."""
+    ws0 = [w for ws in m.merge0_weight for w in ws]
+    bs0 = [b for bs in m.merge0_bias for b in bs]
+    ws1 = [w for ws in m.merge1_weight for w in ws]
+    bs1 = [b for bs in m.merge1_bias for b in bs]
+    return zip(m.sizes, ws0, bs0, ws1, bs1)
+
+
 def block(m, xs):
     """BLOCK's reference: a loop over chunks, each with its own pair of Linear layers (s → R·s), ssl per chunk."""
     q0, q1 = _lin(xs[0], m.linear0), _lin(xs[1], m.linear1)
-    s, outs = m.size, []
-    for c in range(m.chunks):
-        a = q0[:, c * s:(c + 1) * s] @ m.merge0_weight[c] + m.merge0_bias[c]
-        b = q1[:, c * s:(c + 1) * s] @ m.merge1_weight[c] + m.merge1_bias[c]
+    outs, start = [], 0
+    for s, w0, b0, w1, b1 in _merge_layers(m):
+        a = q0[:, start:start + s] @ w0 + b0
+        b = q1[:, start:start + s] @ w1 + b1
         outs.append(_ssl((a * b).view(-1, m.rank, s).sum(1)))
+        start += s
     return _lin(torch.cat(outs, 1), m.out)
+
+
+def block_tucker(m, xs):
+    """The reference's loop over chunks, one nn.Bilinear(s, s, s) each (its functional form), ssl per chunk."""
+    q0, q1 = _lin(xs[0], m.linear0), _lin(xs[1], m.linear1)
+    outs, start = [], 0
+    for c, s in enumerate(m.sizes):
+        z = F.bilinear(q0[:, start:start + s], q1[:, start:start + s], m.core(c).permute(1, 0, 2), m.core_bias(c))
+        outs.append(_ssl(z))
+        start += s
+    return _lin(torch.cat(outs, 1), m.out)
+
+
+def linear_sum(m, xs):
+    act = {"relu": torch.relu, "tanh": torch.tanh, "none": lambda t: t}[m.activation]
+    z = act(_lin(xs[0], m.linear0)) + act(_lin(xs[1], m.linear1))
+    return _lin(_ssl(z) if m.normalize else z, m.out)
 
 
 def mcb(m, xs):
@@ -208,8 +235,8 @@ def view_specific(m, xs):
 
 
 NAIVE: dict[str, Callable] = {f.__name__: f for f in (
-    early, additive, late, hybrid, tfn, lmf, gmu, mlb, mfb, mfh, tucker, mutan, block, mcb, aff, iaff, contrastive,
-    dcca, encdec, view_specific)}
+    early, additive, late, hybrid, tfn, lmf, gmu, mlb, mfb, mfh, tucker, mutan, block, block_tucker, linear_sum, mcb,
+    aff, iaff, contrastive, dcca, encdec, view_specific)}
 
 
 def config(name: str, dim: int) -> list[int]:
