@@ -108,7 +108,8 @@ def gmu(m, xs):
         z = torch.sigmoid(g)
         h = z * hs[0] + (1 - z) * hs[1]
     else:
-        z = torch.softmax(g.view(-1, m.gates, m.hidden), 1)
+        g = g.view(-1, m.gates, m.hidden)
+        z = torch.sigmoid(g) if m.gate_kind == "sigmoid" else torch.softmax(g, 1)
         h = sum(z[:, i] * hs[i] for i in range(m.gates))
     return _lin(h, m.out)
 

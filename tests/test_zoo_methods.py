@@ -43,7 +43,7 @@ CLOSED_FORMS = {
     "hybrid": (lambda d, o, hp: (sum(d) + 1) * o + sum((dm + 1) * o for dm in d) + len(d) + 1, [{}]),
     "gmu": (lambda d, o, hp: sum((dm + 1) * hp["hidden"] for dm in d)
             + (sum(d) + 1) * (1 if len(d) == 2 else len(d)) * hp["hidden"] + (hp["hidden"] + 1) * o,
-            [{"hidden": 4}, {"hidden": 9}]),
+            [{"hidden": 4}, {"hidden": 9}, {"hidden": 5, "gate": "softmax"}]),
     "mlb": (lambda d, o, hp: (d[0] + d[1] + 2) * hp["mm"] + (hp["mm"] + 1) * o, [{"mm": 1}, {"mm": 12}]),
     "mfb": (lambda d, o, hp: (d[0] + d[1] + 2) * hp["mm"] * hp["k"] + (hp["mm"] + 1) * o,
             [{"mm": 6, "k": 1}, {"mm": 10, "k": 5}]),
@@ -413,6 +413,23 @@ def test_gmu_gates_choose_between_modalities():
         torch.testing.assert_close(m(xs), m.out(torch.tanh(m.proj[0](xs[0]))))
         m.gate.bias.fill_(-50.0)
         torch.testing.assert_close(m(xs), m.out(torch.tanh(m.proj[1](xs[1]))))
+
+
+def test_gmu_with_more_modalities_gates_each_one_independently_by_default():
+    """M > 2: one sigmoid gate per modality from the concatenation, unnormalised (the public generalisation);
+    gate: softmax normalises them over modalities (ours)."""
+    torch.manual_seed(0)
+    xs = [torch.randn(5, 3), torch.randn(5, 4), torch.randn(5, 2)]
+    for kind in ("sigmoid", "softmax"):
+        torch.manual_seed(0)
+        m = methods.create("gmu", [3, 4, 2], 2, hidden=6, **({} if kind == "sigmoid" else {"gate": kind}))
+        g = m.gate(torch.cat(xs, -1)).view(5, 3, 6)
+        z = torch.sigmoid(g) if kind == "sigmoid" else torch.softmax(g, 1)
+        hs = [torch.tanh(p(x)) for p, x in zip(m.proj, xs)]
+        torch.testing.assert_close(m(xs), m.out(sum(z[:, i] * hs[i] for i in range(3))))
+    assert methods.create("gmu", [3, 4, 2], 2).gate_kind == "sigmoid"
+    with pytest.raises(UserError, match="gate must be 'sigmoid' or 'softmax'"):
+        methods.create("gmu", [3, 4, 2], 2, gate="tanh")
 
 
 @pytest.mark.parametrize("quick", [False, True])
