@@ -67,7 +67,8 @@ def closed_form(name, dims, o, width=None, layers=None, heads=None, rank=None, s
     m, d = len(dims), width
     if name == "mult":
         s, e = self_layers or max(layers, 3), (m - 1) * d
-        return sum(dims) * d + m * (m - 1) * _stack(d, layers) + m * _stack(e, s) + _head(m * e, o)
+        proj = sum(dm for dm in dims if dm != d) * d  # a modality already d wide is not projected (reference code)
+        return proj + m * (m - 1) * _stack(d, layers) + m * _stack(e, s) + _head(m * e, o)
     if name == "lmf_mult":  # variant 2 doubles the crossmodal and self stacks and the head's input
         s, v = self_layers or max(layers, 3), variant or 1
         return (sum(dims) * d + _lmf_params(rank, d, dims) + v * m * (_stack(d, layers) + _stack(d, s))
@@ -84,6 +85,7 @@ SETTINGS = [
     ("mult", [5, 3, 4], 3, {"width": 8, "layers": 2, "heads": 2, "self_layers": 1}),
     ("mult", [2, 3, 4, 5], 2, {"width": 4, "layers": 1, "heads": 2}),
     ("mult", [20, 5, 35], 1, {"width": 30, "layers": 5, "heads": 5}),  # the reference code's defaults
+    ("mult", [8, 3, 8], 2, {"width": 8, "layers": 1, "heads": 2}),  # two modalities already width d
     ("lmf_mult", [4, 6], 2, {"width": 6, "layers": 1, "heads": 2, "rank": 1}),
     ("lmf_mult", [5, 3, 4], 3, {"width": 8, "layers": 3, "heads": 4, "rank": 5, "self_layers": 2}),
     ("lmf_mult", [20, 5, 35], 1, {"width": 30, "layers": 5, "heads": 5, "rank": 4}),
@@ -128,6 +130,14 @@ def test_defaults_are_the_documented_ones():
     assert not methods.create("mult", DIMS, 2, attn_mask=False).cross[0].causal
     with pytest.raises(UserError, match="attn_mask must be true or false"):
         methods.create("mult", DIMS, 2, attn_mask="yes")
+
+
+def test_mult_passes_a_modality_already_of_width_d_through_unprojected():
+    """As the reference code: `x if orig_d == d else proj(x)`; counted FLOPs follow."""
+    m = methods.create("mult", [8, 3], 2, width=8, layers=1, heads=2).eval()
+    assert isinstance(m.proj[0], nn.Identity) and isinstance(m.proj[1], nn.Linear)
+    xs = _xs(2, dims=[8, 3], lens=[4, 6])
+    assert flops(lambda: m(xs), m)["total"] == m.expected_flops(2, [4, 6])
 
 
 def test_mult_positions_start_at_one_as_the_reference_table():

@@ -63,7 +63,8 @@ class _ResidualHead(nn.Module):
 class MulT(SequenceFusion):
     """Multimodal Transformer (Tsai 2019): crossmodal attention for every ordered pair of unaligned sequences.
 
-    Each modality is projected to width d (Conv1d k=1 without bias, i.e. a bias-free Linear per step: Σ d_m·d). For
+    Each modality is projected to width d (Conv1d k=1 without bias, i.e. a bias-free Linear per step: Σ d_m·d over
+    the modalities whose width is not already d, which the reference code passes through unprojected). For
     every ordered pair α→β a crossmodal encoder of ``layers`` pre-LN layers lets β's sequence (queries) attend to α's
     (keys/values), inputs scaled by √d plus sinusoidal positions, final LayerNorm: M(M−1)·[D(12d²+13d) + 2d]. Per
     target β the M−1 crossmodal outputs are concatenated (width e = (M−1)d) and go through a self-attention stack of
@@ -88,7 +89,7 @@ class MulT(SequenceFusion):
         m = len(self.dims)
         self.width, self.layers, self.heads, self.attn_mask = width, layers, heads, attn_mask
         self.self_layers = self_layers if self_layers is not None else max(layers, 3)
-        self.proj = nn.ModuleList(nn.Linear(d, width, bias=False) for d in self.dims)
+        self.proj = nn.ModuleList(nn.Identity() if d == width else nn.Linear(d, width, bias=False) for d in self.dims)
         self.pairs = [(a, b) for b in range(m) for a in range(m) if a != b]  # (source α, target β)
         self.cross = nn.ModuleList(PreLNEncoder(width, layers, heads, dropout, attn_mask) for _ in self.pairs)
         e = (m - 1) * width
@@ -109,13 +110,13 @@ class MulT(SequenceFusion):
     def expected_params(self) -> int:
         m, d, o = len(self.dims), self.width, self.out_dim
         e = (m - 1) * d
-        return (sum(self.dims) * d + len(self.pairs) * PreLNEncoder.params(d, self.layers)
+        return (sum(dm for dm in self.dims if dm != d) * d + len(self.pairs) * PreLNEncoder.params(d, self.layers)
                 + m * PreLNEncoder.params(e, self.self_layers) + _ResidualHead.params(m * e, o))
 
     def expected_flops(self, batch: int, lengths: Sequence[int] | None = None) -> int:
         m, d, o, t = len(self.dims), self.width, self.out_dim, list(lengths)
         e = (m - 1) * d
-        return (2 * batch * d * sum(tm * dm for tm, dm in zip(t, self.dims))
+        return (2 * batch * d * sum(tm * dm for tm, dm in zip(t, self.dims) if dm != d)
                 + sum(PreLNEncoder.flops(batch, t[b], t[a], d, self.layers) for a, b in self.pairs)
                 + sum(PreLNEncoder.flops(batch, t[b], None, e, self.self_layers) for b in range(m))
                 + _ResidualHead.flops(batch, m * e, o))
