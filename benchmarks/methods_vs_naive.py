@@ -1,21 +1,24 @@
 """Every vector fusion method's forward latency next to the same computation written the straightforward way.
 
-    python benchmarks/methods_vs_naive.py [--batch 256] [--dim 32] [--out-dim 8] [--threads 1] [--min-run-time 1.0] [--rounds 5]
+    python benchmarks/methods_vs_naive.py [--batch 256] [--dim 32] [--out-dim 8] [--threads 1] [--min-run-time 1.0]
+                                          [--rounds 5] [--methods GLOB] [--lmf-batches 32,64,...,8192]
 
 The naive versions take the method's own parameters and compute the same function as its paper or reference code
-writes it (TFN: explicit outer products then a Linear; LMF: its reference code; MUTAN/BLOCK: a loop over ranks /
-chunks of small Linear layers; MCB: a dense count-sketch matrix; …), with nn.Linear layers called as layers and the
-whole called as an nn.Module, as reference code is. A test holds every naive version to the same output as ours, so
-the table compares equal work. Floor: ours ≤ 1.05 × naive. Each side is timed with
+writes it (TFN: explicit outer products then a Linear; LMF: its reference code, factors as (r, d+1, o); MUTAN/BLOCK:
+a loop over ranks / chunks of small Linear layers; MCB: a dense count-sketch matrix; …), with nn.Linear layers called
+as layers and the whole called as an nn.Module, as reference code is. A test holds every naive version to the same
+output as ours, so the table compares equal work. Floor: ours ≤ 1.05 × naive. A second table holds LMF to the floor
+across batch sizes 32 … 8192 at dims 64³ rank 4 and 128³ rank 16. Each side is timed with
 torch.utils.benchmark.Timer.blocked_autorange under inference_mode, in rounds that alternate the two sides (the
-figure is the smallest round median of each side); the exit code is the number of methods above
-the floor (timings on a loaded machine are noisy: rerun on a quiet one before reading a ratio).
+figure is the smallest round median of each side); the exit code is the number of rows above the floor (timings on a
+loaded machine are noisy: rerun on a quiet one before reading a ratio).
 """
 from __future__ import annotations
 
 import argparse
 import math
 import sys
+import weakref
 from pathlib import Path
 from typing import Callable
 
@@ -82,14 +85,20 @@ def tfn(m, xs):
     return _lin(z, m.linear)
 
 
+_REFERENCE_FACTORS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
 def lmf(m, xs):
-    """The LMF reference code: append ones, per-modality matmul with the (r, d+1, o) factor, product, weighted sum."""
+    """The LMF reference code: factors held as contiguous (r, d+1, o) tensors (copied once per module, as the
+    reference registers them), append ones, per-modality matmul, product, then w_f @ P permuted to (B, r, o)."""
+    if m not in _REFERENCE_FACTORS:
+        _REFERENCE_FACTORS[m] = [m.factor(i).detach().contiguous() for i in range(len(m.dims))]
     prod = None
-    for i, x in enumerate(xs):
+    for x, factor in zip(xs, _REFERENCE_FACTORS[m]):
         xt = torch.cat([x, torch.ones(x.shape[0], 1)], 1)
-        f = torch.matmul(xt, m.factor(i))  # (r, B, o)
+        f = torch.matmul(xt, factor)  # (r, B, o)
         prod = f if prod is None else prod * f
-    return torch.matmul(m.fusion_weights, prod.permute(1, 0, 2)).squeeze() + m.fusion_bias
+    return torch.matmul(m.fusion_weights, prod.permute(1, 0, 2)).squeeze(1) + m.fusion_bias
 
 
 def gmu(m, xs):
@@ -99,7 +108,8 @@ def gmu(m, xs):
         z = torch.sigmoid(g)
         h = z * hs[0] + (1 - z) * hs[1]
     else:
-        z = torch.softmax(g.view(-1, m.gates, m.hidden), 1)
+        g = g.view(-1, m.gates, m.hidden)
+        z = torch.sigmoid(g) if m.gate_kind == "sigmoid" else torch.softmax(g, 1)
         h = sum(z[:, i] * hs[i] for i in range(m.gates))
     return _lin(h, m.out)
 
@@ -143,15 +153,42 @@ def mutan(m, xs):
     return _lin(z, m.out)
 
 
+def _merge_layers(m):
+    """BLOCK's per-chunk merge layers (s_c → R·s_c), one pair per chunk, as the reference holds them."""
+    ws0 = [w for ws in m.merge0_weight for w in ws]
+    bs0 = [b for bs in m.merge0_bias for b in bs]
+    ws1 = [w for ws in m.merge1_weight for w in ws]
+    bs1 = [b for bs in m.merge1_bias for b in bs]
+    return zip(m.sizes, ws0, bs0, ws1, bs1)
+
+
 def block(m, xs):
     """BLOCK's reference: a loop over chunks, each with its own pair of Linear layers (s → R·s), ssl per chunk."""
     q0, q1 = _lin(xs[0], m.linear0), _lin(xs[1], m.linear1)
-    s, outs = m.size, []
-    for c in range(m.chunks):
-        a = q0[:, c * s:(c + 1) * s] @ m.merge0_weight[c] + m.merge0_bias[c]
-        b = q1[:, c * s:(c + 1) * s] @ m.merge1_weight[c] + m.merge1_bias[c]
+    outs, start = [], 0
+    for s, w0, b0, w1, b1 in _merge_layers(m):
+        a = q0[:, start:start + s] @ w0 + b0
+        b = q1[:, start:start + s] @ w1 + b1
         outs.append(_ssl((a * b).view(-1, m.rank, s).sum(1)))
+        start += s
     return _lin(torch.cat(outs, 1), m.out)
+
+
+def block_tucker(m, xs):
+    """The reference's loop over chunks, one nn.Bilinear(s, s, s) each (its functional form), ssl per chunk."""
+    q0, q1 = _lin(xs[0], m.linear0), _lin(xs[1], m.linear1)
+    outs, start = [], 0
+    for c, s in enumerate(m.sizes):
+        z = F.bilinear(q0[:, start:start + s], q1[:, start:start + s], m.core(c).permute(1, 0, 2), m.core_bias(c))
+        outs.append(_ssl(z))
+        start += s
+    return _lin(torch.cat(outs, 1), m.out)
+
+
+def linear_sum(m, xs):
+    act = {"relu": torch.relu, "tanh": torch.tanh, "none": lambda t: t}[m.activation]
+    z = act(_lin(xs[0], m.linear0)) + act(_lin(xs[1], m.linear1))
+    return _lin(_ssl(z) if m.normalize else z, m.out)
 
 
 def mcb(m, xs):
@@ -208,8 +245,8 @@ def view_specific(m, xs):
 
 
 NAIVE: dict[str, Callable] = {f.__name__: f for f in (
-    early, additive, late, hybrid, tfn, lmf, gmu, mlb, mfb, mfh, tucker, mutan, block, mcb, aff, iaff, contrastive,
-    dcca, encdec, view_specific)}
+    early, additive, late, hybrid, tfn, lmf, gmu, mlb, mfb, mfh, tucker, mutan, block, block_tucker, linear_sum, mcb,
+    aff, iaff, contrastive, dcca, encdec, view_specific)}
 
 
 def config(name: str, dim: int) -> list[int]:
@@ -218,9 +255,40 @@ def config(name: str, dim: int) -> list[int]:
     return [dim] * (3 if hi is None or hi >= 3 else 2)
 
 
-def main(argv: list[str] | None = None) -> int:
+# LMF across batch sizes (issue 16): ours against the reference code's layout at two sizes.
+LMF_CONFIGS = [(64, 4), (128, 16)]  # (dim of each of three modalities, rank)
+LMF_BATCHES = [32, 64, 128, 256, 512, 1024, 2048, 4096, 8192]
+
+
+def compare(name: str, dims: list[int], batch: int, out_dim: int, args, **hp) -> tuple[float, float, float]:
+    """(ours ms, naive ms, max |difference|) of one method at one size."""
     from torch.utils.benchmark import Timer
 
+    torch.manual_seed(0)
+    m = methods.create(name, dims, out_dim, **hp).eval()
+    xs = [torch.randn(batch, d) for d in dims]
+    with torch.inference_mode():
+        naive = Straightforward(m, NAIVE[name])
+        diff = (m(xs) - naive(xs)).abs().max().item()
+        t = {"ours": [], "naive": []}
+        # Alternate the two sides over rounds so a load change on the machine hits both alike.
+        for _ in range(args.rounds):
+            for side, fn in (("ours", lambda: m(xs)), ("naive", lambda: naive(xs))):
+                t[side].append(Timer("fn()", globals={"fn": fn}, num_threads=args.threads).blocked_autorange(
+                    min_run_time=args.min_run_time / args.rounds).median * 1e3)
+    # The least-disturbed round: other processes only ever add time, so the minimum of the rounds' medians is the
+    # best estimate of each side's own cost on a shared machine.
+    return min(t["ours"]), min(t["naive"]), diff
+
+
+def _row(label: str, dims: str, ours: float, naive: float, diff: float) -> bool:
+    ratio = ours / naive
+    ok = ratio <= FLOOR and math.isfinite(diff)
+    print(f"{label:<14}{dims:<10}{ours:>10.4f}{naive:>10.4f}{ratio:>8.2f}{diff:>11.2e}  {'ok' if ok else 'ABOVE FLOOR'}")
+    return ok
+
+
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--dim", type=int, default=32)
@@ -228,12 +296,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--min-run-time", type=float, default=1.0, help="seconds per side and method, over all rounds")
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--methods", default="*", help="glob over method names (default: every vector method)")
+    ap.add_argument("--lmf-batches", type=lambda v: [int(b) for b in v.split(",")], default=LMF_BATCHES,
+                    help="batch sizes of the LMF table, comma-separated (empty: skip it)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    names = [n for n in methods.available() if methods.info(n).inputs == "vectors"]
+    names = [n for n in methods.available(args.methods) if methods.info(n).inputs == "vectors"]
     print(f"torch {torch.__version__}, {args.threads} thread(s), batch {args.batch}, dim {args.dim}, "
           f"out {args.out_dim}; floor: ours <= {FLOOR} x naive\n")
-    print(f"{'method':<14}{'dims':<10}{'ours ms':>10}{'naive ms':>10}{'ratio':>8}{'max|diff|':>11}  verdict")
+    header = f"{'ours ms':>10}{'naive ms':>10}{'ratio':>8}{'max|diff|':>11}  verdict"
+    print(f"{'method':<14}{'dims':<10}{header}")
     over = 0
     for name in names:
         if name not in NAIVE:
@@ -241,26 +313,14 @@ def main(argv: list[str] | None = None) -> int:
             over += 1
             continue
         dims = config(name, args.dim)
-        torch.manual_seed(0)
-        m = methods.create(name, dims, args.out_dim).eval()
-        xs = [torch.randn(args.batch, d) for d in dims]
-        with torch.inference_mode():
-            naive = Straightforward(m, NAIVE[name])
-            diff = (m(xs) - naive(xs)).abs().max().item()
-            t = {"ours": [], "naive": []}
-            # Alternate the two sides over rounds so a load change on the machine hits both alike.
-            for _ in range(args.rounds):
-                for side, fn in (("ours", lambda: m(xs)), ("naive", lambda: naive(xs))):
-                    t[side].append(Timer("fn()", globals={"fn": fn}, num_threads=args.threads).blocked_autorange(
-                        min_run_time=args.min_run_time / args.rounds).median * 1e3)
-            # The least-disturbed round: other processes only ever add time, so the minimum of the rounds' medians
-            # is the best estimate of each side's own cost on a shared machine.
-            t = {side: min(v) for side, v in t.items()}
-        ratio = t["ours"] / t["naive"]
-        ok = ratio <= FLOOR and math.isfinite(diff)
-        over += not ok
-        print(f"{name:<14}{'x'.join(map(str, dims)):<10}{t['ours']:>10.4f}{t['naive']:>10.4f}{ratio:>8.2f}"
-              f"{diff:>11.2e}  {'ok' if ok else 'ABOVE FLOOR'}")
+        over += not _row(name, "x".join(map(str, dims)), *compare(name, dims, args.batch, args.out_dim, args))
+    if args.lmf_batches:
+        print(f"\nlmf across batch sizes (out {args.out_dim}): ours against the reference code's layout")
+        print(f"{'config':<14}{'batch':<10}{header}")
+        for dim, rank in LMF_CONFIGS:
+            for batch in args.lmf_batches:
+                over += not _row(f"{dim}^3 r{rank}", str(batch),
+                                 *compare("lmf", [dim] * 3, batch, args.out_dim, args, rank=rank))
     return over
 
 

@@ -35,7 +35,8 @@ def _explicit_forward(self: Attention, x, kv, key_mask=None):
     scores = torch.matmul(q, k.transpose(-1, -2))
     if key_mask is not None:
         key_mask = getattr(key_mask, "mask", key_mask)  # the models hand their layers KeyMask wrappers
-        scores = scores.masked_fill(~key_mask[:, None, None, :], float("-inf"))
+        rows = key_mask[:, None, None, :] if key_mask.dim() == 2 else key_mask[:, None]  # per query: MulT's future mask
+        scores = scores.masked_fill(~rows, float("-inf"))
     w = F.dropout(torch.softmax(scores, -1), self.dropout, self.training)
     return self.o(torch.matmul(w, v).transpose(1, 2).reshape(b, tq, e))
 

@@ -1,5 +1,7 @@
 """The sequence methods (MulT, LMF-MulT, METER merged/co-attention, pooled baseline) against their closed forms,
 with unaligned lengths and padding masks."""
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -13,7 +15,8 @@ from mmbench.methods.attention_blocks import Attention, attend, masked_last
 from mmbench.methods.transformer import resample
 
 SMALL = {  # small settings so the whole file stays fast; defaults are checked separately
-    "mult": {"width": 8, "layers": 2, "heads": 2, "dropout": 0.1},
+    "mult": {"width": 8, "layers": 2, "heads": 2, "dropout": 0.1},  # the reference code's future mask (default)
+    "mult:paper": {"width": 8, "layers": 2, "heads": 2, "dropout": 0.1, "attn_mask": False},
     "lmf_mult": {"width": 8, "layers": 2, "heads": 2, "rank": 3, "dropout": 0.1},
     "lmf_mult:2": {"width": 8, "layers": 2, "heads": 2, "rank": 3, "variant": 2, "dropout": 0.1},
     "merged_attn": {"width": 8, "layers": 2, "heads": 2, "dropout": 0.1},
@@ -64,7 +67,8 @@ def closed_form(name, dims, o, width=None, layers=None, heads=None, rank=None, s
     m, d = len(dims), width
     if name == "mult":
         s, e = self_layers or max(layers, 3), (m - 1) * d
-        return sum(dims) * d + m * (m - 1) * _stack(d, layers) + m * _stack(e, s) + _head(m * e, o)
+        proj = sum(dm for dm in dims if dm != d) * d  # a modality already d wide is not projected (reference code)
+        return proj + m * (m - 1) * _stack(d, layers) + m * _stack(e, s) + _head(m * e, o)
     if name == "lmf_mult":  # variant 2 doubles the crossmodal and self stacks and the head's input
         s, v = self_layers or max(layers, 3), variant or 1
         return (sum(dims) * d + _lmf_params(rank, d, dims) + v * m * (_stack(d, layers) + _stack(d, s))
@@ -81,6 +85,7 @@ SETTINGS = [
     ("mult", [5, 3, 4], 3, {"width": 8, "layers": 2, "heads": 2, "self_layers": 1}),
     ("mult", [2, 3, 4, 5], 2, {"width": 4, "layers": 1, "heads": 2}),
     ("mult", [20, 5, 35], 1, {"width": 30, "layers": 5, "heads": 5}),  # the reference code's defaults
+    ("mult", [8, 3, 8], 2, {"width": 8, "layers": 1, "heads": 2}),  # two modalities already width d
     ("lmf_mult", [4, 6], 2, {"width": 6, "layers": 1, "heads": 2, "rank": 1}),
     ("lmf_mult", [5, 3, 4], 3, {"width": 8, "layers": 3, "heads": 4, "rank": 5, "self_layers": 2}),
     ("lmf_mult", [20, 5, 35], 1, {"width": 30, "layers": 5, "heads": 5, "rank": 4}),
@@ -121,6 +126,95 @@ def test_defaults_are_the_documented_ones():
     for name in SMALL:
         assert methods.info(name.split(":")[0]).inputs == "sequences"
     assert methods.create("lmf_mult", DIMS, 2).variant == 1
+    assert mult.attn_mask is True and all(enc.causal for enc in [*mult.cross, *mult.self_attn])
+    assert not methods.create("mult", DIMS, 2, attn_mask=False).cross[0].causal
+    with pytest.raises(UserError, match="attn_mask must be true or false"):
+        methods.create("mult", DIMS, 2, attn_mask="yes")
+
+
+def test_mult_passes_a_modality_already_of_width_d_through_unprojected():
+    """As the reference code: `x if orig_d == d else proj(x)`; counted FLOPs follow."""
+    m = methods.create("mult", [8, 3], 2, width=8, layers=1, heads=2).eval()
+    assert isinstance(m.proj[0], nn.Identity) and isinstance(m.proj[1], nn.Linear)
+    xs = _xs(2, dims=[8, 3], lens=[4, 6])
+    assert flops(lambda: m(xs), m)["total"] == m.expected_flops(2, [4, 6])
+
+
+def test_mult_positions_start_at_one_as_the_reference_table():
+    """fairseq's table (MulT's) reserves position 0 for padding: the first step gets sin/cos at position 1."""
+    enc = methods.create("mult", [4, 6], 2, width=6, layers=1, heads=2).cross[0].eval()
+    pe = enc.embed(torch.zeros(1, 3, 6))[0]  # zero input: what is added is the positional table
+    freq = torch.exp(torch.arange(3) * -(math.log(10000.0) / 2))
+    for step in range(3):
+        pos = step + 1
+        torch.testing.assert_close(pe[step], torch.cat([torch.sin(pos * freq), torch.cos(pos * freq)]))
+
+
+@pytest.mark.parametrize("tq,tk", [(5, 5), (3, 7), (7, 3), (1, 4)])
+def test_future_mask_is_the_reference_codes_triangle(tq, tk):
+    """Without padding, the reference's additive mask triu(−inf, 1 + |Tk − Tq|): key j is hidden from query i when
+    j ≥ i + 1 + |Tk − Tq|."""
+    hidden = torch.triu(torch.ones(tq, tk, dtype=torch.bool), 1 + abs(tk - tq))
+    assert torch.equal(attention_blocks.future_mask(tq, tk), ~hidden[None])
+
+
+def test_future_mask_uses_valid_lengths_and_key_padding():
+    q_mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]], dtype=torch.bool)   # L_q = 4, 2
+    k_mask = torch.tensor([[1, 1, 1, 0, 0, 0], [1, 1, 1, 1, 1, 1]], dtype=torch.bool)  # L_k = 3, 6
+    got = attention_blocks.future_mask(4, 6, q_mask, k_mask)
+    for b, (lq, lk) in enumerate([(4, 3), (2, 6)]):
+        want = attention_blocks.future_mask(lq, lk)[0]  # the unpadded sample's mask …
+        assert torch.equal(got[b, :lq, :lk], want)
+        assert not got[b, :, lk:].any()                 # … and padded keys never attended
+
+
+@pytest.mark.parametrize("attn_mask", [True, False])
+def test_the_future_mask_hides_later_source_steps(attn_mask, kernel):
+    """Crossmodal, Tq = Tk = 5: with the mask, query step 0 sees only key step 0, so changing later source steps
+    leaves its output unchanged; without the mask it changes."""
+    torch.manual_seed(0)
+    m = methods.create("mult", [4, 6], 2, width=8, layers=2, heads=2, attn_mask=attn_mask).eval()
+    enc = m.cross[0]
+    z, src = torch.randn(2, 5, 8), torch.randn(2, 5, 8)
+    later = src.clone()
+    later[:, 1:] += torch.randn(2, 4, 8)
+    with torch.no_grad():
+        a, b = enc(z, None, src, None), enc(z, None, later, None)
+    assert torch.allclose(a[:, 0], b[:, 0], atol=1e-6) == attn_mask
+    assert not torch.allclose(a[:, -1], b[:, -1])  # the last step sees every key either way
+
+
+def test_future_mask_rows_with_no_valid_key_give_zeros_and_finite_gradients(monkeypatch):
+    """With a future mask a query row can lose every key (its only allowed keys are padding): zeros, not NaN, from
+    both kernels, equal values and gradients."""
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 2, t, 4, generator=g, dtype=torch.float64, requires_grad=True) for t in (4, 4, 4))
+    k_mask = torch.tensor([[0, 0, 1, 1], [1, 1, 1, 1]], dtype=torch.bool)  # sample 0: its first keys are padding
+    rows = attention_blocks.future_mask(4, 4, k_mask, k_mask)  # L_q = L_k: an offset of 0
+    assert not rows[0, 0].any() and not rows[0, 1].any()  # queries 0 and 1 of sample 0 have no valid key
+    results = []
+    for steps in (attention_blocks.BATCHED_MAX_STEPS, 0):
+        monkeypatch.setattr(attention_blocks, "BATCHED_MAX_STEPS", steps)
+        out = attend(q, k, v, rows)
+        results.append((out, torch.autograd.grad(out.sin().sum(), (q, k, v))))
+    (a, ga), (b, gb) = results
+    assert torch.equal(a[0, :, :2], torch.zeros_like(a[0, :, :2])) and torch.isfinite(a).all()
+    torch.testing.assert_close(a, b)
+    for x, y in zip(ga, gb):
+        assert torch.isfinite(x).all()
+        torch.testing.assert_close(x, y)
+
+
+def test_mult_with_leading_padding_trains_under_the_future_mask(kernel):
+    """Padding at the start of a source sequence (not the layout mmbench's loaders give, but a mask may say so):
+    early queries have no valid key under the future mask; outputs and gradients stay finite."""
+    torch.manual_seed(0)
+    m = _create("mult").train()
+    masks = [torch.ones(3, t, dtype=torch.bool) for t in LENS]
+    masks[0][0, :4] = False
+    y = m(_xs(3), masks=masks)
+    y.sum().backward()
+    assert torch.isfinite(y).all() and all(torch.isfinite(p.grad).all() for p in m.parameters() if p.grad is not None)
 
 
 def test_attention_is_softmax_qk_v_with_masked_keys(kernel):

@@ -100,3 +100,36 @@ def test_lmf_flops_grow_with_sum_tfn_with_product():
     lmf_ratio = count("lmf", [16] * 3, rank=4) / count("lmf", [8] * 3, rank=4)
     assert tfn_ratio > 6      # (17/9)^3 ≈ 6.7
     assert lmf_ratio < 2.1    # (3·16+1)/(3·8+1) ≈ 1.96
+
+
+class _Ops(torch.utils._python_dispatch.TorchDispatchMode):
+    """The aten ops a call runs that write memory (views excluded), with the number of elements each writes."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        aliases = func._schema.returns and func._schema.returns[0].alias_info is not None  # a view of an input
+        if isinstance(out, torch.Tensor) and not aliases:
+            self.ops.append((func._overloadpacket.__name__, out.numel()))
+        return out
+
+
+@pytest.mark.parametrize("dims,rank,out_dim", [([64, 64, 64], 4, 8), ([5, 6], 16, 1)])
+def test_lmf_forward_reads_the_product_once(dims, rank, out_dim):
+    """M factor matmuls, M−1 products, then the w_f contraction as ONE matrix product over the (B, o, r) product (no
+    copy of it, no batched matmul of B tiny matrices), then the bias: what keeps LMF as fast as its reference code at
+    large batch."""
+    import torch.utils._python_dispatch  # noqa: F401
+
+    m = methods.create("lmf", dims, out_dim, rank=rank)
+    xs = [torch.randn(64, d) for d in dims]
+    with torch.no_grad(), _Ops() as rec:
+        y = m(xs)
+    heavy = [name for name, n in rec.ops if n >= 64 * rank * out_dim]  # ops touching the whole product
+    assert sorted(heavy) == ["addmm"] * len(dims) + ["mul"] * (len(dims) - 1)
+    assert [name for name, _ in rec.ops if name in ("mm", "bmm", "copy_", "clone")] == ["mm"]
+    torch.testing.assert_close(y, torch.einsum("r,rbo->bo", m.fusion_weights[0], math.prod(
+        torch.cat([x, torch.ones(64, 1)], 1) @ m.factor(i) for i, x in enumerate(xs))) + m.fusion_bias)

@@ -38,7 +38,7 @@ def _build(name, dims, out_dim=3, seed=0, **hp):
 
 def test_registry_lists_the_vector_zoo():
     assert {"early", "additive", "late", "hybrid", "tfn", "lmf", "gmu", "mlb", "mfb", "mfh", "tucker", "mutan",
-            "block", "mcb", "aff", "iaff", "contrastive", "dcca", "encdec", "view_specific"} <= set(ALL)
+            "block", "block_tucker", "linear_sum", "mcb", "aff", "iaff", "contrastive", "dcca", "encdec", "view_specific"} <= set(ALL)
 
 
 @pytest.mark.parametrize("name", ALL)

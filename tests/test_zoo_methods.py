@@ -21,10 +21,20 @@ def _p_aff(d, o, hp, stages):
     return proj + stages * (4 * c * i + 6 * i + 6 * c - 2 * i - 2 * c) + (c + 1) * o  # catalog minus pre-BN biases
 
 
+# The reference's chunk sizes (block.bootstrap's get_sizes_list), written out for the settings used below.
+SIZES = {(12, 3): [4, 4, 4], (20, 20): [1] * 20, (16, 1): [16], (1600, 18): [89] * 17 + [87], (10, 4): [3, 3, 3, 1],
+         (10, 7): [2, 2, 2, 1, 1, 1, 1], (13, 5): [3, 3, 3, 3, 1], (9, 2): [5, 4]}
+
+
 def _p_block(d, o, hp):
-    mm, ch, r = hp["mm"], hp["chunks"], hp["rank"]
-    s = [mm // ch] * ch
+    mm, r = hp["mm"], hp["rank"]
+    s = SIZES[mm, hp["chunks"]]
     return (d[0] + d[1] + 2) * mm + 2 * sum((sc + 1) * sc * r for sc in s) + (mm + 1) * o
+
+
+def _p_block_tucker(d, o, hp):
+    mm = hp["mm"]
+    return (d[0] + d[1] + 2) * mm + sum(sc ** 3 + sc for sc in SIZES[mm, hp["chunks"]]) + (mm + 1) * o
 
 
 # key -> (closed form (dims, out_dim, hyperparams) -> params, list of hyperparameter settings)
@@ -33,7 +43,7 @@ CLOSED_FORMS = {
     "hybrid": (lambda d, o, hp: (sum(d) + 1) * o + sum((dm + 1) * o for dm in d) + len(d) + 1, [{}]),
     "gmu": (lambda d, o, hp: sum((dm + 1) * hp["hidden"] for dm in d)
             + (sum(d) + 1) * (1 if len(d) == 2 else len(d)) * hp["hidden"] + (hp["hidden"] + 1) * o,
-            [{"hidden": 4}, {"hidden": 9}]),
+            [{"hidden": 4}, {"hidden": 9}, {"hidden": 5, "gate": "softmax"}]),
     "mlb": (lambda d, o, hp: (d[0] + d[1] + 2) * hp["mm"] + (hp["mm"] + 1) * o, [{"mm": 1}, {"mm": 12}]),
     "mfb": (lambda d, o, hp: (d[0] + d[1] + 2) * hp["mm"] * hp["k"] + (hp["mm"] + 1) * o,
             [{"mm": 6, "k": 1}, {"mm": 10, "k": 5}]),
@@ -45,7 +55,13 @@ CLOSED_FORMS = {
               + (hp["mm"] + 1) * o, [{"mm": 5, "rank": 1}, {"mm": 8, "rank": 15}]),
     "block": (lambda d, o, hp: _p_block(d, o, hp),
               [{"mm": 12, "chunks": 3, "rank": 2}, {"mm": 20, "chunks": 20, "rank": 1}, {"mm": 16, "chunks": 1,
-                                                                                        "rank": 3}]),
+               "rank": 3}, {"mm": 10, "chunks": 4, "rank": 2}, {"mm": 10, "chunks": 7, "rank": 1},
+               {"mm": 13, "chunks": 5, "rank": 2}]),
+    "block_tucker": (lambda d, o, hp: _p_block_tucker(d, o, hp),
+                     [{"mm": 12, "chunks": 3}, {"mm": 16, "chunks": 1}, {"mm": 10, "chunks": 7}, {"mm": 9, "chunks": 2},
+                      {"mm": 13, "chunks": 5}]),
+    "linear_sum": (lambda d, o, hp: (d[0] + 1) * hp["mm"] + (d[1] + 1) * hp["mm"] + (hp["mm"] + 1) * o,
+                   [{"mm": 1}, {"mm": 12}, {"mm": 7, "normalize": True, "activation": "tanh"}]),
     "mcb": (lambda d, o, hp: (hp["sketch_dim"] + 1) * o, [{"sketch_dim": 16}, {"sketch_dim": 100}]),
     "aff": (lambda d, o, hp: _p_aff(d, o, hp, 1), [{}, {"channels": 12, "r": 3}, {"channels": 8, "r": 8}]),
     "iaff": (lambda d, o, hp: _p_aff(d, o, hp, 2), [{}, {"channels": 12, "r": 3}]),
@@ -85,6 +101,13 @@ BILINEAR_FLOPS = {
     "tucker": (dict(mm=5), lambda b, d0, d1, o: 2 * b * (5 * d0 + 5 * d1 + 125 + 25 + 5 * o)),
     "mutan": (dict(mm=8, rank=3), lambda b, d0, d1, o: 2 * b * (8 * d0 + 8 * d1 + 2 * 8 * 24 + 8 * o)),
     "block": (dict(mm=12, chunks=3, rank=2), lambda b, d0, d1, o: 2 * b * (12 * d0 + 12 * d1 + 2 * 3 * 4 * 8 + 12 * o)),
+    # uneven: chunks 3, 3, 3, 1; per chunk two merges of s·R·s multiply-adds
+    "block:uneven": (dict(mm=10, chunks=4, rank=2),
+                     lambda b, d0, d1, o: 2 * b * (10 * d0 + 10 * d1 + 2 * (3 * 18 + 2) + 10 * o)),
+    # per chunk a·T (s·s² multiply-adds) and the batched product with b (s²): chunks 5 and 4
+    "block_tucker": (dict(mm=9, chunks=2),
+                     lambda b, d0, d1, o: 2 * b * (9 * d0 + 9 * d1 + 125 + 25 + 64 + 16 + 9 * o)),
+    "linear_sum": (dict(mm=12), lambda b, d0, d1, o: 2 * b * (12 * d0 + 12 * d1 + 12 * o)),
     "mcb": (dict(sketch_dim=64), lambda b, d0, d1, o: 2 * b * 64 * o),  # sketch and FFTs: not counted by torch
 }
 
@@ -93,7 +116,7 @@ BILINEAR_FLOPS = {
 @pytest.mark.parametrize("dims,out_dim,batch", [([3, 5], 2, 1), ([7, 4], 5, 6)])
 def test_bilinear_flops_match_hand_derived_formula(name, dims, out_dim, batch):
     hp, formula = BILINEAR_FLOPS[name]
-    m = methods.create(name, dims, out_dim, **hp).eval()
+    m = methods.create(name.split(":")[0], dims, out_dim, **hp).eval()
     xs = [torch.randn(batch, d) for d in dims]
     assert flops(lambda: m(xs), m)["total"] == formula(batch, *dims, out_dim) == m.expected_flops(batch)
 
@@ -157,9 +180,68 @@ def test_tucker_is_the_bilinear_form_of_its_core():
     torch.testing.assert_close(m([x0, x1]), m.out(z))
 
 
-def test_block_needs_equal_chunks():
-    with pytest.raises(UserError, match="divisible by chunks"):
-        methods.create("block", [4, 4], 2, mm=10, chunks=3)
+@pytest.mark.parametrize("mm,chunks", sorted(SIZES))
+def test_chunk_sizes_are_the_references(mm, chunks):
+    from mmbench.methods.bilinear import chunk_sizes
+
+    assert chunk_sizes(mm, chunks) == SIZES[mm, chunks]
+    for name in ("block", "block_tucker"):
+        assert methods.create(name, [4, 4], 2, mm=mm, chunks=chunks).sizes == SIZES[mm, chunks]
+
+
+def test_block_vqa_configuration_splits_unevenly():
+    """The reference's VQA setting, mm 1600 in 18 chunks: 17 of 89 and one of 87 (built on the meta device)."""
+    with torch.device("meta"):
+        m = methods.create("block", [20, 30], 3, mm=1600, chunks=18, rank=15)
+    assert m.sizes == [89] * 17 + [87] and m.groups == [(89, 17), (87, 1)]
+    assert params(m) == m.expected_params() == _p_block([20, 30], 3, {"mm": 1600, "chunks": 18, "rank": 15})
+
+
+@pytest.mark.parametrize("name", ["block", "block_tucker"])
+def test_uneven_chunks_are_fused_chunk_by_chunk(name):
+    """Each chunk is its own fusion of the matching slices of both projections: perturbing one chunk of x0's
+    projection changes only that chunk's output features."""
+    torch.manual_seed(0)
+    m = methods.create(name, [5, 4], 2, mm=10, chunks=4).double().eval()
+    xs = [torch.randn(3, 5, dtype=torch.float64), torch.randn(3, 4, dtype=torch.float64)]
+    q0, q1 = m.linear0(xs[0]), m.linear1(xs[1])
+    zs = [torch.cat([m._fuse(g, a, b).transpose(0, 1).reshape(3, -1) for g, (a, b) in
+                     enumerate(zip(m._grouped(p), m._grouped(q1)))], -1) for p in (q0, q0 + torch.eye(10)[9])]
+    changed = (zs[0] - zs[1]).abs().amax(0) > 0
+    assert changed.tolist() == [False] * 9 + [True]  # the last chunk (size 1) alone
+    torch.testing.assert_close(m(xs), m.out(zs[0]))
+
+
+def test_chunks_the_reference_split_cannot_serve_are_refused():
+    with pytest.raises(UserError, match="cannot be split into 6 chunks"):
+        methods.create("block", [4, 4], 2, mm=10, chunks=6)  # 2, 2, 2, 2, 2, 0
+    with pytest.raises(UserError, match="cannot be split into 5 chunks"):
+        methods.create("block_tucker", [4, 4], 2, mm=4, chunks=5)
+
+
+def test_linear_sum_is_the_sum_of_activated_projections():
+    torch.manual_seed(0)
+    m = methods.create("linear_sum", [3, 4], 2, mm=5)
+    xs = [torch.randn(6, 3), torch.randn(6, 4)]
+    want = m.out(torch.relu(m.linear0(xs[0])) + torch.relu(m.linear1(xs[1])))
+    torch.testing.assert_close(m(xs), want)
+    with pytest.raises(UserError, match="activation must be one of"):
+        methods.create("linear_sum", [3, 4], 2, activation="gelu")
+
+
+def test_block_tucker_chunks_are_bilinear_forms_of_their_cores():
+    torch.manual_seed(0)
+    m = methods.create("block_tucker", [3, 4], 2, mm=9, chunks=2).double()
+    x0, x1 = torch.randn(6, 3, dtype=torch.float64), torch.randn(6, 4, dtype=torch.float64)
+    q0, q1 = m.linear0(x0), m.linear1(x1)
+    from mmbench.methods.bilinear import ssl
+
+    zs, start = [], 0
+    for c, s in enumerate([5, 4]):
+        a, b = q0[:, start:start + s], q1[:, start:start + s]
+        zs.append(ssl(torch.einsum("bi,ikj,bj->bk", a, m.core(c), b) + m.core_bias(c)))
+        start += s
+    torch.testing.assert_close(m([x0, x1]), m.out(torch.cat(zs, -1)))
 
 
 def test_pair_method_given_three_modalities_is_a_plan_time_error(write_suite):
@@ -331,6 +413,23 @@ def test_gmu_gates_choose_between_modalities():
         torch.testing.assert_close(m(xs), m.out(torch.tanh(m.proj[0](xs[0]))))
         m.gate.bias.fill_(-50.0)
         torch.testing.assert_close(m(xs), m.out(torch.tanh(m.proj[1](xs[1]))))
+
+
+def test_gmu_with_more_modalities_gates_each_one_independently_by_default():
+    """M > 2: one sigmoid gate per modality from the concatenation, unnormalised (the public generalisation);
+    gate: softmax normalises them over modalities (ours)."""
+    torch.manual_seed(0)
+    xs = [torch.randn(5, 3), torch.randn(5, 4), torch.randn(5, 2)]
+    for kind in ("sigmoid", "softmax"):
+        torch.manual_seed(0)
+        m = methods.create("gmu", [3, 4, 2], 2, hidden=6, **({} if kind == "sigmoid" else {"gate": kind}))
+        g = m.gate(torch.cat(xs, -1)).view(5, 3, 6)
+        z = torch.sigmoid(g) if kind == "sigmoid" else torch.softmax(g, 1)
+        hs = [torch.tanh(p(x)) for p, x in zip(m.proj, xs)]
+        torch.testing.assert_close(m(xs), m.out(sum(z[:, i] * hs[i] for i in range(3))))
+    assert methods.create("gmu", [3, 4, 2], 2).gate_kind == "sigmoid"
+    with pytest.raises(UserError, match="gate must be 'sigmoid' or 'softmax'"):
+        methods.create("gmu", [3, 4, 2], 2, gate="tanh")
 
 
 @pytest.mark.parametrize("quick", [False, True])

@@ -32,12 +32,13 @@ def masked_last(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     return x[torch.arange(x.shape[0], device=x.device), last]
 
 
-def sinusoid(steps: int, width: int, device, dtype) -> torch.Tensor:
-    """(steps, width) sinusoidal positions, sin on the first half of the features, cos on the second (as in MulT's
-    and fairseq's tables); an odd width gets a zero last column."""
+def sinusoid(steps: int, width: int, device, dtype, start: int = 0) -> torch.Tensor:
+    """(steps, width) sinusoidal positions start, start+1, …: sin on the first half of the features, cos on the
+    second (as in MulT's and fairseq's tables); an odd width gets a zero last column. MulT's table reserves position 0
+    for padding (fairseq's padding_idx), so its first step is position 1: its encoders pass ``start=1``."""
     half = width // 2
     freq = torch.exp(torch.arange(half, device=device, dtype=torch.float32) * -(math.log(10000.0) / max(half - 1, 1)))
-    angle = torch.arange(steps, device=device, dtype=torch.float32)[:, None] * freq[None, :]
+    angle = torch.arange(start, start + steps, device=device, dtype=torch.float32)[:, None] * freq[None, :]
     pe = torch.cat([torch.sin(angle), torch.cos(angle)], 1)
     if width % 2:
         pe = torch.cat([pe, pe.new_zeros(steps, 1)], 1)
@@ -55,27 +56,37 @@ BATCHED_MAX_SCORES = 1 << 22  # B·h·Tq·Tk elements (16 MiB in float32)
 
 
 class KeyMask:
-    """A key padding mask (B, Tk), True = attend, with the additive bias the batched kernel needs derived on first use
-    and then shared by every attention call over the same keys (an encoder's layers), not rebuilt per call: at batch 1
-    rebuilding it cost more than the attention itself saves."""
+    """Which keys each query may attend, True = attend: a key padding mask (B, Tk), the same for every query, or a
+    per-query mask (B or 1, Tq, Tk) (a padding mask combined with a future mask, see `future_mask`). The additive bias
+    the batched kernel needs is derived on first use and then shared by every attention call over the same keys (an
+    encoder's layers), not rebuilt per call: at batch 1 rebuilding it cost more than the attention itself saves."""
 
     def __init__(self, mask: torch.Tensor):
         self.mask = mask
         self._bias: dict = {}
 
     @functools.cached_property
+    def rows(self) -> torch.Tensor:
+        """The mask as (B or 1, Tq or 1, Tk)."""
+        return self.mask[:, None, :] if self.mask.dim() == 2 else self.mask
+
+    @functools.cached_property
     def empty(self) -> torch.Tensor | None:
-        """(B,) True for a sample with no valid key, or None when there is none (a host sync: CPU path only)."""
-        empty = ~self.mask.any(1)
+        """(B or 1, Tq or 1) True for a query row with no valid key (a sample missing a whole modality, or a future
+        mask over padding), or None when there is none (a host sync: CPU path only)."""
+        empty = ~self.rows.any(-1)
         return empty if bool(empty.any()) else None
 
+    def per_head(self, t: torch.Tensor, heads: int) -> torch.Tensor:
+        return t if t.shape[0] == 1 else t.repeat_interleave(heads, 0)
+
     def bias(self, heads: int, dtype: torch.dtype) -> torch.Tensor:
-        """(B·heads, 1, Tk): 0 on valid keys, -inf on padding. A sample with no valid key keeps 0 (finite weights,
-        zeroed after the softmax, so no NaN reaches the backward)."""
+        """(B·heads or 1, Tq or 1, Tk): 0 where allowed, -inf elsewhere. A row with no valid key keeps 0 (finite
+        weights, zeroed after the softmax, so no NaN reaches the backward)."""
         if (heads, dtype) not in self._bias:
-            keep = self.mask if self.empty is None else self.mask | self.empty[:, None]
+            keep = self.rows if self.empty is None else self.rows | self.empty[..., None]
             bias = torch.zeros(keep.shape, dtype=dtype, device=keep.device).masked_fill_(~keep, float("-inf"))
-            self._bias[heads, dtype] = bias.repeat_interleave(heads, 0)[:, None, :]
+            self._bias[heads, dtype] = self.per_head(bias, heads)
         return self._bias[heads, dtype]
 
 
@@ -83,21 +94,39 @@ def as_key_mask(mask: torch.Tensor | KeyMask | None) -> KeyMask | None:
     return mask if mask is None or isinstance(mask, KeyMask) else KeyMask(mask)
 
 
+def _raw(mask: torch.Tensor | KeyMask | None) -> torch.Tensor | None:
+    return mask.mask if isinstance(mask, KeyMask) else mask
+
+
+def future_mask(tq: int, tk: int, q_mask=None, k_mask=None, device=None) -> torch.Tensor:
+    """MulT's future (causal) mask combined with the key padding: query i may attend key j when j − i ≤ |L_k − L_q|
+    and key j is valid. L_q, L_k are the valid lengths (padding masks' sums; full length without a mask), so a padded
+    sample is masked as its unpadded sequences would be; without padding this is the reference code's
+    triu(−inf, 1 + |T_k − T_q|). Returns (B, Tq, Tk), or (1, Tq, Tk) when neither side has a padding mask."""
+    q_mask, k_mask = _raw(q_mask), _raw(k_mask)
+    lq = q_mask.sum(1) if q_mask is not None else torch.tensor([tq], device=device)
+    lk = k_mask.sum(1) if k_mask is not None else torch.tensor([tk], device=device)
+    device = lq.device
+    ahead = torch.arange(tk, device=device)[None, :] - torch.arange(tq, device=device)[:, None]  # j − i
+    allowed = ahead[None] <= (lk - lq).abs()[:, None, None]
+    return allowed if k_mask is None else allowed & k_mask[:, None, :]
+
+
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | KeyMask | None = None,
            dropout: float = 0.0) -> torch.Tensor:
-    """softmax(Q Kᵀ/√d_h) V for heads (B, h, T, d_h) → (B, h, Tq, d_h). Keys where ``key_mask`` (B, Tk) is False get
-    zero weight; a query with no valid key gets a zero output (as torch's SDPA gives)."""
+    """softmax(Q Kᵀ/√d_h) V for heads (B, h, T, d_h) → (B, h, Tq, d_h). Keys where ``key_mask`` ((B, Tk), or per query
+    (B or 1, Tq, Tk)) is False get zero weight; a query with no valid key gets a zero output (as torch's SDPA gives)."""
     b, h, tq, d = q.shape
     tk = k.shape[2]
     key_mask = as_key_mask(key_mask)
     if q.device.type != "cpu" or tq * tk >= BATCHED_MAX_STEPS or b * h * tq * tk > BATCHED_MAX_SCORES:
-        mask = None if key_mask is None else key_mask.mask[:, None, None, :]  # True = attend (SDPA's convention)
+        mask = None if key_mask is None else key_mask.rows[:, None]  # True = attend (SDPA's convention)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
     q3, k3, v3 = (t.reshape(b * h, -1, d) for t in (q, k, v))
     bias = q3.new_zeros(1, 1, 1) if key_mask is None else key_mask.bias(h, q3.dtype)
     w = torch.softmax(torch.baddbmm(bias, q3, k3.transpose(1, 2), alpha=d ** -0.5), -1)
     if key_mask is not None and key_mask.empty is not None:
-        w = w.masked_fill(key_mask.empty.repeat_interleave(h)[:, None, None], 0.0)
+        w = w.masked_fill(key_mask.per_head(key_mask.empty, h)[..., None], 0.0)
     if dropout:
         w = F.dropout(w, dropout)
     return torch.bmm(w, v3).view(b, h, tq, d)
@@ -151,9 +180,10 @@ class PreLNLayer(nn.Module):
         self.ffn = FeedForward(width, 4 * width, nn.ReLU, dropout)
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, z: torch.Tensor, z_mask, src: torch.Tensor | None, src_mask) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, src: torch.Tensor | None, mask: KeyMask | None) -> torch.Tensor:
+        """``mask``: which keys (``src``'s steps, or z's own without ``src``) each query may attend."""
         h = self.ln_attn(z)
-        kv, mask = (h, z_mask) if src is None else (self.ln_attn(src), src_mask)
+        kv = h if src is None else self.ln_attn(src)
         z = z + self.drop(self.attn(h, kv, mask))
         return z + self.drop(self.ffn(self.ln_ffn(z)))
 
@@ -161,27 +191,33 @@ class PreLNLayer(nn.Module):
 class PreLNEncoder(nn.Module):
     """D pre-LN layers and a final LayerNorm: D·(12e² + 13e) + 2e parameters.
 
-    Inputs (and the fixed crossmodal source) are scaled by √e and get sinusoidal positions, as in MulT. With ``src``
-    the layers are crossmodal (queries from z, keys/values from src), else self-attention."""
+    Inputs (and the fixed crossmodal source) are scaled by √e and get sinusoidal positions from 1 (MulT's table:
+    fairseq's, whose position 0 is the padding index), as in MulT. With ``src`` the layers are crossmodal (queries
+    from z, keys/values from src), else self-attention. ``causal``: MulT's future mask (`future_mask`) on top of the
+    key padding, as the reference code applies by default."""
 
-    def __init__(self, width: int, layers: int, heads: int, dropout: float):
+    def __init__(self, width: int, layers: int, heads: int, dropout: float, causal: bool = False):
         super().__init__()
         if layers <= 0:
             raise ValueError(f"layers must be positive, got {layers}")
-        self.width = width
+        self.width, self.causal = width, bool(causal)
         self.layers = nn.ModuleList(PreLNLayer(width, heads, dropout) for _ in range(layers))
         self.ln = nn.LayerNorm(width)
         self.drop = nn.Dropout(dropout)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
-        return self.drop(x * math.sqrt(self.width) + sinusoid(x.shape[1], self.width, x.device, x.dtype))
+        return self.drop(x * math.sqrt(self.width) + sinusoid(x.shape[1], self.width, x.device, x.dtype, start=1))
 
     def forward(self, z, z_mask=None, src=None, src_mask=None) -> torch.Tensor:
+        keys, key_mask = (z, z_mask) if src is None else (src, src_mask)
+        if self.causal:
+            mask = KeyMask(future_mask(z.shape[1], keys.shape[1], z_mask, key_mask, z.device))
+        else:
+            mask = as_key_mask(key_mask)  # derived once for all the layers
         z = self.embed(z)
         src = None if src is None else self.embed(src)
-        z_mask, src_mask = as_key_mask(z_mask), as_key_mask(src_mask)  # each derived once for all the layers
         for layer in self.layers:
-            z = layer(z, z_mask, src, src_mask)
+            z = layer(z, src, mask)
         return self.ln(z)
 
     @staticmethod

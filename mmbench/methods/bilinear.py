@@ -1,13 +1,16 @@
-"""Bilinear pooling: MLB, MFB, MFH, Tucker, MUTAN, BLOCK and compact bilinear pooling (MCB).
+"""Bilinear pooling: MLB, MFB, MFH, Tucker, MUTAN, BLOCK, BlockTucker, compact bilinear pooling (MCB), and the
+family's additive baseline LinearSum.
 
 All take exactly two modalities (x0, x1); a suite giving more is refused at plan time through the registry's
 modality range (these methods are defined on a pair, and chaining pairs would be a different method with its own
 parameter count). ssl(z) = sign(z)·√|z| then L2 normalisation, where a method's paper applies it.
 Defaults are scaled down from the VQA configs (MLB mm=1200, MFB/MFH mm=1000 k=5, MUTAN mm=1600 R=15, BLOCK mm=1600
-C=20 R=15, MCB D=16000) to the dims a synthetic benchmark uses; every one is a hyperparameter.
+C=20 R=15, BlockTucker mm=1600 C=20, LinearSum mm=1200, MCB D=16000) to the dims a synthetic benchmark uses; every
+one is a hyperparameter.
 """
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Sequence
 
@@ -200,46 +203,179 @@ class MUTAN(_Pair):
         return 2 * batch * (mm * (d0 + d1) + 2 * mm * mm * self.rank + mm * self.out_dim)
 
 
-@register_method("block", family="bilinear", max_modalities=2, rank_param="rank")
-class Block(_Pair):
-    """BLOCK (Ben-younes 2019): project to mm, split into C equal chunks, a rank-R MUTAN per chunk, ssl, concat → o.
+def chunk_sizes(mm: int, chunks: int) -> list[int]:
+    """How BLOCK's reference (block.bootstrap) splits mm into C chunks: s = ceil(mm / C) for every chunk, the last
+    one shortened by the excess (mm 1600, C 18: 17 × 89 and one 87); if that would make it negative, the last chunk
+    is set back to s and the last chunks each lose one until the sizes sum to mm (mm 10, C 7: 2, 2, 2, 1, 1, 1, 1)."""
+    s = -(-mm // chunks)
+    sizes = [s] * chunks
+    sizes[-1] -= s * chunks - mm
+    if sizes[-1] < 0:
+        missing = sizes[-2] - sizes[-1]
+        sizes[-1] = sizes[-2]
+        for j in range(missing):
+            sizes[-j - 1] -= 1
+    if min(sizes) <= 0:
+        raise ValueError(f"mm ({mm}) cannot be split into {chunks} chunks the reference's way "
+                         f"(sizes {sizes}): use fewer chunks")
+    return sizes
 
-    mm must be divisible by `chunks` (s = mm / C per chunk). The C per-chunk merges are one batched matmul over a
-    (C, s, R·s) weight rather than C small Linear layers.
+
+class _Chunked(_Pair):
+    """Two projections to mm, split into chunks of `chunk_sizes(mm, C)`, each chunk fused on its own. Chunks of equal
+    size form a group whose per-chunk weights are one batched tensor (at most two groups: the sizes take at most two
+    values), so the work is one batched matmul per group rather than C small layers."""
+
+    def __init__(self, dims: Sequence[int], out_dim: int, mm: int, chunks: int):
+        super().__init__(dims, out_dim, mm)
+        self.mm, self.chunks = int(mm), int(chunks)
+        self.sizes = chunk_sizes(self.mm, self.chunks)
+        self.groups = [(size, len(list(run))) for size, run in itertools.groupby(self.sizes)]  # (s, chunks of it)
+        self.out = nn.Linear(mm, out_dim)
+
+    def _grouped(self, q: torch.Tensor):
+        """The chunks of q (B, mm), group by group: (count, B, s) each."""
+        start = 0
+        for s, count in self.groups:
+            yield q[:, start:start + s * count].reshape(-1, count, s).transpose(0, 1)
+            start += s * count
+
+    def _fuse(self, g: int, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """Group g's chunks of both projections (count, B, s) → the fused chunks (count, B, s), normalised."""
+        raise NotImplementedError
+
+    def forward(self, xs: list[torch.Tensor]) -> torch.Tensor:
+        q0, q1 = self.linear0(xs[0]), self.linear1(xs[1])
+        zs = [self._fuse(g, a, b).transpose(0, 1).reshape(q0.shape[0], -1)
+              for g, (a, b) in enumerate(zip(self._grouped(q0), self._grouped(q1)))]
+        return self.out(zs[0] if len(zs) == 1 else torch.cat(zs, -1))
+
+    def _uniform(self, count: int, *shape: int, fan_in: int) -> nn.Parameter:
+        bound = 1 / math.sqrt(fan_in)  # nn.Linear's / nn.Bilinear's init for each chunk's layer
+        return nn.Parameter(torch.empty(count, *shape).uniform_(-bound, bound))
+
+
+@register_method("block", family="bilinear", max_modalities=2, rank_param="rank")
+class Block(_Chunked):
+    """BLOCK (Ben-younes 2019): project to mm, split into C chunks, a rank-R MUTAN per chunk, ssl, concat → o.
+
+    Chunk sizes s_c are the reference's (`chunk_sizes`: ceil(mm / C) each, the last ones shorter when C does not
+    divide mm). Per chunk, two merges s_c → R·s_c (with bias), their product summed over the R terms, ssl per chunk.
+    Parameters (d0+d1+2)·mm + 2·Σ_c(s_c+1)·s_c·R + (mm+1)·o.
     """
 
     def __init__(self, dims: Sequence[int], out_dim: int, mm: int = 128, chunks: int = 8, rank: int = 5):
         _positive(mm=mm, chunks=chunks, rank=rank)
-        if mm % chunks:
-            raise ValueError(f"mm ({mm}) must be divisible by chunks ({chunks})")
-        super().__init__(dims, out_dim, mm)
-        self.mm, self.chunks, self.rank = int(mm), int(chunks), int(rank)
-        s = self.size = mm // chunks
-        bound = 1 / math.sqrt(s)  # nn.Linear's init for each chunk's (s → R·s) merge
-        self.merge0_weight = nn.Parameter(torch.empty(chunks, s, rank * s).uniform_(-bound, bound))
-        self.merge0_bias = nn.Parameter(torch.empty(chunks, 1, rank * s).uniform_(-bound, bound))
-        self.merge1_weight = nn.Parameter(torch.empty(chunks, s, rank * s).uniform_(-bound, bound))
-        self.merge1_bias = nn.Parameter(torch.empty(chunks, 1, rank * s).uniform_(-bound, bound))
-        self.out = nn.Linear(mm, out_dim)
+        super().__init__(dims, out_dim, mm, chunks)
+        self.rank = int(rank)
 
-    def _merge(self, q: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        return torch.baddbmm(b, q.view(-1, self.chunks, self.size).transpose(0, 1), w)  # (C, B, R·s)
+        def merges():  # per group: (count, s, R·s) weights and (count, 1, R·s) biases
+            return (nn.ParameterList(self._uniform(n, s, rank * s, fan_in=s) for s, n in self.groups),
+                    nn.ParameterList(self._uniform(n, 1, rank * s, fan_in=s) for s, n in self.groups))
 
-    def forward(self, xs: list[torch.Tensor]) -> torch.Tensor:
-        m = (self._merge(self.linear0(xs[0]), self.merge0_weight, self.merge0_bias)
-             * self._merge(self.linear1(xs[1]), self.merge1_weight, self.merge1_bias))
-        z = ssl(m.view(self.chunks, -1, self.rank, self.size).sum(2))  # (C, B, s), normalised per chunk
-        return self.out(z.transpose(0, 1).reshape(-1, self.mm))
+        self.merge0_weight, self.merge0_bias = merges()
+        self.merge1_weight, self.merge1_bias = merges()
+
+    def _fuse(self, g, a, b):
+        s = a.shape[-1]
+        m = (torch.baddbmm(self.merge0_bias[g], a, self.merge0_weight[g])
+             * torch.baddbmm(self.merge1_bias[g], b, self.merge1_weight[g]))  # (count, B, R·s)
+        return ssl(m.view(m.shape[0], -1, self.rank, s).sum(2))
 
     def expected_params(self) -> int:
         d0, d1 = self.dims
-        mm, s = self.mm, self.size
-        return (d0 + d1 + 2) * mm + 2 * self.chunks * (s + 1) * s * self.rank + (mm + 1) * self.out_dim
+        return ((d0 + d1 + 2) * self.mm + 2 * sum((s + 1) * s * self.rank for s in self.sizes)
+                + (self.mm + 1) * self.out_dim)
 
     def expected_flops(self, batch: int) -> int:
         d0, d1 = self.dims
-        mm, s = self.mm, self.size
-        return 2 * batch * (mm * (d0 + d1) + 2 * self.chunks * s * s * self.rank + mm * self.out_dim)
+        return 2 * batch * (self.mm * (d0 + d1) + 2 * sum(s * s * self.rank for s in self.sizes)
+                            + self.mm * self.out_dim)
+
+
+@register_method("block_tucker", family="bilinear", max_modalities=2, rank_param="mm")
+class BlockTucker(_Chunked):
+    """BlockTucker (block.bootstrap, MMF): project to mm, split into C chunks, a full bilinear core per chunk, ssl.
+
+    Chunk sizes as BLOCK's. Per chunk z_c,k = Σ_ij T_c[i, k, j] a_i b_j + t_c,k (nn.Bilinear(s, s, s) in the
+    reference), computed as Tucker's two matmuls batched over the chunks of a group; ssl per chunk, concat, Linear →
+    o. Parameters (d0+d1+2)·mm + Σ_c(s_c³ + s_c) + (mm+1)·o. Defaults mm 128, C 8 (reference: mm 1600, C 20).
+    """
+
+    def __init__(self, dims: Sequence[int], out_dim: int, mm: int = 128, chunks: int = 8):
+        _positive(mm=mm, chunks=chunks)
+        super().__init__(dims, out_dim, mm, chunks)
+        self.cores = nn.ParameterList(self._uniform(n, s, s * s, fan_in=s) for s, n in self.groups)  # (i, k·j)
+        self.core_biases = nn.ParameterList(self._uniform(n, 1, s, fan_in=s) for s, n in self.groups)
+
+    def core(self, c: int) -> torch.Tensor:
+        """Chunk c's core T_c as (i, k, j)."""
+        for (s, n), cores in zip(self.groups, self.cores):
+            if c < n:
+                return cores[c].view(s, s, s)
+            c -= n
+        raise IndexError(c)
+
+    def core_bias(self, c: int) -> torch.Tensor:
+        for (s, n), biases in zip(self.groups, self.core_biases):
+            if c < n:
+                return biases[c, 0]
+            c -= n
+        raise IndexError(c)
+
+    def _fuse(self, g, a, b):
+        count, batch, s = a.shape
+        t = torch.bmm(a, self.cores[g]).view(count * batch, s, s)  # (count·B, k, j)
+        z = torch.bmm(t, b.reshape(count * batch, s, 1)).view(count, batch, s) + self.core_biases[g]
+        return ssl(z)
+
+    def expected_params(self) -> int:
+        d0, d1 = self.dims
+        return (d0 + d1 + 2) * self.mm + sum(s ** 3 + s for s in self.sizes) + (self.mm + 1) * self.out_dim
+
+    def expected_flops(self, batch: int) -> int:
+        d0, d1 = self.dims
+        return 2 * batch * (self.mm * (d0 + d1) + sum(s ** 3 + s ** 2 for s in self.sizes)
+                            + self.mm * self.out_dim)
+
+
+@register_method("linear_sum", family="bilinear", max_modalities=2, rank_param="mm")
+class LinearSum(_Pair):
+    """LinearSum (block.bootstrap, MMF): z = act(W0 x0 + b0) + act(W1 x1 + b1), optional ssl, Linear → o.
+
+    The additive baseline of the bilinear family: the same projections, summed instead of multiplied. `activation`
+    relu (the reference's default), tanh or none; `normalize` applies ssl (off by default, as the reference). The
+    reference's output ReLU is left out, as for MLB: the output is the prediction. Parameters
+    (d0+1)·mm + (d1+1)·mm + (mm+1)·o.
+    """
+
+    def __init__(self, dims: Sequence[int], out_dim: int, mm: int = 256, activation: str = "relu",
+                 normalize: bool = False):
+        _positive(mm=mm)
+        if activation not in _ACTIVATIONS:
+            raise ValueError(f"activation must be one of {', '.join(_ACTIVATIONS)}, got '{activation}'")
+        if not isinstance(normalize, bool):
+            raise ValueError(f"normalize must be true or false, got {normalize!r}")
+        super().__init__(dims, out_dim, mm)
+        self.mm, self.activation, self.normalize = int(mm), activation, normalize
+        self.out = nn.Linear(mm, out_dim)
+
+    def forward(self, xs: list[torch.Tensor]) -> torch.Tensor:
+        act = _ACTIVATIONS[self.activation]
+        a, b = self.linear0(xs[0]), self.linear1(xs[1])
+        z = a + b if act is None else act(a) + act(b)
+        return self.out(ssl(z) if self.normalize else z)
+
+    def expected_params(self) -> int:
+        d0, d1 = self.dims
+        return (d0 + d1 + 2) * self.mm + (self.mm + 1) * self.out_dim
+
+    def expected_flops(self, batch: int) -> int:
+        d0, d1 = self.dims
+        return 2 * batch * self.mm * (d0 + d1 + self.out_dim)
+
+
+_ACTIVATIONS = {"relu": torch.relu, "tanh": torch.tanh, "none": None}
 
 
 @register_method("mcb", family="bilinear", max_modalities=2)

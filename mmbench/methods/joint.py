@@ -80,16 +80,22 @@ class GatedMultimodalUnit(Fusion):
     """Gated Multimodal Unit (Arevalo 2017): h = Σ_m z_m ⊙ tanh(W_m x_m + b_m), gates from [x_1; …; x_M], Linear → o.
 
     Form built (biases everywhere): h_m = tanh(W_m x_m + b_m) with W_m ∈ R^{h×d_m}. Two modalities: one sigmoid
-    gate z = σ(W_z [x_1; x_2] + b_z) ∈ R^h, h = z ⊙ h_1 + (1 − z) ⊙ h_2 (the paper's). M > 2: W_z maps to M·h and the
-    gates are a softmax over modalities per unit. The fused h goes through Linear(h → o) to give the prediction.
-    Parameters: Σ(d_m+1)·h + (Σd_m+1)·G·h + (h+1)·o, G = 1 for two modalities, else M.
+    gate z = σ(W_z [x_1; x_2] + b_z) ∈ R^h, h = z ⊙ h_1 + (1 − z) ⊙ h_2 (the paper's equations, and the authors'
+    code, which is bimodal only). M > 2: W_z maps to M·h, one gate per modality, and ``gate`` says how they are made:
+    "sigmoid" (default) z_m = σ(W_z,m [x_1; …; x_M] + b_z,m), independent and unnormalised, the generalisation the
+    public M > 2 implementations citing the paper use (one sigmoid gate per modality from the concatenation);
+    "softmax": a softmax over the M gates per unit, so they sum to 1 as z and 1 − z do — that form is ours, found in
+    neither the paper's text available to us nor its code. The fused h goes through Linear(h → o) to give the
+    prediction. Parameters: Σ(d_m+1)·h + (Σd_m+1)·G·h + (h+1)·o, G = 1 for two modalities, else M (either gate).
     """
 
-    def __init__(self, dims: Sequence[int], out_dim: int, hidden: int = 64):
+    def __init__(self, dims: Sequence[int], out_dim: int, hidden: int = 64, gate: str = "sigmoid"):
         super().__init__(dims, out_dim)
         if hidden <= 0:
             raise ValueError(f"hidden must be positive, got {hidden}")
-        self.hidden = int(hidden)
+        if gate not in ("sigmoid", "softmax"):
+            raise ValueError(f"gate must be 'sigmoid' or 'softmax', got {gate!r}")
+        self.hidden, self.gate_kind = int(hidden), gate
         self.gates = 1 if len(self.dims) == 2 else len(self.dims)
         self.proj = nn.ModuleList(nn.Linear(d, hidden) for d in self.dims)
         self.gate = nn.Linear(sum(self.dims), self.gates * hidden)
@@ -102,7 +108,8 @@ class GatedMultimodalUnit(Fusion):
             z = torch.sigmoid(g)
             h = hs[1] + z * (hs[0] - hs[1])  # z ⊙ h_1 + (1 − z) ⊙ h_2
         else:
-            z = torch.softmax(g.view(-1, self.gates, self.hidden), 1)
+            g = g.view(-1, self.gates, self.hidden)
+            z = torch.sigmoid(g) if self.gate_kind == "sigmoid" else torch.softmax(g, 1)
             h = (z * torch.stack(hs, 1)).sum(1)
         return self.out(h)
 

@@ -63,27 +63,37 @@ class _ResidualHead(nn.Module):
 class MulT(SequenceFusion):
     """Multimodal Transformer (Tsai 2019): crossmodal attention for every ordered pair of unaligned sequences.
 
-    Each modality is projected to width d (Conv1d k=1 without bias, i.e. a bias-free Linear per step: Σ d_m·d). For
+    Each modality is projected to width d (Conv1d k=1 without bias, i.e. a bias-free Linear per step: Σ d_m·d over
+    the modalities whose width is not already d, which the reference code passes through unprojected). For
     every ordered pair α→β a crossmodal encoder of ``layers`` pre-LN layers lets β's sequence (queries) attend to α's
     (keys/values), inputs scaled by √d plus sinusoidal positions, final LayerNorm: M(M−1)·[D(12d²+13d) + 2d]. Per
     target β the M−1 crossmodal outputs are concatenated (width e = (M−1)d) and go through a self-attention stack of
     ``self_layers`` layers (default max(layers, 3), as the reference code): M·[S(12e²+13e) + 2e]. The last valid step
     of every target is taken, all are concatenated (C = M·e) and pass the residual MLP and Linear → o:
     2(C² + C) + (C + 1)·o. Defaults d=30, D=5, 5 heads are the reference code's.
+
+    Positions start at 1, as the reference's fairseq table (position 0 is its padding index). ``attn_mask`` (default
+    True, the reference code's: its ``--attn_mask`` flag is store_false) applies the code's future mask in every
+    crossmodal and self-attention layer: query step i attends key step j only when j − i ≤ |L_k − L_q| (see
+    attention_blocks.future_mask; L = valid lengths, so padding is masked as the unpadded sequences would be). The
+    paper describes no such mask: ``attn_mask: false`` is the paper's model. The mask changes no matmul: parameters
+    and FLOPs are the same either way.
     """
 
     def __init__(self, dims: Sequence[int], out_dim: int, width: int = 30, layers: int = 5, heads: int = 5,
-                 self_layers: int | None = None, dropout: float = 0.1):
+                 self_layers: int | None = None, dropout: float = 0.1, attn_mask: bool = True):
         super().__init__(dims, out_dim)
         _positive(width=width, layers=layers, heads=heads, self_layers=self_layers)
+        if not isinstance(attn_mask, bool):
+            raise ValueError(f"attn_mask must be true or false, got {attn_mask!r}")
         m = len(self.dims)
-        self.width, self.layers, self.heads = width, layers, heads
+        self.width, self.layers, self.heads, self.attn_mask = width, layers, heads, attn_mask
         self.self_layers = self_layers if self_layers is not None else max(layers, 3)
-        self.proj = nn.ModuleList(nn.Linear(d, width, bias=False) for d in self.dims)
+        self.proj = nn.ModuleList(nn.Identity() if d == width else nn.Linear(d, width, bias=False) for d in self.dims)
         self.pairs = [(a, b) for b in range(m) for a in range(m) if a != b]  # (source α, target β)
-        self.cross = nn.ModuleList(PreLNEncoder(width, layers, heads, dropout) for _ in self.pairs)
+        self.cross = nn.ModuleList(PreLNEncoder(width, layers, heads, dropout, attn_mask) for _ in self.pairs)
         e = (m - 1) * width
-        self.self_attn = nn.ModuleList(PreLNEncoder(e, self.self_layers, heads, dropout) for _ in range(m))
+        self.self_attn = nn.ModuleList(PreLNEncoder(e, self.self_layers, heads, dropout, attn_mask) for _ in range(m))
         self.head = _ResidualHead(m * e, out_dim, dropout)
 
     def forward(self, xs: list[torch.Tensor], masks: list[torch.Tensor] | None = None) -> torch.Tensor:
@@ -100,13 +110,13 @@ class MulT(SequenceFusion):
     def expected_params(self) -> int:
         m, d, o = len(self.dims), self.width, self.out_dim
         e = (m - 1) * d
-        return (sum(self.dims) * d + len(self.pairs) * PreLNEncoder.params(d, self.layers)
+        return (sum(dm for dm in self.dims if dm != d) * d + len(self.pairs) * PreLNEncoder.params(d, self.layers)
                 + m * PreLNEncoder.params(e, self.self_layers) + _ResidualHead.params(m * e, o))
 
     def expected_flops(self, batch: int, lengths: Sequence[int] | None = None) -> int:
         m, d, o, t = len(self.dims), self.width, self.out_dim, list(lengths)
         e = (m - 1) * d
-        return (2 * batch * d * sum(tm * dm for tm, dm in zip(t, self.dims))
+        return (2 * batch * d * sum(tm * dm for tm, dm in zip(t, self.dims) if dm != d)
                 + sum(PreLNEncoder.flops(batch, t[b], t[a], d, self.layers) for a, b in self.pairs)
                 + sum(PreLNEncoder.flops(batch, t[b], None, e, self.self_layers) for b in range(m))
                 + _ResidualHead.flops(batch, m * e, o))
