@@ -49,16 +49,17 @@ def run(suite: Path = typer.Argument(..., help="Suite YAML file."),
         trial_timeout: Optional[float] = typer.Option(None, "--trial-timeout", min=0.001, help="End a trial still "
                                                       "running after SECONDS (status timeout); implies --isolate.")):
     """Run a suite: measure every trial, write results and a report, record the run in the history."""
+    from mmbench.suite import load_suite
+
+    if retry_failed and resume is None:
+        raise UserError("--retry-failed needs --resume RUN_DIR")
+    s = load_suite(suite, quick=quick)  # read and checked before torch loads: a bad file answers at once
     from mmbench.execute import make_executor
     from mmbench.history import check_writable
     from mmbench.plan import resolve_device
     from mmbench.run import RunInterrupted, prepare, run_suite
     from mmbench.store import RunDir
-    from mmbench.suite import load_suite
 
-    if retry_failed and resume is None:
-        raise UserError("--retry-failed needs --resume RUN_DIR")
-    s = load_suite(suite, quick=quick)
     if resume is not None:
         RunDir.reopen(resume, s.name)  # a wrong folder fails now, untouched
         out = resume.resolve().parent.parent  # the run's own results folder (its history database lives there)
@@ -128,10 +129,12 @@ def _on_sigterm_interrupt() -> None:
 def validate(suite: Path = typer.Argument(..., help="Suite YAML file."),
              quick: bool = typer.Option(False, "--quick", help="Validate the --quick variant.")):
     """Check a suite without running it; print how many trials it expands to."""
-    from mmbench.run import prepare
     from mmbench.suite import load_suite
 
-    prepared = prepare(load_suite(suite, quick=quick))
+    s = load_suite(suite, quick=quick)  # before torch loads (mmbench.run imports it): a bad file answers at once
+    from mmbench.run import prepare
+
+    prepared = prepare(s)
     methods = len({t.label for t in prepared.trials})
     typer.echo(f"{suite}: ok, {len(prepared.trials)} trials ({methods} method configurations, "
                f"{len(prepared.tasks)} task(s), device {prepared.device})")
