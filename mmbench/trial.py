@@ -306,7 +306,9 @@ def _accuracy(trial: Trial, data: TaskData, result: TrialResult) -> None:
             curves.append(curve)
             values.update(robustness.summarise(curve, data.modalities))
         per_seed.append(values)
-        raw_seeds.append({**score.__dict__, "test": values})
+        raw_seeds.append({**score.__dict__, "test": values, "did_not_learn": train_mod.did_not_learn(info, data.target),
+                          "initial_loss": info.initial_loss, "epoch_losses": info.epoch_losses,
+                          "val_chance": info.val_chance, "val_chance_se": info.val_chance_se})
         del model
     for key in per_seed[0]:
         v = np.array([p[key] for p in per_seed], dtype=np.float64)
@@ -316,6 +318,8 @@ def _accuracy(trial: Trial, data: TaskData, result: TrialResult) -> None:
                epoch_time_s=float(np.mean([r["epoch_time_s"] for r in raw_seeds])),
                epochs_run_mean=float(np.mean([r["epochs_run"] for r in raw_seeds])),
                best_epoch_mean=float(np.mean([r["best_epoch"] for r in raw_seeds])))
+    why = [f"seed {r['seed']}: {r['did_not_learn']}" for r in raw_seeds if r["did_not_learn"]]
+    row.update(did_not_learn=bool(why), did_not_learn_why="; ".join(why))  # still measured and kept
     if curves:
         row["rob_metric"] = _robust_metric(data, kind)
     for key in ("bayes_accuracy", "chance_accuracy", "bayes_mse", "bayes_corr", "chance_mse"):

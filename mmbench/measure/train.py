@@ -33,6 +33,12 @@ class FitInfo:
     val_score: float            # the selection score of the kept epoch: accuracy, or −loss for regression
     train_time_s: float
     epoch_times_s: list[float] = field(default_factory=list)
+    # Did it learn at all? The untrained model's training loss, each epoch's mean training loss, and
+    # the validation score of the best constant prediction with its standard error (see ``did_not_learn``).
+    initial_loss: float | None = None
+    epoch_losses: list[float] = field(default_factory=list)
+    val_chance: float | None = None
+    val_chance_se: float | None = None
 
 
 @dataclass(frozen=True)
@@ -145,16 +151,19 @@ def fit(make_model: Callable[[], nn.Module], train: Split, val: Split, *, target
     times: list[float] = []
     n = len(ytr)
     epoch = 0
+    initial_loss, epoch_losses = _mean_loss(model, xtr, ytr, mtr, loss_fn, batch_size, precision, device), []
     for epoch in range(1, epochs + 1):
         t0 = time.perf_counter()
         model.train()
         order = torch.randperm(n, generator=gen).to(device)
+        total = 0.0
         for i in range(0, n, batch_size):
             idx = order[i:i + batch_size]
             with precision_region(precision, device):
                 batch_loss = loss_with_aux(model, _rows(xtr, idx), ytr[idx], loss_fn, _rows(mtr, idx))
             if not math.isfinite(batch_loss.item()):
                 raise NonFiniteLoss(f"loss became {batch_loss.item()} at epoch {epoch}")
+            total += batch_loss.item() * len(idx)
             opt.zero_grad(set_to_none=True)
             scaler.scale(batch_loss).backward()
             scaler.step(opt)
@@ -167,13 +176,63 @@ def fit(make_model: Callable[[], nn.Module], train: Split, val: Split, *, target
             if not math.isfinite(val_score):
                 raise NonFiniteLoss(f"validation loss became {-val_score} at epoch {epoch}")
         times.append(time.perf_counter() - t0)
+        epoch_losses.append(total / n)
         if val_score > best[0]:  # model selection on validation only
             best = (val_score, epoch, copy.deepcopy(model.state_dict()))
         elif patience is not None and epoch - best[1] >= patience:
             break
     model.load_state_dict(best[2])
     model.eval()
-    return model, FitInfo(best[1], epoch, best[0], float(sum(times)), times)
+    chance, chance_se = chance_score(ytr, yva, target, loss)
+    return model, FitInfo(best[1], epoch, best[0], float(sum(times)), times, initial_loss, epoch_losses,
+                          chance, chance_se)
+
+
+@torch.no_grad()
+def _mean_loss(model, xs, y, masks, loss_fn, batch_size: int, precision: str, device: str) -> float:
+    """The untrained model's training loss over the whole train split (eval mode: no batch-norm statistics move, no
+    random number is drawn, so the training that follows is exactly as without it)."""
+    model.eval()
+    total = 0.0
+    for i in range(0, len(y), batch_size):
+        idx = slice(i, i + batch_size)
+        with precision_region(precision, device):
+            total += loss_with_aux(model, _rows(xs, idx), y[idx], loss_fn, _rows(masks, idx)).item() * len(y[idx])
+    return total / len(y)
+
+
+# A trial "did not learn" when its best validation score is within this many standard errors of the best constant
+# prediction's, or when no epoch's mean training loss fell below the untrained model's by LOSS_FALL of its size.
+CHANCE_SE = 2.0
+LOSS_FALL = 0.01
+
+
+def chance_score(ytr: torch.Tensor, yva: torch.Tensor, target: str, loss: str = "auto") -> tuple[float, float]:
+    """The validation score (as ``fit`` selects on it) of the best prediction that ignores the inputs, and its
+    standard error over validation rows: the majority class's share (binomial SE), or −loss of predicting the
+    train mean (median for L1) with the SE of the per-row losses."""
+    n = len(yva)
+    if target == "classification":
+        p = torch.bincount(yva.long().cpu()).max().item() / n
+        return p, math.sqrt(p * (1 - p) / n)
+    ytr, yva = ytr.double().cpu(), yva.double().cpu()
+    per_row = (yva - ytr.median()).abs() if loss == "l1" else (yva - ytr.mean()) ** 2
+    return -per_row.mean().item(), (per_row.std().item() / math.sqrt(n)) if n > 1 else 0.0
+
+
+def did_not_learn(info: FitInfo, target: str = "classification") -> str:
+    """Why this seed learned nothing ('' when it did): validation never left chance, or the training loss did not
+    fall. The trial is still measured and kept; its row says so."""
+    why = []
+    if info.val_chance is not None and info.val_score <= info.val_chance + CHANCE_SE * (info.val_chance_se or 0.0):
+        what = "accuracy" if target == "classification" else "score (−loss)"
+        why.append(f"best validation {what} {info.val_score:.4g} is within {CHANCE_SE:g} SE of chance "
+                   f"{info.val_chance:.4g} (SE {info.val_chance_se:.2g})")
+    if info.initial_loss is not None and info.epoch_losses:
+        low = min(info.epoch_losses)
+        if low >= info.initial_loss - LOSS_FALL * abs(info.initial_loss):
+            why.append(f"training loss did not fall ({info.initial_loss:.4g} untrained, lowest epoch mean {low:.4g})")
+    return "; ".join(why)
 
 
 def train_and_evaluate(make_model: Callable[[], nn.Module], train: Split, val: Split, test: Split, num_classes: int,

@@ -15,10 +15,11 @@ def run_summary(runs: list[Run]) -> tuple[list[str], list[list[str]]]:
     rows = []
     for r in runs:
         ok = sum(1 for x in r.rows if x.get("status") == "ok")
+        unlearned = sum(1 for x in r.rows if x.get("status") == "ok" and x.get("did_not_learn") is True)
         rows.append([r.label, r.suite, r.meta.get("state", "?") + (" (truncated)" if r.truncated else ""),
                      _device(r.env), str(r.env.get("torch", "?")), str(r.env.get("torch_threads", "?")),
                      str(r.env.get("mmbench_git_sha") or "unknown")[:12], str(r.meta.get("started") or "?"),
-                     f"{ok} / {len(r.rows) - ok}"])
+                     f"{ok} / {len(r.rows) - ok}" + (f" ({unlearned} did not learn)" if unlearned else "")])
     return cols, rows
 
 
