@@ -79,6 +79,7 @@ def run(suite: Path = typer.Argument(..., help="Suite YAML file."),
         raise
     for warning in prepared.warnings:
         err.print(f"[yellow]warning[/]: {escape(warning)}", highlight=False)
+    _data_notes(prepared)
     if getattr(executor, "n", 1) > 1 and s.measure.latency is not None and not as_json:
         err.print(f"[yellow]note[/]: {executor.n} workers time their trials at the same time: latencies contend for "
                   "the machine's cores")
@@ -135,9 +136,18 @@ def validate(suite: Path = typer.Argument(..., help="Suite YAML file."),
     from mmbench.run import prepare
 
     prepared = prepare(s)
+    _data_notes(prepared)
     methods = len({t.label for t in prepared.trials})
     typer.echo(f"{suite}: ok, {len(prepared.trials)} trials ({methods} method configurations, "
                f"{len(prepared.tasks)} task(s), device {prepared.device})")
+
+
+def _data_notes(prepared) -> None:
+    """What a loader guessed about the user's files (a header skipped, labels remapped): said on stderr, and kept in
+    the run's tasks.json."""
+    for data in prepared.tasks.values():
+        for note in data.info.get("notes", []):
+            err.print(f"[yellow]note[/]: {escape(data.name)}: {escape(note)}", highlight=False, soft_wrap=True)
 
 
 @app.command("list")

@@ -22,7 +22,13 @@ class UserError(Exception):
 
     def at(self, *, file: str | None = None, key: str | None = None,
            line: int | None = None) -> "UserError":
-        """The same error with location filled in where it was missing."""
+        """The same error with location filled in where it was missing.
+
+        An error that already names another file (a data file, a manifest) keeps that file inside its message, and
+        the new location (the suite's line) goes in front: ``suite.yaml:3: task: data/x.csv: view 'a': …``, so a
+        suite's line number is never read as a line of the data file."""
+        if self.file and file and file != self.file:
+            return UserError(self.render(), file=file, key=key, line=line)
         return UserError(self.message, file=self.file or file, key=self.key or key,
                          line=self.line or line)
 

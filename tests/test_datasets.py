@@ -129,10 +129,10 @@ def test_multiview_bad_inputs_name_the_file(tmp_path):
     np.save(root / "b.npy", bad)
     assert "b.npy" in (msg := _error(load)) and "NaN" in msg and "row 7" in msg
     np.save(root / "b.npy", np.zeros((120, 2)))
-    labels = np.zeros(120, int)
-    labels[5] = -1
-    np.savetxt(root / "labels.csv", labels, fmt="%d")
-    assert "labels.csv" in (msg := _error(load)) and "out of range" in msg and "row 5" in msg
+    labels = np.zeros(120)
+    labels[5] = 1.5
+    np.savetxt(root / "labels.csv", labels)
+    assert "labels.csv" in (msg := _error(load)) and "not an integer class" in msg and "row 5" in msg
     np.savetxt(root / "labels.csv", np.stack([np.arange(120) % 3] * 2, 1), fmt="%d", delimiter=",")
     assert "labels.csv" in (msg := _error(load)) and "one label per row" in msg
     np.savetxt(root / "labels.csv", np.arange(120) % 3, fmt="%d")

@@ -1,5 +1,6 @@
 """Input a user gives: each bad input is one line naming what is wrong, exit code 2, nothing written."""
 import json
+from pathlib import Path
 import subprocess
 import sys
 import textwrap
@@ -39,3 +40,112 @@ def test_bad_suite_is_answered_before_torch_loads(tmp_path, args):
     assert last.endswith("TORCH False"), "torch was imported before the suite was checked"
     if args != ("--help",):
         assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+
+
+# --- data files: the suite's location and the data file named apart; CSV headers; label columns; label sets ---------
+
+import numpy as np  # noqa: E402
+
+from mmbench import data  # noqa: E402
+from mmbench.errors import UserError  # noqa: E402
+from tests.inproc import cli, one_line_error  # noqa: E402
+
+MV_SUITE = """\
+name: mv
+task:
+  dataset: multiview
+  params: {path: mv}
+measure: {device: cpu, latency: null, flops: false}
+train: {epochs: 1, seeds: [0]}
+sweep: {dims: [4]}
+methods: [{method: early}]
+"""
+
+
+def _views(root, n=60, labels=None, header="", label_col=False):
+    """Two CSV views and a labels file; ``header``: a first line for view a; ``label_col``: labels as a's last column."""
+    rng = np.random.default_rng(0)
+    y = np.arange(n) % 3 if labels is None else np.asarray(labels)
+    a = rng.normal(size=(n, 4)) + y[:, None]
+    if label_col:
+        a = np.concatenate([a, y[:, None]], 1)
+    b = rng.normal(size=(n, 3)) - y[:, None]
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "a.csv").write_text(header + "\n".join(",".join(f"{v:.6f}" for v in r) for r in a) + "\n")
+    np.savetxt(root / "b.csv", b, delimiter=",")
+    np.savetxt(root / "labels.csv", y, fmt="%d")
+    (root / "manifest.yaml").write_text("views: {a: a.csv, b: b.csv}\nlabels: labels.csv\n")
+    return a, y
+
+
+def test_a_data_error_names_the_suite_line_and_the_data_file_apart(tmp_path, capsys, monkeypatch):
+    _views(tmp_path / "mv")
+    np.savetxt(tmp_path / "mv" / "b.csv", np.zeros((50, 3)), delimiter=",")
+    suite = tmp_path / "s.yaml"
+    suite.write_text(MV_SUITE)
+    code, out, err = cli(capsys, monkeypatch, "validate", suite)
+    assert code == 2 and one_line_error(err)
+    # the suite's own line (2: `task:`) goes with the suite's path; the data file is named on its own, with no line
+    assert f"{suite}:2: task: {tmp_path / 'mv' / 'b.csv'}: view 'b': has 50 rows" in err, err
+    assert "b.csv:2" not in err
+    (tmp_path / "s.yaml").write_text(MV_SUITE.replace("path: mv", "path: nodata"))
+    code, _, err = cli(capsys, monkeypatch, "validate", suite)
+    assert code == 2 and f"{suite}:2: task: {tmp_path / 'nodata'}: no such file" in err, err
+
+
+def test_the_same_file_keeps_its_own_line():
+    e = UserError("bad", file="s.yaml", line=3).at(file="s.yaml", key="task", line=9)
+    assert e.render() == "s.yaml:3: task: bad"
+
+
+def test_a_numeric_header_row_is_detected_and_said(tmp_path, capsys, monkeypatch):
+    a, _ = _views(tmp_path / "mv", header="0,1,2,3\n")  # as the UCI Multiple Features CSVs: column numbers
+    t = data.load("multiview", path=str(tmp_path / "mv"), standardize=False)
+    assert len(t.train) + len(t.val) + len(t.test) == 60  # the header is not a sample
+    assert any("a.csv: first line read as a header" in n and "column numbers 0..3" in n for n in t.info["notes"])
+    rows = np.concatenate([t.train.xs[0], t.val.xs[0], t.test.xs[0]])
+    assert not (np.abs(rows - np.arange(4)).max(1) < 1e-6).any()
+    suite = tmp_path / "s.yaml"
+    suite.write_text(MV_SUITE)
+    code, out, err = cli(capsys, monkeypatch, "validate", suite)
+    assert code == 0 and "note" in err and "first line read as a header" in err
+    _views(tmp_path / "mv2", header="10,20,30,40\n")  # increasing integers outside every column's range
+    assert "header" in " ".join(data.load("multiview", path=str(tmp_path / "mv2")).info["notes"])
+    _views(tmp_path / "mv3")  # no header: nothing skipped, nothing said
+    t = data.load("multiview", path=str(tmp_path / "mv3"))
+    assert len(t.train) + len(t.val) + len(t.test) == 60 and "notes" not in t.info
+
+
+def test_a_label_column_left_in_a_view_is_refused(tmp_path, capsys, monkeypatch):
+    _views(tmp_path / "mv", label_col=True)
+    with pytest.raises(UserError) as exc:
+        data.load("multiview", path=str(tmp_path / "mv"))
+    msg = exc.value.render()
+    assert "a.csv" in msg and "view 'a'" in msg and "last column 4 equals the labels" in msg
+    _views(tmp_path / "mv2", labels=(np.arange(60) % 3) + 1, label_col=True)  # compared with the labels as written
+    with pytest.raises(UserError):
+        data.load("multiview", path=str(tmp_path / "mv2"))
+
+
+def test_labels_one_to_k_are_remapped_not_padded_and_the_map_is_saved(tmp_path, capsys, monkeypatch):
+    _, y = _views(tmp_path / "mv", labels=(np.arange(60) % 3) + 1)  # 1..3
+    t = data.load("multiview", path=str(tmp_path / "mv"))
+    assert t.num_classes == 3 and t.info["label_map"] == [1, 2, 3]
+    got = np.concatenate([t.train.y, t.val.y, t.test.y])
+    assert sorted(set(got.tolist())) == [0, 1, 2] and any("remapped" in n for n in t.info["notes"])
+    _views(tmp_path / "mv2", labels=np.where(np.arange(60) % 2, 7, -1))  # {-1, 7}
+    t = data.load("multiview", path=str(tmp_path / "mv2"))
+    assert t.num_classes == 2 and t.info["label_map"] == [-1, 7]
+    # num_classes given: its range is the user's word, and 1..K under it is refused with the way out
+    (tmp_path / "mv" / "manifest.yaml").write_text("views: {a: a.csv, b: b.csv}\nlabels: labels.csv\nnum_classes: 3\n")
+    with pytest.raises(UserError) as exc:
+        data.load("multiview", path=str(tmp_path / "mv"))
+    assert "out of range 0..2" in exc.value.render() and "leave num_classes out" in exc.value.render()
+    # the mapping travels with the run
+    (tmp_path / "mv" / "manifest.yaml").write_text("views: {a: a.csv, b: b.csv}\nlabels: labels.csv\n")
+    suite = tmp_path / "s.yaml"
+    suite.write_text(MV_SUITE)
+    code, out, err = cli(capsys, monkeypatch, "run", suite, "--out", tmp_path / "res", "--json")
+    assert code == 0, err
+    run_dir = Path(json.loads(out)["run_dir"])
+    assert json.loads((run_dir / "tasks.json").read_text())[0]["label_map"] == [1, 2, 3]

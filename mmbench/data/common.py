@@ -87,8 +87,12 @@ def check_features(x: np.ndarray, where: str, file: str | None, *, rows: int | N
     return x
 
 
-def check_class_labels(y: np.ndarray, where: str, file: str | None, num_classes: int | None = None) -> tuple[np.ndarray, int]:
-    """Integer labels 0..K-1 (K given, or max+1). Returns (labels as int64, K)."""
+def check_class_labels(y: np.ndarray, where: str, file: str | None,
+                       num_classes: int | None = None) -> tuple[np.ndarray, int, list[int] | None]:
+    """Integer class labels. With ``num_classes`` K they must lie in 0..K-1 (a class may be absent). Without it, K is
+    the number of distinct labels: labels 0..K-1 are kept, any other set (1..K, {-1, 1}, {3, 7}) is remapped in sorted
+    order to 0..K-1 — never padded with classes no row has. Returns (labels as int64, K, the original label of each
+    class when remapped, else None)."""
     y = np.asarray(y).reshape(-1)
     if y.size == 0:
         raise UserError(f"{where}: no labels", file=file)
@@ -99,14 +103,23 @@ def check_class_labels(y: np.ndarray, where: str, file: str | None, num_classes:
     if not np.isfinite(yf).all() or not np.all(yf == np.round(yf)):
         i = int(np.flatnonzero(~np.isfinite(yf) | (yf != np.round(yf)))[0])
         raise UserError(f"{where}: label {y[i]!r} at row {i} is not an integer class", file=file)
-    k = int(yf.max()) + 1 if num_classes is None else int(num_classes)
+    classes = np.unique(yf)
+    if num_classes is None:
+        k = len(classes)
+        if k < 2:
+            raise UserError(f"{where}: need at least 2 classes, found {k}", file=file)
+        if np.array_equal(classes, np.arange(k)):
+            return yf.astype(np.int64), k, None
+        return np.searchsorted(classes, yf).astype(np.int64), k, [int(c) for c in classes]
+    k = int(num_classes)
     out = (yf < 0) | (yf >= k)
     if out.any():
         i = int(np.flatnonzero(out)[0])
-        raise UserError(f"{where}: label {int(yf[i])} at row {i} is out of range 0..{k - 1}", file=file)
+        hint = " (labels 1..K? leave num_classes out and they are remapped to 0..K-1)" if classes.min() >= 1 else ""
+        raise UserError(f"{where}: label {int(yf[i])} at row {i} is out of range 0..{k - 1}{hint}", file=file)
     if k < 2:
         raise UserError(f"{where}: need at least 2 classes, found {k}", file=file)
-    return yf.astype(np.int64), k
+    return yf.astype(np.int64), k, None
 
 
 def make_task(name: str, modalities: Sequence[str], splits: dict[str, tuple[list[np.ndarray], np.ndarray]], *,

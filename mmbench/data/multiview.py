@@ -68,8 +68,9 @@ def _entry(value: Any, where: str, manifest: Path) -> tuple[str, str | None]:
     raise UserError(f"{where}: expected a file name or {{file: ..., key: ...}}, got {value!r}", file=str(manifest))
 
 
-def read_array(path: Path, key: str | None, *, text: bool = False) -> np.ndarray:
-    """Read a CSV, NPY or NPZ file into an array. ``text``: keep strings (split files)."""
+def read_array(path: Path, key: str | None, *, text: bool = False, notes: list[str] | None = None) -> np.ndarray:
+    """Read a CSV, NPY or NPZ file into an array. ``text``: keep strings (split files). What was guessed about the
+    file (a header line skipped) is appended to ``notes``."""
     if not path.is_file():
         raise UserError("no such file", file=str(path))
     suffix = path.suffix.lower()
@@ -97,14 +98,51 @@ def read_array(path: Path, key: str | None, *, text: bool = False) -> np.ndarray
             first = str(values[0, 0]).strip().lower()
             return values if first in SPLIT_NAMES or first in SPLIT_CODES else values[1:]  # else a header
         try:
-            return values.astype(np.float64)
+            numbers = values.astype(np.float64)
         except ValueError:
             try:  # a header line
-                return values[1:].astype(np.float64)
+                numbers = values[1:].astype(np.float64)
             except ValueError:
                 raise UserError("not numeric (CSV must hold numbers, with at most one header line)",
                                 file=str(path)) from None
+            _note(notes, f"{path.name}: first line is not numbers: skipped as a header")
+            return numbers
+        why = numeric_header(numbers)
+        if why:
+            _note(notes, f"{path.name}: first line read as a header and skipped ({why})")
+            return numbers[1:]
+        return numbers
     raise UserError(f"unsupported file type '{suffix}' (use .csv, .npy or .npz)", file=str(path))
+
+
+def _note(notes: list[str] | None, text: str) -> None:
+    if notes is not None:
+        notes.append(text)
+
+
+def numeric_header(a: np.ndarray) -> str:
+    """Why the first row of an all-numbers table is a header ('' when it looks like data): column numbers 0..n-1 or
+    1..n (as in the UCI Multiple Features CSVs), or increasing integers outside every column's range of the rest."""
+    if a.ndim != 2 or a.shape[0] < 3 or a.shape[1] < 2:
+        return ""
+    first, rest = a[0], a[1:]
+    for start in (0, 1):
+        if np.array_equal(first, np.arange(start, start + a.shape[1])) and not np.array_equal(rest[0], first):
+            return f"column numbers {start}..{start + a.shape[1] - 1}"
+    integer = np.all(first == np.round(first)) and np.all(np.diff(first) > 0)
+    outside = (first < rest.min(0)) | (first > rest.max(0))
+    if integer and outside.all():
+        return "increasing integers, each outside its column's range in the other rows"
+    return ""
+
+
+def _label_column(x: np.ndarray, y: np.ndarray) -> int | None:
+    """The index of a feature column that equals the labels row for row (a label left in a view), else None."""
+    if x.ndim != 2 or len(y) < 10:
+        return None
+    same = np.all(x == np.asarray(y, dtype=np.float64)[:, None], axis=0)
+    hits = np.flatnonzero(same)
+    return int(hits[-1]) if len(hits) else None
 
 
 def _split_from_file(values: np.ndarray, n: int, file: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -145,7 +183,8 @@ def multiview(path: str, val_fraction: float = 0.15, test_fraction: float = 0.2,
         raise UserError(f"target: must be classification or regression, got {target!r}", file=mf)
     lab_file, lab_key = _entry(doc["labels"], "labels", manifest)
     lab_path = root / lab_file
-    raw_y = np.asarray(read_array(lab_path, lab_key))
+    notes: list[str] = []
+    raw_y = np.asarray(read_array(lab_path, lab_key, notes=notes))
     if raw_y.ndim > 1 and raw_y.shape[1:] != (1,) * (raw_y.ndim - 1):
         raise UserError(f"{lab_key or 'labels'}: expected one label per row, got shape {raw_y.shape}",
                         file=str(lab_path))
@@ -154,7 +193,10 @@ def multiview(path: str, val_fraction: float = 0.15, test_fraction: float = 0.2,
         nc = doc.get("num_classes")
         if nc is not None and (not isinstance(nc, int) or nc < 2):
             raise UserError(f"num_classes: must be an integer ≥ 2, got {nc!r}", file=mf)
-        y, k = check_class_labels(raw_y, lab_key or "labels", str(lab_path), nc)
+        y, k, classes = check_class_labels(raw_y, lab_key or "labels", str(lab_path), nc)
+        if classes is not None:
+            notes.append(f"{lab_file}: labels {_show(classes)} are not 0..{k - 1}: remapped in sorted order to "
+                         f"0..{k - 1} (label_map in tasks.json: class i is label_map[i])")
     else:
         y = check_features(raw_y, lab_key or "labels", str(lab_path))[:, 0]
         k = 1
@@ -162,7 +204,13 @@ def multiview(path: str, val_fraction: float = 0.15, test_fraction: float = 0.2,
     for name, value in items:
         f, key = _entry(value, f"views.{name}", manifest)
         p = root / f
-        xs.append(check_features(read_array(p, key), key or f"view '{name}'", str(p), rows=len(y)))
+        where = key or f"view '{name}'"
+        xs.append(check_features(read_array(p, key, notes=notes), where, str(p), rows=len(y)))
+        col = _label_column(xs[-1], raw_y if target == "classification" else y)
+        if col is not None:
+            last = col == xs[-1].shape[1] - 1
+            raise UserError(f"{where}: its {'last ' if last else ''}column {col} equals the labels row for row (a "
+                            "label column left in the view?): remove it from the view's file", file=str(p))
         names.append(str(name))
     if doc.get("split") is not None:
         sf, skey = _entry(doc["split"], "split", manifest)
@@ -175,4 +223,9 @@ def multiview(path: str, val_fraction: float = 0.15, test_fraction: float = 0.2,
     splits = {s: take(xs, y.astype(np.float32) if target == "regression" else y, i)
               for s, i in zip(("train", "val", "test"), idx)}
     return make_task(f"multiview-{root.name}", names, splits, num_classes=k, target=target, standardize=standardize,
-                     info={"source": mf, "split": split_source})
+                     info={"source": mf, "split": split_source, **({"label_map": classes} if target ==
+                           "classification" and classes is not None else {}), **({"notes": notes} if notes else {})})
+
+
+def _show(values: list) -> str:
+    return ", ".join(map(str, values)) if len(values) <= 6 else f"{values[0]}, {values[1]}, …, {values[-1]}"
