@@ -98,12 +98,12 @@ def _defaults(fn, skip: tuple[str, ...]) -> dict[str, Any]:
 
 def resolve_task(suite: Suite, index: int) -> dict[str, Any]:
     spec = suite.task_list[index]
+    where = ("task",) if suite.task is not None else ("tasks", index)
     entry = datasets.info(spec.dataset) if ":" not in spec.dataset else None
     if entry is None:
-        raise UserError(f"unknown dataset '{spec.dataset}'", **locate(suite, "tasks", index, "dataset"))
+        raise UserError(f"unknown dataset '{spec.dataset}'", **locate(suite, *where, "dataset"))
     unknown = sorted(set(spec.params) - set(entry.params))
     if unknown:
-        where = ("task",) if suite.task is not None else ("tasks", index)
         raise UserError(f"dataset '{spec.dataset}' has no parameter '{unknown[0]}'; it takes: {', '.join(entry.params)}",
                         key=".".join(map(str, where + ("params", unknown[0]))),
                         **locate(suite, *where, "params", unknown[0]))
@@ -260,11 +260,34 @@ def _auto_label(method: str, swept: dict, fixed: dict) -> str:
 
 
 def task_label(suite: Suite, index: int) -> str:
-    spec = suite.task_list[index]
-    if spec.label:
-        return spec.label
-    p = resolve_task(suite, index)["params"]
-    return f"{spec.dataset}-{p['interaction']}" if "interaction" in p else spec.dataset
+    return task_labels(suite)[index]
+
+
+def task_labels(suite: Suite) -> list[str]:
+    """Each task's name in tables: its `label:`, else the dataset's (with the interaction for synthetic ones). Tasks
+    whose default names would be the same get the parameters they differ in appended; a `label:` given twice (or equal
+    to another task's name) is refused, so no two tasks share a name in any table."""
+    specs = suite.task_list
+    params = [resolve_task(suite, i)["params"] for i in range(len(specs))]
+    base = [s.label or (f"{s.dataset}-{p['interaction']}" if "interaction" in p else s.dataset)
+            for s, p in zip(specs, params)]
+    labels = list(base)
+    for name in set(base):
+        group = [i for i, b in enumerate(base) if b == name and not specs[i].label]
+        if len(group) < 2:
+            continue
+        keys = sorted({k for i in group for k in params[i]})
+        differ = [k for k in keys if len({repr(params[i].get(k)) for i in group}) > 1]
+        for i in group:
+            labels[i] = f"{name}(" + ",".join(f"{k}={params[i].get(k)}" for k in differ) + ")" if differ else name
+    seen: dict[str, int] = {}
+    for i, name in enumerate(labels):
+        if name in seen:
+            where = (("tasks", i, "label") if specs[i].label else ("tasks", i))
+            raise UserError(f"task label '{name}' is also task {seen[name]}'s: give each task its own `label:`",
+                            key=".".join(map(str, where)), **locate(suite, *where))
+        seen[name] = i
+    return labels
 
 
 def task_key(task: dict) -> str:

@@ -149,3 +149,46 @@ def test_labels_one_to_k_are_remapped_not_padded_and_the_map_is_saved(tmp_path, 
     assert code == 0, err
     run_dir = Path(json.loads(out)["run_dir"])
     assert json.loads((run_dir / "tasks.json").read_text())[0]["label_map"] == [1, 2, 3]
+
+
+# --- task labels: documented, unique -------------------------------------------------------------------------------
+
+TWO_TASKS = """\
+name: two
+tasks:
+  - dataset: synthetic
+    params: {interaction: synergy, modalities: 2, dim: 4, n_train: 64, n_val: 32, n_test: 32, noise: 0.4}
+  - dataset: synthetic
+    params: {interaction: synergy, modalities: 2, dim: 4, n_train: 64, n_val: 32, n_test: 32, noise: 0.8}
+measure: {device: cpu, latency: null}
+train: {epochs: 1, seeds: [0]}
+sweep: {dims: [4]}
+methods: [{method: early}]
+"""
+
+
+def test_two_tasks_of_one_dataset_get_names_apart(tmp_path):
+    from mmbench.plan import expand, task_labels
+    from mmbench.suite import load_suite
+
+    p = tmp_path / "s.yaml"
+    p.write_text(TWO_TASKS)
+    s = load_suite(p)
+    assert task_labels(s) == ["synthetic-synergy(noise=0.4)", "synthetic-synergy(noise=0.8)"]
+    assert [t.task_label for t in expand(s, [2, 2], "cpu")] == task_labels(s)
+    lines = TWO_TASKS.splitlines()
+    lines.insert(3, "    label: easy")  # one labelled: the other keeps the dataset's own name
+    p.write_text("\n".join(lines) + "\n")
+    assert task_labels(load_suite(p)) == ["easy", "synthetic-synergy"]
+
+
+def test_a_task_label_given_twice_is_refused_with_its_line(tmp_path, capsys, monkeypatch):
+    lines = TWO_TASKS.splitlines()
+    lines.insert(5, "    label: same")
+    lines.insert(3, "    label: same")
+    p = tmp_path / "s.yaml"
+    p.write_text("\n".join(lines) + "\n")
+    code, _, err = cli(capsys, monkeypatch, "run", p, "--out", tmp_path / "res")
+    assert code == 2 and one_line_error(err)
+    assert f"{p}:7: tasks.1.label: task label 'same' is also task 0's" in err, err
+    assert not (tmp_path / "res").exists()
