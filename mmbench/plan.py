@@ -202,12 +202,15 @@ def _method_axes(suite: Suite, spec, entry, where) -> dict[str, list]:
 
 
 def _dims(value, m: int, suite: Suite, mi: int) -> tuple[int, ...]:
+    """One value of the dims axis: an int (every modality), a list of ints, or 'AxBxC' (the results' own format)."""
+    if isinstance(value, str) and all(p.strip().isdigit() for p in value.lower().split("x")):
+        value = [int(p) for p in value.lower().split("x")]
     dims = [value] * m if isinstance(value, int) and not isinstance(value, bool) else value
     ok = isinstance(dims, list) and all(isinstance(d, int) and not isinstance(d, bool) for d in dims)
     path = ("methods", mi, "sweep", "dims") if "dims" in suite.methods[mi].sweep else ("sweep", "dims")
     if not ok:
-        raise UserError(f"dims must be an integer or a list of integers, got {value!r}",
-                        key=".".join(map(str, path)), **locate(suite, *path))
+        raise UserError(f"dims must be an integer (every modality), a list of integers or 'AxB…' like '16x32', "
+                        f"got {value!r}", key=".".join(map(str, path)), **locate(suite, *path))
     if any(d <= 0 for d in dims):
         raise UserError(f"dims must be positive, got {dims}", key=".".join(map(str, path)), **locate(suite, *path))
     if len(dims) != m:

@@ -103,11 +103,24 @@ class ExecutionSpec(_Strict):
 DimsValue = Union[int, list[int]]
 
 
+def _one_dims_value(sweep: Any) -> Any:
+    """`dims: 16` and `dims: "16x16"` (one setting, not a list of them) are read as a one-value axis: unambiguous,
+    and the spellings a user reaches for first (the second is the `dims` column's own format)."""
+    if isinstance(sweep, dict) and isinstance(sweep.get("dims"), (int, str)) and not isinstance(sweep["dims"], bool):
+        return {**sweep, "dims": [sweep["dims"]]}
+    return sweep
+
+
 class MethodSpec(_Strict):
     method: str
     label: str | None = None
     params: dict[str, Any] = {}
     sweep: dict[str, list[Any]] = {}
+
+    @field_validator("sweep", mode="before")
+    @classmethod
+    def _dims_alone(cls, v: Any) -> Any:
+        return _one_dims_value(v)
 
     @field_validator("sweep")
     @classmethod
@@ -130,6 +143,11 @@ class Suite(_Strict):
     sweep: dict[str, list[Any]] = {}
     methods: list[MethodSpec] = Field(min_length=1)
     quick: dict[str, Any] | None = None  # overrides of task/tasks/train/measure/sweep for --quick
+
+    @field_validator("sweep", mode="before")
+    @classmethod
+    def _dims_alone(cls, v: Any) -> Any:
+        return _one_dims_value(v)
 
     @model_validator(mode="after")
     def _one_task_key(self) -> "Suite":

@@ -192,3 +192,37 @@ def test_a_task_label_given_twice_is_refused_with_its_line(tmp_path, capsys, mon
     assert code == 2 and one_line_error(err)
     assert f"{p}:7: tasks.1.label: task label 'same' is also task 0's" in err, err
     assert not (tmp_path / "res").exists()
+
+
+# --- dims spellings --------------------------------------------------------------------------------------------------
+
+DIMS_SUITE = """\
+name: d
+task: {dataset: synthetic, params: {interaction: synergy, modalities: 2, dim: 4, n_train: 64, n_val: 32, n_test: 32}}
+measure: {device: cpu, latency: null}
+sweep: {dims: SUITE}
+methods: [{method: early}, {method: lmf, sweep: {dims: METHOD}}]
+"""
+
+
+@pytest.mark.parametrize("suite_dims, method_dims, want", [
+    ("16", '"8x12"', [(16, 16), (8, 12)]),
+    ('"16x16"', "[4, '6x8']", [(16, 16), (4, 4), (6, 8)]),
+    ("[8, [4, 6]]", "12", [(8, 8), (4, 6), (12, 12)]),
+])
+def test_dims_as_one_int_or_as_AxB_at_suite_and_method_level(tmp_path, suite_dims, method_dims, want):
+    from mmbench.plan import expand
+    from mmbench.suite import load_suite
+
+    p = tmp_path / "s.yaml"
+    p.write_text(DIMS_SUITE.replace("SUITE", suite_dims).replace("METHOD", method_dims))
+    assert [t.dims for t in expand(load_suite(p), [2], "cpu")] == want
+
+
+@pytest.mark.parametrize("bad", ['"16x"', '"sixteen"', "true"])
+def test_a_dims_spelling_that_is_not_one_says_which_are(tmp_path, capsys, monkeypatch, bad):
+    p = tmp_path / "s.yaml"
+    p.write_text(DIMS_SUITE.replace("SUITE", bad).replace(", sweep: {dims: METHOD}", ""))
+    code, _, err = cli(capsys, monkeypatch, "validate", p)
+    assert code == 2 and one_line_error(err) and f"{p}:4: sweep.dims" in err, err
+    assert "an integer" in err or "valid list" in err
