@@ -59,7 +59,9 @@ def run(suite: Path = typer.Argument(..., help="Suite YAML file."),
     from mmbench.plan import resolve_device
     from mmbench.run import RunInterrupted, prepare, run_suite
     from mmbench.store import RunDir
+    from mmbench.methods.registry import search_modules_in
 
+    search_modules_in(suite.resolve().parent)  # before the workers start: they find the suite's modules there too
     if resume is not None:
         RunDir.reopen(resume, s.name)  # a wrong folder fails now, untouched
         out = resume.resolve().parent.parent  # the run's own results folder (its history database lives there)

@@ -8,6 +8,7 @@ from typing import Protocol
 from mmbench import data as datasets
 from mmbench.errors import UserError
 from mmbench.measure.env import environment
+from mmbench.methods.registry import search_modules_in
 from mmbench.plan import (Trial, check_measure_axes, expand, resolve_device, resolve_task, resolve_threads, task_key,
                           task_label)
 from mmbench.store import RunDir
@@ -42,6 +43,7 @@ def prepare(suite: Suite, device: str | None = None) -> Prepared:
     tasks: dict[str, datasets.TaskData] = {}
     counts = []
     suite_dir = Path(getattr(suite, "_source", ".")).resolve().parent  # data paths in a suite are relative to it
+    search_modules_in(suite_dir)  # and its own modules are found there first
     for i, spec in enumerate(suite.task_list):
         where = ("task",) if suite.task is not None else ("tasks", i)
         try:

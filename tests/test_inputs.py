@@ -226,3 +226,70 @@ def test_a_dims_spelling_that_is_not_one_says_which_are(tmp_path, capsys, monkey
     code, _, err = cli(capsys, monkeypatch, "validate", p)
     assert code == 2 and one_line_error(err) and f"{p}:4: sweep.dims" in err, err
     assert "an integer" in err or "valid list" in err
+
+
+# --- user modules: the suite's folder, then the current directory; the closest class name ---------------------------
+
+USER_MOD = """\
+import torch
+from torch import nn
+
+
+class MyFusion(nn.Module):
+    def __init__(self, dims, out_dim, hidden: int = 4):
+        super().__init__()
+        self.lin = nn.Linear(sum(dims), out_dim)
+
+    def forward(self, xs):
+        return self.lin(torch.cat(xs, -1))
+"""
+
+
+def _user_suite(folder, method):
+    folder.mkdir(parents=True, exist_ok=True)
+    p = folder / "s.yaml"
+    p.write_text(TINY_SUITE.replace("  - method: late\n", f"  - method: {method}\n")
+                 .replace("  - method: tfn\n", "").replace("train: {epochs: 2", "train: {epochs: 1"))
+    return p
+
+
+@pytest.mark.parametrize("workers", ["0", "1"])
+def test_a_user_module_beside_the_suite_is_found_from_another_directory(tmp_path, workers):
+    name = f"beside_suite_{workers}"
+    (tmp_path / "proj").mkdir()
+    (tmp_path / "proj" / f"{name}.py").write_text(USER_MOD)
+    suite = _user_suite(tmp_path / "proj", f"{name}:MyFusion")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    r = run_cli("run", str(suite), "--out", str(tmp_path / "res"), "--quick", "--json", "--workers", workers,
+                cwd=elsewhere)
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(r.stdout)["rows"]
+    assert {x["status"] for x in rows} == {"ok"} and any(x["method"] == f"{name}:MyFusion" for x in rows)
+
+
+def test_the_suite_folder_comes_before_the_current_directory(tmp_path, capsys, monkeypatch):
+    (tmp_path / "proj").mkdir()
+    (tmp_path / "proj" / "shadowed_mod.py").write_text(USER_MOD)
+    (tmp_path / "shadowed_mod.py").write_text(USER_MOD.replace("class MyFusion", "class OtherFusion"))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MMBENCH_MODULE_DIRS", "")
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    code, out, err = cli(capsys, monkeypatch, "validate", _user_suite(tmp_path / "proj", "shadowed_mod:MyFusion"))
+    assert code == 0, err
+    sys.modules.pop("shadowed_mod", None)
+
+
+def test_a_missing_class_suggests_the_closest_and_a_missing_module_says_where_it_looked(tmp_path, capsys,
+                                                                                        monkeypatch):
+    (tmp_path / "proj").mkdir()
+    (tmp_path / "proj" / "typo_mod.py").write_text(USER_MOD)
+    monkeypatch.setenv("MMBENCH_MODULE_DIRS", "")
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    suite = _user_suite(tmp_path / "proj", "typo_mod:MyFusoin")
+    code, _, err = cli(capsys, monkeypatch, "validate", suite)
+    assert code == 2 and one_line_error(err) and "has no class 'MyFusoin' (did you mean 'MyFusion'?)" in err, err
+    suite = _user_suite(tmp_path / "proj", "nowhere_mod:MyFusion")
+    code, _, err = cli(capsys, monkeypatch, "validate", suite)
+    assert code == 2 and one_line_error(err) and f"looked in {tmp_path / 'proj'}" in err, err
+    sys.modules.pop("typo_mod", None)

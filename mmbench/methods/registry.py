@@ -107,18 +107,55 @@ def _takes_var_kwargs(cls: type) -> bool:
     return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in inspect.signature(cls.__init__).parameters.values())
 
 
+# Folders searched for a user's module before the current directory: the suite's (set by ``search_modules_in``). Kept
+# in the environment so that spawned worker processes resolve a suite's modules the same way.
+MODULE_DIRS_ENV = "MMBENCH_MODULE_DIRS"
+
+
+def search_modules_in(folder: str | os.PathLike) -> None:
+    """User modules a suite names resolve against ``folder`` (the suite's) first, then the current directory."""
+    dirs = [str(os.path.abspath(folder)), *filter(None, os.environ.get(MODULE_DIRS_ENV, "").split(os.pathsep))]
+    os.environ[MODULE_DIRS_ENV] = os.pathsep.join(dict.fromkeys(dirs))
+
+
+def _module_dirs() -> list[str]:
+    return list(dict.fromkeys([*filter(None, os.environ.get(MODULE_DIRS_ENV, "").split(os.pathsep)), os.getcwd()]))
+
+
+def _import_user(mod_name: str):
+    """Import a user's module, its top-level package taken from the first of the suite's folder and the current
+    directory that holds it (else from sys.path as usual). That folder stays at the end of sys.path, so the module's
+    own sibling imports work without it shadowing any installed package."""
+    top = mod_name.partition(".")[0]
+    if top not in sys.modules:
+        importlib.invalidate_caches()
+        for d in _module_dirs():
+            if os.path.isfile(os.path.join(d, top + ".py")) or os.path.isdir(os.path.join(d, top)):
+                if d not in sys.path:
+                    sys.path.append(d)
+                sys.path.insert(0, d)  # this one import: the suite's folder before anything else
+                try:
+                    importlib.import_module(top)
+                finally:
+                    sys.path.remove(d)  # the first occurrence: the one just inserted
+                break
+    return importlib.import_module(mod_name)
+
+
 def _user_method(spec: str) -> MethodInfo:
     """Import ``package.module:ClassName`` (only when a suite names it) and check the interface."""
     mod_name, _, cls_name = spec.partition(":")
-    if os.getcwd() not in sys.path and "" not in sys.path:
-        sys.path.append(os.getcwd())  # as `python -m mmbench` does: modules in the current directory import
     try:
-        module = importlib.import_module(mod_name)
+        module = _import_user(mod_name)
     except Exception as exc:  # any import-time failure is the user's module, not ours
-        raise UserError(f"cannot import '{mod_name}' for method '{spec}': {type(exc).__name__}: {exc}") from None
+        where = ""
+        if isinstance(exc, ModuleNotFoundError) and exc.name == mod_name.partition(".")[0]:
+            where = f" (looked in {', '.join(_module_dirs())} and PYTHONPATH)"
+        raise UserError(f"cannot import '{mod_name}' for method '{spec}': {type(exc).__name__}: {exc}{where}") from None
     cls = getattr(module, cls_name, None)
     if cls is None:
-        raise UserError(f"module '{mod_name}' has no class '{cls_name}'")
+        classes = [n for n, v in vars(module).items() if isinstance(v, type) and not n.startswith("_")]
+        raise UserError(f"module '{mod_name}' has no class '{cls_name}'{closest(cls_name, classes)}")
     if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
         raise UserError(f"'{spec}' is not a torch.nn.Module subclass")
     params = list(inspect.signature(cls.__init__).parameters)[1:3]
