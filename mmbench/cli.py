@@ -153,8 +153,14 @@ def _data_notes(prepared) -> None:
 
 
 @app.command("list")
-def list_(what: Registry = typer.Argument(..., help="methods or datasets")):
+def list_(what: str = typer.Argument(..., help="methods or datasets", metavar="WHAT")):
     """List registered methods or datasets."""
+    from mmbench.errors import closest
+
+    choices = [r.value for r in Registry]
+    if what not in choices:
+        raise UserError(f"cannot list '{what}'{closest(what, choices)}: choose {' or '.join(choices)}")
+    what = Registry(what)
     table = Table(box=None, header_style="bold")
     if what is Registry.methods:
         from mmbench import methods
@@ -199,10 +205,13 @@ def history(suite: Optional[str] = typer.Option(None, "--suite", help="Suite nam
             trial: Optional[str] = typer.Option(None, "--trial", help="Trial id (or a prefix of it)."),
             metric: str = typer.Option("fusion_latency_ms_b1", "--metric", help="A results column."),
             last: int = typer.Option(10, "--last", min=1, help="Show the last N runs."),
-            db: Path = typer.Option(Path("results/history.sqlite"), "--db", help="History database."),
+            db: Optional[Path] = typer.Option(None, "--db", help="History database [default: results/history.sqlite, "
+                                              "else the one OUT/history.sqlite under this folder]."),
             as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")):
     """Show the recorded runs, or one metric's trend over a suite's runs (a row per trial, a column per run)."""
     from mmbench import history as H
+
+    db = db or _find_db()
 
     if suite is None:
         runs = H.list_runs(db)
@@ -235,6 +244,24 @@ def history(suite: Optional[str] = typer.Option(None, "--suite", help="Suite nam
                  else by_run[k].status if k in by_run else "" for k in runs]
         table.add_row(tid, escape(label), *cells)
     _out().print(table)
+
+
+DEFAULT_DB = Path("results/history.sqlite")
+
+
+def _find_db() -> Path:
+    """The history a plain `mmbench run` (default --out results) wrote, else the one a run with another --out wrote
+    here (OUT/history.sqlite, OUT a folder of the current directory); otherwise say where we looked."""
+    if DEFAULT_DB.is_file():
+        return DEFAULT_DB
+    found = sorted(p for p in [Path("history.sqlite"), *Path(".").glob("*/history.sqlite")] if p.is_file())
+    if len(found) == 1:
+        err.print(f"[yellow]note[/]: history database: {found[0]}", highlight=False)
+        return found[0]
+    if found:
+        raise UserError(f"no {DEFAULT_DB}; found {', '.join(map(str, found))}: choose one with --db")
+    raise UserError(f"no history database: looked for {DEFAULT_DB}, ./history.sqlite and ./*/history.sqlite (a run "
+                    "records into OUT/history.sqlite, OUT its --out); give --db")
 
 
 @app.command()

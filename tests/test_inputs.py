@@ -293,3 +293,44 @@ def test_a_missing_class_suggests_the_closest_and_a_missing_module_says_where_it
     code, _, err = cli(capsys, monkeypatch, "validate", suite)
     assert code == 2 and one_line_error(err) and f"looked in {tmp_path / 'proj'}" in err, err
     sys.modules.pop("typo_mod", None)
+
+
+# --- small CLI fixes: list's suggestion, report --out into a new folder, history finds its database -----------------
+
+def test_list_method_suggests_methods(capsys, monkeypatch):
+    code, _, err = cli(capsys, monkeypatch, "list", "method")
+    assert code == 2 and one_line_error(err) and "did you mean 'methods'?" in err
+    code, out, _ = cli(capsys, monkeypatch, "list", "methods")
+    assert code == 0 and "lmf" in out
+
+
+def test_report_out_creates_its_folder_and_nothing_on_a_bad_run(tmp_path, capsys, monkeypatch):
+    from tests.fakerun import make_run
+
+    run = make_run(tmp_path, "r1")
+    out = tmp_path / "new_dir" / "deeper" / "x.md"
+    code, stdout, err = cli(capsys, monkeypatch, "report", run, "--format", "md", "--out", out)
+    assert code == 0, err
+    assert out.is_file() and "Test accuracy" in out.read_text()
+    bad_out = tmp_path / "other_dir" / "y.md"
+    code, _, err = cli(capsys, monkeypatch, "report", tmp_path / "not_a_run", "--out", bad_out)
+    assert code == 2 and one_line_error(err) and not (tmp_path / "other_dir").exists()
+
+
+def test_history_without_db_finds_the_database_of_the_out_a_run_used(tmp_path, capsys, monkeypatch):
+    from mmbench import history as H
+    from tests.fakerun import make_run
+
+    monkeypatch.chdir(tmp_path)
+    code, _, err = cli(capsys, monkeypatch, "history")
+    assert code == 2 and one_line_error(err) and "looked for results/history.sqlite" in err
+    H.record_run(tmp_path / "myres" / "history.sqlite", make_run(tmp_path / "myres", "r1"))  # as `run --out myres`
+    code, out, err = cli(capsys, monkeypatch, "history")
+    assert code == 0 and "r1" in out and "myres/history.sqlite" in err
+    H.record_run(tmp_path / "results" / "history.sqlite", make_run(tmp_path / "results", "r2"))  # the default wins
+    code, out, _ = cli(capsys, monkeypatch, "history")
+    assert code == 0 and "r2" in out and "r1" not in out
+    (tmp_path / "results" / "history.sqlite").unlink()
+    H.record_run(tmp_path / "other" / "history.sqlite", make_run(tmp_path / "other", "r3"))
+    code, _, err = cli(capsys, monkeypatch, "history")
+    assert code == 2 and one_line_error(err) and "myres/history.sqlite, other/history.sqlite" in err

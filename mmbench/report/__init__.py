@@ -45,8 +45,10 @@ def make_report(run_dirs: list[str | Path], fmt: str = "html", out: str | Path |
     out = Path(out)
     if out.is_dir():
         raise UserError("--out is a directory: give a file name", file=str(out))
-    if not out.parent.exists():
-        raise UserError("output folder does not exist", file=str(out.parent))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)  # only now: runs that cannot be read leave nothing behind
+    except OSError as exc:
+        raise UserError(f"cannot create the output folder: {exc.strerror}", file=str(out.parent)) from None
     if fmt == "html":
         atomic_write(out, html.render(rep))
     else:
