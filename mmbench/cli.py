@@ -328,7 +328,8 @@ def _summary(rows: list[dict]) -> None:
         table.add_column(col, justify="left" if col in ("task", "method", "dims", "status") else "right")
     for r in rows:
         acc = f"{r['acc_mean']:.3f}±{r['acc_std']:.3f}" if "acc_mean" in r else "—"
-        table.add_row(r["task"], r["label"], r["dims"], r["status"], acc, _n(r.get("params")),
+        status = "ok (did not learn)" if r["status"] == "ok" and r.get("did_not_learn") else r["status"]
+        table.add_row(r["task"], r["label"], r["dims"], status, acc, _n(r.get("params")),
                       _n(r.get("fusion_params")), _n(r.get("fusion_flops")),
                       *[f"{r[c]:.4g}" if c in r else "—" for c in lat_cols])
     _out().print(table)

@@ -51,8 +51,9 @@ def test_report_command_formats_and_outputs(tmp_path, capsys, monkeypatch):
 
 def test_report_bad_input_is_one_line_exit_2(tmp_path, capsys, monkeypatch):
     a = make_run(tmp_path, "a")
+    (tmp_path / "afile").write_text("")  # a new folder is created for --out (issue 16), but not inside a file
     for args in (("report", tmp_path), ("report", tmp_path / "nope"), ("report", a, "--format", "pdf"),
-                 ("report", a, "--out", tmp_path / "no" / "dir" / "r.html"), ("report", a, "--out", tmp_path)):
+                 ("report", a, "--out", tmp_path / "afile" / "dir" / "r.html"), ("report", a, "--out", tmp_path)):
         code, out, err = cli(capsys, monkeypatch, *args)
         assert code == 2, (args, err)
         assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
