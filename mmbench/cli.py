@@ -273,12 +273,15 @@ def compare(baseline: str = typer.Argument(..., help="Run directory, or history:
             as_json: bool = typer.Option(False, "--json", help="Print the comparison as JSON."),
             markdown: Optional[Path] = typer.Option(None, "--markdown", help="Also write a markdown summary here "
                                                     "(ready for a CI job summary)."),
-            db: Path = typer.Option(Path("results/history.sqlite"), "--db", help="History database (for history:).")):
+            db: Optional[Path] = typer.Option(None, "--db", help="History database (for history:) [default: as "
+                                              "`history` finds it].")):
     """Compare two runs trial by trial; exit 1 when anything regressed, 0 otherwise, 2 for bad input."""
     from mmbench import compare as C
     from mmbench.store import atomic_write
 
     thr = C.parse_threshold(threshold)
+    if db is None:
+        db = _find_db() if any(side.startswith("history:") for side in (baseline, current)) else DEFAULT_DB
     result = C.compare(*C.load_sides(baseline, current, db), threshold=thr, alpha=alpha)
     if markdown is not None:
         if not markdown.parent.exists():

@@ -324,6 +324,8 @@ def test_history_without_db_finds_the_database_of_the_out_a_run_used(tmp_path, c
     monkeypatch.chdir(tmp_path)
     code, _, err = cli(capsys, monkeypatch, "history")
     assert code == 2 and one_line_error(err) and "looked for results/history.sqlite" in err
+    code, _, err = cli(capsys, monkeypatch, "compare", "history:fake", tmp_path)  # compare's history: alike
+    assert code == 2 and one_line_error(err) and "looked for results/history.sqlite" in err
     H.record_run(tmp_path / "myres" / "history.sqlite", make_run(tmp_path / "myres", "r1"))  # as `run --out myres`
     code, out, err = cli(capsys, monkeypatch, "history")
     assert code == 0 and "r1" in out and "myres/history.sqlite" in err
