@@ -199,7 +199,7 @@ def multiview(path: str, val_fraction: float = 0.15, test_fraction: float = 0.2,
                          f"0..{k - 1} (label_map in tasks.json: class i is label_map[i])")
     else:
         y = check_features(raw_y, lab_key or "labels", str(lab_path))[:, 0]
-        k = 1
+        k, classes = 1, None
     names, xs = [], []
     for name, value in items:
         f, key = _entry(value, f"views.{name}", manifest)
@@ -223,8 +223,8 @@ def multiview(path: str, val_fraction: float = 0.15, test_fraction: float = 0.2,
     splits = {s: take(xs, y.astype(np.float32) if target == "regression" else y, i)
               for s, i in zip(("train", "val", "test"), idx)}
     return make_task(f"multiview-{root.name}", names, splits, num_classes=k, target=target, standardize=standardize,
-                     info={"source": mf, "split": split_source, **({"label_map": classes} if target ==
-                           "classification" and classes is not None else {}), **({"notes": notes} if notes else {})})
+                     info={"source": mf, "split": split_source, **({"label_map": classes} if classes else {}),
+                           **({"notes": notes} if notes else {})})
 
 
 def _show(values: list) -> str:
