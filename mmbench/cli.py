@@ -43,7 +43,8 @@ def run(suite: Path = typer.Argument(..., help="Suite YAML file."),
         retry_failed: bool = typer.Option(False, "--retry-failed", help="With --resume: also re-run trials recorded "
                                           "as failed (error, oom, nan, timeout, crashed)."),
         workers: Optional[int] = typer.Option(None, "--workers", min=0, help="Run trials in N worker processes "
-                                              "(0: in this process) [default: the suite's; else 0 on CPU, 1 on CUDA]."),
+                                              "(0: in this process) [default: the suite's; else 0 on CPU, one per visible GPU on CUDA, "
+                                              "each pinned to its GPU]."),
         isolate: bool = typer.Option(False, "--isolate", help="Run trials in a worker process (= --workers 1 unless "
                                      "more are asked): a crash or hang costs one trial, not the run."),
         trial_timeout: Optional[float] = typer.Option(None, "--trial-timeout", min=0.001, help="End a trial still "
@@ -70,9 +71,10 @@ def run(suite: Path = typer.Argument(..., help="Suite YAML file."),
     n = workers if workers is not None else (max(1, s.execution.workers or 0) if isolate else s.execution.workers)
     timeout = trial_timeout if trial_timeout is not None else s.execution.trial_timeout
     try:
-        executor = make_executor(resolve_device(device.value if device else s.measure.device), n, timeout)
+        dev = resolve_device(device.value if device else s.measure.device)
     except UserError:
-        executor = make_executor("cpu", n, timeout)  # prepare reports the device error with its place in the suite
+        dev = "cpu"  # prepare reports the device error with its place in the suite
+    executor = make_executor(dev, n, timeout)
     executor.start()  # worker processes import torch while the data loads
     try:
         prepared = prepare(s, device.value if device else None)
@@ -82,7 +84,8 @@ def run(suite: Path = typer.Argument(..., help="Suite YAML file."),
     for warning in prepared.warnings:
         err.print(f"[yellow]warning[/]: {escape(warning)}", highlight=False)
     _data_notes(prepared)
-    if getattr(executor, "n", 1) > 1 and s.measure.latency is not None and not as_json:
+    if getattr(executor, "n", 1) > 1 and getattr(executor, "gpus", None) is None and s.measure.latency is not None \
+            and not as_json:
         err.print(f"[yellow]note[/]: {executor.n} workers time their trials at the same time: latencies contend for "
                   "the machine's cores")
     with _RichProgress(len(prepared.trials), enabled=not as_json) as progress:

@@ -4,10 +4,13 @@ new executor (a cluster, say) plugs in without touching the runner.
 - InProcess: trials run here, one after another (the default on CPU: no start-up cost, nothing to pickle).
 - WorkerPool: N worker subprocesses. A trial that hangs past its timeout, or a worker that dies (segfault, abort,
   killed by the OS for memory), becomes a `timeout` / `crashed` row, and a fresh worker takes the next trial.
-  The default on CUDA: a CUDA error can poison a process's context for every later trial.
+  The default on CUDA, one worker per visible GPU, each pinned to its GPU: a CUDA error poisons a process's context
+  for every later trial, so a worker whose trial saw one (`cuda_error` row) is retired and replaced.
 """
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import time
 from collections import deque
@@ -15,6 +18,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, Protocol
 
 from mmbench.data.registry import TaskData
+from mmbench.errors import UserError
 from mmbench.plan import Trial, task_key
 from mmbench.trial import TrialResult, base_row, run_trial
 
@@ -72,9 +76,31 @@ def failure(trial: Trial, status: str, error: str) -> TrialResult:
 class _Worker:
     process: object  # multiprocessing.Process
     conn: object     # the parent's end of the pipe
+    slot: int = 0    # which GPU (index into the pool's gpus) or CPU worker place it holds
     trial: Trial | None = None
     deadline: float | None = None
     has_tasks: bool = False
+
+
+# Inductor compiles in a pool of subprocesses when it may use several threads; a daemonic worker may not start
+# multiprocessing children (inductor refuses for its fork/spawn pools), and a pool left alive would compete with the
+# timed region. One compile thread compiles in the worker itself: slower to compile, nothing else running.
+WORKER_ENV = {"TORCHINDUCTOR_COMPILE_THREADS": "1"}
+
+
+@contextlib.contextmanager
+def _environ(extra: dict[str, str]):
+    """os.environ with ``extra`` while a worker is spawned: the child reads it before it imports torch."""
+    saved = {k: os.environ.get(k) for k in extra}
+    os.environ.update(extra)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 class WorkerPool:
@@ -82,13 +108,19 @@ class WorkerPool:
     A worker starts (imports torch) as soon as the pool starts, gets the task data with its first trial, then takes
     trials one at a time over a pipe."""
 
-    def __init__(self, workers: int = 1, trial_timeout: float | None = None):
+    def __init__(self, workers: int = 1, trial_timeout: float | None = None, gpus: list[str] | None = None):
+        """``gpus``: one CUDA_VISIBLE_DEVICES entry per worker (index or UUID): worker i sees only GPU gpus[i], so
+        two timed trials never share a GPU. Needs workers <= len(gpus)."""
         import multiprocessing as mp
 
-        self.n, self.timeout = max(1, workers), trial_timeout
+        self.n, self.timeout, self.gpus = max(1, workers), trial_timeout, gpus
+        if gpus is not None and self.n > len(gpus):
+            raise UserError(f"--workers {self.n}: one timing worker per GPU, and {len(gpus)} GPU"
+                            f"{'s are' if len(gpus) != 1 else ' is'} visible; use --workers {len(gpus)} or fewer")
         self._ctx = mp.get_context("spawn")
         self._workers: list[_Worker] = []
         self._idle: list[_Worker] = []
+        self.spawned = 0  # workers started over the pool's life (replacements included)
 
     def start(self) -> None:
         """Spawn the workers now: their imports overlap the caller's data loading."""
@@ -96,12 +128,19 @@ class WorkerPool:
             self._idle.append(self._spawn())
 
     def _spawn(self) -> _Worker:
+        used = {w.slot for w in self._workers}
+        slot = next(i for i in range(self.n + 1) if i not in used)
+        env = dict(WORKER_ENV)
+        if self.gpus is not None:
+            env["CUDA_VISIBLE_DEVICES"] = self.gpus[slot]
         parent, child = self._ctx.Pipe()
-        p = self._ctx.Process(target=_worker_main, args=(child,), daemon=True, name="mmbench-worker")
-        p.start()
+        p = self._ctx.Process(target=_worker_main, args=(child,), daemon=True, name=f"mmbench-worker-{slot}")
+        with _environ(env):
+            p.start()
         child.close()
-        w = _Worker(p, parent)
+        w = _Worker(p, parent, slot)
         self._workers.append(w)
+        self.spawned += 1
         return w
 
     def _retire(self, w: _Worker, *, kill: bool) -> None:
@@ -141,7 +180,9 @@ class WorkerPool:
                             result = TrialResult(row, raw)
                     except (EOFError, OSError):
                         pass
-                    if result is None:
+                    if result is not None and result.row.get("status") == "cuda_error":
+                        self._retire(w, kill=True)  # its CUDA context is poisoned: the next trial gets a fresh one
+                    elif result is None:
                         w.process.join(timeout=5)
                         result = failure(trial, "crashed", f"worker died: {signal_name(w.process.exitcode)}"
                                          + (" (SIGKILL: the OS out-of-memory killer ends processes this way)"
@@ -202,13 +243,41 @@ def _worker_main(conn) -> None:
             conn.send((result.row, result.raw))
         except (BrokenPipeError, OSError):
             return
+        if result.row.get("status") == "cuda_error":
+            return  # every later CUDA call here would fail: the parent replaces this worker
 
 
-def make_executor(device: str, workers: int | None = None, trial_timeout: float | None = None) -> Executor:
-    """workers None: in this process on CPU, one worker on CUDA. A timeout needs a worker: a call hung in this
-    process cannot be ended safely."""
+def gpu_slots() -> list[str]:
+    """The CUDA_VISIBLE_DEVICES entry of each GPU this process can see, found without initialising CUDA here:
+    NVML's view (UUIDs, in CUDA_VISIBLE_DEVICES's order when it is set), else that variable's entries, else CUDA's
+    device count (indices in CUDA's own order, which is how CUDA reads them)."""
+    from mmbench.measure.nvml import visible_gpus
+
+    gpus = visible_gpus()
+    if gpus:
+        return [g["visible"] for g in gpus]
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if env is not None:
+        return [e.strip() for e in env.split(",") if e.strip()]
+    import torch
+
+    return [str(i) for i in range(torch.cuda.device_count())]  # device_count does not create a context
+
+
+def make_executor(device: str, workers: int | None = None, trial_timeout: float | None = None,
+                  gpus: list[str] | None = None) -> Executor:
+    """workers None: in this process on CPU, one worker per visible GPU on CUDA (``gpus``: their
+    CUDA_VISIBLE_DEVICES entries, found here when None). A timeout needs a worker: a call hung in this process cannot
+    be ended safely. workers 0 on CUDA runs the trials here, in the parent: its own choice."""
+    if device.startswith("cuda"):
+        gpus = gpu_slots() if gpus is None else gpus
+        if workers is None:
+            workers = max(1, len(gpus))
+        if trial_timeout is not None:
+            workers = max(1, workers)
+        return WorkerPool(workers, trial_timeout, gpus or None) if workers > 0 else InProcess()
     if workers is None:
-        workers = 1 if device.startswith("cuda") else 0
+        workers = 0
     if trial_timeout is not None:
         workers = max(1, workers)
     return WorkerPool(workers, trial_timeout) if workers > 0 else InProcess()

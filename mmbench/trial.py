@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import logging
+import time
 import traceback
 from dataclasses import dataclass, field
 from functools import partial
@@ -13,7 +15,7 @@ import torch
 
 from mmbench import measure
 from mmbench.data.registry import TaskData
-from mmbench.measure import metrics, robustness
+from mmbench.measure import gpu_state, metrics, nvml, precision, robustness
 from mmbench.measure import train as train_mod
 from mmbench.measure.train import NonFiniteLoss, loss_with_aux
 from mmbench.model import build
@@ -58,19 +60,42 @@ def run_trial(trial: Trial, data: TaskData) -> TrialResult:
         _measure(trial, data, result)
     except Exception as exc:  # a broken method must not end the suite: it is a row with its status
         result.row.update(zip(("status", "error"), _failure(exc)))
-    finally:
+    try:
         # A failed trial can leave reference cycles (traceback frames holding tensors); on CUDA the next trial's
         # peak-memory figure must not see them. A full collection costs ~0.1-0.5 s, so only when it matters.
         if trial.device.startswith("cuda") or result.row["status"] != "ok":
             gc.collect()
-        if trial.device.startswith("cuda"):
-            torch.cuda.empty_cache()
+        if trial.device.startswith("cuda") and result.row["status"] != "cuda_error":
+            torch.cuda.empty_cache()  # after a sticky CUDA error this raises it again: the worker is retired instead
+    except Exception as exc:
+        if result.row["status"] == "ok":
+            result.row.update(zip(("status", "error"), _failure(exc)))
+    if result.row["status"] == "cuda_error":
+        result.row["cuda_error"] = result.row["error"]
     return result
+
+
+# Sticky CUDA errors: after one, every CUDA call in the process fails, so its worker must be replaced.
+_CUDA_ERROR_TEXT = ("CUDA error", "device-side assert", "illegal memory access", "illegal address",
+                    "illegal instruction", "unspecified launch failure", "misaligned address", "CUBLAS_STATUS",
+                    "CUDNN_STATUS_EXECUTION_FAILED")
+
+
+def is_cuda_error(exc: BaseException) -> bool:
+    """A CUDA error that poisons the process's context (not an out-of-memory, which is recoverable)."""
+    if isinstance(exc, torch.cuda.OutOfMemoryError):
+        return False
+    accel = getattr(torch, "AcceleratorError", None)
+    if accel is not None and isinstance(exc, accel):
+        return True
+    return isinstance(exc, RuntimeError) and any(t in str(exc) for t in _CUDA_ERROR_TEXT)
 
 
 def _failure(exc: Exception) -> tuple[str, str]:
     """(status, error) of an exception raised by a trial."""
     first = (str(exc).splitlines() or [""])[0][:300]
+    if is_cuda_error(exc):
+        return "cuda_error", first
     if isinstance(exc, torch.cuda.OutOfMemoryError):
         return "oom", first
     if isinstance(exc, MemoryError) or "can't allocate memory" in str(exc):  # torch's CPU allocator says so
@@ -91,14 +116,24 @@ def _measure(trial: Trial, data: TaskData, result: TrialResult) -> None:
     torch.manual_seed(0)
     model = build(trial.method, trial.hparams, data.input_dims, trial.dims, data.num_classes,
                   trial.model["encoder_hidden"]).to(trial.device).eval()
+    cuda = trial.device.startswith("cuda")
+    if cuda:
+        row.update(nvml.device_row(trial.device))  # which GPU measured this row, matched to NVML by UUID
     _counts(trial, data, model, result)
     if m.get("latency"):
-        _timing(trial, data, model, result)
+        probe = gpu_state.GpuProbe(trial.device) if cuda else None
+        started = probe.start() if probe else None
+        with compile_scope(m["compile"]):
+            _timing(trial, data, model, result)
+        if probe:  # the whole timed stretch; per-metric flags come from probes around each block
+            row.update({k: v for k, v in gpu_state.summary([probe.stop(started)]).items() if row.get(k) is None})
+            probe.close()
     del model
     if m["accuracy"]:
         _accuracy(trial, data, result)
-    if trial.device.startswith("cuda"):
-        row["nvml_used_mib"] = measure.nvml_used_mib(trial.device)
+    if cuda:
+        used = nvml.device_row(trial.device)
+        row.update(nvml_used_mib=used.get("nvml_used_mib"), nvml_process_mib=used.get("nvml_process_mib"))
 
 
 def _loss_fn(data: TaskData):
@@ -155,9 +190,11 @@ class _Bench:
         m = trial.measure
         self.trial, self.data, self.model, self.device = trial, data, model, trial.device
         self.precision, self.lat = m["precision"], m["latency"]
-        self.fwd_model = torch.compile(model) if m["compile"] else model
-        self.fwd_fusion = torch.compile(model.fusion) if m["compile"] else model.fusion
+        self.comp = Compiled(m["compile"])
+        self.fwd_model, self.fwd_fusion = self.comp(model), self.comp(model.fusion)
         self.loss_fn = _loss_fn(data)
+        self.scaler = precision.grad_scaler(self.precision, self.device)
+        self.graph_error: str | None = None
 
     def optimizer(self) -> torch.optim.Optimizer:
         t = self.trial.train
@@ -165,15 +202,15 @@ class _Bench:
         return opt_cls(self.model.parameters(), lr=t["lr"])
 
     @contextlib.contextmanager
-    def inference(self):
-        with measure.precision_region(self.precision, self.device), torch.inference_mode():
+    def inference(self):  # no autocast cache: each call casts its weights, as a request does (and a CUDA graph must)
+        with measure.precision_region(self.precision, self.device, cache=False), torch.inference_mode():
             yield
 
     @contextlib.contextmanager
-    def training(self):
+    def training(self):  # TF32 flags for the whole step; _train_step puts forward + loss (only) under autocast
         self.model.train()
         try:
-            with measure.precision_region(self.precision, self.device):
+            with precision.matmul_flags(self.precision, self.device):
                 yield
         finally:
             self.model.eval()
@@ -189,13 +226,18 @@ class _Bench:
         xs, fs, ms, y = self.batch(b)
         fns = {("latency", b): (partial(self.fwd_model, xs, ms), self.inference),
                ("fusion_latency", b): (_fusion_call(self.fwd_fusion, fs, ms), self.inference)}
-        if self.lat["cuda_graph"] and self.device.startswith("cuda"):
-            with self.inference():
-                fns["graph_latency", b] = (measure.cuda_graph(fns["latency", b][0]), None)
-                fns["fusion_graph_latency", b] = (measure.cuda_graph(fns["fusion_latency", b][0]), None)
         if self.lat["train_step"]:
-            fns["train_step", b] = (partial(_train_step, opt, self.fwd_model, xs, y, self.loss_fn, ms), self.training)
+            fns["train_step", b] = (self.step(opt, xs, y, ms), self.training)
+        self.comp.warm(fns.values())  # compile now, before any timed (or captured) call
+        if self.lat["cuda_graph"] and self.device.startswith("cuda"):
+            err = capture_graphs(fns, b, self.inference)
+            if err and self.graph_error is None:  # the first failure says why; other batch sizes still try
+                self.graph_error = f"batch {b}: {err}"
         return fns
+
+    def step(self, opt, xs, y, ms):
+        return partial(_train_step, opt, self.fwd_model, xs, y, self.loss_fn, ms, self.precision, self.device,
+                       self.scaler)
 
     def memory(self, b: int) -> dict:
         """Peak memory of a forward and of a training step at batch size b, each in its own scope: the weights, this
@@ -215,8 +257,7 @@ class _Bench:
             model.zero_grad(set_to_none=True)
             opt = self.optimizer()
             with self.training():
-                step = measure.peak_memory(partial(_train_step, opt, self.fwd_model, xs, y, self.loss_fn, ms),
-                                           self.device, alive=weights + inputs + [y])
+                step = measure.peak_memory(self.step(opt, xs, y, ms), self.device, alive=weights + inputs + [y])
             model.zero_grad(set_to_none=True)
             del opt
             out.update({f"train_{k}_b{b}": v for k, v in step.items() if k != "mem_measure"})
@@ -238,6 +279,9 @@ def _timing(trial: Trial, data: TaskData, model: torch.nn.Module, result: TrialR
         fns.update(bench.timed(b, opt))
     row.update(measure.system_load())  # what the machine was doing as timing began
     stats = measure.latency_rounds(fns, device=trial.device, threads=torch.get_num_threads(), **timing)
+    row.update(bench.comp.columns())
+    if bench.graph_error:
+        row["graph_error"] = bench.graph_error
     del fns, opt
     model.zero_grad(set_to_none=True)
     _record_latency(row, raw, stats, lat)
@@ -270,10 +314,110 @@ def _record_latency(row: dict, raw: dict, stats: dict, lat: dict) -> None:
     row["contended_why"] = "; ".join(why)
 
 
-def _train_step(opt, model, xs, y, loss_fn, masks) -> None:
+def _cuda_healthy() -> None:
+    torch.cuda.synchronize()  # raises if the failed capture left a sticky error: then the trial is a cuda_error
+
+
+def capture_graphs(fns: dict, b: int, context, capture=None, healthy=_cuda_healthy) -> str | None:
+    """Add CUDA-graph replays of batch b's forward and fusion calls to ``fns``, captured inside ``context`` (the eager
+    calls' precision region, autocast cache off). A capture that fails (a host sync in forward, out of memory) adds
+    nothing, so the eager figures stand, and returns why ("oom: …" for out of memory) for the row's graph_error."""
+    capture = capture or measure.cuda_graph
+    try:
+        with context():
+            graph = capture(fns["latency", b][0])
+            fusion_graph = capture(fns["fusion_latency", b][0])
+    except Exception as exc:
+        healthy()
+        first = (str(exc).splitlines() or [""])[0][:300]
+        return f"oom: {first}" if isinstance(exc, torch.cuda.OutOfMemoryError) else f"{type(exc).__name__}: {first}"
+    fns["graph_latency", b] = (graph, None)
+    fns["fusion_graph_latency", b] = (fusion_graph, None)
+    return None
+
+
+@contextlib.contextmanager
+def compile_scope(enabled: bool):
+    """A compiled trial starts from a clean compiler state: dynamo caches compiled code per code object, so every
+    earlier trial's FusionModel would count towards the recompile limit of the same ``forward``, past which dynamo
+    silently runs eager. Within the trial the limit is generous (one entry per batch size × grad mode × precision) and
+    hitting it fails the trial instead of falling back."""
+    if not enabled:
+        yield
+        return
+    import logging
+
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    _LIMIT_HITS.clear()
+    log = logging.getLogger("torch._dynamo.convert_frame")  # where dynamo says it hit the limit and ran eager
+    handler = _LimitHits()
+    log.addHandler(handler)
+    try:
+        with torch._dynamo.config.patch(recompile_limit=max(64, torch._dynamo.config.recompile_limit)):
+            yield
+    finally:
+        log.removeHandler(handler)
+        torch._dynamo.reset()  # free this trial's compiled code (and the model it guards on)
+
+
+_LIMIT_HITS: list[str] = []  # this trial's "hit config.recompile_limit" messages: code that then ran eager
+
+
+class _LimitHits(logging.Handler):
+    def emit(self, record) -> None:
+        msg = record.getMessage()
+        if "hit config." in msg and "limit" in msg:
+            _LIMIT_HITS.append(msg.splitlines()[0])
+
+
+class Compiled:
+    """torch.compile for one trial: ``warm`` makes the first call of each (function, context) outside the timed
+    region and times it (compile_s); ``columns`` says what was compiled: graphs, graph breaks, fallback."""
+
+    def __init__(self, enabled: bool):
+        self.enabled, self.seconds, self.calls = enabled, 0.0, 0
+
+    def __call__(self, module):
+        return torch.compile(module) if self.enabled else module
+
+    def warm(self, calls) -> None:
+        if not self.enabled:
+            return
+        for fn, ctx in calls:
+            t0 = time.perf_counter()
+            with ctx() if ctx else contextlib.nullcontext():
+                fn()
+            self.seconds += time.perf_counter() - t0
+            self.calls += 1
+
+    def columns(self) -> dict[str, Any]:
+        if not self.enabled:
+            return {}
+        from torch._dynamo.utils import counters
+
+        graphs = int(counters["stats"]["unique_graphs"])
+        # Code that hit the recompile limit, or no graph at all, ran eager although the row says compiled: flag it.
+        return {"compile_graphs": graphs, "compile_graph_breaks": int(sum(counters["graph_break"].values())),
+                "compile_s": self.seconds, "compile_fallback": graphs == 0 or bool(_LIMIT_HITS),
+                "compile_note": "; ".join(_LIMIT_HITS)[:300] or None}
+
+
+def _train_step(opt, model, xs, y, loss_fn, masks, prec: str = "fp32", device: str = "cpu", scaler=None) -> None:
+    """One step as measure.train.fit takes it: forward and loss under autocast, backward outside it, fp16 scaled."""
     opt.zero_grad(set_to_none=True)
-    loss_with_aux(model, xs, y, loss_fn, masks).backward()
-    opt.step()
+    with precision.autocast(prec, device):
+        loss = loss_with_aux(model, xs, y, loss_fn, masks)
+    if scaler is None:
+        loss.backward()
+        opt.step()
+    else:
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
 
 
 def _accuracy(trial: Trial, data: TaskData, result: TrialResult) -> None:
@@ -294,15 +438,17 @@ def _accuracy(trial: Trial, data: TaskData, result: TrialResult) -> None:
                                     weight_decay=t["weight_decay"], optimizer=t["optimizer"],
                                     patience=t.get("patience"), device=trial.device,
                                     precision=m.get("precision", "fp32"))
-        score = train_mod.evaluate_seed(model, info, data.test, s, data.target, data.num_classes, kind, trial.device)
+        prec = m.get("precision", "fp32")
+        score = train_mod.evaluate_seed(model, info, data.test, s, data.target, data.num_classes, kind, trial.device,
+                                        prec)
         values = dict(score.test)
         if m.get("retrieval", True):
-            emb = train_mod.embeddings(model, xte)
+            emb = train_mod.embeddings(model, xte, precision=prec)
             if emb is not None:
                 values.update(metrics.retrieval(emb))
         if m.get("robustness"):
             mte = train_mod.split_masks(data.test, trial.device)
-            curve = _robustness(model, data, xte, m["robustness"], kind, mte)
+            curve = _robustness(model, data, xte, m["robustness"], kind, mte, prec)
             curves.append(curve)
             values.update(robustness.summarise(curve, data.modalities))
         per_seed.append(values)
@@ -337,12 +483,12 @@ def _robust_metric(data: TaskData, kind: str) -> str:
     return "acc2" if kind == "affect" else "corr"
 
 
-def _robustness(model, data: TaskData, xte, spec: dict, kind: str, masks=None) -> dict:
+def _robustness(model, data: TaskData, xte, spec: dict, kind: str, masks=None, prec: str = "fp32") -> dict:
     name = _robust_metric(data, kind)
     y = np.asarray(data.test.y)
 
     def score(xs) -> float:
-        out = train_mod.outputs(model, xs, masks=masks).float().cpu().numpy()
+        out = train_mod.outputs(model, xs, masks=masks, precision=prec).float().cpu().numpy()
         return train_mod.score(out, y, data.target, data.num_classes, kind)[name]
 
     scales = [robustness.feature_scale(x) for x in data.train.xs]

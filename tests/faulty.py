@@ -1,12 +1,16 @@
 """A user fusion module (named as tests.faulty:Faulty in suites) that fails on demand, for fault-injection tests.
 
-fault: none | raise | nan | hang | abort | segfault | oom | exit — what its forward does."""
+fault: none | raise | nan | hang | abort | segfault | oom | exit | cuda_error | report_env — what its forward does.
+cuda_error stands in for a sticky CUDA error: once raised, every later forward in the same process raises it too,
+as every CUDA call does after a device-side assert. report_env raises with the worker's GPU pinning in the message."""
 import ctypes
 import os
 import time
 
 import torch
 from torch import nn
+
+POISONED = False  # this process "saw" a sticky CUDA error
 
 
 class Faulty(nn.Module):
@@ -16,7 +20,14 @@ class Faulty(nn.Module):
         self.linear = nn.Linear(sum(dims), out_dim)
 
     def forward(self, xs):
+        global POISONED
+        if self.fault == "cuda_error" or POISONED:
+            POISONED = True
+            raise RuntimeError("CUDA error: device-side assert triggered (injected)")
         out = self.linear(torch.cat(xs, -1))
+        if self.fault == "report_env":
+            raise ValueError("env CUDA_VISIBLE_DEVICES={} TORCHINDUCTOR_COMPILE_THREADS={}".format(
+                os.environ.get("CUDA_VISIBLE_DEVICES"), os.environ.get("TORCHINDUCTOR_COMPILE_THREADS")))
         if self.fault == "raise":
             raise ValueError("injected failure")
         if self.fault == "nan":

@@ -40,29 +40,54 @@ def git_sha(path: str | Path) -> str | None:
 
 
 def _gpu(device: str) -> dict:
+    """The GPUs of a CUDA run, from NVML only: this runs in the parent, which must not open a CUDA context. Per
+    visible GPU: name, UUID, memory, compute capability, persistence mode, application clocks and max clocks; the
+    driver once. Which GPU measured each trial is in its row (gpu_uuid)."""
     import torch
 
-    if not torch.cuda.is_available():
+    if not device.startswith("cuda"):
         return {}
-    idx = torch.cuda.current_device()
-    props = torch.cuda.get_device_properties(idx)
-    info = {"gpu_name": props.name, "gpu_memory_mib": props.total_memory // 2**20,
-            "gpu_capability": f"{props.major}.{props.minor}", "cuda": torch.version.cuda,
-            "cudnn": torch.backends.cudnn.version(), "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
-            "tf32_cudnn": torch.backends.cudnn.allow_tf32}
-    try:
-        import pynvml
+    info = {"cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version(), "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
+            "tf32_cudnn": torch.backends.cudnn.allow_tf32,
+            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
+    from mmbench.measure import nvml
 
-        pynvml.nvmlInit()
-        h = pynvml.nvmlDeviceGetHandleByIndex(idx)
-        info.update(driver=pynvml.nvmlSystemGetDriverVersion(),
-                    sm_clock_mhz=pynvml.nvmlDeviceGetClockInfo(h, pynvml.NVML_CLOCK_SM),
-                    max_sm_clock_mhz=pynvml.nvmlDeviceGetMaxClockInfo(h, pynvml.NVML_CLOCK_SM),
-                    mem_clock_mhz=pynvml.nvmlDeviceGetClockInfo(h, pynvml.NVML_CLOCK_MEM))
-        pynvml.nvmlShutdown()
-    except Exception as exc:  # NVML missing or unusable: record why rather than fail the run
-        info["nvml_error"] = str(exc)
+    with nvml.session() as nv:
+        if nv is None:
+            info["nvml_error"] = "NVML unusable (pip install nvidia-ml-py; a driver must be loaded): no GPU facts"
+            return info
+        gpus = []
+        try:
+            info["driver"] = nvml._text(nv.nvmlSystemGetDriverVersion())
+            for g in nvml.visible_gpus() or []:
+                h = nvml.handle_by_uuid(nv, g["uuid"]) if g.get("uuid") else None
+                gpus.append({**{k: g.get(k) for k in ("visible", "uuid", "name", "mem_total_mib")},
+                             "capability": ".".join(map(str, g["capability"])) if g.get("capability") else None,
+                             **(_gpu_state(nv, h) if h is not None else {})})
+        except Exception as exc:  # record why rather than fail the run
+            info["nvml_error"] = str(exc)
+        info["gpus"] = gpus
+        if gpus:
+            info.update(gpu_name=gpus[0]["name"], gpu_memory_mib=gpus[0]["mem_total_mib"],
+                        gpu_capability=gpus[0]["capability"])
     return info
+
+
+def _gpu_state(nv, h) -> dict:
+    def read(fn, *args):
+        try:
+            return getattr(nv, fn)(h, *args)
+        except Exception:  # a reading this GPU does not offer: empty
+            return None
+
+    sm, mem = getattr(nv, "NVML_CLOCK_SM", 1), getattr(nv, "NVML_CLOCK_MEM", 2)
+    persistence = read("nvmlDeviceGetPersistenceMode")
+    return {"persistence_mode": None if persistence is None else bool(persistence),
+            "app_sm_clock_mhz": read("nvmlDeviceGetApplicationsClock", sm),
+            "app_mem_clock_mhz": read("nvmlDeviceGetApplicationsClock", mem),
+            "max_sm_clock_mhz": read("nvmlDeviceGetMaxClockInfo", sm),
+            "max_mem_clock_mhz": read("nvmlDeviceGetMaxClockInfo", mem),
+            "power_limit_w": (lambda v: None if v is None else v / 1e3)(read("nvmlDeviceGetPowerManagementLimit"))}
 
 
 def environment(device: str, suite_dir: str | Path | None = None) -> dict:

@@ -96,7 +96,7 @@ class _Sampler:
                 import torch
 
                 if self.flush is not None:
-                    self.flush()
+                    return _flushed_block(fn, calls, self.flush)
                 start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
                 start.record()
                 for _ in range(calls):
@@ -243,26 +243,65 @@ def _threads(threads: int | None) -> int:
         return 1
 
 
+_FLUSH_BUFFERS: dict = {}  # device index -> the one flush buffer of this process for that device
+
+
 def _l2_flusher(device: str) -> Callable[[], None]:
+    """Overwrite a buffer twice the L2 size: the next call starts with a cold cache. One buffer per process and
+    device, allocated on first use and kept (not one per sampler: each would hold 2×L2 of device memory)."""
     import torch
 
-    size = max(torch.cuda.get_device_properties(device).L2_cache_size, 1 << 20) * 2
-    buf = torch.empty(size, dtype=torch.uint8, device=device)
-    return lambda: buf.zero_()
+    index = torch.device(device).index
+    index = torch.cuda.current_device() if index is None else index
+    buf = _FLUSH_BUFFERS.get(index)
+    if buf is None:
+        size = max(torch.cuda.get_device_properties(index).L2_cache_size, 1 << 20) * 2
+        buf = _FLUSH_BUFFERS[index] = torch.empty(size, dtype=torch.uint8, device=f"cuda:{index}")
+    return buf.zero_
 
 
-def cuda_graph(fn: Callable[[], object]) -> Callable[[], None]:
+def _flushed_block(fn: Callable, calls: int, flush: Callable[[], object]) -> float:
+    """Seconds of ``calls`` calls, each with a cold L2: flush, wait for the flush to finish, then one event pair
+    around the call. The wait matters: a flush still running when the start event is queued would hide the call's
+    launch behind it, so a launch-bound call would look faster flushed than unflushed. What remains different from an
+    unflushed block is real: a cold cache, and no overlap of one call's launch with the previous call's kernels (a
+    flushed sample is a single call from an idle GPU, an unflushed one the steady state of back-to-back calls)."""
+    import torch
+
+    total = 0.0
+    for _ in range(calls):
+        flush()
+        torch.cuda.current_stream().synchronize()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        total += start.elapsed_time(end) / 1e3
+    return total
+
+
+def cuda_graph(fn: Callable[[], object], *, warmup: int = 3, outputs: list | None = None) -> Callable[[], None]:
     """Capture fn's kernels once; the returned callable replays them with no Python or launch overhead per op.
-    Timing the replay against eager shows how much of a small method's latency is launch overhead."""
+    Timing the replay against eager shows how much of a small method's latency is launch overhead.
+
+    Call it inside the precision region the eager calls run in, with autocast's cache off (``precision.region(...,
+    cache=False)``): the casts of the weights are then captured, as eager runs them every call, and the graph cannot
+    read the cached copies autocast frees when its region exits. fn's inputs are its own static tensors, and it is
+    warmed up on a side stream first, as capture requires. ``outputs``: gets what the captured call returned (the
+    tensor every replay overwrites), to check replay against eager."""
     import torch
 
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(stream):  # warm up on a side stream, as graph capture requires
-        for _ in range(3):
+        for _ in range(warmup):
             fn()
     torch.cuda.current_stream().wait_stream(stream)
+    torch.cuda.synchronize()
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
-        fn()
+        out = fn()
+    if outputs is not None:
+        outputs.append(out)
     return graph.replay

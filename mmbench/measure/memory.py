@@ -103,17 +103,8 @@ def peak_memory(fn: Callable[[], object], device: str = "cpu", alive: Iterable[t
 
 
 def nvml_used_mib(device: str) -> float | None:
-    """Device memory in use as NVML sees it: every process and the CUDA context included (unlike the allocator)."""
-    try:
-        import pynvml
-        import torch
+    """Device memory in use as NVML sees it: every process and the CUDA context included (unlike the allocator); the
+    device found by UUID, so CUDA_VISIBLE_DEVICES cannot point it at another GPU."""
+    from mmbench.measure.nvml import device_row
 
-        pynvml.nvmlInit()
-        try:
-            index = torch.cuda.current_device() if device == "cuda" else int(device.split(":")[1])
-            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
-            return pynvml.nvmlDeviceGetMemoryInfo(handle).used / 2**20
-        finally:
-            pynvml.nvmlShutdown()
-    except Exception:  # no NVML (driver-less box, MIG quirks): the column stays empty rather than wrong
-        return None
+    return device_row(device).get("nvml_used_mib")

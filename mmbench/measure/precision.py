@@ -13,42 +13,73 @@ _AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def check(precision: str, device: str) -> None:
-    """Refuse, before any trial runs, a precision this device cannot do."""
+    """Refuse, before any trial runs, a precision this device cannot do. On CUDA this runs in the parent, which must
+    never initialise CUDA: the GPUs' compute capability comes from NVML (every visible GPU must qualify, since any
+    worker may get any of them); without NVML the check is left to the trials."""
     if precision not in PRECISIONS:
         raise UserError(f"unknown precision '{precision}'; choose from {', '.join(PRECISIONS)}")
     if precision == "tf32" and not device.startswith("cuda"):
         raise UserError("precision 'tf32' exists only on CUDA devices (Ampere or newer); use fp32 on CPU")
-    if precision == "tf32" and torch.cuda.get_device_capability()[0] < 8:
-        raise UserError(f"precision 'tf32' needs an Ampere or newer GPU; this one is {torch.cuda.get_device_name()}")
+    if device.startswith("cuda"):
+        if precision in ("tf32", "bf16"):
+            from mmbench.measure.nvml import visible_gpus
+
+            for gpu in visible_gpus() or []:
+                cap = gpu.get("capability")
+                if cap is not None and cap[0] < 8:  # TF32 tensor cores and native bf16 arrived with Ampere (8.0)
+                    raise UserError(f"precision '{precision}' needs an Ampere or newer GPU; {gpu.get('name')} is "
+                                    f"compute capability {cap[0]}.{cap[1]}")
+        return
     if precision in _AUTOCAST:
-        dev = "cuda" if device.startswith("cuda") else "cpu"
-        if dev == "cuda" and precision == "bf16" and not torch.cuda.is_bf16_supported():
-            raise UserError(f"precision 'bf16' is not supported by {torch.cuda.get_device_name()}")
-        try:  # the autocast kernels this torch build has for the device
-            with torch.autocast(dev, dtype=_AUTOCAST[precision]):
-                torch.ones(2, 2, device=dev) @ torch.ones(2, 2, device=dev)
+        try:  # the autocast kernels this torch build has for the CPU
+            with torch.autocast("cpu", dtype=_AUTOCAST[precision]):
+                torch.ones(2, 2) @ torch.ones(2, 2)
         except (RuntimeError, AssertionError) as exc:
-            raise UserError(f"precision '{precision}' is not available on {dev}: {str(exc).splitlines()[0]}") from None
+            raise UserError(f"precision '{precision}' is not available on cpu: {str(exc).splitlines()[0]}") from None
 
 
 @contextlib.contextmanager
-def region(precision: str, device: str) -> Iterator[None]:
-    """Everything inside runs at ``precision``; TF32 flags are restored afterwards."""
-    dev = "cuda" if device.startswith("cuda") else "cpu"
-    if precision in _AUTOCAST:
-        with torch.autocast(dev, dtype=_AUTOCAST[precision]):
-            yield
+def autocast(precision: str, device: str, *, cache: bool = True) -> Iterator[None]:
+    """Autocast for bf16/fp16 (nothing for fp32/tf32). ``cache=False``: every call casts its weights again, as one
+    request of a deployed model does (and as a CUDA graph must: a cached cast is freed when the region exits)."""
+    if precision not in _AUTOCAST:
+        yield
         return
-    if dev != "cuda":
+    with torch.autocast("cuda" if device.startswith("cuda") else "cpu", dtype=_AUTOCAST[precision],
+                        cache_enabled=cache):
+        yield
+
+
+@contextlib.contextmanager
+def matmul_flags(precision: str, device: str) -> Iterator[None]:
+    """The TF32 flags of ``precision`` (CUDA): on for tf32, off otherwise (fp32 means true fp32, whatever the process
+    default was; autocast precisions keep their fp32 ops exact). Global flags, not autocast: they hold for a backward
+    run inside them too. Restored afterwards."""
+    if not device.startswith("cuda"):
         yield
         return
     saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    on = precision == "tf32"  # fp32 means true fp32: TF32 off, whatever the process default was
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = on
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = precision == "tf32"
     try:
         yield
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+@contextlib.contextmanager
+def region(precision: str, device: str, *, cache: bool = True) -> Iterator[None]:
+    """Everything inside runs at ``precision``: the TF32 flags and autocast together. For training, hold
+    ``matmul_flags`` around the whole step and ``autocast`` around forward and loss only (PyTorch's guidance: the
+    backward runs outside autocast, in the forward's dtypes)."""
+    with matmul_flags(precision, device), autocast(precision, device, cache=cache):
+        yield
+
+
+def grad_scaler(precision: str, device: str):
+    """fp16 gradients underflow without loss scaling: a GradScaler for fp16 on CUDA, None otherwise."""
+    if precision == "fp16" and device.startswith("cuda"):
+        return torch.amp.GradScaler("cuda")
+    return None
 
 
 def check_compile() -> None:

@@ -16,6 +16,7 @@ from torch import nn
 
 from mmbench.data.registry import Split
 from mmbench.measure import metrics
+from mmbench.measure.precision import autocast, matmul_flags
 from mmbench.measure.precision import region as precision_region
 from mmbench.model import masks_from_lengths
 
@@ -95,17 +96,19 @@ def loss_with_aux(model: nn.Module, xs: list[torch.Tensor], y: torch.Tensor, los
 
 @torch.no_grad()
 def outputs(model: nn.Module, xs: list[torch.Tensor], batch_size: int = 4096,
-            masks: list[torch.Tensor] | None = None) -> torch.Tensor:
-    """The model's raw outputs (logits, or the regression value in column 0), in eval mode, batched."""
+            masks: list[torch.Tensor] | None = None, precision: str = "fp32") -> torch.Tensor:
+    """The model's raw outputs (logits, or the regression value in column 0), in eval mode, batched, at
+    ``precision`` (a model trained in bf16 is validated and tested in bf16, as it would be deployed)."""
     model.eval()
     n = xs[0].shape[0]
-    return torch.cat([_call(model, _rows(xs, slice(i, i + batch_size)), _rows(masks, slice(i, i + batch_size)))
-                      for i in range(0, n, batch_size)])
+    with precision_region(precision, str(xs[0].device)):
+        return torch.cat([_call(model, _rows(xs, slice(i, i + batch_size)), _rows(masks, slice(i, i + batch_size)))
+                          for i in range(0, n, batch_size)])
 
 
 def predict(model: nn.Module, xs: list[torch.Tensor], batch_size: int = 4096,
-            masks: list[torch.Tensor] | None = None) -> torch.Tensor:
-    return outputs(model, xs, batch_size, masks=masks).argmax(1)
+            masks: list[torch.Tensor] | None = None, precision: str = "fp32") -> torch.Tensor:
+    return outputs(model, xs, batch_size, masks=masks, precision=precision).argmax(1)
 
 
 def loss_function(target: str, loss: str = "auto") -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
@@ -159,16 +162,17 @@ def fit(make_model: Callable[[], nn.Module], train: Split, val: Split, *, target
         total = 0.0
         for i in range(0, n, batch_size):
             idx = order[i:i + batch_size]
-            with precision_region(precision, device):
-                batch_loss = loss_with_aux(model, _rows(xtr, idx), ytr[idx], loss_fn, _rows(mtr, idx))
-            if not math.isfinite(batch_loss.item()):
-                raise NonFiniteLoss(f"loss became {batch_loss.item()} at epoch {epoch}")
-            total += batch_loss.item() * len(idx)
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(batch_loss).backward()
-            scaler.step(opt)
-            scaler.update()
-        out = outputs(model, xva, masks=mva).float()
+            with matmul_flags(precision, device):  # TF32 held through forward and backward alike
+                with autocast(precision, device):  # forward and loss only: backward follows the forward's dtypes
+                    batch_loss = loss_with_aux(model, _rows(xtr, idx), ytr[idx], loss_fn, _rows(mtr, idx))
+                if not math.isfinite(batch_loss.item()):
+                    raise NonFiniteLoss(f"loss became {batch_loss.item()} at epoch {epoch}")
+                total += batch_loss.item() * len(idx)
+                opt.zero_grad(set_to_none=True)
+                scaler.scale(batch_loss).backward()
+                scaler.step(opt)
+                scaler.update()
+        out = outputs(model, xva, masks=mva, precision=precision).float()
         if target == "classification":
             val_score = (out.argmax(1) == yva).float().mean().item()
         else:
@@ -244,20 +248,21 @@ def train_and_evaluate(make_model: Callable[[], nn.Module], train: Split, val: S
     model, info = fit(make_model, train, val, target=target, loss=loss, seed=seed, epochs=epochs,
                       batch_size=batch_size, lr=lr, weight_decay=weight_decay, optimizer=optimizer,
                       patience=patience, device=device, precision=precision)
-    return evaluate_seed(model, info, test, seed, target, num_classes, metric_kind, device)
+    return evaluate_seed(model, info, test, seed, target, num_classes, metric_kind, device, precision)
 
 
 def evaluate_seed(model: nn.Module, info: FitInfo, test: Split, seed: int, target: str, num_classes: int,
-                  metric_kind: str, device: str) -> SeedScore:
+                  metric_kind: str, device: str, precision: str = "fp32") -> SeedScore:
     xte, _ = tensors(test, device)
-    out = outputs(model, xte, masks=split_masks(test, device)).float().cpu().numpy()
+    out = outputs(model, xte, masks=split_masks(test, device), precision=precision).float().cpu().numpy()
     return SeedScore(seed, score(out, np.asarray(test.y), target, num_classes, metric_kind), info.best_epoch,
                      info.epochs_run, info.val_score, info.train_time_s,
                      float(np.mean(info.epoch_times_s)) if info.epoch_times_s else 0.0)
 
 
 @torch.no_grad()
-def embeddings(model: nn.Module, xs: list[torch.Tensor], batch_size: int = 4096) -> list[np.ndarray] | None:
+def embeddings(model: nn.Module, xs: list[torch.Tensor], batch_size: int = 4096,
+               precision: str = "fp32") -> list[np.ndarray] | None:
     """Per-modality embeddings from a coordinated method (its fusion's ``embeddings(encoded xs)``), else None."""
     fusion = getattr(model, "fusion", None)
     fn = getattr(fusion, "embeddings", None)
@@ -267,6 +272,7 @@ def embeddings(model: nn.Module, xs: list[torch.Tensor], batch_size: int = 4096)
     n = xs[0].shape[0]
     parts = []
     for i in range(0, n, batch_size):
-        encoded = [enc(x[i:i + batch_size]) for enc, x in zip(model.encoders, xs)]
-        parts.append([e.float().cpu() for e in fn(encoded)])
+        with precision_region(precision, str(xs[0].device)):
+            encoded = [enc(x[i:i + batch_size]) for enc, x in zip(model.encoders, xs)]
+            parts.append([e.float().cpu() for e in fn(encoded)])
     return [torch.cat([p[m] for p in parts]).numpy() for m in range(len(parts[0]))]
