@@ -96,7 +96,7 @@ class MeasureSpec(_Strict):
 
 class ExecutionSpec(_Strict):
     """How trials run; not part of any trial's id (it changes no number)."""
-    workers: int | None = Field(None, ge=0)          # 0: in this process; N: N subprocesses; None: 0 on CPU, 1 on CUDA
+    workers: int | None = Field(None, ge=0)          # 0: in this process; N: N subprocesses; None: 0 on CPU, 1 per GPU
     trial_timeout: float | None = Field(None, gt=0)  # seconds; a trial still running then is ended (needs a worker)
 
 

@@ -44,8 +44,8 @@ def test_kept_checkpoint_is_the_best_validation_epoch(monkeypatch):
     snapshots = []
     real = train_mod.outputs
 
-    def fake_outputs(model, xs, batch_size=4096, masks=None):
-        out = real(model, xs, batch_size, masks=masks)
+    def fake_outputs(model, xs, batch_size=4096, masks=None, precision="fp32"):
+        out = real(model, xs, batch_size, masks=masks, precision=precision)
         snapshots.append({k: v.clone() for k, v in model.state_dict().items()})
         acc = next(scripted)
         y = torch.as_tensor(val.y)
