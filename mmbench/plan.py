@@ -244,7 +244,7 @@ def check_measure_axes(suite: Suite, trials: list[Trial]) -> None:
             raise UserError(str(exc), key="measure.precision", **locate(suite, "measure", "precision")) from None
     if any(t.measure["compile"] for t in trials):
         try:
-            precision.check_compile()
+            precision.check_compile(trials[0].device)
         except UserError as exc:
             raise exc.at(key="measure.compile", **locate(suite, "measure", "compile")) from None
 

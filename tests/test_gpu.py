@@ -3,6 +3,7 @@ initialising CUDA, one worker per GPU, CUDA-error retire-and-replace, graph-capt
 really compile, and precision held through training and evaluation. Tests that need a GPU skip without one."""
 import os
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -134,18 +135,16 @@ def test_env_records_gpu_state_from_nvml_without_cuda(nv, no_cuda_init, monkeypa
 
 # --- the parent never initialises CUDA -----------------------------------------------------------------------------
 
-PREC_SUITE = """\
-name: prec
+HEAD = """\
 task:
   dataset: synthetic
   params: {interaction: synergy, modalities: 2, dim: 4, n_train: 64, n_val: 32, n_test: 32}
 train: {epochs: 1, batch_size: 32, seeds: [0]}
+"""
+PREC_SUITE = "name: prec\n" + HEAD + """\
 measure: {device: cuda, latency: null}
-sweep:
-  dims: [4]
-  precision: [fp32, tf32, bf16, fp16]
-methods:
-  - method: early
+sweep: {dims: [4], precision: [fp32, tf32, bf16, fp16]}
+methods: [{method: early}]
 """
 
 
@@ -158,6 +157,8 @@ def test_prepare_on_cuda_checks_precision_through_nvml_not_cuda(nv, no_cuda_init
     prepared = prepare(load_suite(write_suite(PREC_SUITE)))
     assert prepared.device == "cuda" and len(prepared.trials) == 4
     assert "nvmlDeviceGetCudaComputeCapability" in nv.calls
+    compiled = prepare(load_suite(write_suite(PREC_SUITE.replace("latency: null", "latency: null, compile: true"))))
+    assert all(t.measure["compile"] for t in compiled.trials)  # compile checked in a subprocess with no GPU
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", f"{A},{B}")  # B is a Volta: no TF32, no native bf16
     with pytest.raises(UserError, match=r"sweep\.precision: precision 'bf16' needs an Ampere .*GPU B .*7\.0"):
         prepare(load_suite(write_suite(PREC_SUITE)))
@@ -188,20 +189,10 @@ def test_cli_workers_above_gpu_count_is_one_line(nv, no_cuda_init, write_suite, 
 
 # --- workers: GPU pinning, compile threads, CUDA-error retire ------------------------------------------------------
 
-FAULT_SUITE = """\
-name: gpufaults
-task:
-  dataset: synthetic
-  params: {interaction: redundancy, modalities: 2, dim: 4, n_train: 60, n_val: 30, n_test: 30}
-train: {epochs: 1, batch_size: 32, seeds: [0]}
+FAULT_SUITE = "name: gpufaults\n" + HEAD + """\
 measure: {device: cpu, threads: 1, latency: null}
-sweep:
-  dims: [4]
-methods:
-  - method: early
-  - method: tests.faulty:Faulty
-    sweep: {fault: [FAULTS]}
-  - method: late
+sweep: {dims: [4]}
+methods: [{method: early}, {method: tests.faulty:Faulty, sweep: {fault: [FAULTS]}}, {method: late}]
 """
 
 
@@ -438,16 +429,7 @@ def test_l2_flush_buffer_is_allocated_once_per_device():
 
 @needs_cuda
 def test_bf16_graph_replay_equals_eager():
-    from mmbench import measure, methods
-    from mmbench.measure import precision
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from benchmarks.gpu_check import bf16_graph_vs_eager
 
-    torch.manual_seed(0)
-    fusion = methods.create("lmf", (32, 32, 32), 64, rank=4).cuda().eval()
-    xs = [torch.randn(64, 32, device="cuda") for _ in range(3)]
-    out = []
-    with precision.region("bf16", "cuda", cache=False), torch.inference_mode():
-        eager = fusion(xs).clone()
-        replay = measure.cuda_graph(lambda: fusion(xs), outputs=out)
-    replay()
-    torch.cuda.synchronize()
-    assert torch.equal(out[0], eager)
+    assert bf16_graph_vs_eager(32)[2] == 0.0

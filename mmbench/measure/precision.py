@@ -82,8 +82,26 @@ def grad_scaler(precision: str, device: str):
     return None
 
 
-def check_compile() -> None:
-    """torch.compile needs a working backend (inductor needs a C++ compiler on CPU): try it once."""
+def check_compile(device: str = "cpu") -> None:
+    """torch.compile needs a working backend (inductor needs a C++ compiler on CPU): try it once. For a CUDA run the
+    try runs in a subprocess with no GPU visible: inductor's imports may query the GPU, and the parent must not
+    initialise CUDA."""
+    if device.startswith("cuda"):
+        import os
+        import subprocess
+        import sys
+
+        code = "from mmbench.measure.precision import check_compile; check_compile()"
+        try:
+            r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
+                               env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+        except (OSError, subprocess.SubprocessError) as exc:
+            raise UserError(f"torch.compile could not be checked: {exc}") from None
+        if r.returncode != 0:
+            lines = [ln for ln in r.stderr.strip().splitlines() if ln.strip()]
+            msg = lines[-1].removeprefix("mmbench.errors.UserError: ") if lines else f"exit code {r.returncode}"
+            raise UserError(msg if msg.startswith("torch.compile") else f"torch.compile is not usable here: {msg}")
+        return
     try:
         torch.compile(lambda x: x * 2 + 1)(torch.ones(4))
     except Exception as exc:  # any backend failure means compile is unusable here
