@@ -449,8 +449,13 @@ def part_defects(cfg) -> None:
         seen, parent, tree = grid.get("seen_pids", set()), grid.get("pid"), grid.get("tree", set())
         say(f"nvidia-smi compute apps during the grid run: {sorted(seen)}; CLI parent {parent}; its children "
             f"{sorted(tree)}")
-        verdict("the parent process holds no CUDA context (only workers in nvidia-smi)",
-                parent is not None and parent not in seen and bool(seen & tree))
+        if parent in seen:
+            ok, why = False, "the CLI parent holds a context"
+        elif seen & tree:
+            ok, why = True, "only its workers"
+        else:  # in a container nvidia-smi may list host PIDs, or none: no evidence either way
+            ok, why = None, "nvidia-smi listed no PID of this PID namespace"
+        verdict("the parent process holds no CUDA context (only workers in nvidia-smi)", ok, why)
     else:
         verdict("the parent process holds no CUDA context", None, "needs nvidia-smi")
     flags = [r.get("throttled") for r in ok]
