@@ -102,6 +102,17 @@ def latency_spec(cfg, batches, graph: bool, time_s: float) -> str:
             f"warmup: 10, min_samples: 10, train_step: false, cuda_graph: {str(graph).lower()}}}")
 
 
+def small_suite(cfg, name: str, data: str, batches, graph: bool, sweep: str, method: str) -> str:
+    return textwrap.dedent(f"""\
+        name: {name}
+        task: {{dataset: synthetic, params: {{modalities: 3, dim: 16, {data}}}}}
+        train: {{epochs: 1, batch_size: 32, seeds: [0]}}
+        measure: {{device: {cfg.device}, accuracy: false, latency: {latency_spec(cfg, batches, graph, cfg.time_s)}}}
+        sweep: {{{sweep}}}
+        methods: [{{method: {method}}}]
+        """)
+
+
 def grid_suite(cfg) -> str:
     ranks = ", ".join(map(str, cfg.ranks))
     return f"""\
@@ -293,29 +304,12 @@ def part_limits(cfg) -> None:
     say("## Against the device's limits (H200 figures measured earlier: fp32 GEMM 50.7 TFLOP/s, copy 4.15 TB/s)")
     say()
     d, b, out = cfg.limit_dims, cfg.limit_batch, cfg.limit_out
-    run = cli_run(cfg, "limits", f"""\
-        name: gpu_limits
-        task: {{dataset: synthetic, params: {{modalities: 3, dim: 16, num_classes: {out}, n_train: {max(out, 64)},
-                                               n_val: {max(out, 32)}, n_test: {max(out, 32)}}}}}
-        train: {{epochs: 1, batch_size: 32, seeds: [0]}}
-        measure:
-          device: {cfg.device}
-          accuracy: false
-          latency: {latency_spec(cfg, [b], False, cfg.time_s)}
-        sweep: {{dims: [{d}]}}
-        methods: [{{method: tfn}}]
-        """)
-    small = cli_run(cfg, "launch_bound", f"""\
-        name: gpu_launch
-        task: {{dataset: synthetic, params: {{modalities: 3, dim: 16, n_train: 64, n_val: 32, n_test: 32}}}}
-        train: {{epochs: 1, batch_size: 32, seeds: [0]}}
-        measure:
-          device: {cfg.device}
-          accuracy: false
-          latency: {latency_spec(cfg, [cfg.small_batch], True, cfg.time_s)}
-        sweep: {{dims: [{cfg.small_dims}], rank: [4]}}
-        methods: [{{method: lmf}}]
-        """)
+    run = cli_run(cfg, "limits", small_suite(cfg, "gpu_limits", f"num_classes: {out}, n_train: {max(out, 64)}, "
+                                             f"n_val: {max(out, 32)}, n_test: {max(out, 32)}", [b], False,
+                                             f"dims: [{d}]", "tfn"))
+    small = cli_run(cfg, "launch_bound", small_suite(cfg, "gpu_launch", "n_train: 64, n_val: 32, n_test: 32",
+                                                     [cfg.small_batch], True, f"dims: [{cfg.small_dims}], rank: [4]",
+                                                     "lmf"))
     if run["rows"]:
         r = run["rows"][0]
         ms, peak = r.get(f"fusion_latency_ms_b{b}"), r.get(f"peak_alloc_mib_b{b}")

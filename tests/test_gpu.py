@@ -301,12 +301,7 @@ def test_failed_capture_keeps_eager_and_says_why(exc, expect):
 
 # --- torch.compile: every compiled trial compiles ------------------------------------------------------------------
 
-COMPILE_SUITE = """\
-name: compiled
-task:
-  dataset: synthetic
-  params: {interaction: synergy, modalities: 2, dim: 4, n_train: 60, n_val: 30, n_test: 30}
-train: {epochs: 1, batch_size: 32, seeds: [0]}
+COMPILE_SUITE = "name: compiled\n" + HEAD + """\
 measure:
   device: cpu
   threads: 1
