@@ -121,13 +121,8 @@ def _measure(trial: Trial, data: TaskData, result: TrialResult) -> None:
         row.update(nvml.device_row(trial.device))  # which GPU measured this row, matched to NVML by UUID
     _counts(trial, data, model, result)
     if m.get("latency"):
-        probe = gpu_state.GpuProbe(trial.device) if cuda else None
-        started = probe.start() if probe else None
         with compile_scope(m["compile"]):
             _timing(trial, data, model, result)
-        if probe:  # the whole timed stretch; per-metric flags come from probes around each block
-            row.update({k: v for k, v in gpu_state.summary([probe.stop(started)]).items() if row.get(k) is None})
-            probe.close()
     del model
     if m["accuracy"]:
         _accuracy(trial, data, result)
@@ -278,7 +273,16 @@ def _timing(trial: Trial, data: TaskData, model: torch.nn.Module, result: TrialR
     for b in lat["batch_sizes"]:
         fns.update(bench.timed(b, opt))
     row.update(measure.system_load())  # what the machine was doing as timing began
-    stats = measure.latency_rounds(fns, device=trial.device, threads=torch.get_num_threads(), **timing)
+    # On CUDA each round is also read by NVML (clocks, throttle reasons, other processes on the GPU)
+    probes = (gpu_state.GpuProbe(trial.device),) if trial.device.startswith("cuda") else ()
+    try:
+        stats = measure.latency_rounds(fns, device=trial.device, threads=torch.get_num_threads(), probes=probes,
+                                       **timing)
+    finally:
+        for p in probes:
+            p.close()
+    if probes:
+        row.update(gpu_state.fold({key: list(st.probes) for key, st in stats.items()}))
     row.update(bench.comp.columns())
     if bench.graph_error:
         row["graph_error"] = bench.graph_error

@@ -205,3 +205,31 @@ def test_row_records_the_threads_it_ran_with(write_suite, tmp_path):
         torch.set_num_threads(before)
     assert {r["threads"] for r in rows} == {1} and {r["threads_requested"] for r in rows} == {1}
     assert math.isfinite(rows[0]["latency_ms_b1"])
+
+
+class _CountingProbe:
+    """Stands in for GpuProbe: says the second round it saw was throttled, with one co-tenant."""
+
+    def __init__(self):
+        self.n = 0
+
+    def start(self):
+        self.n += 1
+        return self.n
+
+    def stop(self, token):
+        return {"throttled": token == 2, "co_tenants": 1 if token == 2 else 0}
+
+
+def test_every_round_is_probed_and_folded_into_row_flags():
+    from mmbench.measure import gpu_state
+
+    probe, x = _CountingProbe(), torch.randn(4, 4)
+    stats = measure.latency_rounds({("latency", 1): (lambda: x @ x, None), ("train_step", 1): (lambda: x + x, None)},
+                                   rounds=3, warmup=0, min_samples=2, max_samples=6, max_time_s=0.05,
+                                   min_block_ms=0.01, probes=(probe,))
+    assert probe.n == 6 and all(len(st.probes) == 3 and len(st.rounds_ms) == 3 for st in stats.values())
+    row = gpu_state.fold({k: list(st.probes) for k, st in stats.items()})
+    # rounds interleave: latency's rounds were probes 1, 3, 5 and train_step's 2, 4, 6
+    assert row["latency_throttled_b1"] is False and row["train_step_throttled_b1"] is True
+    assert row["train_step_co_tenants_b1"] == 1 and row["throttled"] is True
