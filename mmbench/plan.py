@@ -10,7 +10,7 @@ from typing import Any
 
 from mmbench import data as datasets
 from mmbench import methods
-from mmbench.errors import UserError
+from mmbench.errors import UserError, closest
 from mmbench.suite import Suite, locate
 
 MEASURE_AXES = ("precision", "compile")  # sweep axes that set how a trial is measured, for every method
@@ -119,6 +119,7 @@ def expand(suite: Suite, n_modalities: list[int], device: str, threads: int | No
     resolved thread count every trial runs with (resolve_threads).
     """
     trials: list[Trial] = []
+    check_suite_axes(suite)
     for ti, _ in enumerate(suite.task_list):
         task = resolve_task(suite, ti)
         for mi, spec in enumerate(suite.methods):
@@ -151,6 +152,7 @@ def expand(suite: Suite, n_modalities: list[int], device: str, threads: int | No
                 dims = _dims(dims_value, n_modalities[ti], suite, mi)
                 for combo in itertools.product(*(axes[n] for n in names)):
                     hp = {**defaults, **fixed, **dict(zip(names, combo))}
+                    _check_types(entry, {**fixed, **dict(zip(names, combo))}, suite, mi)
                     _check_builds(spec.method, dims, hp, suite, mi)
                     for mcombo in itertools.product(*(measure_axes[n] for n in mnames)):
                         how = dict(zip(mnames, mcombo))
@@ -219,6 +221,21 @@ def _dims(value, m: int, suite: Suite, mi: int) -> tuple[int, ...]:
     return tuple(dims)
 
 
+def _check_types(entry, given: dict, suite: Suite, mi: int) -> None:
+    """The suite's hyperparameter values against the constructor's annotations (strictly: `rank: true` is no 1)."""
+    from mmbench import params as typed
+
+    try:
+        typed.check(entry.cls.__init__, given, f"method '{entry.name}'")
+    except UserError as exc:
+        name = exc.key.split(".", 1)[1]
+        spec = suite.methods[mi]
+        shown = "rank" if name == entry.rank_param and name not in spec.params and name not in spec.sweep else name
+        path = (("methods", mi, "params", shown) if shown in spec.params else
+                ("methods", mi, "sweep", shown) if shown in spec.sweep else ("sweep", shown))
+        raise UserError(exc.message, key=".".join(map(str, path)), **locate(suite, *path)) from None
+
+
 def _check_builds(method: str, dims, hp: dict, suite: Suite, mi: int) -> None:
     """Construct the module on the meta device: its own argument checks run, and no memory is allocated."""
     import torch
@@ -227,7 +244,28 @@ def _check_builds(method: str, dims, hp: dict, suite: Suite, mi: int) -> None:
         with torch.device("meta"):
             methods.create(method, dims, 2, **hp)
     except UserError as exc:
+        if "Overflow" in exc.message or "overflow" in exc.message:  # torch's size arithmetic: past 2^63 elements
+            exc = UserError(f"method '{method}' at dims {list(dims)}: a parameter tensor would hold more than 2^63 "
+                            "elements: it cannot be built on any machine")
         raise exc.at(key=f"methods.{mi}", **locate(suite, "methods", mi)) from None
+    except (RuntimeError, OverflowError, MemoryError) as exc:  # torch refusing a size, on the meta device too
+        raise UserError(f"method '{method}' at dims {list(dims)} cannot be built: {str(exc).splitlines()[0][:200]}",
+                        key=f"methods.{mi}", **locate(suite, "methods", mi)) from None
+
+
+def check_suite_axes(suite: Suite) -> None:
+    """A suite-level sweep axis that no method takes would be ignored silently (a typo: `rnak`)."""
+    taken = {"dims", "rank", *MEASURE_AXES}
+    for spec in suite.methods:
+        try:
+            taken.update(methods.info(spec.method).hyperparams)
+        except UserError:
+            return  # expand names the unknown method, with its place
+
+    for name in suite.sweep:
+        if name not in taken:
+            raise UserError(f"no method in this suite takes '{name}'{closest(name, taken)}",
+                            key=f"sweep.{name}", **locate(suite, "sweep", name))
 
 
 def check_measure_axes(suite: Suite, trials: list[Trial]) -> None:

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Protocol
 
 from mmbench import data as datasets
+from mmbench import fits
 from mmbench.errors import UserError
 from mmbench.measure.env import environment
 from mmbench.methods.registry import search_modules_in
@@ -49,12 +50,20 @@ def prepare(suite: Suite, device: str | None = None) -> Prepared:
         try:
             data = datasets.load(spec.dataset, base_dir=suite_dir, **spec.params)
         except UserError as exc:
+            if exc.key and exc.key.startswith("params."):  # a parameter of the task: point at it
+                path = where + tuple(exc.key.split(".", 1))
+                raise UserError(exc.message, key=".".join(map(str, path)), **locate(suite, *path)) from None
             raise exc.at(key=".".join(map(str, where)), **locate(suite, *where)) from None
         tasks[task_key(resolve_task(suite, i))] = data
         counts.append(len(data.modalities))
     threads, warnings = resolve_threads(suite.measure.threads, dev)
     trials = expand(suite, counts, dev, threads)
     _check_inputs(suite, trials, tasks)
+    def where(t: Trial) -> dict:
+        mi = next(i for i, m in enumerate(suite.methods) if m.method == t.method)
+        return {"key": f"methods.{mi}", **locate(suite, "methods", mi)}
+
+    fits.check_trials(trials, tasks, task_key, where)  # what cannot fit in memory fails now, not inside torch
     check_measure_axes(suite, trials)
     return Prepared(suite, dev, tasks, trials, threads, tuple(warnings))
 

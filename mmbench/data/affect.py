@@ -32,7 +32,7 @@ LABEL_RANGE = (-3.0, 3.0)
 def read_pickle(path: Path, allow_pickle: bool) -> Any:
     if not path.is_file():
         raise UserError("no such file", file=str(path))
-    if not allow_pickle:
+    if allow_pickle is not True:  # the boolean true only: nothing is unpickled on a truthy string
         raise UserError("reading a pickle runs code stored in it: set `allow_pickle: true` in the task's params "
                         "only for a file you trust", file=str(path))
     try:

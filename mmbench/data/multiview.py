@@ -37,17 +37,15 @@ def _manifest(path: Path) -> tuple[Path, dict]:
         path = found[0]
     elif not path.is_file():
         raise UserError("no such file or directory", file=str(path))
-    text = path.read_text()
-    try:
-        if path.suffix == ".json":
-            doc = json.loads(text)
-        else:
-            import yaml
+    from mmbench import safe_yaml  # the suite's bounds: size, encoding, depth, aliases, duplicate keys
 
-            doc = yaml.safe_load(text)
-    except Exception as exc:  # yaml and json errors alike: the manifest is not readable
-        raise UserError(f"manifest is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: "
-                        f"{str(exc).splitlines()[0]}", file=str(path)) from None
+    if path.suffix == ".json":
+        try:
+            doc = json.loads(safe_yaml.decode(path.read_bytes(), str(path)))
+        except json.JSONDecodeError as exc:
+            raise UserError(f"manifest is not valid JSON: {exc.msg}", file=str(path), line=exc.lineno) from None
+    else:
+        _, doc = safe_yaml.load_file(path)
     if not isinstance(doc, dict):
         raise UserError("manifest must be a mapping", file=str(path))
     unknown = sorted(set(doc) - {"views", "labels", "split", "num_classes", "target"})
