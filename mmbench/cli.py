@@ -122,9 +122,12 @@ def _on_sigterm_interrupt() -> None:
     """A job killed with SIGTERM (CI cancelling, a scheduler) stops like Ctrl-C: finished trials kept, exit 143."""
     import signal
 
+    from mmbench import interrupt
+
     def handler(signum, frame):
         global _TERMINATED
         _TERMINATED = True
+        interrupt.mark(signum)  # a real signal: the run stops (a trial's own KeyboardInterrupt would not)
         raise KeyboardInterrupt
 
     try:
@@ -409,6 +412,8 @@ def main() -> None:
     except Exception as exc:
         # click's usage errors (typer may vendor its own click, so matched by shape): one line, exit code 2
         if type(exc).__name__ == "Abort":
+            if isinstance(exc.__cause__, EOFError):  # click turns any EOFError into Abort: not a Ctrl-C, a bug
+                raise exc.__cause__
             sys.exit(130)
         if callable(getattr(exc, "format_message", None)) and hasattr(exc, "exit_code"):
             print(f"mmbench: error: {' '.join(exc.format_message().split())}", file=sys.stderr)

@@ -19,6 +19,8 @@ from mmbench.plan import Trial, task_key
 from mmbench.trial import TrialResult, base_row, run_trial
 
 OnStart = Callable[[Trial], None]
+STARTED = "started"   # a worker's message: the trial it was sent begins now
+START_LIMIT_S = 600.0  # a worker that has not begun its trial by then (imports, task data) is ended
 
 
 class Executor(Protocol):
@@ -75,6 +77,7 @@ class _Worker:
     trial: Trial | None = None
     deadline: float | None = None
     has_tasks: bool = False
+    started: bool = False  # the worker reported that the trial began (its timeout runs from then)
 
 
 class WorkerPool:
@@ -123,7 +126,10 @@ class WorkerPool:
                     w.conn.send(tasks)
                     w.has_tasks = True
                 w.trial = pending.popleft()
-                w.deadline = time.monotonic() + self.timeout if self.timeout else None
+                # The trial's clock starts when the worker says it started (a fresh worker imports torch first);
+                # until then only a generous start-up limit applies.
+                w.deadline = time.monotonic() + START_LIMIT_S + self.timeout if self.timeout else None
+                w.started = False
                 w.conn.send(w.trial.to_dict())
                 busy.append(w)
                 if on_start:
@@ -137,7 +143,12 @@ class WorkerPool:
                 if w.conn in ready or w.process.sentinel in ready:
                     try:
                         if w.conn.poll():  # a result sent just before the worker died still counts
-                            row, raw = w.conn.recv()
+                            msg = w.conn.recv()
+                            if msg == STARTED:
+                                w.started = True
+                                w.deadline = time.monotonic() + self.timeout if self.timeout else None
+                                continue
+                            row, raw = msg
                             result = TrialResult(row, raw)
                     except (EOFError, OSError):
                         pass
@@ -150,7 +161,8 @@ class WorkerPool:
                     else:
                         idle.append(w)
                 elif w.deadline is not None and now >= w.deadline:
-                    result = failure(trial, "timeout", f"no result after {self.timeout:g} s; worker ended")
+                    result = failure(trial, "timeout", f"no result after {self.timeout:g} s; worker ended" if w.started
+                                     else f"the worker did not start the trial within {START_LIMIT_S:g} s; ended")
                     self._retire(w, kill=True)
                 if result is not None:
                     busy.remove(w)
@@ -197,6 +209,10 @@ def _worker_main(conn) -> None:
         if msg is None:
             return
         trial = Trial.from_dict(msg)
+        try:
+            conn.send(STARTED)
+        except (BrokenPipeError, OSError):
+            return
         result = run_trial(trial, tasks[task_key(trial.task)])
         try:
             conn.send((result.row, result.raw))

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Protocol
 
 from mmbench import data as datasets
-from mmbench import fits
+from mmbench import fits, interrupt
 from mmbench.errors import UserError
 from mmbench.measure.env import environment
 from mmbench.methods.registry import search_modules_in
@@ -152,6 +152,7 @@ def run_suite(prepared: Prepared, out: str | Path, *, suite_text: str = "", quic
     total, done = len(trials), len(trials) - len(todo)
     if progress and done:
         progress.skipped(done)
+    restore = interrupt.install()  # a real Ctrl-C is told apart from a KeyboardInterrupt raised by a trial
     try:
         for trial, result in executor.run(todo, prepared.tasks, on_start=progress.start if progress else None):
             run.append(result.row, result.raw)
@@ -165,6 +166,7 @@ def run_suite(prepared: Prepared, out: str | Path, *, suite_text: str = "", quic
         _stop(run, db)
         raise
     finally:
+        restore()
         executor.close()
     run.write_csv()
     run.set_state("complete")

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mmbench import measure
+from mmbench import interrupt, measure
 from mmbench.data.registry import TaskData
 from mmbench.measure import metrics, robustness
 from mmbench.measure import train as train_mod
@@ -56,7 +56,9 @@ def run_trial(trial: Trial, data: TaskData) -> TrialResult:
     result = TrialResult(base_row(trial))
     try:
         _measure(trial, data, result)
-    except Exception as exc:  # a broken method must not end the suite: it is a row with its status
+    except BaseException as exc:  # a broken method must not end the suite: it is a row with its status
+        if not isinstance(exc, Exception) and interrupt.received() is not None:
+            raise  # a real Ctrl-C / SIGTERM ends the run; a SystemExit or KeyboardInterrupt of the module does not
         result.row.update(zip(("status", "error"), _failure(exc)))
     finally:
         # A failed trial can leave reference cycles (traceback frames holding tensors); on CUDA the next trial's
@@ -68,7 +70,7 @@ def run_trial(trial: Trial, data: TaskData) -> TrialResult:
     return result
 
 
-def _failure(exc: Exception) -> tuple[str, str]:
+def _failure(exc: BaseException) -> tuple[str, str]:
     """(status, error) of an exception raised by a trial."""
     first = (str(exc).splitlines() or [""])[0][:300]
     if isinstance(exc, torch.cuda.OutOfMemoryError):
@@ -77,8 +79,12 @@ def _failure(exc: Exception) -> tuple[str, str]:
         return "oom", f"CPU out of memory: {first}"
     if isinstance(exc, NonFiniteLoss):
         return "nan", str(exc)
-    last = traceback.extract_tb(exc.__traceback__)[-1]
-    return "error", f"{type(exc).__name__}: {exc} ({last.filename}:{last.lineno})"[:500]
+    what = str(exc)
+    if isinstance(exc, (SystemExit, KeyboardInterrupt)):
+        what = f"{exc!r} raised by the trial's code, not a signal"
+    tb = traceback.extract_tb(exc.__traceback__)
+    where = f" ({tb[-1].filename}:{tb[-1].lineno})" if tb else ""
+    return "error", f"{type(exc).__name__}: {what}{where}"[:500]
 
 
 def _measure(trial: Trial, data: TaskData, result: TrialResult) -> None:
@@ -112,10 +118,29 @@ def _targets(data: TaskData, batch: int, device: str) -> torch.Tensor:
     return torch.randint(0, data.num_classes, (batch,), generator=g).to(device)
 
 
+class OutputShapeError(ValueError):
+    """A fusion module whose output is not (B, out_dim): nothing it would be measured or scored on means anything."""
+
+
+def _check_output(trial: Trial, data: TaskData, model: torch.nn.Module) -> None:
+    """Once, before anything is counted or timed: a batch of 2 must give a (2, out_dim) tensor."""
+    xs, ms = _inputs(data.input_dims, 2, trial.device, 1, data), _masks(2, trial.device, data)
+    with torch.inference_mode():
+        out = model(xs, ms)
+    want = (2, data.num_classes)
+    if not isinstance(out, torch.Tensor):
+        raise OutputShapeError(f"the fusion module returned a {type(out).__name__}, not a tensor of shape "
+                               f"(B, out_dim) = {want}")
+    if tuple(out.shape) != want:
+        raise OutputShapeError(f"the fusion module returned shape {tuple(out.shape)} for a batch of 2; expected "
+                               f"(B, out_dim) = {want}")
+
+
 def _counts(trial: Trial, data: TaskData, model: torch.nn.Module, result: TrialResult) -> None:
     """Parameters; FLOPs per sample of the forward (batch 1) and of a training step's forward + backward (batch 2,
     halved: batch-norm methods cannot train on one sample), with the fusion / encoder breakdown."""
     row = result.row
+    _check_output(trial, data, model)
     row["params"] = measure.params(model)
     row["fusion_params"] = measure.params(model.fusion)
     if not trial.measure["flops"]:

@@ -19,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from mmbench.data.common import check_class_labels, check_features, make_task, resolve_path, split_indices, take
+from mmbench.data.common import (check_class_labels, check_features, make_task, read_numpy, resolve_path,
+                                 split_indices, take)
 from mmbench.data.registry import TaskData, register_dataset
 from mmbench.errors import UserError
 
@@ -72,18 +73,8 @@ def read_array(path: Path, key: str | None, *, text: bool = False, notes: list[s
     if not path.is_file():
         raise UserError("no such file", file=str(path))
     suffix = path.suffix.lower()
-    if suffix == ".npy":
-        return np.load(path, allow_pickle=False)
-    if suffix == ".npz":
-        with np.load(path, allow_pickle=False) as z:
-            if key is None:
-                if len(z.files) != 1:
-                    raise UserError(f"holds {len(z.files)} arrays ({', '.join(z.files)}): name one with `key`",
-                                    file=str(path))
-                key = z.files[0]
-            if key not in z.files:
-                raise UserError(f"{key}: no such array (it holds: {', '.join(z.files)})", file=str(path))
-            return z[key]
+    if suffix in (".npy", ".npz"):
+        return read_numpy(path, key)
     if suffix in (".csv", ".txt"):
         import pandas as pd
 
