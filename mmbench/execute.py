@@ -195,6 +195,9 @@ def _die_with_parent() -> None:
 def _worker_main(conn) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the parent decides
     _die_with_parent()
+    from mmbench.trial import warm_up
+
+    warm_up()  # while the parent loads the data; before any trial's clock starts
     try:
         tasks = conn.recv()
     except (EOFError, OSError):

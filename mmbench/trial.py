@@ -45,6 +45,14 @@ def _fusion_call(fusion: torch.nn.Module, xs, masks):
     return (lambda: fusion(xs)) if masks is None else (lambda: fusion(xs, masks=masks))
 
 
+def warm_up() -> None:
+    """What a trial imports lazily (sklearn's metrics and torch._dynamo, which FLOP counting pulls in, take seconds
+    each): a fresh worker does it before it reports that a trial started, so that a trial's timeout is not spent on
+    the interpreter's start-up."""
+    import sklearn.metrics  # noqa: F401
+    import torch._dynamo  # noqa: F401
+
+
 def base_row(trial: Trial) -> dict[str, Any]:
     return {"trial_id": trial.id, "task": trial.task_label, "method": trial.method, "label": trial.label,
             "dims": "x".join(map(str, trial.dims)), "rank": trial.rank, "hparams": trial.hparams,

@@ -1,6 +1,8 @@
 """A user fusion module (named as tests.faulty:Faulty in suites) that fails on demand, for fault-injection tests.
 
-fault: none | raise | nan | hang | abort | segfault | oom | exit — what its forward does."""
+fault: none | raise | nan | hang | abort | segfault | oom | exit | shape | tuple | sysexit | keyboard — what its
+forward does (shape: one column too many; tuple: returns (out, out); sysexit / keyboard: raises SystemExit /
+KeyboardInterrupt, as a module calling sys.exit() or a stray `raise KeyboardInterrupt` would)."""
 import ctypes
 import os
 import time
@@ -32,4 +34,12 @@ class Faulty(nn.Module):
             torch.empty(1 << 50, dtype=torch.uint8)  # 1 PiB: past any machine's memory
         if self.fault == "exit":
             os._exit(3)
+        if self.fault == "shape":
+            return torch.cat([out, out[:, :1]], -1)
+        if self.fault == "tuple":
+            return out, out
+        if self.fault == "sysexit":
+            raise SystemExit(3)
+        if self.fault == "keyboard":
+            raise KeyboardInterrupt
         return out

@@ -1,0 +1,60 @@
+"""Faulty user modules (issue 17): a wrong output shape is the trial's error, before anything is counted; a
+module's own SystemExit / KeyboardInterrupt is its trial's error, not the end of the run; a worker's trial timeout
+runs from the trial's start, not from the replacement worker's start-up."""
+import json
+
+from inproc import cli
+from test_runner import FAULT_SUITE
+
+
+def test_wrong_output_shape_and_a_modules_own_exit_are_that_trials_error(write_suite, tmp_path, capsys,
+                                                                         monkeypatch):
+    suite = write_suite(FAULT_SUITE.replace("FAULTS", "shape, tuple, sysexit, keyboard, none"))
+    code, out, err = cli(capsys, monkeypatch, "run", suite, "--out", tmp_path, "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["state"] == "complete"
+    rows = {r["hparams"].get("fault", r["method"]): r for r in doc["rows"]}
+    assert {k: r["status"] for k, r in rows.items()} == {"early": "ok", "late": "ok", "none": "ok", "shape": "error",
+                                                         "tuple": "error", "sysexit": "error", "keyboard": "error"}
+    assert "(2, 3)" in rows["shape"]["error"] and "(2, 2)" in rows["shape"]["error"]
+    assert "tuple" in rows["tuple"]["error"]
+    for bad in ("shape", "tuple"):  # refused before counting and timing: nothing measured is kept
+        assert "params" not in rows[bad] and "latency_ms_b4" not in rows[bad] and "acc_mean" not in rows[bad]
+    assert rows["sysexit"]["error"].startswith("SystemExit") and "not a signal" in rows["sysexit"]["error"]
+    assert rows["keyboard"]["error"].startswith("KeyboardInterrupt")
+    assert rows["late"]["acc_mean"] >= 0  # the trials after them ran
+
+
+def test_a_modules_own_exit_in_a_worker_is_that_trials_error(write_suite, tmp_path, capsys, monkeypatch):
+    suite = write_suite(FAULT_SUITE.replace("FAULTS", "sysexit, keyboard"))
+    code, out, err = cli(capsys, monkeypatch, "run", suite, "--out", tmp_path, "--json", "--isolate")
+    assert code == 0, err
+    rows = {r["hparams"].get("fault", r["method"]): r for r in json.loads(out)["rows"]}
+    assert rows["sysexit"]["status"] == rows["keyboard"]["status"] == "error"
+    assert rows["late"]["status"] == "ok"
+
+
+SLOW_START = """\
+import os, time
+if os.environ.get("MMBENCH_TEST_SLOW_START"):
+    time.sleep(float(os.environ["MMBENCH_TEST_SLOW_START"]))
+"""
+
+
+def test_trial_timeout_runs_from_the_trials_start_on_a_ready_worker(write_suite, tmp_path, capsys, monkeypatch):
+    """Every worker takes longer to start than the timeout (sitecustomize sleeps in spawned interpreters only):
+    the hung trial times out, and the healthy trial after it, on the replacement worker, does not."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(SLOW_START)
+    monkeypatch.setenv("PYTHONPATH", f"{site}:{__import__('os').environ.get('PYTHONPATH', '')}")
+    monkeypatch.setenv("MMBENCH_TEST_SLOW_START", "6")
+    suite = write_suite(FAULT_SUITE.replace("FAULTS", "hang, none").replace(
+        "latency: {batch_sizes: [4], max_time_s: 0.01, min_samples: 3, warmup: 1, min_block_ms: 0.1}",
+        "latency: null").replace("  - method: early\n", "").replace("  - method: late\n", ""))
+    code, out, err = cli(capsys, monkeypatch, "run", suite, "--out", tmp_path / "o", "--json", "--trial-timeout", "4")
+    assert code == 0, err
+    rows = {r["hparams"]["fault"]: r for r in json.loads(out)["rows"]}
+    assert rows["hang"]["status"] == "timeout"
+    assert rows["none"]["status"] == "ok", rows["none"]["error"]
