@@ -65,7 +65,7 @@ def run(suite: Path = typer.Argument(..., help="Suite YAML file."),
 
     search_modules_in(suite.resolve().parent)  # before the workers start: they find the suite's modules there too
     if resume is not None:
-        RunDir.reopen(resume, s.name)  # a wrong folder fails now, untouched
+        RunDir.reopen(resume, s.name, drop_damaged)  # a wrong folder or a damaged line fails now, untouched
         out = resume.resolve().parent.parent  # the run's own results folder (its history database lives there)
     check_out(resume if resume is not None else out)  # a file, read-only or full: now, before anything runs
     db = db or out / "history.sqlite"

@@ -112,14 +112,13 @@ def open_run(prepared: Prepared, out: str | Path, resume: str | Path | None = No
     suite, trials = prepared.suite, prepared.trials
     if resume is None:
         return RunDir.create(out, suite.name), trials
-    run = RunDir.reopen(resume, suite.name)
+    run = RunDir.reopen(resume, suite.name, drop_damaged)  # a damaged line: keep what precedes it, or refuse
     started = run.read_json("resolved.json").get("threads") if (run.path / "resolved.json").exists() else None
     if started is not None and started != prepared.threads and suite.measure.threads is None:
         # the free cores are read again on resume; the run keeps the count it began with, or its rows would mix two
         trials = [replace(t, threads=started) for t in trials]
         prepared.trials, prepared.threads = trials, started
     check_out(run.path)
-    run.drop_damaged = drop_damaged  # a damaged line: keep what precedes it, run the rest again
     plan = {t.id for t in trials}
     rows = [r for r in run.rows() if r.get("trial_id") in plan]
     keep = {r["trial_id"] for r in rows if not (retry_failed and r.get("status") != "ok")}
@@ -201,7 +200,10 @@ def _record_pending(db: str | Path, run: RunDir) -> None:
 
 
 def _stop(run: RunDir, db: str | Path | None) -> None:
-    run.write_csv()
-    run.set_state("interrupted")
+    try:
+        run.write_csv()
+        run.set_state("interrupted")
+    except UserError:  # the disk that stopped the run may refuse these too: the rows written so far are the record
+        return
     if db is not None:
         _record_quietly(db, run)

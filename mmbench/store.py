@@ -34,13 +34,22 @@ def _fsync_dir(path: Path) -> None:
 
 
 def atomic_write(path: Path, text: str) -> None:
+    """The one way a whole file is written: a kill leaves the old file or the new one; a full disk or a read-only
+    folder is a UserError naming the file, and the old file stays."""
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except OSError as exc:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        raise UserError(f"cannot write: {exc.strerror or exc}", file=str(path)) from None
 
 
 def _json(obj: Any) -> str:
@@ -70,15 +79,28 @@ def check_out(out: str | Path) -> None:
         base = base.parent
     if not base.is_dir():
         raise UserError(f"cannot create the results folder: {base} is a file", file=str(p))
-    if not os.access(base, os.W_OK | os.X_OK):
-        ro = os.statvfs(base).f_flag & os.ST_RDONLY
-        raise UserError(f"cannot write here: {base} is {'on a read-only file system' if ro else 'not writable'}",
-                        file=str(p))
-    st = os.statvfs(base)
-    free = st.f_bavail * st.f_frsize
+    try:
+        _probe(base)
+    except OSError as exc:
+        raise UserError(f"cannot write in {base}: {exc.strerror}", file=str(p)) from None
+    free = free_bytes(base)
     if free < MIN_FREE_BYTES:
         raise UserError(f"no room for a run: {free // 1024} KiB free on the file system of {base} "
                         f"(at least {MIN_FREE_BYTES >> 20} MiB needed)", file=str(p))
+
+
+def _probe(folder: Path) -> None:
+    """Create (and drop) a nameless file: permissions, a read-only mount and quotas all answer here."""
+    import tempfile
+
+    with tempfile.TemporaryFile(dir=folder) as f:
+        f.write(b"x")
+        f.flush()
+
+
+def free_bytes(folder: Path) -> int:
+    st = os.statvfs(folder)
+    return st.f_bavail * st.f_frsize
 
 
 class DamagedLine(UserError):
@@ -115,9 +137,11 @@ class RunDir:
         return run
 
     @classmethod
-    def reopen(cls, path: str | Path, suite_name: str) -> "RunDir":
-        """A run directory to resume, checked before anything in it is touched (UserError otherwise)."""
+    def reopen(cls, path: str | Path, suite_name: str, drop_damaged: bool = False) -> "RunDir":
+        """A run directory to resume, checked before anything in it is touched (UserError otherwise). A damaged
+        line in its results is DamagedLine, unless ``drop_damaged``: then it ends what is kept."""
         run = cls(path)
+        run.drop_damaged = drop_damaged
         if not run.path.is_dir():
             raise UserError("cannot resume: no such directory", file=str(run.path))
         if not (run.path / "run.json").exists():
@@ -132,6 +156,7 @@ class RunDir:
         if meta["suite"] != suite_name:
             raise UserError(f"cannot resume: this is a run of suite '{meta['suite']}', not '{suite_name}'",
                             file=str(run.path))
+        run.rows(), run.samples()  # a damaged line fails now, before a trial runs
         return run
 
     def keep_only(self, trial_ids: set[str]) -> None:
