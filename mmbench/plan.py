@@ -119,6 +119,7 @@ def expand(suite: Suite, n_modalities: list[int], device: str, threads: int | No
     resolved thread count every trial runs with (resolve_threads).
     """
     trials: list[Trial] = []
+    owners: dict[str, int] = {}  # label → the methods entry whose trials carry it
     check_suite_axes(suite)
     for ti, _ in enumerate(suite.task_list):
         task = resolve_task(suite, ti)
@@ -156,12 +157,13 @@ def expand(suite: Suite, n_modalities: list[int], device: str, threads: int | No
                     _check_builds(spec.method, dims, hp, suite, mi)
                     for mcombo in itertools.product(*(measure_axes[n] for n in mnames)):
                         how = dict(zip(mnames, mcombo))
+                        label = (spec.label or _auto_label(spec.method, dict(zip(names, combo)), fixed)) \
+                            + _measure_suffix(how)
+                        _check_label_owner(owners, label, mi, suite)
                         trials.append(Trial(
                             method=spec.method, hparams=hp, dims=dims, task=task,
                             model=suite.model.model_dump(), train=suite.train.model_dump(),
-                            measure={**base_measure, **how}, device=device,
-                            label=(spec.label or _auto_label(spec.method, dict(zip(names, combo)), fixed))
-                            + _measure_suffix(how),
+                            measure={**base_measure, **how}, device=device, label=label,
                             task_label=task_label(suite, ti), threads=threads))
     _check_unique(trials, suite)
     return trials
@@ -334,6 +336,16 @@ def task_labels(suite: Suite) -> list[str]:
 def task_key(task: dict) -> str:
     """Trials of the same task share its data: this is how the runner finds it."""
     return json.dumps(task, sort_keys=True, default=str)
+
+
+def _check_label_owner(owners: dict[str, int], label: str, mi: int, suite: Suite) -> None:
+    """Two methods entries under one label (an explicit label equal to another entry's own) would share the rows
+    of every table: one of them would vanish from the report."""
+    first = owners.setdefault(label, mi)
+    if first != mi:
+        where = ("methods", mi, "label") if suite.methods[mi].label else ("methods", mi, "method")
+        raise UserError(f"label '{label}' is also methods.{first}'s: give one of them another label",
+                        key=".".join(map(str, where)), **locate(suite, *where))
 
 
 def _check_unique(trials: list[Trial], suite: Suite) -> None:

@@ -144,14 +144,6 @@ class MethodSpec(_Strict):
 
 class Suite(_Strict):
     name: str
-
-    @field_validator("name")
-    @classmethod
-    def _safe_name(cls, v: str) -> str:
-        if not re.fullmatch(SAFE_NAME, v):
-            raise ValueError(f"{v!r}: a suite name becomes a folder: 1-100 letters, digits, '_', '.' or '-', "
-                             "starting with a letter or digit")
-        return v
     description: str = ""
     task: TaskSpec | None = None
     tasks: list[TaskSpec] | None = None
@@ -167,6 +159,14 @@ class Suite(_Strict):
     @classmethod
     def _dims_alone(cls, v: Any) -> Any:
         return _one_dims_value(v)
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, v: str) -> str:
+        if not re.fullmatch(SAFE_NAME, v):
+            raise ValueError(f"{v!r}: a suite name becomes a folder: 1-100 letters, digits, '_', '.' or '-', "
+                             "starting with a letter or digit")
+        return v
 
     @model_validator(mode="after")
     def _one_task_key(self) -> "Suite":

@@ -200,3 +200,10 @@ def test_affect_data_as_npz_needs_no_pickle(write_suite, tmp_path, capsys, monke
 def test_the_tiny_suite_still_validates(write_suite, capsys, monkeypatch):
     code, err = _validate(capsys, monkeypatch, write_suite(TINY_SUITE))
     assert code == 0, err
+
+
+def test_a_label_equal_to_another_methods_own_is_refused(write_suite, capsys, monkeypatch):
+    text = OK + "  - method: early\n    label: late\n  - method: late\n"
+    code, err = _validate(capsys, monkeypatch, write_suite(text))
+    assert code == 2 and one_line_error(err)
+    assert "methods.2.method: label 'late' is also methods.1's" in err, err
