@@ -7,7 +7,8 @@ Tables (schema version in PRAGMA user_version; MIGRATIONS[i] takes a database fr
   measurements  run × trial × metric: the value and its raw samples (JSON list) when the run kept them
 
 Reading never writes: the database is opened read-only for history and compare, so a missing or newer database is an
-error that leaves the file as it was.
+error that leaves the file as it was. (One exception: after a writer was killed mid-transaction, the first open rolls
+its journal back, as SQLite must before anyone can read; the file returns to its last committed state.)
 """
 from __future__ import annotations
 
@@ -88,7 +89,27 @@ def _check_version(con: sqlite3.Connection, path: Path) -> int:
     return v
 
 
+def _recover(path: Path) -> None:
+    """A writer killed mid-transaction leaves a hot journal, which only a connection that may write can roll back;
+    a read-only open would fail ("attempt to write a readonly database"). Rolling it back returns the file to its
+    last committed state: the one change a read makes, and only after a killed writer."""
+    journal = path.with_name(path.name + "-journal")
+    if not (journal.exists() and journal.stat().st_size > 0):
+        return
+    try:
+        con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=rw", uri=True)
+        try:
+            con.execute("PRAGMA user_version").fetchone()  # the first read rolls a hot journal back
+        finally:
+            con.close()
+    except sqlite3.Error as exc:
+        raise UserError(f"a write to this history database was cut short and cannot be rolled back here ({exc}): "
+                        "open it once where it can be written", file=str(path)) from None
+
+
 def _connect(path: Path, mode: str) -> sqlite3.Connection:
+    if mode == "ro":
+        _recover(path)
     try:
         con = sqlite3.connect(f"{path.resolve().as_uri()}?mode={mode}", uri=True)
         con.execute("PRAGMA user_version").fetchone()  # a file that is not a database fails here
