@@ -58,3 +58,19 @@ def test_trial_timeout_runs_from_the_trials_start_on_a_ready_worker(write_suite,
     rows = {r["hparams"]["fault"]: r for r in json.loads(out)["rows"]}
     assert rows["hang"]["status"] == "timeout"
     assert rows["none"]["status"] == "ok", rows["none"]["error"]
+
+
+def test_a_module_that_exits_on_import_or_construction_is_one_line(write_suite, tmp_path, capsys, monkeypatch):
+    (tmp_path / "exits_on_import.py").write_text("import sys\nsys.exit(0)\n")
+    (tmp_path / "exits_in_init.py").write_text(
+        "import sys\nfrom torch import nn\n\nclass Fusion(nn.Module):\n"
+        "    def __init__(self, dims, out_dim):\n        super().__init__()\n        sys.exit(0)\n\n"
+        "    def forward(self, xs):\n        return xs[0]\n")
+    from inproc import one_line_error
+
+    for spec, message in (("exits_on_import:Fusion", "cannot import 'exits_on_import'"),
+                          ("exits_in_init:Fusion", "its constructor raised SystemExit")):
+        suite = write_suite(FAULT_SUITE.replace("tests.faulty:Faulty", spec).replace("    sweep: {fault: [FAULTS]}\n",
+                                                                                      ""), f"{spec[:5]}.yaml")
+        code, _, err = cli(capsys, monkeypatch, "validate", suite)
+        assert code == 2 and one_line_error(err) and message in err, err
