@@ -64,6 +64,16 @@ def trial_bytes(trial, params: int) -> tuple[int, str]:
     return params * FLOAT32 * (2 + states), how
 
 
+def input_bytes(trial, data) -> tuple[int, int]:
+    """(bytes, batch): the largest batch the trial builds (latency batch sizes, the training batch), as the raw
+    inputs and the fusion's inputs that timing keeps side by side, float32."""
+    lat = trial.measure.get("latency") or {}
+    batch = max([*lat.get("batch_sizes", []), trial.train.get("batch_size", 1) if trial.measure.get("accuracy") else 1])
+    steps = [x.shape[1] if x.ndim == 3 else 1 for x in data.train.xs]
+    per_sample = sum(t * (i + d) for t, i, d in zip(steps, data.input_dims, trial.dims))
+    return FLOAT32 * batch * per_sample, batch
+
+
 def check_trials(trials, tasks: dict[str, Any], task_key, where=lambda t: {}) -> list[tuple[str, int, int]]:
     """UserError for the first trial whose parameters alone cannot fit on its device; else [(id, params, bytes)].
     ``where(trial)``: the error's location (UserError keywords)."""
@@ -73,10 +83,12 @@ def check_trials(trials, tasks: dict[str, Any], task_key, where=lambda t: {}) ->
         data = tasks[task_key(t.task)]
         params = model_params(t, data.input_dims, data.num_classes)
         need, how = trial_bytes(t, params)
+        inputs, batch = input_bytes(t, data)
         total, has = limits.setdefault(t.device, machine_bytes(t.device))
-        if need > total:
+        if need + inputs > total:
             raise UserError(f"trial {t.label} · dims {'x'.join(map(str, t.dims))} ({t.task_label}): "
-                            f"{params:.3g} parameters need at least {human(need)} ({how}) but {has} "
-                            f"{human(total)}", **where(t))
+                            f"{params:.3g} parameters and a batch of {batch} need at least {human(need + inputs)} "
+                            f"({how}: {human(need)}; inputs: {human(inputs)}) but {has} {human(total)}", **where(t))
+        need += inputs
         out.append((t.id, params, need))
     return out

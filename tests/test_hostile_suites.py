@@ -121,7 +121,15 @@ def test_memory_estimate_names_trial_and_size(write_suite, capsys, monkeypatch):
     monkeypatch.setattr(fits, "check_dataset", lambda nbytes, what: None)
     code, err = _validate(capsys, monkeypatch, write_suite(OK))
     assert code == 2 and one_line_error(err)
-    assert "trial lmf(rank=2) · dims 4x4x4" in err and "parameters need at least" in err and "1000 B" in err
+    assert "trial lmf(rank=2) · dims 4x4x4" in err and "parameters and a batch of 128 need at least" in err
+    assert "1000 B" in err
+
+
+def test_a_batch_that_cannot_fit_is_refused_naming_the_trial(write_suite, capsys, monkeypatch):
+    text = OK.replace("latency: null", "latency: {batch_sizes: [1, 100000000000000]}")
+    code, err = _validate(capsys, monkeypatch, write_suite(text))
+    assert code == 2 and one_line_error(err)
+    assert "trial lmf(rank=2) · dims 4x4x4" in err and "a batch of 100000000000000" in err, err
 
 
 @pytest.mark.parametrize("name", ["..", ".", ".hidden", "a/b", "../../x", "-rf"])
