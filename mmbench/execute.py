@@ -194,6 +194,9 @@ def _die_with_parent() -> None:
 
 def _worker_main(conn) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the parent decides
+    from mmbench import interrupt
+
+    interrupt.install()  # so a KeyboardInterrupt here is the trial's own: SIGINT is ignored
     _die_with_parent()
     from mmbench.trial import warm_up
 

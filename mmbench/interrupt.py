@@ -1,8 +1,10 @@
 """A real interrupt (Ctrl-C, SIGTERM) told apart from a KeyboardInterrupt or SystemExit that a user's module raises.
 
-The runner installs the handler for the length of a run; the handler records the signal before raising
-KeyboardInterrupt, so a trial that sees KeyboardInterrupt (or SystemExit) without a recorded signal knows that it
-came from the code under test: that trial's error, not the end of the run.
+While a run watches (``install``), the SIGINT handler records the signal before raising KeyboardInterrupt (the CLI's
+SIGTERM handler calls ``mark``), so a KeyboardInterrupt seen inside a trial with no signal recorded came from the
+code under test: that trial's error, not the end of the run. A worker ignores SIGINT (the parent decides), so in a
+worker no KeyboardInterrupt is a signal. Where nobody watches (a trial run from a notebook), a KeyboardInterrupt is
+taken for a real one, as Python does. SystemExit is never a signal.
 """
 from __future__ import annotations
 
@@ -11,16 +13,17 @@ import threading
 from typing import Callable
 
 _received: int | None = None
-
-
-def received() -> int | None:
-    """The signal that interrupted this run, or None."""
-    return _received
+_watching = False
 
 
 def mark(signum: int) -> None:
     global _received
     _received = signum
+
+
+def is_signal(exc: BaseException) -> bool:
+    """Whether ``exc`` (not an Exception) is a real interrupt that must end the run."""
+    return isinstance(exc, KeyboardInterrupt) and (not _watching or _received is not None)
 
 
 def _on_sigint(signum, frame) -> None:
@@ -29,13 +32,19 @@ def _on_sigint(signum, frame) -> None:
 
 
 def install() -> Callable[[], None]:
-    """Record SIGINT from now on (main thread only; elsewhere a no-op); returns what restores the old handler."""
-    global _received
-    _received = None
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
-    old = signal.getsignal(signal.SIGINT)
-    if old is signal.SIG_IGN:  # a worker, or a parent that asked for Ctrl-C to be ignored: leave it so
-        return lambda: None
-    signal.signal(signal.SIGINT, _on_sigint)
-    return lambda: signal.signal(signal.SIGINT, old)
+    """Watch from now on: record SIGINT (main thread; a SIGINT that is ignored stays ignored). Returns the undo."""
+    global _received, _watching
+    _received, _watching = None, True
+    old = signal.getsignal(signal.SIGINT) if threading.current_thread() is threading.main_thread() else None
+    if old is not None and old is not signal.SIG_IGN:
+        signal.signal(signal.SIGINT, _on_sigint)
+
+    def restore() -> None:
+        global _watching
+        _watching = False
+        if old is not None and old is not signal.SIG_IGN:
+            signal.signal(signal.SIGINT, old)
+
+    if old is None:  # not the main thread: nobody here sees signals, so none can be told apart
+        _watching = False
+    return restore

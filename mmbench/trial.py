@@ -65,7 +65,7 @@ def run_trial(trial: Trial, data: TaskData) -> TrialResult:
     try:
         _measure(trial, data, result)
     except BaseException as exc:  # a broken method must not end the suite: it is a row with its status
-        if not isinstance(exc, Exception) and interrupt.received() is not None:
+        if not isinstance(exc, Exception) and interrupt.is_signal(exc):
             raise  # a real Ctrl-C / SIGTERM ends the run; a SystemExit or KeyboardInterrupt of the module does not
         result.row.update(zip(("status", "error"), _failure(exc)))
     finally:

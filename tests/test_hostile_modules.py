@@ -74,3 +74,21 @@ def test_a_module_that_exits_on_import_or_construction_is_one_line(write_suite, 
                                                                                       ""), f"{spec[:5]}.yaml")
         code, _, err = cli(capsys, monkeypatch, "validate", suite)
         assert code == 2 and one_line_error(err) and message in err, err
+
+
+def test_a_keyboard_interrupt_nobody_watches_for_is_taken_for_a_real_one(write_suite):
+    """run_trial called directly (a notebook, a benchmark): no handler tells a user's KeyboardInterrupt from Ctrl-C,
+    so it ends the caller as Python would; SystemExit is never a signal."""
+    import pytest
+
+    from mmbench.plan import task_key
+    from mmbench.run import prepare
+    from mmbench.suite import load_suite
+    from mmbench.trial import run_trial
+
+    prepared = prepare(load_suite(write_suite(FAULT_SUITE.replace("FAULTS", "keyboard, sysexit"))))
+    by_fault = {t.hparams.get("fault"): t for t in prepared.trials}
+    data = prepared.tasks[task_key(by_fault["keyboard"].task)]
+    with pytest.raises(KeyboardInterrupt):
+        run_trial(by_fault["keyboard"], data)
+    assert run_trial(by_fault["sysexit"], data).row["status"] == "error"
