@@ -59,11 +59,12 @@ def prepare(suite: Suite, device: str | None = None) -> Prepared:
     threads, warnings = resolve_threads(suite.measure.threads, dev)
     trials = expand(suite, counts, dev, threads)
     _check_inputs(suite, trials, tasks)
-    def where(t: Trial) -> dict:
+
+    def method_at(t: Trial) -> dict:
         mi = next(i for i, m in enumerate(suite.methods) if m.method == t.method)
         return {"key": f"methods.{mi}", **locate(suite, "methods", mi)}
 
-    fits.check_trials(trials, tasks, task_key, where)  # what cannot fit in memory fails now, not inside torch
+    fits.check_trials(trials, tasks, task_key, method_at)  # what cannot fit in memory fails now, not inside torch
     check_measure_axes(suite, trials)
     return Prepared(suite, dev, tasks, trials, threads, tuple(warnings))
 
