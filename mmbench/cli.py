@@ -42,6 +42,8 @@ def run(suite: Path = typer.Argument(..., help="Suite YAML file."),
                                               "already holds, run the rest into it."),
         retry_failed: bool = typer.Option(False, "--retry-failed", help="With --resume: also re-run trials recorded "
                                           "as failed (error, oom, nan, timeout, crashed)."),
+        drop_damaged: bool = typer.Option(False, "--drop-damaged", help="With --resume: a damaged line in the results "
+                                          "ends what is kept; the trials after it run again."),
         workers: Optional[int] = typer.Option(None, "--workers", min=0, help="Run trials in N worker processes "
                                               "(0: in this process) [default: the suite's; else 0 on CPU, one per visible GPU on CUDA, "
                                               "each pinned to its GPU]."),
@@ -52,20 +54,21 @@ def run(suite: Path = typer.Argument(..., help="Suite YAML file."),
     """Run a suite: measure every trial, write results and a report, record the run in the history."""
     from mmbench.suite import load_suite
 
-    if retry_failed and resume is None:
-        raise UserError("--retry-failed needs --resume RUN_DIR")
+    if (retry_failed or drop_damaged) and resume is None:
+        raise UserError(f"{'--retry-failed' if retry_failed else '--drop-damaged'} needs --resume RUN_DIR")
     s = load_suite(suite, quick=quick)  # read and checked before torch loads: a bad file answers at once
     from mmbench.execute import make_executor
     from mmbench.history import check_writable
     from mmbench.plan import resolve_device
     from mmbench.run import RunInterrupted, prepare, run_suite
-    from mmbench.store import RunDir
+    from mmbench.store import RunDir, check_out
     from mmbench.methods.registry import search_modules_in
 
     search_modules_in(suite.resolve().parent)  # before the workers start: they find the suite's modules there too
     if resume is not None:
-        RunDir.reopen(resume, s.name)  # a wrong folder fails now, untouched
+        RunDir.reopen(resume, s.name, drop_damaged)  # a wrong folder or a damaged line fails now, untouched
         out = resume.resolve().parent.parent  # the run's own results folder (its history database lives there)
+    check_out(resume if resume is not None else out)  # a file, read-only or full: now, before anything runs
     db = db or out / "history.sqlite"
     check_writable(db)  # a database this version cannot write fails now, before anything runs
     n = workers if workers is not None else (max(1, s.execution.workers or 0) if isolate else s.execution.workers)
@@ -92,12 +95,14 @@ def run(suite: Path = typer.Argument(..., help="Suite YAML file."),
         _on_sigterm_interrupt()
         try:
             run_dir = run_suite(prepared, out, suite_text=suite.read_text(), quick=quick, progress=progress, db=db,
-                                executor=executor, resume=resume, retry_failed=retry_failed)
+                                executor=executor, resume=resume, retry_failed=retry_failed,
+                                drop_damaged=drop_damaged)
         except RunInterrupted as exc:
             again = ["mmbench", "run", str(suite), "--resume", str(exc.run.path)]
             again += (["--quick"] if quick else []) + (["--device", device.value] if device else [])
             again += (["--workers", str(workers)] if workers is not None else []) + (["--isolate"] if isolate else [])
             again += (["--trial-timeout", f"{trial_timeout:g}"] if trial_timeout is not None else [])
+            again += ["--drop-damaged"] if drop_damaged else []
             again += ["--db", str(db)] if db != out / "history.sqlite" else []
             progress.bar.stop()
             err.print(f"[yellow]interrupted[/] after {exc.done} of {exc.total} trials; every finished trial is "
@@ -120,9 +125,12 @@ def _on_sigterm_interrupt() -> None:
     """A job killed with SIGTERM (CI cancelling, a scheduler) stops like Ctrl-C: finished trials kept, exit 143."""
     import signal
 
+    from mmbench import interrupt
+
     def handler(signum, frame):
         global _TERMINATED
         _TERMINATED = True
+        interrupt.mark(signum)  # a real signal: the run stops (a trial's own KeyboardInterrupt would not)
         raise KeyboardInterrupt
 
     try:
@@ -210,11 +218,18 @@ def history(suite: Optional[str] = typer.Option(None, "--suite", help="Suite nam
             last: int = typer.Option(10, "--last", min=1, help="Show the last N runs."),
             db: Optional[Path] = typer.Option(None, "--db", help="History database [default: results/history.sqlite, "
                                               "else the one OUT/history.sqlite under this folder]."),
-            as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")):
+            as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+            record: Optional[list[Path]] = typer.Option(None, "--record", help="Record this run directory in the "
+                                                        "database first (again if it is there); repeatable.")):
     """Show the recorded runs, or one metric's trend over a suite's runs (a row per trial, a column per run)."""
     from mmbench import history as H
 
-    db = db or _find_db()
+    # --record without --db: the database of the run's own results folder, where `mmbench run` records it
+    db = db or (record[0].resolve().parent.parent / "history.sqlite" if record else _find_db())
+    for run_dir in record or []:
+        H.record_run(db, run_dir)
+        if not as_json:
+            err.print(f"recorded {run_dir} in {db}", highlight=False)
 
     if suite is None:
         runs = H.list_runs(db)
@@ -400,6 +415,8 @@ def main() -> None:
     except Exception as exc:
         # click's usage errors (typer may vendor its own click, so matched by shape): one line, exit code 2
         if type(exc).__name__ == "Abort":
+            if isinstance(exc.__cause__, EOFError):  # click turns any EOFError into Abort: not a Ctrl-C, a bug
+                raise exc.__cause__
             sys.exit(130)
         if callable(getattr(exc, "format_message", None)) and hasattr(exc, "exit_code"):
             print(f"mmbench: error: {' '.join(exc.format_message().split())}", file=sys.stderr)

@@ -23,6 +23,8 @@ from mmbench.plan import Trial, task_key
 from mmbench.trial import TrialResult, base_row, run_trial
 
 OnStart = Callable[[Trial], None]
+STARTED = "started"   # a worker's message: the trial it was sent begins now
+START_LIMIT_S = 600.0  # a worker that has not begun its trial by then (imports, task data) is ended
 
 
 class Executor(Protocol):
@@ -80,6 +82,7 @@ class _Worker:
     trial: Trial | None = None
     deadline: float | None = None
     has_tasks: bool = False
+    started: bool = False  # the worker reported that the trial began (its timeout runs from then)
 
 
 # Inductor compiles in a pool of subprocesses when it may use several threads; a daemonic worker may not start
@@ -162,7 +165,10 @@ class WorkerPool:
                     w.conn.send(tasks)
                     w.has_tasks = True
                 w.trial = pending.popleft()
-                w.deadline = time.monotonic() + self.timeout if self.timeout else None
+                # The trial's clock starts when the worker says it started (a fresh worker imports torch first);
+                # until then only a generous start-up limit applies.
+                w.deadline = time.monotonic() + START_LIMIT_S + self.timeout if self.timeout else None
+                w.started = False
                 w.conn.send(w.trial.to_dict())
                 busy.append(w)
                 if on_start:
@@ -176,7 +182,12 @@ class WorkerPool:
                 if w.conn in ready or w.process.sentinel in ready:
                     try:
                         if w.conn.poll():  # a result sent just before the worker died still counts
-                            row, raw = w.conn.recv()
+                            msg = w.conn.recv()
+                            if msg == STARTED:
+                                w.started = True
+                                w.deadline = time.monotonic() + self.timeout if self.timeout else None
+                                continue
+                            row, raw = msg
                             result = TrialResult(row, raw)
                     except (EOFError, OSError):
                         pass
@@ -191,7 +202,8 @@ class WorkerPool:
                     else:
                         idle.append(w)
                 elif w.deadline is not None and now >= w.deadline:
-                    result = failure(trial, "timeout", f"no result after {self.timeout:g} s; worker ended")
+                    result = failure(trial, "timeout", f"no result after {self.timeout:g} s; worker ended" if w.started
+                                     else f"the worker did not start the trial within {START_LIMIT_S:g} s; ended")
                     self._retire(w, kill=True)
                 if result is not None:
                     busy.remove(w)
@@ -223,7 +235,13 @@ def _die_with_parent() -> None:
 
 def _worker_main(conn) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the parent decides
+    from mmbench import interrupt
+
+    interrupt.install()  # so a KeyboardInterrupt here is the trial's own: SIGINT is ignored
     _die_with_parent()
+    from mmbench.trial import warm_up
+
+    warm_up()  # while the parent loads the data; before any trial's clock starts
     try:
         tasks = conn.recv()
     except (EOFError, OSError):
@@ -238,6 +256,10 @@ def _worker_main(conn) -> None:
         if msg is None:
             return
         trial = Trial.from_dict(msg)
+        try:
+            conn.send(STARTED)
+        except (BrokenPipeError, OSError):
+            return
         result = run_trial(trial, tasks[task_key(trial.task)])
         try:
             conn.send((result.row, result.raw))

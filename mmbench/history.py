@@ -7,7 +7,8 @@ Tables (schema version in PRAGMA user_version; MIGRATIONS[i] takes a database fr
   measurements  run × trial × metric: the value and its raw samples (JSON list) when the run kept them
 
 Reading never writes: the database is opened read-only for history and compare, so a missing or newer database is an
-error that leaves the file as it was.
+error that leaves the file as it was. (One exception: after a writer was killed mid-transaction, the first open rolls
+its journal back, as SQLite must before anyone can read; the file returns to its last committed state.)
 """
 from __future__ import annotations
 
@@ -88,7 +89,27 @@ def _check_version(con: sqlite3.Connection, path: Path) -> int:
     return v
 
 
+def _recover(path: Path) -> None:
+    """A writer killed mid-transaction leaves a hot journal, which only a connection that may write can roll back;
+    a read-only open would fail ("attempt to write a readonly database"). Rolling it back returns the file to its
+    last committed state: the one change a read makes, and only after a killed writer."""
+    journal = path.with_name(path.name + "-journal")
+    if not (journal.exists() and journal.stat().st_size > 0):
+        return
+    try:
+        con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=rw", uri=True)
+        try:
+            con.execute("PRAGMA user_version").fetchone()  # the first read rolls a hot journal back
+        finally:
+            con.close()
+    except sqlite3.Error as exc:
+        raise UserError(f"a write to this history database was cut short and cannot be rolled back here ({exc}): "
+                        "open it once where it can be written", file=str(path)) from None
+
+
 def _connect(path: Path, mode: str) -> sqlite3.Connection:
+    if mode == "ro":
+        _recover(path)
     try:
         con = sqlite3.connect(f"{path.resolve().as_uri()}?mode={mode}", uri=True)
         con.execute("PRAGMA user_version").fetchone()  # a file that is not a database fails here
@@ -110,34 +131,82 @@ def check_writable(path: str | Path) -> None:
 
 
 def open_db(path: str | Path, *, write: bool = False) -> sqlite3.Connection:
-    """Open (and, for writing, create or migrate) the database. Read-only opens never change the file."""
+    """Open (and, for writing, create or migrate) the database. Read-only opens never change the file.
+
+    A database without tables (a 0-byte file, a creation cut by a kill) is a new, empty one: read, it answers as an
+    empty history; written, it gets the schema."""
     p = Path(path)
     if not write:
         if not p.exists():
             raise UserError("no history database here (runs are recorded by `mmbench run`)", file=str(p))
         con = _connect(p, "ro")
         try:
-            _check_version(con, p)
-        except UserError:
+            if _check_version(con, p) == 0:  # nothing recorded yet: answer from an empty database of this version
+                con.close()
+                con = sqlite3.connect(":memory:")
+                _migrate(con, p)
+        except BaseException:
             con.close()
             raise
         # An older version is read as it is (reads never write); so far versions differ only in indexes.
         return con
-    p.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create the history database's folder: {exc.strerror}", file=str(p)) from None
     con = _connect(p, "rwc")
     try:
-        v = _check_version(con, p)
-        if v < SCHEMA_VERSION:
-            with con:  # one transaction: a failed migration leaves the old version intact
+        _migrate(con, p)
+    except sqlite3.Error as exc:  # disk full, read-only, locked: the file keeps its last committed state
+        con.close()
+        raise UserError(f"cannot write the history database: {exc}", file=str(p)) from None
+    except BaseException:
+        con.close()
+        raise
+    return con
+
+
+def _migrate(con: sqlite3.Connection, p: Path) -> None:
+    """Schema creation and every migration in one transaction, so that a kill or a full disk at any point leaves
+    the database as it was. (Python's sqlite3 commits before DDL on its own, so the transaction is explicit.)"""
+    level = con.isolation_level
+    con.isolation_level = None
+    try:
+        con.execute("BEGIN IMMEDIATE")  # the write lock first: two runs finishing at once migrate one after the other
+        try:
+            v = _check_version(con, p)
+            if v < SCHEMA_VERSION:
+                if v == 0:
+                    _drop_leftovers(con, p)
                 for i in range(v, SCHEMA_VERSION):
                     for stmt in MIGRATIONS[i].split(";"):
                         if stmt.strip():
                             con.execute(stmt)
                 con.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-    except BaseException:
-        con.close()
-        raise
-    return con
+            con.execute("COMMIT")
+        except BaseException:
+            if con.in_transaction:
+                con.execute("ROLLBACK")
+            raise
+    finally:
+        con.isolation_level = level
+
+
+OUR_TABLES = ("runs", "trials", "results", "measurements")
+
+
+def _drop_leftovers(con: sqlite3.Connection, p: Path) -> None:
+    """Version 0 with tables: empty tables of ours are a creation an earlier mmbench left half done (its schema was
+    not one transaction), dropped and made again; anything else is not ours to touch."""
+    names = [n for (n,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE "
+                                       "'sqlite_%'")]
+    foreign = [n for n in names if n not in OUR_TABLES]
+    if foreign or any(con.execute(f'SELECT 1 FROM "{n}" LIMIT 1').fetchone() for n in names):
+        raise UserError(f"not an mmbench history database (it holds tables {', '.join(sorted(names))} but no "
+                        "schema version): use another --db", file=str(p))
+    for n in ("measurements", "results", "trials", "runs"):  # children first: foreign keys
+        if n in names:
+            con.execute(f'DROP TABLE "{n}"')
 
 
 def _metrics(row: dict[str, Any]) -> Iterator[tuple[str, float]]:
@@ -172,13 +241,41 @@ def record_run(db: str | Path, run_dir: str | Path) -> int:
     resolved = {}
     if (run.path / "resolved.json").exists():
         resolved = {t["id"]: t for t in json.loads((run.path / "resolved.json").read_text()).get("trials", [])}
-    con = open_db(db, write=True)
+    try:
+        con = open_db(db, write=True)
+    except UserError as exc:
+        raise RecordFailed(exc.message, db, run.path) from None
     try:
         return _insert_run(con, run, resolved)
-    except sqlite3.OperationalError as exc:  # locked, read-only, disk full: the run itself is safe in its directory
-        raise UserError(f"cannot record the run in the history database: {exc}", file=str(db)) from None
+    except sqlite3.Error as exc:  # locked, read-only, disk full: the run itself is safe in its directory
+        raise RecordFailed(f"cannot record the run in the history database: {exc}", db, run.path) from None
     finally:
         con.close()
+
+
+class RecordFailed(UserError):
+    """The history could not take a run; the run directory is untouched and can be recorded later."""
+
+    def __init__(self, why: str, db: str | Path, run_dir: Path):
+        self.db, self.run_dir = Path(db), Path(run_dir)
+        super().__init__(f"{why}; the run directory {run_dir} is complete on disk: record it later with "
+                         f"`mmbench history --record {run_dir} --db {db}` (the next run records it too)",
+                         file=str(db))
+
+
+def unrecorded(db: str | Path, suite_dir: str | Path) -> list[Path]:
+    """Run directories under OUT/<suite>/ that the database does not hold (a record that failed: a full disk, a
+    kill), oldest first; [] when there is no database yet."""
+    suite_dir = Path(suite_dir)
+    runs = sorted(p for p in suite_dir.glob("*/run.json"))
+    if not runs or not Path(db).exists():
+        return []
+    con = open_db(db)
+    try:
+        known = {k for (k,) in con.execute("SELECT run_key FROM runs")}
+    finally:
+        con.close()
+    return [r.parent for r in runs if f"{suite_dir.name}/{r.parent.name}" not in known]
 
 
 def _insert_run(con: sqlite3.Connection, run, resolved: dict[str, Any]) -> int:

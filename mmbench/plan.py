@@ -10,7 +10,7 @@ from typing import Any
 
 from mmbench import data as datasets
 from mmbench import methods
-from mmbench.errors import UserError
+from mmbench.errors import UserError, closest
 from mmbench.suite import Suite, locate
 
 MEASURE_AXES = ("precision", "compile")  # sweep axes that set how a trial is measured, for every method
@@ -119,6 +119,8 @@ def expand(suite: Suite, n_modalities: list[int], device: str, threads: int | No
     resolved thread count every trial runs with (resolve_threads).
     """
     trials: list[Trial] = []
+    owners: dict[str, int] = {}  # label → the methods entry whose trials carry it
+    check_suite_axes(suite)
     for ti, _ in enumerate(suite.task_list):
         task = resolve_task(suite, ti)
         for mi, spec in enumerate(suite.methods):
@@ -151,15 +153,17 @@ def expand(suite: Suite, n_modalities: list[int], device: str, threads: int | No
                 dims = _dims(dims_value, n_modalities[ti], suite, mi)
                 for combo in itertools.product(*(axes[n] for n in names)):
                     hp = {**defaults, **fixed, **dict(zip(names, combo))}
+                    _check_types(entry, {**fixed, **dict(zip(names, combo))}, suite, mi)
                     _check_builds(spec.method, dims, hp, suite, mi)
                     for mcombo in itertools.product(*(measure_axes[n] for n in mnames)):
                         how = dict(zip(mnames, mcombo))
+                        label = (spec.label or _auto_label(spec.method, dict(zip(names, combo)), fixed)) \
+                            + _measure_suffix(how)
+                        _check_label_owner(owners, label, mi, suite)
                         trials.append(Trial(
                             method=spec.method, hparams=hp, dims=dims, task=task,
                             model=suite.model.model_dump(), train=suite.train.model_dump(),
-                            measure={**base_measure, **how}, device=device,
-                            label=(spec.label or _auto_label(spec.method, dict(zip(names, combo)), fixed))
-                            + _measure_suffix(how),
+                            measure={**base_measure, **how}, device=device, label=label,
                             task_label=task_label(suite, ti), threads=threads))
     _check_unique(trials, suite)
     return trials
@@ -219,6 +223,21 @@ def _dims(value, m: int, suite: Suite, mi: int) -> tuple[int, ...]:
     return tuple(dims)
 
 
+def _check_types(entry, given: dict, suite: Suite, mi: int) -> None:
+    """The suite's hyperparameter values against the constructor's annotations (strictly: `rank: true` is no 1)."""
+    from mmbench import params as typed
+
+    try:
+        typed.check(entry.cls.__init__, given, f"method '{entry.name}'")
+    except UserError as exc:
+        name = exc.key.split(".", 1)[1]
+        spec = suite.methods[mi]
+        shown = "rank" if name == entry.rank_param and name not in spec.params and name not in spec.sweep else name
+        path = (("methods", mi, "params", shown) if shown in spec.params else
+                ("methods", mi, "sweep", shown) if shown in spec.sweep else ("sweep", shown))
+        raise UserError(exc.message, key=".".join(map(str, path)), **locate(suite, *path)) from None
+
+
 def _check_builds(method: str, dims, hp: dict, suite: Suite, mi: int) -> None:
     """Construct the module on the meta device: its own argument checks run, and no memory is allocated."""
     import torch
@@ -227,7 +246,28 @@ def _check_builds(method: str, dims, hp: dict, suite: Suite, mi: int) -> None:
         with torch.device("meta"):
             methods.create(method, dims, 2, **hp)
     except UserError as exc:
+        if "Overflow" in exc.message or "overflow" in exc.message:  # torch's size arithmetic: past 2^63 elements
+            exc = UserError(f"method '{method}' at dims {list(dims)}: a parameter tensor would hold more than 2^63 "
+                            "elements: it cannot be built on any machine")
         raise exc.at(key=f"methods.{mi}", **locate(suite, "methods", mi)) from None
+    except (RuntimeError, OverflowError, MemoryError) as exc:  # torch refusing a size, on the meta device too
+        raise UserError(f"method '{method}' at dims {list(dims)} cannot be built: {str(exc).splitlines()[0][:200]}",
+                        key=f"methods.{mi}", **locate(suite, "methods", mi)) from None
+
+
+def check_suite_axes(suite: Suite) -> None:
+    """A suite-level sweep axis that no method takes would be ignored silently (a typo: `rnak`)."""
+    taken = {"dims", "rank", *MEASURE_AXES}
+    for spec in suite.methods:
+        try:
+            taken.update(methods.info(spec.method).hyperparams)
+        except UserError:
+            return  # expand names the unknown method, with its place
+
+    for name in suite.sweep:
+        if name not in taken:
+            raise UserError(f"no method in this suite takes '{name}'{closest(name, taken)}",
+                            key=f"sweep.{name}", **locate(suite, "sweep", name))
 
 
 def check_measure_axes(suite: Suite, trials: list[Trial]) -> None:
@@ -296,6 +336,16 @@ def task_labels(suite: Suite) -> list[str]:
 def task_key(task: dict) -> str:
     """Trials of the same task share its data: this is how the runner finds it."""
     return json.dumps(task, sort_keys=True, default=str)
+
+
+def _check_label_owner(owners: dict[str, int], label: str, mi: int, suite: Suite) -> None:
+    """Two methods entries under one label (an explicit label equal to another entry's own) would share the rows
+    of every table: one of them would vanish from the report."""
+    first = owners.setdefault(label, mi)
+    if first != mi:
+        where = ("methods", mi, "label") if suite.methods[mi].label else ("methods", mi, "method")
+        raise UserError(f"label '{label}' is also methods.{first}'s: give one of them another label",
+                        key=".".join(map(str, where)), **locate(suite, *where))
 
 
 def _check_unique(trials: list[Trial], suite: Suite) -> None:

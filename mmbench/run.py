@@ -6,12 +6,13 @@ from pathlib import Path
 from typing import Protocol
 
 from mmbench import data as datasets
+from mmbench import fits, interrupt
 from mmbench.errors import UserError
 from mmbench.measure.env import environment
 from mmbench.methods.registry import search_modules_in
 from mmbench.plan import (Trial, check_measure_axes, expand, resolve_device, resolve_task, resolve_threads, task_key,
                           task_label)
-from mmbench.store import RunDir
+from mmbench.store import RunDir, check_out
 from mmbench.suite import Suite, locate
 from mmbench.execute import Executor, InProcess
 from mmbench.trial import TrialResult
@@ -49,12 +50,21 @@ def prepare(suite: Suite, device: str | None = None) -> Prepared:
         try:
             data = datasets.load(spec.dataset, base_dir=suite_dir, **spec.params)
         except UserError as exc:
+            if exc.key and exc.key.startswith("params."):  # a parameter of the task: point at it
+                path = where + tuple(exc.key.split(".", 1))
+                raise UserError(exc.message, key=".".join(map(str, path)), **locate(suite, *path)) from None
             raise exc.at(key=".".join(map(str, where)), **locate(suite, *where)) from None
         tasks[task_key(resolve_task(suite, i))] = data
         counts.append(len(data.modalities))
     threads, warnings = resolve_threads(suite.measure.threads, dev)
     trials = expand(suite, counts, dev, threads)
     _check_inputs(suite, trials, tasks)
+
+    def method_at(t: Trial) -> dict:
+        mi = next(i for i, m in enumerate(suite.methods) if m.method == t.method)
+        return {"key": f"methods.{mi}", **locate(suite, "methods", mi)}
+
+    fits.check_trials(trials, tasks, task_key, method_at)  # what cannot fit in memory fails now, not inside torch
     check_measure_axes(suite, trials)
     return Prepared(suite, dev, tasks, trials, threads, tuple(warnings))
 
@@ -96,19 +106,20 @@ class RunInterrupted(Exception):
 
 
 def open_run(prepared: Prepared, out: str | Path, resume: str | Path | None = None,
-             retry_failed: bool = False) -> tuple[RunDir, list[Trial]]:
+             retry_failed: bool = False, drop_damaged: bool = False) -> tuple[RunDir, list[Trial]]:
     """The run directory and the trials still to measure. Resuming keeps the rows of trials still in the plan
     (a changed suite gives a changed trial a new id, so it runs again) and drops the rest, so the finished run holds
     exactly the rows one uninterrupted run would. Nothing is touched until the directory passed every check."""
     suite, trials = prepared.suite, prepared.trials
     if resume is None:
         return RunDir.create(out, suite.name), trials
-    run = RunDir.reopen(resume, suite.name)
+    run = RunDir.reopen(resume, suite.name, drop_damaged)  # a damaged line: keep what precedes it, or refuse
     started = run.read_json("resolved.json").get("threads") if (run.path / "resolved.json").exists() else None
     if started is not None and started != prepared.threads and suite.measure.threads is None:
         # the free cores are read again on resume; the run keeps the count it began with, or its rows would mix two
         trials = [replace(t, threads=started) for t in trials]
         prepared.trials, prepared.threads = trials, started
+    check_out(run.path)
     plan = {t.id for t in trials}
     rows = [r for r in run.rows() if r.get("trial_id") in plan]
     keep = {r["trial_id"] for r in rows if not (retry_failed and r.get("status") != "ok")}
@@ -119,12 +130,12 @@ def open_run(prepared: Prepared, out: str | Path, resume: str | Path | None = No
 
 def run_suite(prepared: Prepared, out: str | Path, *, suite_text: str = "", quick: bool = False,
               progress: Progress | None = None, db: str | Path | None = None, executor: Executor | None = None,
-              resume: str | Path | None = None, retry_failed: bool = False) -> RunDir:
+              resume: str | Path | None = None, retry_failed: bool = False, drop_damaged: bool = False) -> RunDir:
     """Run every trial (or, resuming, every trial not yet recorded) into a run directory; then record the run in
     the history database ``db`` (if given) and write its reports (report.md, report.html).
 
     Raises RunInterrupted on Ctrl-C, after marking the run interrupted."""
-    run, todo = open_run(prepared, out, resume, retry_failed)
+    run, todo = open_run(prepared, out, resume, retry_failed, drop_damaged)
     suite, trials = prepared.suite, prepared.trials  # after open_run: a resumed run keeps its thread count
     run.order = [t.id for t in trials]
     suite_dir = Path(getattr(suite, "_source", ".")).resolve().parent
@@ -141,6 +152,7 @@ def run_suite(prepared: Prepared, out: str | Path, *, suite_text: str = "", quic
     total, done = len(trials), len(trials) - len(todo)
     if progress and done:
         progress.skipped(done)
+    restore = interrupt.install()  # a real Ctrl-C is told apart from a KeyboardInterrupt raised by a trial
     try:
         for trial, result in executor.run(todo, prepared.tasks, on_start=progress.start if progress else None):
             run.append(result.row, result.raw)
@@ -154,21 +166,45 @@ def run_suite(prepared: Prepared, out: str | Path, *, suite_text: str = "", quic
         _stop(run, db)
         raise
     finally:
+        restore()
         executor.close()
     run.write_csv()
     run.set_state("complete")
     from mmbench.report import write_report  # matplotlib is loaded only once there is something to draw
 
+    failed = None
     if db is not None:
-        from mmbench.history import record_run
+        from mmbench.history import RecordFailed, record_run
 
-        record_run(db, run.path)
-    write_report(run, db=db)  # after the state and the record: the report says complete and shows the history
+        try:
+            record_run(db, run.path)
+            _record_pending(db, run)
+        except RecordFailed as exc:  # a full disk, say: the run directory is complete and recordable later
+            failed = exc
+    # After the state and the record: the report says complete and shows the history.
+    write_report(run, db=db if failed is None else None)
+    if failed is not None:
+        raise failed
     return run
 
 
+def _record_pending(db: str | Path, run: RunDir) -> None:
+    """Earlier finished runs of this suite whose record failed (a full disk, a kill during the write)."""
+    from mmbench.history import record_run, unrecorded
+
+    for path in unrecorded(db, run.path.parent):
+        try:
+            if path != run.path and RunDir(path).meta().get("state") in ("complete", "interrupted"):
+                record_run(db, path)
+        except UserError:  # a damaged old run directory must not fail this run
+            continue
+
+
 def _stop(run: RunDir, db: str | Path | None) -> None:
-    run.write_csv()
-    run.set_state("interrupted")
+    try:
+        run.write_csv()
+        run.set_state("interrupted")
+    except UserError:  # the disk that stopped the run may refuse these too: the rows written so far are the record
+        return
     if db is not None:
         _record_quietly(db, run)

@@ -34,17 +34,83 @@ def _fsync_dir(path: Path) -> None:
 
 
 def atomic_write(path: Path, text: str) -> None:
+    """The one way a whole file is written: a kill leaves the old file or the new one; a full disk or a read-only
+    folder is a UserError naming the file, and the old file stays."""
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except OSError as exc:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        raise UserError(f"cannot write: {exc.strerror or exc}", file=str(path)) from None
 
 
 def _json(obj: Any) -> str:
     return json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n"
+
+
+MIN_FREE_BYTES = 16 << 20  # a run directory's files (rows, samples, reports) take a few MiB
+
+
+def inside(out: str | Path, *parts: str) -> Path:
+    """OUT/parts…, refused unless it lies inside OUT once resolved (names are checked too; this is the last word)."""
+    root = Path(out).resolve()
+    path = root.joinpath(*parts).resolve()
+    if path == root or root not in path.parents:
+        raise UserError(f"'{'/'.join(parts)}' would put the run outside the results folder", file=str(out))
+    return path
+
+
+def check_out(out: str | Path) -> None:
+    """Before any trial runs: OUT is (or can become) a writable folder with room for a run. UserError otherwise;
+    nothing is created here, so a suite refused later leaves no folder behind."""
+    p = Path(out)
+    if p.exists() and not p.is_dir():
+        raise UserError("--out is a file, not a folder", file=str(p))
+    base = p.resolve()
+    while not base.exists():  # the nearest folder that exists: the one the run's folders will be created in
+        base = base.parent
+    if not base.is_dir():
+        raise UserError(f"cannot create the results folder: {base} is a file", file=str(p))
+    try:
+        _probe(base)
+    except OSError as exc:
+        raise UserError(f"cannot write in {base}: {exc.strerror}", file=str(p)) from None
+    free = free_bytes(base)
+    if free < MIN_FREE_BYTES:
+        raise UserError(f"no room for a run: {free // 1024} KiB free on the file system of {base} "
+                        f"(at least {MIN_FREE_BYTES >> 20} MiB needed)", file=str(p))
+
+
+def _probe(folder: Path) -> None:
+    """Create (and drop) a nameless file: permissions, a read-only mount and quotas all answer here."""
+    import tempfile
+
+    with tempfile.TemporaryFile(dir=folder) as f:
+        f.write(b"x")
+        f.flush()
+
+
+def free_bytes(folder: Path) -> int:
+    st = os.statvfs(folder)
+    return st.f_bavail * st.f_frsize
+
+
+class DamagedLine(UserError):
+    """A line in the middle of a jsonl file that is not a JSON object (a disk error, an edit)."""
+
+    def __init__(self, path: Path, line: int):
+        self.path, self.lineno = path, line
+        super().__init__(f"line {line} is damaged (not a JSON object): resume with --drop-damaged to keep the "
+                         f"{line - 1} line(s) before it (the trials after it run again), or start a new run",
+                         file=str(path))
 
 
 class RunDir:
@@ -53,22 +119,29 @@ class RunDir:
         self._rows: list[dict[str, Any]] | None = None
         self._csv_written = 0.0
         self.order: list[str] = []  # trial ids in plan order, set by the runner
+        self.drop_damaged = False   # resuming: a damaged line ends what is read (it and what follows run again)
 
     # --- writing ---------------------------------------------------------------------------------------------------
     @classmethod
     def create(cls, out: str | Path, suite_name: str) -> "RunDir":
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-        path = Path(out) / suite_name / f"{stamp}-{secrets.token_hex(2)}"
-        path.mkdir(parents=True, exist_ok=False)
-        run = cls(path)
-        run.write_json("run.json", {"schema": SCHEMA_VERSION, "suite": suite_name, "state": "running",
-                                    "started": _now(), "finished": None, "pid": os.getpid()})
+        path = inside(out, suite_name, f"{stamp}-{secrets.token_hex(2)}")
+        check_out(out)
+        try:
+            path.mkdir(parents=True, exist_ok=False)
+            run = cls(path)
+            run.write_json("run.json", {"schema": SCHEMA_VERSION, "suite": suite_name, "state": "running",
+                                        "started": _now(), "finished": None, "pid": os.getpid()})
+        except OSError as exc:
+            raise UserError(f"cannot create the run directory: {exc.strerror}", file=str(path)) from None
         return run
 
     @classmethod
-    def reopen(cls, path: str | Path, suite_name: str) -> "RunDir":
-        """A run directory to resume, checked before anything in it is touched (UserError otherwise)."""
+    def reopen(cls, path: str | Path, suite_name: str, drop_damaged: bool = False) -> "RunDir":
+        """A run directory to resume, checked before anything in it is touched (UserError otherwise). A damaged
+        line in its results is DamagedLine, unless ``drop_damaged``: then it ends what is kept."""
         run = cls(path)
+        run.drop_damaged = drop_damaged
         if not run.path.is_dir():
             raise UserError("cannot resume: no such directory", file=str(run.path))
         if not (run.path / "run.json").exists():
@@ -83,13 +156,15 @@ class RunDir:
         if meta["suite"] != suite_name:
             raise UserError(f"cannot resume: this is a run of suite '{meta['suite']}', not '{suite_name}'",
                             file=str(run.path))
+        run.rows(), run.samples()  # a damaged line fails now, before a trial runs
         return run
 
     def keep_only(self, trial_ids: set[str]) -> None:
         """Before resuming: rows of these trials only, the last of each, and their samples; no torn tail, so that
         appends start on a fresh line. Both files are rewritten atomically."""
-        rows = {r["trial_id"]: r for r in _read_jsonl(self.path / "results.jsonl") if r.get("trial_id") in trial_ids}
-        samples = {s["trial_id"]: s for s in _read_jsonl(self.path / "samples.jsonl") if s.get("trial_id") in rows}
+        rows = {r["trial_id"]: r for r in self._jsonl("results.jsonl") if r.get("trial_id") in trial_ids}
+        samples = {s["trial_id"]: s for s in self._jsonl("samples.jsonl") if s.get("trial_id") in rows}
+        rows = {tid: r for tid, r in rows.items() if tid in samples}  # its samples lost to damage: it runs again
         self.write_text("samples.jsonl", "".join(json.dumps(s, default=str) + "\n" for s in samples.values()))
         self.write_text("results.jsonl", "".join(json.dumps(r, default=str) + "\n" for r in rows.values()))
         for tmp in self.path.glob(".*.tmp"):  # an atomic write cut by a kill
@@ -133,10 +208,18 @@ class RunDir:
         self._csv_written = time.monotonic()
 
     def _append_line(self, name: str, obj: dict) -> None:
-        with open(self.path / name, "a") as f:
-            f.write(json.dumps(obj, default=str) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            with open(self.path / name, "a") as f:
+                f.write(json.dumps(obj, default=str) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as exc:  # disk full, quota, unplugged: what was fsynced before stays, a torn tail is dropped
+            raise UserError(f"cannot write {name}: {exc.strerror}: every trial recorded before this one is kept; "
+                            f"once it can be written, finish the run with --resume {self.path}",
+                            file=str(self.path)) from None
+
+    def _jsonl(self, name: str) -> list[dict[str, Any]]:
+        return _read_jsonl(self.path / name, stop_at_damage=self.drop_damaged)
 
     # --- reading ---------------------------------------------------------------------------------------------------
     def meta(self) -> dict[str, Any]:
@@ -149,24 +232,36 @@ class RunDir:
 
     def rows(self) -> list[dict[str, Any]]:
         if self._rows is None:
-            self._rows = _read_jsonl(self.path / "results.jsonl")
+            self._rows = self._jsonl("results.jsonl")
         return self._rows
 
     def samples(self) -> dict[str, dict[str, Any]]:
-        return {s["trial_id"]: s for s in _read_jsonl(self.path / "samples.jsonl")}
+        return {s["trial_id"]: s for s in self._jsonl("samples.jsonl")}
 
     def read_json(self, name: str) -> Any:
         return json.loads((self.path / name).read_text())
 
 
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Complete lines only: a line cut by a kill (no trailing newline) is not a record."""
+def _read_jsonl(path: Path, stop_at_damage: bool = False) -> list[dict[str, Any]]:
+    """Complete lines only: a line cut by a kill (no trailing newline) is not a record. A damaged complete line is
+    DamagedLine, or with ``stop_at_damage`` the end of what is read."""
     if not path.exists():
         return []
-    text = path.read_text()
-    lines = text.split("\n")
-    complete = lines[:-1]  # the part after the last newline is empty or torn
-    return [json.loads(line) for line in complete if line.strip()]
+    lines = path.read_bytes().split(b"\n")[:-1]  # the part after the last newline is empty or torn
+    out = []
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except ValueError:  # not JSON, or not UTF-8
+            obj = None
+        if not isinstance(obj, dict) or "trial_id" not in obj:
+            if stop_at_damage:
+                break
+            raise DamagedLine(path, i)
+        out.append(obj)
+    return out
 
 
 def columns(rows: Iterable[dict[str, Any]]) -> list[str]:

@@ -2,25 +2,44 @@
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from mmbench import safe_yaml
 from mmbench.errors import UserError
 
 PositiveInt = Field(gt=0)
 
+# Names that become paths (OUT/<name>/...) start with a letter or digit: no '.', '..' or hidden folders.
+SAFE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
+
+
+def _label(v: str) -> str:
+    """Labels are table cells and legend entries: one line, no table separator."""
+    bad = next((c for c in v if c in "|`" or not c.isprintable()), None)
+    if bad is not None:
+        raise ValueError(f"label {v!r} contains {bad!r}: labels are one line without '|' or '`'")
+    if not v.strip() or len(v) > 200:
+        raise ValueError("labels are 1 to 200 characters, not blank")
+    return v
+
+
+Label = Annotated[str, AfterValidator(_label)]
+
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: `rank: true` is not 1 and `allow_pickle: "false"` is not a boolean; no inf or nan anywhere
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 class TaskSpec(_Strict):
     dataset: str
     params: dict[str, Any] = {}
-    label: str | None = None  # a name for this task in tables; defaults to the dataset's own
+    label: Label | None = None  # a name for this task in tables; defaults to the dataset's own
 
 
 class ModelSpec(_Strict):
@@ -113,26 +132,18 @@ def _one_dims_value(sweep: Any) -> Any:
 
 class MethodSpec(_Strict):
     method: str
-    label: str | None = None
+    label: Label | None = None
     params: dict[str, Any] = {}
-    sweep: dict[str, list[Any]] = {}
+    sweep: dict[str, Annotated[list[Any], Field(min_length=1)]] = {}  # an empty axis would be a run of 0 trials
 
     @field_validator("sweep", mode="before")
     @classmethod
     def _dims_alone(cls, v: Any) -> Any:
         return _one_dims_value(v)
 
-    @field_validator("sweep")
-    @classmethod
-    def _nonempty(cls, v: dict[str, list[Any]]) -> dict[str, list[Any]]:
-        for k, vals in v.items():
-            if not vals:
-                raise ValueError(f"sweep axis '{k}' is empty")
-        return v
-
 
 class Suite(_Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    name: str
     description: str = ""
     task: TaskSpec | None = None
     tasks: list[TaskSpec] | None = None
@@ -140,7 +151,7 @@ class Suite(_Strict):
     train: TrainSpec = TrainSpec()
     measure: MeasureSpec = MeasureSpec()
     execution: ExecutionSpec = ExecutionSpec()
-    sweep: dict[str, list[Any]] = {}
+    sweep: dict[str, Annotated[list[Any], Field(min_length=1)]] = {}
     methods: list[MethodSpec] = Field(min_length=1)
     quick: dict[str, Any] | None = None  # overrides of task/tasks/train/measure/sweep for --quick
 
@@ -148,6 +159,14 @@ class Suite(_Strict):
     @classmethod
     def _dims_alone(cls, v: Any) -> Any:
         return _one_dims_value(v)
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, v: str) -> str:
+        if not re.fullmatch(SAFE_NAME, v):
+            raise ValueError(f"{v!r}: a suite name becomes a folder: 1-100 letters, digits, '_', '.' or '-', "
+                             "starting with a letter or digit")
+        return v
 
     @model_validator(mode="after")
     def _one_task_key(self) -> "Suite":
@@ -179,19 +198,7 @@ def load_suite(path: str | Path, *, quick: bool = False) -> Suite:
     """Read and validate a suite file. Raises UserError naming file, key path and line."""
     path = Path(path)
     shown = str(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise UserError("no such file", file=shown) from None
-    except OSError as exc:
-        raise UserError(f"cannot read: {exc.strerror}", file=shown) from None
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise UserError(f"malformed YAML: {problem}", file=shown, line=mark.line + 1 if mark else None) from None
+    node, raw = safe_yaml.load_file(path, shown)  # bounded: size, encoding, depth, aliases, duplicate keys, numbers
     if not isinstance(raw, dict):
         raise UserError("a suite must be a YAML mapping at top level", file=shown)
     lines = _line_index(node)
@@ -216,7 +223,22 @@ def load_suite(path: str | Path, *, quick: bool = False) -> Suite:
         raise UserError(_pydantic_message(err), file=shown, key=key, line=line) from None
     object.__setattr__(suite, "_source", shown)  # for later errors (plan) that need the file and lines
     object.__setattr__(suite, "_lines", lines)
+    _check_method_labels(suite)
     return suite
+
+
+def _check_method_labels(suite: Suite) -> None:
+    """Two methods under one label would share one row of every table: one of them would vanish."""
+    seen: dict[str, int] = {}
+    for i, m in enumerate(suite.methods):
+        if m.label is None:
+            continue
+        if m.label in seen:
+            first = locate(suite, "methods", seen[m.label], "label")["line"]
+            raise UserError(f"label '{m.label}' is already methods.{seen[m.label]}'s"
+                            + (f" (line {first})" if first else "") + ": labels must be unique",
+                            key=f"methods.{i}.label", **locate(suite, "methods", i, "label"))
+        seen[m.label] = i
 
 
 def locate(suite: Suite, *path: Any) -> dict:
@@ -230,8 +252,13 @@ def _pydantic_message(err: dict) -> str:
         return "unknown key"
     if err["type"] == "missing":
         return "required key is missing"
-    msg = err["msg"]
-    return msg.removeprefix("Value error, ")
+    if err["type"] == "too_short" and "sweep" in err["loc"]:
+        return "an empty sweep axis expands to no trials: give at least one value"
+    msg = err["msg"].removeprefix("Value error, ")
+    value = err.get("input")
+    if err["type"].endswith("_type") and isinstance(value, (bool, int, float, str)):
+        msg += f", got {value!r}"  # `true` for an integer, "false" for a boolean: say what was read
+    return msg
 
 
 def _deep_merge(base: dict, over: dict) -> dict:

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mmbench import measure
+from mmbench import interrupt, measure
 from mmbench.data.registry import TaskData
 from mmbench.measure import gpu_state, metrics, nvml, precision, robustness
 from mmbench.measure import train as train_mod
@@ -47,6 +47,14 @@ def _fusion_call(fusion: torch.nn.Module, xs, masks):
     return (lambda: fusion(xs)) if masks is None else (lambda: fusion(xs, masks=masks))
 
 
+def warm_up() -> None:
+    """What a trial imports lazily (sklearn's metrics and torch._dynamo, which FLOP counting pulls in, take seconds
+    each): a fresh worker does it before it reports that a trial started, so that a trial's timeout is not spent on
+    the interpreter's start-up."""
+    import sklearn.metrics  # noqa: F401
+    import torch._dynamo  # noqa: F401
+
+
 def base_row(trial: Trial) -> dict[str, Any]:
     return {"trial_id": trial.id, "task": trial.task_label, "method": trial.method, "label": trial.label,
             "dims": "x".join(map(str, trial.dims)), "rank": trial.rank, "hparams": trial.hparams,
@@ -58,7 +66,9 @@ def run_trial(trial: Trial, data: TaskData) -> TrialResult:
     result = TrialResult(base_row(trial))
     try:
         _measure(trial, data, result)
-    except Exception as exc:  # a broken method must not end the suite: it is a row with its status
+    except BaseException as exc:  # a broken method must not end the suite: it is a row with its status
+        if not isinstance(exc, Exception) and interrupt.is_signal(exc):
+            raise  # a real Ctrl-C / SIGTERM ends the run; a SystemExit or KeyboardInterrupt of the module does not
         result.row.update(zip(("status", "error"), _failure(exc)))
     try:
         # A failed trial can leave reference cycles (traceback frames holding tensors); on CUDA the next trial's
@@ -91,7 +101,7 @@ def is_cuda_error(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and any(t in str(exc) for t in _CUDA_ERROR_TEXT)
 
 
-def _failure(exc: Exception) -> tuple[str, str]:
+def _failure(exc: BaseException) -> tuple[str, str]:
     """(status, error) of an exception raised by a trial."""
     first = (str(exc).splitlines() or [""])[0][:300]
     if is_cuda_error(exc):
@@ -102,8 +112,12 @@ def _failure(exc: Exception) -> tuple[str, str]:
         return "oom", f"CPU out of memory: {first}"
     if isinstance(exc, NonFiniteLoss):
         return "nan", str(exc)
-    last = traceback.extract_tb(exc.__traceback__)[-1]
-    return "error", f"{type(exc).__name__}: {exc} ({last.filename}:{last.lineno})"[:500]
+    what = str(exc)
+    if isinstance(exc, (SystemExit, KeyboardInterrupt)):
+        what = f"{exc!r} raised by the trial's code, not a signal"
+    tb = traceback.extract_tb(exc.__traceback__)
+    where = f" ({tb[-1].filename}:{tb[-1].lineno})" if tb else ""
+    return "error", f"{type(exc).__name__}: {what}{where}"[:500]
 
 
 def _measure(trial: Trial, data: TaskData, result: TrialResult) -> None:
@@ -142,10 +156,29 @@ def _targets(data: TaskData, batch: int, device: str) -> torch.Tensor:
     return torch.randint(0, data.num_classes, (batch,), generator=g).to(device)
 
 
+class OutputShapeError(ValueError):
+    """A fusion module whose output is not (B, out_dim): nothing it would be measured or scored on means anything."""
+
+
+def _check_output(trial: Trial, data: TaskData, model: torch.nn.Module) -> None:
+    """Once, before anything is counted or timed: a batch of 2 must give a (2, out_dim) tensor."""
+    xs, ms = _inputs(data.input_dims, 2, trial.device, 1, data), _masks(2, trial.device, data)
+    with torch.inference_mode():
+        out = model(xs, ms)
+    want = (2, data.num_classes)
+    if not isinstance(out, torch.Tensor):
+        raise OutputShapeError(f"the fusion module returned a {type(out).__name__}, not a tensor of shape "
+                               f"(B, out_dim) = {want}")
+    if tuple(out.shape) != want:
+        raise OutputShapeError(f"the fusion module returned shape {tuple(out.shape)} for a batch of 2; expected "
+                               f"(B, out_dim) = {want}")
+
+
 def _counts(trial: Trial, data: TaskData, model: torch.nn.Module, result: TrialResult) -> None:
     """Parameters; FLOPs per sample of the forward (batch 1) and of a training step's forward + backward (batch 2,
     halved: batch-norm methods cannot train on one sample), with the fusion / encoder breakdown."""
     row = result.row
+    _check_output(trial, data, model)
     row["params"] = measure.params(model)
     row["fusion_params"] = measure.params(model.fusion)
     if not trial.measure["flops"]:

@@ -1,8 +1,10 @@
 """A user fusion module (named as tests.faulty:Faulty in suites) that fails on demand, for fault-injection tests.
 
-fault: none | raise | nan | hang | abort | segfault | oom | exit | cuda_error | report_env — what its forward does.
-cuda_error stands in for a sticky CUDA error: once raised, every later forward in the same process raises it too,
-as every CUDA call does after a device-side assert. report_env raises with the worker's GPU pinning in the message."""
+fault: none | raise | nan | hang | abort | segfault | oom | exit | cuda_error | report_env | shape | tuple | sysexit |
+keyboard — what its forward does. cuda_error stands in for a sticky CUDA error: once raised, every later forward in
+the same process raises it too, as every CUDA call does after a device-side assert. report_env raises with the
+worker's GPU pinning in the message. shape: one column too many; tuple: returns (out, out); sysexit / keyboard:
+raises SystemExit / KeyboardInterrupt, as a module calling sys.exit() or a stray `raise KeyboardInterrupt` would."""
 import ctypes
 import os
 import time
@@ -43,4 +45,12 @@ class Faulty(nn.Module):
             torch.empty(1 << 50, dtype=torch.uint8)  # 1 PiB: past any machine's memory
         if self.fault == "exit":
             os._exit(3)
+        if self.fault == "shape":
+            return torch.cat([out, out[:, :1]], -1)
+        if self.fault == "tuple":
+            return out, out
+        if self.fault == "sysexit":
+            raise SystemExit(3)
+        if self.fault == "keyboard":
+            raise KeyboardInterrupt
         return out

@@ -10,7 +10,12 @@ Two layouts are recognised (``layout: auto`` tells them apart by the label key):
 
 The target is the sentiment score in [-3, 3] (regression); the standard metrics (binary accuracy on non-zero labels,
 7-class accuracy, MAE, Pearson correlation, weighted F1 on non-zero labels) are computed from it. The file's own
-train/valid/test split is used. Unpickling runs code stored in the file, so it needs ``allow_pickle: true``.
+train/valid/test split is used.
+
+Formats: an NPZ (``np.savez``) with one array per ``<split>.<field>`` key (``train.text``, ``valid.labels`` …) is
+read without running anything: prefer it. A pickle (``.pkl``, as both projects distribute them) runs code stored in
+the file when it is read, so it needs ``allow_pickle: true`` — the boolean, nothing else — which says: I trust
+whoever wrote this file as much as a program I run.
 """
 from __future__ import annotations
 
@@ -20,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from mmbench.data.common import check_features, make_task, resolve_path
+from mmbench.data.common import check_features, make_task, read_numpy, resolve_path
 from mmbench.data.registry import TaskData, register_dataset
 from mmbench.errors import UserError
 
@@ -32,7 +37,7 @@ LABEL_RANGE = (-3.0, 3.0)
 def read_pickle(path: Path, allow_pickle: bool) -> Any:
     if not path.is_file():
         raise UserError("no such file", file=str(path))
-    if not allow_pickle:
+    if allow_pickle is not True:  # the boolean true only: nothing is unpickled on a truthy string
         raise UserError("reading a pickle runs code stored in it: set `allow_pickle: true` in the task's params "
                         "only for a file you trust", file=str(path))
     try:
@@ -40,6 +45,17 @@ def read_pickle(path: Path, allow_pickle: bool) -> Any:
             return pickle.load(f)
     except Exception as exc:  # corrupt, truncated, or needs a module that is not installed
         raise UserError(f"cannot unpickle: {type(exc).__name__}: {exc}", file=str(path)) from None
+
+
+def read_npz(path: Path) -> dict:
+    """The pickle's nested layout from an NPZ of ``<split>.<field>`` arrays (numbers only: nothing is executed)."""
+    doc: dict[str, dict] = {}
+    for k, v in read_numpy(path, all_arrays=True).items():
+        split, _, field = k.partition(".")
+        if not field:
+            raise UserError(f"{k}: NPZ keys are <split>.<field> (train.text, valid.labels, ...)", file=str(path))
+        doc.setdefault(split, {})[field] = v
+    return doc
 
 
 def detect_layout(doc: Any, file: str) -> str:
@@ -70,7 +86,7 @@ def _reduce(x: np.ndarray, how: str) -> np.ndarray:
 def affect(path: str, allow_pickle: bool = False, layout: str = "auto",
            modalities: list[str] | None = None, reduce: str = "mean", nonfinite: str = "error",
            standardize: bool = True, base_dir: str | None = None) -> TaskData:
-    """CMU-MOSI/MOSEI-style aligned features from a pickle (MultiBench or MMSA layout); sentiment regression."""
+    """CMU-MOSI/MOSEI-style aligned features from an NPZ or a pickle (MultiBench or MMSA layout); sentiment regression."""
     if layout not in ("auto", *LAYOUT_LABELS):
         raise ValueError(f"layout must be auto, multibench or mmsa, got '{layout}'")
     if reduce not in ("mean", "none"):
@@ -80,7 +96,7 @@ def affect(path: str, allow_pickle: bool = False, layout: str = "auto",
     mods = list(modalities) if modalities is not None else ["text", "audio", "vision"]
     p = resolve_path(path, base_dir)
     file = str(p)
-    doc = read_pickle(p, allow_pickle)
+    doc = read_npz(p) if p.suffix.lower() == ".npz" else read_pickle(p, allow_pickle)
     found = detect_layout(doc, file)
     if layout != "auto" and layout != found:
         raise UserError(f"layout is '{found}' but the suite says '{layout}'", file=file)

@@ -21,6 +21,51 @@ def resolve_path(path: str | Path, base_dir: str | Path | None) -> Path:
     return p
 
 
+def read_numpy(path: Path, key: str | None = None, *, all_arrays: bool = False):
+    """An array from an NPY file, or from an NPZ the one under ``key`` (or its only one; ``all_arrays``: a dict of
+    every array). Never unpickles: object arrays are refused. Damage is a UserError naming the file."""
+    import zipfile
+
+    file = str(path)
+    if not path.is_file():
+        raise UserError("no such file", file=file)
+    if path.stat().st_size == 0:
+        raise UserError("empty file (0 bytes)", file=file)
+    npz = path.suffix.lower() == ".npz"
+    with open(path, "rb") as f:
+        head = f.read(6)
+    if npz and head[:2] != b"PK":
+        raise UserError("not an NPZ file (NPZ is a zip archive of NPY arrays; this one is not a zip)", file=file)
+    if not npz and head != b"\x93NUMPY":
+        raise UserError("not an NPY file (it does not begin with NumPy's header; was it saved with np.save?)",
+                        file=file)
+    try:
+        if not npz:
+            return np.load(path, allow_pickle=False)
+        with np.load(path, allow_pickle=False) as z:
+            if all_arrays:
+                return {k: z[k] for k in z.files}
+            if key is None:
+                if len(z.files) != 1:
+                    raise UserError(f"holds {len(z.files)} arrays ({', '.join(z.files)}): name one with `key`",
+                                    file=file)
+                key = z.files[0]
+            if key not in z.files:
+                raise UserError(f"{key}: no such array (it holds: {', '.join(z.files)})", file=file)
+            return z[key]
+    except UserError:
+        raise
+    except ValueError as exc:
+        if "pickle" in str(exc) or "Object arrays" in str(exc):
+            raise UserError("holds Python objects (an object array), which mmbench never unpickles: save numeric "
+                            "arrays", file=file) from None
+        raise UserError(f"damaged {'NPZ' if npz else 'NPY'} file: {str(exc).splitlines()[0][:200]}",
+                        file=file) from None
+    except (EOFError, OSError, zipfile.BadZipFile, KeyError) as exc:
+        raise UserError(f"damaged or truncated {'NPZ' if npz else 'NPY'} file ({type(exc).__name__}: "
+                        f"{str(exc).splitlines()[0][:200] if str(exc) else 'no data'})", file=file) from None
+
+
 def split_indices(n: int, seed: int, val_fraction: float, test_fraction: float,
                   stratify: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Deterministic train/val/test indices: the same (n, seed, fractions, labels) give the same split everywhere.

@@ -19,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from mmbench.data.common import check_class_labels, check_features, make_task, resolve_path, split_indices, take
+from mmbench.data.common import (check_class_labels, check_features, make_task, read_numpy, resolve_path,
+                                 split_indices, take)
 from mmbench.data.registry import TaskData, register_dataset
 from mmbench.errors import UserError
 
@@ -37,17 +38,15 @@ def _manifest(path: Path) -> tuple[Path, dict]:
         path = found[0]
     elif not path.is_file():
         raise UserError("no such file or directory", file=str(path))
-    text = path.read_text()
-    try:
-        if path.suffix == ".json":
-            doc = json.loads(text)
-        else:
-            import yaml
+    from mmbench import safe_yaml  # the suite's bounds: size, encoding, depth, aliases, duplicate keys
 
-            doc = yaml.safe_load(text)
-    except Exception as exc:  # yaml and json errors alike: the manifest is not readable
-        raise UserError(f"manifest is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: "
-                        f"{str(exc).splitlines()[0]}", file=str(path)) from None
+    if path.suffix == ".json":
+        try:
+            doc = json.loads(safe_yaml.decode(path.read_bytes(), str(path)))
+        except json.JSONDecodeError as exc:
+            raise UserError(f"manifest is not valid JSON: {exc.msg}", file=str(path), line=exc.lineno) from None
+    else:
+        _, doc = safe_yaml.load_file(path)
     if not isinstance(doc, dict):
         raise UserError("manifest must be a mapping", file=str(path))
     unknown = sorted(set(doc) - {"views", "labels", "split", "num_classes", "target"})
@@ -74,18 +73,8 @@ def read_array(path: Path, key: str | None, *, text: bool = False, notes: list[s
     if not path.is_file():
         raise UserError("no such file", file=str(path))
     suffix = path.suffix.lower()
-    if suffix == ".npy":
-        return np.load(path, allow_pickle=False)
-    if suffix == ".npz":
-        with np.load(path, allow_pickle=False) as z:
-            if key is None:
-                if len(z.files) != 1:
-                    raise UserError(f"holds {len(z.files)} arrays ({', '.join(z.files)}): name one with `key`",
-                                    file=str(path))
-                key = z.files[0]
-            if key not in z.files:
-                raise UserError(f"{key}: no such array (it holds: {', '.join(z.files)})", file=str(path))
-            return z[key]
+    if suffix in (".npy", ".npz"):
+        return read_numpy(path, key)
     if suffix in (".csv", ".txt"):
         import pandas as pd
 

@@ -46,15 +46,18 @@ class DatasetInfo:
     fn: Callable[..., TaskData]
     description: str
     params: tuple[str, ...]
+    nbytes: Callable[..., int] | None = None  # a generated dataset's size from its parameters, before it is drawn
 
 
 _REGISTRY: dict[str, DatasetInfo] = {}
 
 
-def register_dataset(name: str) -> Callable:
+def register_dataset(name: str, nbytes: Callable[..., int] | None = None) -> Callable:
+    """``nbytes(**params)``: the bytes a generated dataset's arrays take (a lower bound), checked before drawing."""
     def deco(fn: Callable[..., TaskData]) -> Callable[..., TaskData]:
         doc = (fn.__doc__ or "").strip().splitlines()
-        _REGISTRY[name] = DatasetInfo(name, fn, doc[0] if doc else "", tuple(inspect.signature(fn).parameters))
+        _REGISTRY[name] = DatasetInfo(name, fn, doc[0] if doc else "", tuple(inspect.signature(fn).parameters),
+                                      nbytes)
         return fn
 
     return deco
@@ -78,6 +81,19 @@ def load(name: str, base_dir: str | None = None, **params) -> TaskData:
     if unknown:
         raise UserError(f"dataset '{name}' has no parameter '{unknown[0]}'{closest(unknown[0], entry.params)}; "
                         f"it takes: {', '.join(entry.params)}")
+    from mmbench import params as typed
+
+    typed.check(entry.fn, params, f"dataset '{name}'")  # before the loader runs: nothing read on a wrong type
+    if entry.nbytes is not None:
+        from mmbench.fits import check_dataset
+
+        defaults = {n: p.default for n, p in inspect.signature(entry.fn).parameters.items()
+                    if p.default is not inspect.Parameter.empty}
+        try:
+            size = entry.nbytes(**{**defaults, **params})
+        except (TypeError, ValueError):  # parameters the loader itself will refuse, with its own message
+            size = None
+        check_dataset(size, f"dataset '{name}'")
     if base_dir is not None and "base_dir" in entry.params and params.get("base_dir") is None:
         params = {**params, "base_dir": str(base_dir)}
     try:

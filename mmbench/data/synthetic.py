@@ -130,7 +130,15 @@ class SyntheticTask:
         return float(best.mean()), float(best.std() / math.sqrt(n))
 
 
-@register_dataset("synthetic")
+def _nbytes(modalities=3, dim=16, input_dims=None, n_train=3000, n_val=1000, n_test=2000, seq_len=None,
+            **_) -> int:
+    """float32 arrays of the three splits (and one Monte Carlo chunk of the Bayes estimate)."""
+    dims = list(input_dims) if input_dims is not None else [dim] * modalities
+    steps = [1] * len(dims) if seq_len is None else ([seq_len] * len(dims) if isinstance(seq_len, int) else seq_len)
+    return 4 * (n_train + n_val + n_test + 50_000) * sum(d * t for d, t in zip(dims, steps))
+
+
+@register_dataset("synthetic", nbytes=_nbytes)
 def synthetic(interaction: str = "synergy", modalities: int = 3, dim: int = 16, input_dims: list[int] | None = None,
               num_classes: int = 2, noise: float = 0.4, n_train: int = 3000, n_val: int = 1000, n_test: int = 2000,
               seed: int = 0, seq_len: int | list[int] | None = None, variable_length: bool = False) -> TaskData:

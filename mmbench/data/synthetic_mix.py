@@ -142,7 +142,12 @@ class MixedTask:
                 "bayes_method": f"Monte Carlo of E[Var(y|x)] (exact posterior), n={n}; Bayes MAE not computed"}
 
 
-@register_dataset("synthetic_mix")
+def _nbytes(modalities=2, part_dim=4, n_train=3000, n_val=1000, n_test=2000, **_) -> int:
+    """float32 arrays of the three splits and the Monte Carlo sample of the ceiling (every part active)."""
+    return 4 * (n_train + n_val + n_test + _MC) * modalities * part_dim * len(PARTS)
+
+
+@register_dataset("synthetic_mix", nbytes=_nbytes)
 def synthetic_mix(weights: dict | None = None, modalities: int = 2, part_dim: int = 4, noise: float = 0.4,
                   target: str = "classification", label_noise: float = 0.0, n_train: int = 3000, n_val: int = 1000,
                   n_test: int = 2000, seed: int = 0) -> TaskData:

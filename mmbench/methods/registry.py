@@ -97,7 +97,7 @@ def create(name: str, dims: Sequence[int], out_dim: int, **hyperparams) -> nn.Mo
         return entry.cls(dims, out_dim, **hp)
     except (ValueError, TypeError) as exc:
         raise UserError(f"method '{entry.name}': {exc}") from None
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # a user's constructor calling sys.exit() is its error too
         if ":" not in entry.name:  # a built-in failing otherwise is a bug in mmbench: let it show
             raise
         raise UserError(f"method '{entry.name}': its constructor raised {type(exc).__name__}: {exc}") from None
@@ -147,7 +147,7 @@ def _user_method(spec: str) -> MethodInfo:
     mod_name, _, cls_name = spec.partition(":")
     try:
         module = _import_user(mod_name)
-    except Exception as exc:  # any import-time failure is the user's module, not ours
+    except (Exception, SystemExit) as exc:  # any import-time failure (a sys.exit() too) is the user's module
         where = ""
         if isinstance(exc, ModuleNotFoundError) and exc.name == mod_name.partition(".")[0]:
             where = f" (looked in {', '.join(_module_dirs())} and PYTHONPATH)"

@@ -1,0 +1,50 @@
+"""A real interrupt (Ctrl-C, SIGTERM) told apart from a KeyboardInterrupt or SystemExit that a user's module raises.
+
+While a run watches (``install``), the SIGINT handler records the signal before raising KeyboardInterrupt (the CLI's
+SIGTERM handler calls ``mark``), so a KeyboardInterrupt seen inside a trial with no signal recorded came from the
+code under test: that trial's error, not the end of the run. A worker ignores SIGINT (the parent decides), so in a
+worker no KeyboardInterrupt is a signal. Where nobody watches (a trial run from a notebook), a KeyboardInterrupt is
+taken for a real one, as Python does. SystemExit is never a signal.
+"""
+from __future__ import annotations
+
+import signal
+import threading
+from typing import Callable
+
+_received: int | None = None
+_watching = False
+
+
+def mark(signum: int) -> None:
+    global _received
+    _received = signum
+
+
+def is_signal(exc: BaseException) -> bool:
+    """Whether ``exc`` (not an Exception) is a real interrupt that must end the run."""
+    return isinstance(exc, KeyboardInterrupt) and (not _watching or _received is not None)
+
+
+def _on_sigint(signum, frame) -> None:
+    mark(signum)
+    raise KeyboardInterrupt
+
+
+def install() -> Callable[[], None]:
+    """Watch from now on: record SIGINT (main thread; a SIGINT that is ignored stays ignored). Returns the undo."""
+    global _received, _watching
+    _received, _watching = None, True
+    old = signal.getsignal(signal.SIGINT) if threading.current_thread() is threading.main_thread() else None
+    if old is not None and old is not signal.SIG_IGN:
+        signal.signal(signal.SIGINT, _on_sigint)
+
+    def restore() -> None:
+        global _watching
+        _watching = False
+        if old is not None and old is not signal.SIG_IGN:
+            signal.signal(signal.SIGINT, old)
+
+    if old is None:  # not the main thread: nobody here sees signals, so none can be told apart
+        _watching = False
+    return restore
