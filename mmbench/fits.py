@@ -14,13 +14,18 @@ from mmbench.errors import UserError
 FLOAT32 = 4
 
 
-def machine_bytes(device: str) -> tuple[int, str]:
-    """(bytes, what) of the memory a trial on ``device`` can use at most."""
+def machine_bytes(device: str) -> tuple[int | None, str]:
+    """(bytes, what) of the memory a trial on ``device`` can use at most; None when it cannot be known. GPUs are read
+    through NVML: the parent process never initialises CUDA (a context would hold memory for the whole run). A trial
+    may land on any visible GPU, so the smallest one bounds it."""
     if device.startswith("cuda"):
-        import torch
+        from mmbench.measure import nvml
 
-        props = torch.cuda.get_device_properties(torch.device(device))
-        return int(props.total_memory), f"{props.name} has"
+        gpus = [g for g in nvml.visible_gpus() or [] if g.get("mem_total_mib")]
+        if not gpus:
+            return None, "the GPU"
+        small = min(gpus, key=lambda g: g["mem_total_mib"])
+        return int(small["mem_total_mib"] * 2**20), f"{small['name']} has"
     import psutil
 
     return int(psutil.virtual_memory().total), "this machine has"
@@ -78,14 +83,14 @@ def check_trials(trials, tasks: dict[str, Any], task_key, where=lambda t: {}) ->
     """UserError for the first trial whose parameters alone cannot fit on its device; else [(id, params, bytes)].
     ``where(trial)``: the error's location (UserError keywords)."""
     out = []
-    limits: dict[str, tuple[int, str]] = {}
+    limits: dict[str, tuple[int | None, str]] = {}
     for t in trials:
         data = tasks[task_key(t.task)]
         params = model_params(t, data.input_dims, data.num_classes)
         need, how = trial_bytes(t, params)
         inputs, batch = input_bytes(t, data)
         total, has = limits.setdefault(t.device, machine_bytes(t.device))
-        if need + inputs > total:
+        if total is not None and need + inputs > total:
             raise UserError(f"trial {t.label} · dims {'x'.join(map(str, t.dims))} ({t.task_label}): "
                             f"{params:.3g} parameters and a batch of {batch} need at least {human(need + inputs)} "
                             f"({how}: {human(need)}; inputs: {human(inputs)}) but {has} {human(total)}", **where(t))
