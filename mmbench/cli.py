@@ -60,13 +60,13 @@ def run(suite: Path = typer.Argument(..., help="Suite YAML file."),
     from mmbench.execute import make_executor
     from mmbench.history import check_writable
     from mmbench.plan import resolve_device
-    from mmbench.run import RunInterrupted, prepare, run_suite
-    from mmbench.store import RunDir, check_out
+    from mmbench.run import RunInterrupted, prepare, reopen_for_resume, run_suite
+    from mmbench.store import check_out
     from mmbench.methods.registry import search_modules_in
 
     search_modules_in(suite.resolve().parent)  # before the workers start: they find the suite's modules there too
     if resume is not None:
-        RunDir.reopen(resume, s.name, drop_damaged)  # a wrong folder or a damaged line fails now, untouched
+        reopen_for_resume(resume, s.name, quick, drop_damaged)  # a wrong folder, budget or damaged line fails now
         out = resume.resolve().parent.parent  # the run's own results folder (its history database lives there)
     check_out(resume if resume is not None else out)  # a file, read-only or full: now, before anything runs
     db = db or out / "history.sqlite"
