@@ -355,7 +355,8 @@ def _summary(rows: list[dict]) -> None:
                 *[f"fusion ms b{c.rsplit('b', 1)[1]}" for c in lat_cols]):
         table.add_column(col, justify="left" if col in ("task", "method", "dims", "status") else "right")
     for r in rows:
-        acc = f"{r['acc_mean']:.3f}±{r['acc_std']:.3f}" if "acc_mean" in r else "—"
+        sd = r.get("acc_std")
+        acc = (f"{r['acc_mean']:.3f}±{'—' if sd is None else f'{sd:.3f}'}") if "acc_mean" in r else "—"
         status = "ok (did not learn)" if r["status"] == "ok" and r.get("did_not_learn") else r["status"]
         table.add_row(r["task"], r["label"], r["dims"], status, acc, _n(r.get("params")),
                       _n(r.get("fusion_params")), _n(r.get("fusion_flops")),
