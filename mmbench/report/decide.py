@@ -113,8 +113,9 @@ def _dominates(q: Point, p: Point, better: str) -> list[str] | None:
     gain = q.score - p.score if better == HIGHER else p.score - q.score
     if gain < -tol or any(q.costs[c] > p.costs[c] for c in shared):
         return None
-    why = [f"cheaper in {', '.join(cost_label(c) for c in shared if q.costs[c] < p.costs[c])}"] \
-        if any(q.costs[c] < p.costs[c] for c in shared) else []
+    lower = [c for c in shared if q.costs[c] < p.costs[c]]
+    why = [] if not lower else ["cheaper in every cost"] if len(lower) == len(shared) else \
+        [f"cheaper in {', '.join(cost_label(c) for c in lower)}"]
     if gain > tol:
         why.insert(0, "more accurate beyond the spread" if better == HIGHER else "better beyond the spread")
     elif not why:

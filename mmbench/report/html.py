@@ -69,7 +69,8 @@ def _table(t: Table) -> str:
 
 
 def _decisions(rep: Report) -> str:
-    out = ['<section class="decision" id="decision"><h2>What this run decides</h2>']
+    what = "these runs decide" if len(rep.runs) > 1 else "this run decides"
+    out = [f'<section class="decision" id="decision"><h2>What {what}</h2>']
     if rep.flags:
         out.append(f'<p class="flags">{escape(rep.flags)}</p>')
     for task in rep.tasks:

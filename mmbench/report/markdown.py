@@ -24,7 +24,7 @@ def _table(t: Table) -> list[str]:
 
 
 def _decisions(rep: Report) -> list[str]:
-    out = ["## What this run decides", ""]
+    out = [f"## What {'these runs decide' if len(rep.runs) > 1 else 'this run decides'}", ""]
     if rep.flags:
         out += [f"**{rep.flags}**", ""]
     for task in rep.tasks:

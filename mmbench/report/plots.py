@@ -18,7 +18,7 @@ import matplotlib.ticker
 matplotlib.use("Agg")
 from matplotlib.figure import Figure  # noqa: E402  (not pyplot: half a second of import for nothing we use)
 
-from mmbench.report.tables import batch_sizes  # noqa: E402
+from mmbench.report.tables import batch_sizes, dims_label, dims_order  # noqa: E402
 
 matplotlib.rcParams.update({"font.size": 9, "axes.grid": True, "grid.alpha": 0.3,
                      "figure.dpi": 100})
@@ -47,21 +47,6 @@ def _num(v: Any) -> float | None:
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
         return None
     return float(v)
-
-
-def dims_label(dims: str) -> str:
-    """'8x8x8' → '8'; non-uniform dims keep their full name ('32x32x64'), never a mean."""
-    parts = str(dims).split("x")
-    return parts[0] if len(set(parts)) == 1 else str(dims)
-
-
-def dims_order(rows: list[dict]) -> list[str]:
-    """The dims of the rows, smallest first (by the product of the per-modality dims: the size of a tensor fusion)."""
-    def size(d: str) -> tuple[float, str]:
-        parts = [int(p) for p in str(d).split("x") if p.strip().isdigit()]
-        return (math.prod(parts) if parts else math.inf, str(d))
-
-    return sorted({str(r.get("dims")) for r in rows}, key=size)
 
 
 def _ok(rows: list[dict], *cols: str) -> list[dict]:
@@ -216,13 +201,12 @@ def accuracy_vs_rank(rows: list[dict]) -> Figure | None:
         return None
     fig, ax = _new("Test accuracy vs rank (a line per method and modality dims)", "rank", "test accuracy",
                    logx=True)
-    methods = list(dict.fromkeys(m for m, _ in groups))
     order = dims_order([r for v in groups.values() for r in v])
-    for (method, dims), rs in groups.items():
+    for i, ((method, dims), rs) in enumerate(groups.items()):
         rs = sorted(rs, key=lambda r: r["rank"])
         ax.errorbar([r["rank"] for r in rs], [r["acc_mean"] for r in rs],
                     yerr=[_num(r.get("acc_std")) or 0.0 for r in rs], lw=1, ms=4, capsize=2,
-                    color=_style(methods.index(method), 0)["color"],
+                    color=_style(i, 0)["color"],
                     marker=_MARKERS[order.index(dims) % len(_MARKERS)], label=f"{method} · dims {dims_label(dims)}")
     ranks = sorted({r["rank"] for v in groups.values() for r in v})
     _ticks(ax, ranks)

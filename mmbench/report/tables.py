@@ -55,6 +55,21 @@ def fmt_num(v: Any) -> str:
     return f"{v:.3g}"
 
 
+def dims_label(dims: str) -> str:
+    """'8x8x8' → '8'; non-uniform dims keep their full name ('32x32x64'), never a mean."""
+    parts = str(dims).split("x")
+    return parts[0] if len(set(parts)) == 1 else str(dims)
+
+
+def dims_order(rows: list[dict]) -> list[str]:
+    """The dims of the rows, smallest first (by the product of the per-modality dims: the size of a tensor fusion)."""
+    def size(d: str) -> tuple[float, str]:
+        parts = [int(p) for p in str(d).split("x") if p.strip().isdigit()]
+        return (math.prod(parts) if parts else math.inf, str(d))
+
+    return sorted({str(r.get("dims", "?")) for r in rows}, key=size)
+
+
 def batch_sizes(rows: list[dict]) -> list[int]:
     return sorted({int(m.group(1)) for r in rows for k in r if (m := _BATCHED.fullmatch(k))})
 
@@ -188,7 +203,7 @@ def build_tables(rows: list[dict]) -> list[Table]:
 
 
 def _table(task: str, m: Metric, rows: list[dict]) -> Table:
-    t = Table(task, m, columns=list(dict.fromkeys(r.get("dims", "?") for r in rows)),
+    t = Table(task, m, columns=dims_order(rows),
               rows=list(dict.fromkeys(r["_key"] for r in rows)))
     spreads: dict[int, float] = {}
     for r in rows:
