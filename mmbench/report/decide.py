@@ -12,6 +12,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from mmbench.report.tables import HIGHER, batch_sizes, fmt_num, seed_metric_better
 
 MAX_DOMINATORS = 2  # named per dominated configuration (the most accurate first)
@@ -93,11 +95,23 @@ def decide(task: str, rows: list[dict]) -> Decision | None:
     if len(pts) < 2 or not costs:
         return None
     d = Decision(task, metric, seed_metric_better(metric), costs)
-    for p in pts:
-        beaten = [(q, why) for q in pts if q is not p and (why := _dominates(q, p, d.better)) is not None]
-        if beaten:
-            beaten.sort(key=lambda qw: -qw[0].score if d.better == HIGHER else qw[0].score)
-            d.dominated.append((p, beaten[:MAX_DOMINATORS]))
+    # every pair at once (a run of 500 configurations is 250 000 pairs); the same rule as _dominates, which then
+    # says why for the few dominators named
+    cost = np.array([[p.costs.get(c, np.nan) for c in costs] for p in pts])
+    score, spread = np.array([p.score for p in pts]), np.array([p.spread for p in pts])
+    sign = 1.0 if d.better == HIGHER else -1.0
+    known = ~np.isnan(cost)
+    for i, p in enumerate(pts):
+        both = known & known[i]
+        with np.errstate(invalid="ignore"):
+            no_dearer = np.where(both, cost <= cost[i], True).all(1)
+            cheaper = np.where(both, cost < cost[i], False).any(1)
+        tol, gain = np.maximum(spread, spread[i]), sign * (score - score[i])
+        dom = both.any(1) & no_dearer & (gain >= -tol) & (cheaper | (gain > tol))
+        dom[i] = False
+        by = sorted(np.flatnonzero(dom), key=lambda j: -sign * score[j])[:MAX_DOMINATORS]
+        if by:
+            d.dominated.append((p, [(pts[j], _dominates(pts[j], p, d.better)) for j in by]))
         else:
             d.front.append(p)
     d.front.sort(key=lambda p: tuple(p.costs.get(c, math.inf) for c in costs))

@@ -146,17 +146,21 @@ def accuracy_vs(rows: list[dict], cost: str, xlabel: str, title: str) -> Figure 
     fig, ax = _new(title, xlabel, "test accuracy", logx=True)
     pal = _Palette(pts)
     order = dims_order(pts)
-    for key, rs in _series(pts).items():
+    colour = {}
+    for key, rs in _series(pts).items():  # the legend's colour key; points are drawn once per dims (fast)
         style = pal(rs[0])
-        for i, r in enumerate(rs):
-            ax.scatter([r[cost]], [r["acc_mean"]], s=24, zorder=3, color=style["color"],
-                       marker=_MARKERS[order.index(str(r.get("dims"))) % len(_MARKERS)],
-                       label=style["label"] if i == 0 else "_nolegend_")
+        colour[key] = style["color"]
+        ax.scatter([], [], s=24, color=style["color"], marker="o", label=style["label"])
+    for j, dims in enumerate(order):
+        group = [r for r in pts if str(r.get("dims")) == dims]
+        ax.scatter([r[cost] for r in group], [r["acc_mean"] for r in group], s=24, zorder=3,
+                   c=[colour[r["_key"]] for r in group], marker=_MARKERS[j % len(_MARKERS)])
     if len(pts) <= 40:
         for r in pts:
             ax.annotate(dims_label(r.get("dims")), (r[cost], r["acc_mean"]), fontsize=6, xytext=(3, 2),
                         textcoords="offset points", color="#555")
-    for i, d in enumerate(order if len(order) > 1 else []):  # the marker key: which dims each marker is
+    key = 1 < len(order) <= MAX_LEGEND
+    for i, d in enumerate(order if key else []):  # the marker key: which dims each marker is
         ax.scatter([], [], marker=_MARKERS[i % len(_MARKERS)], color="grey", s=24, label=f"dims {dims_label(d)}")
     front = pareto_front([(float(r[cost]), float(r["acc_mean"])) for r in pts])
     ax.step([p[0] for p in front], [p[1] for p in front], where="post", color="black", lw=1.2, alpha=0.7,
@@ -167,7 +171,7 @@ def accuracy_vs(rows: list[dict], cost: str, xlabel: str, title: str) -> Figure 
         ax.axhline(b, color="grey", ls="--", lw=0.8, label="Bayes-optimal (test split)")
         if se:
             ax.axhspan(b - se, b + se, color="grey", alpha=0.15, lw=0)
-    _legend(ax, pal.entries + 1 + (bayes is not None) + (len(order) if len(order) > 1 else 0))
+    _legend(ax, pal.entries + 1 + (bayes is not None) + (len(order) if key else 0))
     return fig
 
 
@@ -202,18 +206,26 @@ def accuracy_vs_rank(rows: list[dict]) -> Figure | None:
     fig, ax = _new("Test accuracy vs rank (a line per method and modality dims)", "rank", "test accuracy",
                    logx=True)
     order = dims_order([r for v in groups.values() for r in v])
+    methods = list(dict.fromkeys(m for m, _ in groups))
+    few = len(groups) <= MAX_LEGEND  # else: colour and legend by method, the marker tells the dims
     for i, ((method, dims), rs) in enumerate(groups.items()):
         rs = sorted(rs, key=lambda r: r["rank"])
+        first = next(k for k in groups if k[0] == method) == (method, dims)
         ax.errorbar([r["rank"] for r in rs], [r["acc_mean"] for r in rs],
                     yerr=[_num(r.get("acc_std")) or 0.0 for r in rs], lw=1, ms=4, capsize=2,
-                    color=_style(i, 0)["color"],
-                    marker=_MARKERS[order.index(dims) % len(_MARKERS)], label=f"{method} · dims {dims_label(dims)}")
+                    color=_style(i if few else methods.index(method), 0)["color"],
+                    marker=_MARKERS[order.index(dims) % len(_MARKERS)],
+                    label=f"{method} · dims {dims_label(dims)}" if few else method if first else "_nolegend_")
+    if not few and len(order) <= MAX_LEGEND:
+        for j, d in enumerate(order):
+            ax.plot([], [], ls="none", marker=_MARKERS[j % len(_MARKERS)], color="grey", label=f"dims {dims_label(d)}")
     ranks = sorted({r["rank"] for v in groups.values() for r in v})
     _ticks(ax, ranks)
     bayes = next((r["bayes_accuracy"] for r in pts if _num(r.get("bayes_accuracy")) is not None), None)
     if bayes is not None:
         ax.axhline(bayes, color="grey", ls="--", lw=0.8, label="Bayes-optimal (test split)")
-    _legend(ax, len(groups) + (bayes is not None))
+    _legend(ax, (len(groups) if few else len(methods) + (len(order) if len(order) <= MAX_LEGEND else 0))
+            + (bayes is not None))
     return fig
 
 
