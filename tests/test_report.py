@@ -80,13 +80,20 @@ def test_the_report_decides_before_any_table(tmp_path):
     assert "lmf(rank=4) · 16x16x16" in dominated["tfn · 16x16x16"] or \
         any(n.startswith("lmf(rank=4)") for n in dominated["tfn · 16x16x16"])
     assert d.costs == ["params", "flops", "latency_ms_b1", "latency_ms_b16", "peak_alloc_mib_b1", "peak_alloc_mib_b16"]
+    # a contended timing is no evidence of a cost: left out of that configuration's costs
+    tfn16 = next(p for p, _ in d.dominated if p.name == "tfn · 16x16x16")
+    assert "latency_ms_b1" not in tfn16.costs and "params" in tfn16.costs
+    late = next(p for p, _ in d.dominated if p.name == "late · 8x8x8")
+    from mmbench.report.decide import describe
+
+    assert "(≈ chance)" in describe(late, d.costs, "acc") and "(≈ chance)" not in describe(tfn16, d.costs, "acc")
     # nothing on the front is dominated, everything dominated is beaten by something
     assert front.isdisjoint(dominated) and len(front) + len(dominated) == len(trials())
     md = markdown.render(rep)
     top = md[:md.index("|")]  # everything before the first table
     assert "## What this run decides" in top and "Pareto front (acc against params, FLOPs, latency b1" in top
     assert "Bayes-optimal accuracy on the test split 0.900 ± 0.007 (binomial SE, n = 2000); expected (Monte " \
-           "Carlo) 0.901 ± 0.001" in top
+           "Carlo) 0.901 ± 0.0007" in top
     assert "dominated by" in top and "acc 0.8" in top
     assert "Timing evidence: 1 of 12 timed rows have a flagged timing" in top and "CPU utilisation down to 0.45" in top
     html = (write_report(run), (run / "report.html").read_text())[1]
@@ -208,3 +215,15 @@ def test_history_trend_plot_when_the_history_holds_runs_of_the_same_environment(
     assert [p.key for p in rep.history] == ["history-fake"]
     assert [h["run"] for h in rep.history_table] == ["fake/r0", "fake/r1", "fake/r2"]
     assert "## History" in markdown.render(rep)
+
+
+def test_a_cost_measured_zero_everywhere_is_no_cost():
+    from mmbench.report.decide import cost_columns, decide
+
+    rows = [{"_key": k, "dims": "8x8x8", "status": "ok", "params": p, "latency_ms_b1": 0.1, "peak_mem_mib_b1": 0.0,
+             "acc_mean": a, "acc_std": 0.01} for k, p, a in (("a", 10, 0.9), ("b", 20, 0.9), ("c", 5, 0.5))]
+    assert cost_columns(rows) == ["params", "latency_ms_b1"]
+    d = decide("t", rows)
+    assert [p.key for p in d.front] == ["c", "a"]  # b: as accurate as a and dearer
+    (b, by), = d.dominated
+    assert b.key == "b" and [q.key for q, _ in by] == ["a"] and by[0][1] == ["cheaper in params"]

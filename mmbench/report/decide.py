@@ -1,7 +1,9 @@
 """What a report decides, before any table: per task, the configurations on the accuracy-vs-cost Pareto front, and
 every dominated one named with what dominates it.
 
-Costs are parameters, FLOPs, whole-model latency at each batch size and memory at each batch size. B dominates A when
+Costs are parameters, FLOPs, whole-model latency at each batch size and memory at each batch size (a cost that is 0
+in every row says nothing and is left out; a flagged timing — contended, noisy … — is no evidence of a cost and is
+left out of its configuration's costs). B dominates A when
 B is at least as accurate (not worse beyond the spread: the larger std over seeds or binomial standard error of the
 two), costs no more in every cost both have, and is strictly better somewhere (a lower cost, or more accurate beyond
 the spread). So a method whose extra accuracy is within the noise and that costs more is dominated, and two methods
@@ -14,6 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from mmbench import evidence
 from mmbench.report.tables import HIGHER, batch_sizes, fmt_num, seed_metric_better
 
 MAX_DOMINATORS = 2  # named per dominated configuration (the most accurate first)
@@ -27,6 +30,7 @@ class Point:
     std: float | None
     se: float | None
     costs: dict[str, float]
+    chance: float | None = None
 
     @property
     def name(self) -> str:
@@ -49,7 +53,7 @@ class Decision:
 
 def cost_columns(rows: list[dict]) -> list[str]:
     """Parameters, FLOPs, latency and memory at each batch size: those the rows hold."""
-    present = {k for r in rows for k, v in r.items() if _num(v) is not None}
+    present = {k for r in rows for k, v in r.items() if _num(v)}  # measured, and not 0 in every row
     out = [c for c in ("params", "flops") if c in present]
     for b in batch_sizes(rows):
         out += [c for c in (f"latency_ms_b{b}",) if c in present]
@@ -91,7 +95,9 @@ def decide(task: str, rows: list[dict]) -> Decision | None:
         if r.get("status") != "ok" or s is None:
             continue
         pts.append(Point(str(r.get("_key")), str(r.get("dims")), s, _num(r.get(f"{metric}_std")),
-                         _num(r.get(f"{metric}_se")), {c: float(r[c]) for c in costs if _num(r.get(c)) is not None}))
+                         _num(r.get(f"{metric}_se")),
+                         {c: float(r[c]) for c in costs if _num(r.get(c)) is not None and not evidence.flags(r, c)},
+                         _num(r.get("chance_accuracy")) if metric.startswith("acc") else None))
     if len(pts) < 2 or not costs:
         return None
     d = Decision(task, metric, seed_metric_better(metric), costs)
@@ -140,7 +146,8 @@ def _dominates(q: Point, p: Point, better: str) -> list[str] | None:
 def describe(p: Point, costs: list[str], metric: str) -> str:
     spread = "—" if p.std is None else f"{p.std:.3f}"
     se = f", SE {p.se:.3f}" if p.se is not None else ""
-    parts = [f"{metric} {p.score:.3f} ± {spread}{se}"]
+    chance = " (≈ chance)" if p.chance is not None and abs(p.score - p.chance) <= 2 * max(p.spread, 1e-9) else ""
+    parts = [f"{metric} {p.score:.3f} ± {spread}{se}{chance}"]
     for c in costs:
         if c in p.costs:
             v = p.costs[c]

@@ -95,5 +95,5 @@ def ceiling_text(t: dict) -> str:
     mc = t.get("bayes_accuracy_mc")
     if isinstance(mc, (int, float)):
         mse = t.get("bayes_accuracy_mc_se")
-        text += f"; expected (Monte Carlo) {mc:.3f}" + (f" ± {mse:.3f}" if isinstance(mse, (int, float)) else "")
+        text += f"; expected (Monte Carlo) {mc:.3f}" + (f" ± {mse:.1g}" if isinstance(mse, (int, float)) else "")
     return text
