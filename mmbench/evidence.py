@@ -50,9 +50,17 @@ def describe(row: dict[str, Any], metric: str) -> str:
     if not fs:
         return ""
     name, b = timed(metric)  # type: ignore[misc]
-    util = row.get(f"{name}_cpu_util_b{b}")
-    extra = f" (CPU utilisation {util:.2f})" if isinstance(util, (int, float)) and not isinstance(util, bool) else ""
-    return ", ".join(fs) + extra
+    util, wait = row.get(f"{name}_cpu_util_b{b}"), row.get(f"{name}_wait_b{b}")
+    extra = []
+    if _number(wait) and "contended" in fs:
+        extra.append(f"waited {wait:.0%} of its time for a CPU")
+    if _number(util):
+        extra.append(f"CPU utilisation {util:.2f}")
+    return ", ".join(fs) + (f" ({', '.join(extra)})" if extra else "")
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and v == v
 
 
 def row_flags(row: dict[str, Any]) -> set[str]:

@@ -55,7 +55,10 @@ def flag_summary(rows: list[dict]) -> str:
             low = [v for r in rs for k, v in r.items() if "_cpu_util_b" in k and isinstance(v, (int, float))]
             load = [r["load_avg_1m"] for r in rs if isinstance(r.get("load_avg_1m"), (int, float))]
             procs = [r["runnable_procs"] for r in rs if isinstance(r.get("runnable_procs"), (int, float))]
-            why += "".join([f"; CPU utilisation down to {min(low):.2f}" if low else "",
+            waits = [v for r in rs for k, v in r.items() if "_wait_b" in k and isinstance(v, (int, float))
+                     and not isinstance(v, bool)]
+            why += "".join([f"; waited up to {max(waits):.0%} of the time for a CPU" if waits else "",
+                            f"; CPU utilisation down to {min(low):.2f}" if low else "",
                             f"; load average up to {max(load):.1f}" if load else "",
                             f"; up to {max(procs):g} runnable processes" if procs else ""])
         parts.append(f"{len(rs)} {f.replace('_', '-')} ({why})")
