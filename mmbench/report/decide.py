@@ -117,14 +117,14 @@ def decide(task: str, rows: list[dict]) -> Decision | None:
         dom[i] = False
         by = sorted(np.flatnonzero(dom), key=lambda j: -sign * score[j])[:MAX_DOMINATORS]
         if by:
-            d.dominated.append((p, [(pts[j], _dominates(pts[j], p, d.better)) for j in by]))
+            d.dominated.append((p, [(pts[j], _dominates(pts[j], p, d.better, costs)) for j in by]))
         else:
             d.front.append(p)
     d.front.sort(key=lambda p: tuple(p.costs.get(c, math.inf) for c in costs))
     return d
 
 
-def _dominates(q: Point, p: Point, better: str) -> list[str] | None:
+def _dominates(q: Point, p: Point, better: str, costs: list[str]) -> list[str] | None:
     """Why q dominates p (what q is better at), or None."""
     shared = [c for c in q.costs if c in p.costs]
     if not shared:
@@ -134,7 +134,8 @@ def _dominates(q: Point, p: Point, better: str) -> list[str] | None:
     if gain < -tol or any(q.costs[c] > p.costs[c] for c in shared):
         return None
     lower = [c for c in shared if q.costs[c] < p.costs[c]]
-    why = [] if not lower else ["cheaper in every cost"] if len(lower) == len(shared) else \
+    every = len(lower) == len(shared) and all(c in q.costs and c in p.costs for c in costs)
+    why = [] if not lower else ["cheaper in every cost"] if every else \
         [f"cheaper in {', '.join(cost_label(c) for c in lower)}"]
     if gain > tol:
         why.insert(0, "more accurate beyond the spread" if better == HIGHER else "better beyond the spread")
