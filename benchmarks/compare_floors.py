@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import shutil
 import subprocess
@@ -65,15 +66,20 @@ def _suite_file(work: Path, name: str, *, quick: bool, smoke: bool, extra: dict 
 
 
 def _runner(suite_path: Path, out: Path, *, quick: bool, db: Path | None = None):
-    """A function running the suite once (in this process, as `mmbench run` does) and returning the run dir."""
-    import mmbench.report
-    from mmbench.run import prepare, run_suite
-    from mmbench.suite import load_suite
+    """A function running the suite once as the workflow does — a fresh `mmbench run` process (run-to-run variation
+    lives between processes) — and returning its run directory. ``slow=True``: with the injected slowdown."""
+    def run(slow: bool = False) -> Path:
+        args = ["run", str(suite_path), "--out", str(out), "--json"] + (["--quick"] if quick else []) + \
+            (["--db", str(db)] if db else ["--db", str(out / "unused-history.sqlite")])
+        code = ("import sys; sys.path.insert(0, {root!r}); import benchmarks.compare_floors as f; "
+                "f.install_slowdown() if {slow} else None; from mmbench.cli import main; "
+                "sys.argv = ['mmbench', *{args!r}]; main()").format(root=str(ROOT), slow=slow, args=args)
+        r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+        if r.returncode != 0:
+            raise SystemExit(f"mmbench run failed ({r.returncode}): {r.stderr[-2000:]}")
+        return Path(json.loads(r.stdout)["run_dir"])
 
-    mmbench.report.write_report = lambda *a, **k: None  # runs only: reports are timed in part 1
-    text = suite_path.read_text()
-    prepared = prepare(load_suite(suite_path, quick=quick))
-    return lambda db_=db: run_suite(prepared, out, suite_text=text, quick=quick, db=db_).path
+    return run
 
 
 def _summary(cmp) -> str:
@@ -140,7 +146,7 @@ def nights(work: Path, n: int, smoke: bool) -> tuple[int, Path, Path]:
     clean = 0
     for night in range(n + 1):
         t0 = time.perf_counter()
-        run_dir = run()  # records itself in the history, as `mmbench run` does
+        run_dir = run()  # `mmbench run` records itself in the history
         try:
             cmp = compare(*load_sides("history:nightly", str(run_dir), db))
         except UserError as exc:
@@ -155,9 +161,9 @@ def nights(work: Path, n: int, smoke: bool) -> tuple[int, Path, Path]:
     return clean, db, suite
 
 
-@contextlib.contextmanager
-def _slow_lmf():
-    """LMF's forward at SLOW's dims and rank: busy-wait SLOWDOWN × the forward's own time after it."""
+def install_slowdown() -> None:
+    """LMF's forward at SLOW's dims and rank: busy-wait SLOWDOWN × the forward's own time after it (in the run's own
+    process: see _runner)."""
     from mmbench.methods.tensor import LowRankFusion
 
     orig = LowRankFusion.forward
@@ -173,10 +179,6 @@ def _slow_lmf():
         return y
 
     LowRankFusion.forward = forward
-    try:
-        yield
-    finally:
-        LowRankFusion.forward = orig
 
 
 def detection(work: Path, db: Path, suite: Path) -> bool:
@@ -184,9 +186,7 @@ def detection(work: Path, db: Path, suite: Path) -> bool:
 
     copy = work / "detection-history.sqlite"
     shutil.copy(db, copy)  # the slowed run must not become anyone's baseline
-    run = _runner(suite, work / "detect", quick=False, db=copy)
-    with _slow_lmf():
-        run_dir = run()
+    run_dir = _runner(suite, work / "detect", quick=False, db=copy)(slow=True)
     cmp = compare(*load_sides("history:nightly", str(run_dir), copy))
     reg = _regressions(cmp)
     print(f"  {_summary(cmp)}")
