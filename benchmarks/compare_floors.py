@@ -13,7 +13,7 @@
    `rounds: 5` (so that two single runs can be judged at all: with 3 rounds a side the smallest possible p is 0.05),
    compared. Floor: 0 regressions (timings flagged contended become noise).
 
-Every comparison prints its counts per state and how many of its `noise` entries were flagged or had a budget too
+Every run is a fresh `mmbench run` process, as in the workflow. Every comparison prints its counts per state and how many of its `noise` entries were flagged or had a budget too
 small to judge, so a floor that holds only because nothing was judged shows as such.
 Run on a quiet machine (nothing else running):  python benchmarks/compare_floors.py [--pairs 10] [--nights 10]
 (about 1-1.5 hours on 2 cores). --smoke: one of each on tiny budgets, to check the script works (minutes).
