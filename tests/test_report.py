@@ -163,6 +163,10 @@ def test_several_runs_merge_into_one_comparison(tmp_path):
     assert "tfn · cpu" in t.rows and "tfn · cuda" in t.rows and len(t.rows) == 8
     md = markdown.render(rep)
     assert "2 runs compared" in md and "H100" in md and "| tfn · cuda |" in md
+    # grouped by trial with compare's verdicts: timings of two environments are not comparable, counts are
+    assert "## Run cuda against run cpu" in md and "would refuse this pair (exit 2)" in md
+    assert "| tfn · 4x4x4 | params | 350 | 350 | +0 | 1× | unchanged |" in md
+    assert "| fusion_latency_ms_b1 |" in md and "not comparable | different environments (device 'cpu' vs 'cuda'" in md
     # same device, different commits: told apart by the git sha
     c = make_run(tmp_path, "c", env={"mmbench_git_sha": "fedcba9876543210"}, seed=2)
     assert [r.label for r in build([a, c]).runs] == ["0123456", "fedcba9"]

@@ -105,6 +105,9 @@ def _versus(rep: Report) -> str:
         counts = ", ".join(f"{cmp.count(s)} {s}" for s in versus.C.STATES if cmp.count(s))
         out.append(f'<p class="note">Trials matched by id; per metric the delta, the ratio and compare\'s verdict '
                    f"({escape(counts)}).</p>")
+        if cmp.refusal:
+            out.append(f'<p class="note"><b>`mmbench compare` would refuse this pair (exit 2):</b> '
+                       f"{escape(cmp.refusal)}</p>")
         head = "".join(f'<th class="key">{escape(h.format(base=v.base, other=v.other))}</th>' for h in versus.HEADER)
         for task, groups in v.by_task().items():
             body = []

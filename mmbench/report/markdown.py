@@ -51,6 +51,8 @@ def _versus(rep: Report) -> list[str]:
         if v.comparison is None:
             out += [f"Not compared: {v.error}", ""]
             continue
+        if v.comparison.refusal:
+            out += [f"**`mmbench compare` would refuse this pair (exit 2):** {v.comparison.refusal}", ""]
         for task, groups in v.by_task().items():
             out += [f"### Task: {task}", "", "| trial | " + " | ".join(h.format(base=v.base, other=v.other)
                                                                    for h in versus.HEADER) + " |",
