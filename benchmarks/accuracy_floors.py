@@ -47,11 +47,11 @@ def main() -> int:
         for r in rows:
             if r["method"] in ("early", "tfn", "lmf") and r["label"] in ("early", "tfn", "lmf(rank=4)"):
                 check(f"digits {r['label']} acc ≥ 0.95", r["acc_mean"] >= 0.95,
-                      f"{r['acc_mean']:.4f} ± {r['acc_std']:.4f} over {r['n_seeds']} seeds")
+                      f"{r['acc_mean']:.4f} ± {r['acc_std'] or 0:.4f} over {r['n_seeds']} seeds")
         rows = run("suites/interactions.yaml", out)
         for r in rows:
             acc, bayes, chance = r["acc_mean"], r["bayes_accuracy"], r["chance_accuracy"]
-            fig = f"acc {acc:.4f} ± {r['acc_std']:.4f}, Bayes {bayes:.4f}, chance {chance:.4f}"
+            fig = f"acc {acc:.4f} ± {r['acc_std'] or 0:.4f}, Bayes {bayes:.4f}, chance {chance:.4f}"
             if r["task"] == "synergy" and r["method"] in ("tfn", "lmf"):
                 check(f"synergy {r['label']} within 0.05 of Bayes", bayes - acc <= 0.05, fig)
             if r["task"] == "synergy" and r["method"] == "late":

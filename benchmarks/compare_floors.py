@@ -1,18 +1,29 @@
 """Floors of `mmbench compare` and of report generation, measured and printed (never asserted in tests).
 
-1. False alarms: two back-to-back runs of the same code and suite, compared; REPS repetitions. Floor: no regression
-   reported in at least 9 of 10.
-2. Detection: a 25% slowdown of one trial's fusion layer (LMF at dims 32, injected here by wrapping the method's
-   forward, not in the product), compared with a clean run just before it. Floor: that trial, and no other, regressed.
-3. Report generation for a synthetic run of 500 trials (report.md with PNG figures, and report.html), in a fresh
-   interpreter as `mmbench run` would pay for it. Floor: ≤ 10 s.
+1. Report generation for a synthetic run of 500 trials (report.md with PNG figures, and report.html), in a fresh
+   interpreter as `mmbench run` would pay for it. Floor: <= 10 s.
+2. Quick pairs: two back-to-back `--quick` runs of suites/tfn_vs_lmf.yaml, compared; PAIRS times. Floor: 0
+   regressions in 10 of 10 pairs.
+3. Nights: back-to-back runs of suites/nightly.yaml, each recorded in a history database and compared with
+   `history:nightly` (the last 5 runs before it, on this environment) exactly as .github/workflows/nightly.yml does;
+   NIGHTS compared nights (one more run starts the history). Floor: 0 regressions in 10 of 10 nights.
+4. Detection at the nightly budget: with that history, a run in which one trial's fusion layer (LMF rank 8 at dims
+   32, wrapped here, not in the product) is 25% slower. Floor: that trial is found, and no other.
+5. Under a CPU hog (a busy process per core beside the runs): two back-to-back runs of the nightly suite with
+   `rounds: 5` (so that two single runs can be judged at all: with 3 rounds a side the smallest possible p is 0.05),
+   compared. Floor: 0 regressions (timings flagged contended become noise).
 
-The suite is small and fast (latency only: no training, no FLOP count, no memory) so the whole script takes a few
-minutes:  python benchmarks/compare_floors.py [--reps 10]
+Every run is a fresh `mmbench run` process, as in the workflow. Every comparison prints its counts per state and how many of its `noise` entries were flagged or had a budget too
+small to judge, so a floor that holds only because nothing was judged shows as such.
+Run on a quiet machine (nothing else running):  python benchmarks/compare_floors.py [--pairs 10] [--nights 10]
+(about 1-1.5 hours on 2 cores). --smoke: one of each on tiny budgets, to check the script works (minutes).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
+import os
 import shutil
 import subprocess
 import sys
@@ -20,141 +31,235 @@ import tempfile
 import time
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-SUITE = """\
-name: compare-floors
-task:
-  dataset: synthetic
-  params: {interaction: synergy, modalities: 3, dim: 8, n_train: 64, n_val: 32, n_test: 32}
-measure:
-  device: cpu
-  threads: 1
-  accuracy: false
-  flops: false
-  memory: false
-  latency: {batch_sizes: [1, 32], warmup: 5, min_samples: 20, max_samples: 1000, min_time_s: 0.3, max_time_s: 0.6,
-            target_rel_iqr: 0.05, min_block_ms: 1.0, train_step: false}  # nightly.yaml's latency settings
-sweep:
-  dims: [8, 32]
-methods:
-  - method: tfn
-  - method: lmf
-    params: {rank: 4}
-  - method: early
-  - method: late
-"""
-SLOW_DIMS = (32, 32, 32)
+SLOW = {"dims": (32, 32, 32), "rank": 8}  # the trial slowed in part 4 (nightly.yaml has LMF ranks 2 and 8)
 SLOWDOWN = 0.25
+# --smoke: the same suites, cut to a minimum (the floors mean nothing then; the script's workings are checked)
+SMOKE = {"train": {"epochs": 1, "seeds": [0]}, "sweep": {"dims": [8, 16]},
+         "measure": {"latency": {"batch_sizes": [1, 8], "max_time_s": 0.05, "min_time_s": 0.0, "min_samples": 5,
+                                 "warmup": 1}}}
 
 
-def _runner(workdir: Path):
-    import mmbench.report
-    from mmbench.run import prepare, run_suite
-    from mmbench.suite import load_suite
-
-    mmbench.report.write_report = lambda *a, **k: None  # runs only: reports are timed in part 3
-    path = workdir / "suite.yaml"
-    path.write_text(SUITE)
-    prepared = prepare(load_suite(path))
-    return lambda: run_suite(prepared, workdir / "results", suite_text=SUITE).path
+def _deep(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _deep(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
 
 
-def _regressed(a: Path, b: Path) -> dict[str, set[str]]:
-    from mmbench.compare import compare, side_from_run
+def _suite_file(work: Path, name: str, *, quick: bool, smoke: bool, extra: dict | None = None) -> Path:
+    raw = yaml.safe_load((ROOT / "suites" / f"{name}.yaml").read_text())
+    if smoke:
+        raw.pop("quick", None)
+        raw = _deep(raw, SMOKE)
+        raw["sweep"] = {**raw["sweep"], **({"rank": [4]} if "rank" in raw["sweep"] else {})}
+        if name == "nightly":  # keep the slowed trial's dims in the smoke sweep
+            raw["sweep"]["dims"] = [8, SLOW["dims"][0]]
+    raw = _deep(raw, extra or {})
+    path = work / f"{name}{'-quick' if quick else ''}{'-smoke' if smoke else ''}.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
 
-    cmp = compare(side_from_run(a), side_from_run(b))
+
+def _runner(suite_path: Path, out: Path, *, quick: bool, db: Path | None = None):
+    """A function running the suite once as the workflow does — a fresh `mmbench run` process (run-to-run variation
+    lives between processes) — and returning its run directory. ``slow=True``: with the injected slowdown."""
+    def run(slow: bool = False) -> Path:
+        args = ["run", str(suite_path), "--out", str(out), "--json"] + (["--quick"] if quick else []) + \
+            (["--db", str(db)] if db else ["--db", str(out / "unused-history.sqlite")])
+        code = ("import sys; sys.path.insert(0, {root!r}); import benchmarks.compare_floors as f; "
+                "f.install_slowdown() if {slow} else None; from mmbench.cli import main; "
+                "sys.argv = ['mmbench', *{args!r}]; main()").format(root=str(ROOT), slow=slow, args=args)
+        r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+        if r.returncode != 0:
+            raise SystemExit(f"mmbench run failed ({r.returncode}): {r.stderr[-2000:]}")
+        return Path(json.loads(r.stdout)["run_dir"])
+
+    return run
+
+
+def _summary(cmp) -> str:
+    from mmbench import compare as C
+
+    counts = ", ".join(f"{cmp.count(s)} {s}" for s in C.STATES if cmp.count(s))
+    noise = [e for e in cmp.entries if e.state == C.NOISE]
+    flagged = sum(e.detail.startswith("flagged") for e in noise)
+    small = sum(C.TOO_SMALL in e.detail for e in noise)
+    refusal = f" · REFUSED (exit 2): {cmp.refusal}" if cmp.refusal else ""
+    return f"{counts} (noise: {flagged} flagged, {small} budget too small){refusal}"
+
+
+def _regressions(cmp) -> dict[str, set[str]]:
     out: dict[str, set[str]] = {}
     for e in cmp.regressions:
         out.setdefault(f"{e.label} {e.dims} ({e.trial_id})", set()).add(e.metric)
     return out
 
 
-class _SlowLMF:
-    """Wrap LMF's forward: at SLOW_DIMS, busy-wait SLOWDOWN × the forward's own time after it."""
-
-    def __enter__(self):
-        from mmbench.methods.tensor import LowRankFusion
-
-        self.cls, self.orig = LowRankFusion, LowRankFusion.forward
-        orig = self.orig
-
-        def forward(module, xs):
-            if tuple(module.dims) != SLOW_DIMS:
-                return orig(module, xs)
-            t0 = time.perf_counter()
-            y = orig(module, xs)
-            end = time.perf_counter() + SLOWDOWN * (time.perf_counter() - t0)
-            while time.perf_counter() < end:
-                pass
-            return y
-
-        LowRankFusion.forward = forward
-        return self
-
-    def __exit__(self, *exc):
-        self.cls.forward = self.orig
+def _print_regressions(reg: dict[str, set[str]]) -> None:
+    for k, v in reg.items():
+        print(f"      regressed: {k}: {', '.join(sorted(v))}", flush=True)
 
 
-def false_alarms(run, reps: int) -> int:
-    clean = 0
-    for i in range(reps):
-        a, b = run(), run()
-        reg = _regressed(a, b)
-        clean += not reg
-        print(f"  repetition {i + 1:2d}: {len(reg)} trial(s) regressed" +
-              ("".join(f"\n      {k}: {', '.join(sorted(v))}" for k, v in reg.items())), flush=True)
-    return clean
-
-
-def detection(run) -> tuple[bool, dict[str, set[str]]]:
-    a = run()
-    with _SlowLMF():
-        b = run()
-    reg = _regressed(a, b)
-    target = [k for k in reg if k.startswith("lmf") and "x".join(map(str, SLOW_DIMS)) in k]
-    return len(reg) == 1 and len(target) == 1, reg
-
-
-def report_time(workdir: Path) -> float:
+def report_time(work: Path) -> float:
     from tests.fakerun import make_run
 
     methods = [f"method{i}" for i in range(10)]
     specs = [{"trial_id": f"{m}-{d}-{r}", "method": m, "label": f"{m}(rank={r})", "dims": f"{d}x{d}x{d}", "rank": r,
               "d": d} for m in methods for d in (4, 8, 12, 16, 24, 32, 48, 64, 96, 128) for r in (1, 2, 4, 8, 16)]
     assert len(specs) == 500
-    run = make_run(workdir, "r500", suite="report500", specs=specs, robustness=True)
+    run = make_run(work, "r500", suite="report500", specs=specs, robustness=True)
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-c", f"from mmbench.report import write_report; write_report({str(run)!r})"],
                    cwd=ROOT, check=True)
     return time.perf_counter() - t0
 
 
+def quick_pairs(work: Path, pairs: int, smoke: bool) -> int:
+    from mmbench.compare import compare, side_from_run
+
+    run = _runner(_suite_file(work, "tfn_vs_lmf", quick=not smoke, smoke=smoke), work / "quick", quick=not smoke)
+    clean = 0
+    for i in range(pairs):
+        t0 = time.perf_counter()
+        cmp = compare(side_from_run(run()), side_from_run(run()))
+        reg = _regressions(cmp)
+        clean += not reg
+        print(f"  pair {i + 1:2d}: {len(reg)} trial(s) regressed · {_summary(cmp)} · {time.perf_counter() - t0:.0f} s",
+              flush=True)
+        _print_regressions(reg)
+    return clean
+
+
+def nights(work: Path, n: int, smoke: bool) -> tuple[int, Path, Path]:
+    """n compared nights (n + 1 runs). Returns (clean nights, the history database, the suite file)."""
+    from mmbench.compare import compare, load_sides
+    from mmbench.errors import UserError
+
+    db = work / "nightly-history.sqlite"
+    suite = _suite_file(work, "nightly", quick=False, smoke=smoke)
+    run = _runner(suite, work / "nights", quick=False, db=db)
+    clean = 0
+    for night in range(n + 1):
+        t0 = time.perf_counter()
+        run_dir = run()  # `mmbench run` records itself in the history
+        try:
+            cmp = compare(*load_sides("history:nightly", str(run_dir), db))
+        except UserError as exc:
+            print(f"  night {night:2d}: {exc.render() if hasattr(exc, 'render') else exc} (the workflow passes: "
+                  f"{'no baseline' in str(exc)})", flush=True)
+            continue
+        reg = _regressions(cmp)
+        clean += not reg and not cmp.refusal
+        print(f"  night {night:2d}: {len(reg)} trial(s) regressed · {_summary(cmp)} · "
+              f"{time.perf_counter() - t0:.0f} s", flush=True)
+        _print_regressions(reg)
+    return clean, db, suite
+
+
+def install_slowdown() -> None:
+    """LMF's forward at SLOW's dims and rank: busy-wait SLOWDOWN × the forward's own time after it (in the run's own
+    process: see _runner)."""
+    from mmbench.methods.tensor import LowRankFusion
+
+    orig = LowRankFusion.forward
+
+    def forward(module, xs):
+        if tuple(module.dims) != SLOW["dims"] or module.rank != SLOW["rank"]:
+            return orig(module, xs)
+        t0 = time.perf_counter()
+        y = orig(module, xs)
+        end = time.perf_counter() + SLOWDOWN * (time.perf_counter() - t0)
+        while time.perf_counter() < end:
+            pass
+        return y
+
+    LowRankFusion.forward = forward
+
+
+def detection(work: Path, db: Path, suite: Path) -> bool:
+    from mmbench.compare import compare, load_sides
+
+    copy = work / "detection-history.sqlite"
+    shutil.copy(db, copy)  # the slowed run must not become anyone's baseline
+    run_dir = _runner(suite, work / "detect", quick=False, db=copy)(slow=True)
+    cmp = compare(*load_sides("history:nightly", str(run_dir), copy))
+    reg = _regressions(cmp)
+    print(f"  {_summary(cmp)}")
+    _print_regressions(reg)
+    want = f"lmf(rank={SLOW['rank']}) {'x'.join(map(str, SLOW['dims']))}"
+    return len(reg) == 1 and next(iter(reg)).startswith(want)
+
+
+@contextlib.contextmanager
+def cpu_hog(n: int):
+    """n busy Python processes beside the runs (killed by their own pids afterwards)."""
+    procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+    try:
+        time.sleep(0.5)
+        yield
+    finally:
+        for p in procs:
+            p.kill()
+        for p in procs:
+            p.wait()
+
+
+def under_hog(work: Path, smoke: bool) -> int:
+    from mmbench.compare import compare, side_from_run
+
+    suite = _suite_file(work, "nightly", quick=False, smoke=smoke, extra={"measure": {"latency": {"rounds": 5}}})
+    run = _runner(suite, work / "hog", quick=False)
+    with cpu_hog(os.cpu_count() or 2):
+        a, b = run(), run()
+    cmp = compare(side_from_run(a), side_from_run(b))
+    reg = _regressions(cmp)
+    print(f"  {len(reg)} trial(s) regressed · {_summary(cmp)}")
+    _print_regressions(reg)
+    return len(reg)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--reps", type=int, default=10)
+    ap.add_argument("--pairs", type=int, default=10)
+    ap.add_argument("--nights", type=int, default=10)
+    ap.add_argument("--smoke", action="store_true", help="tiny budgets: check that the script works, not the floors")
+    ap.add_argument("--skip", nargs="*", default=[], choices=["report", "quick", "nights", "hog"])
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="mmbench-floors-"))
+    t_start = time.perf_counter()
     try:
-        print(f"report generation, synthetic run of 500 trials (md + PNG figures + html):", flush=True)
-        secs = report_time(work)
-        print(f"  {secs:.2f} s  (floor ≤ 10 s: {'PASS' if secs <= 10 else 'FAIL'})\n", flush=True)
-
-        run = _runner(work)
-        print(f"false alarms: {args.reps} comparisons of two back-to-back runs (8 trials, latency only):", flush=True)
-        clean = false_alarms(run, args.reps)
-        need = -(-9 * args.reps // 10)
-        print(f"  {clean}/{args.reps} comparisons reported no regression "
-              f"(floor ≥ {need}: {'PASS' if clean >= need else 'FAIL'})\n", flush=True)
-
-        print(f"detection: LMF at dims {SLOW_DIMS} slowed by {SLOWDOWN:.0%} (fusion layer):", flush=True)
-        ok, reg = detection(run)
-        for k, v in reg.items():
-            print(f"  regressed: {k}: {', '.join(sorted(v))}")
-        if not reg:
-            print("  nothing regressed")
-        print(f"  that trial and no other: {'PASS' if ok else 'FAIL'}")
+        if "report" not in args.skip:
+            print("1. report generation, synthetic run of 500 trials (md + PNG figures + html):", flush=True)
+            secs = report_time(work)
+            print(f"  {secs:.2f} s  (floor <= 10 s: {'PASS' if secs <= 10 else 'FAIL'})\n", flush=True)
+        if "quick" not in args.skip:
+            print(f"2. {args.pairs} pairs of back-to-back `--quick` runs of suites/tfn_vs_lmf.yaml, compared:",
+                  flush=True)
+            clean = quick_pairs(work, args.pairs, args.smoke)
+            print(f"  {clean}/{args.pairs} pairs with 0 regressions (floor: all: "
+                  f"{'PASS' if clean == args.pairs else 'FAIL'})\n", flush=True)
+        if "nights" not in args.skip:
+            print(f"3. {args.nights} nights of suites/nightly.yaml, each against history:nightly (as the workflow):",
+                  flush=True)
+            clean, db, suite = nights(work, args.nights, args.smoke)
+            print(f"  {clean}/{args.nights} nights with 0 regressions (floor: all: "
+                  f"{'PASS' if clean == args.nights else 'FAIL'})\n", flush=True)
+            print(f"4. detection at the nightly budget: LMF rank {SLOW['rank']} at dims {SLOW['dims']} "
+                  f"{SLOWDOWN:.0%} slower, against that history:", flush=True)
+            ok = detection(work, db, suite)
+            print(f"  that trial and no other: {'PASS' if ok else 'FAIL'}\n", flush=True)
+        if "hog" not in args.skip:
+            print(f"5. two back-to-back nightly runs (rounds: 5) beside a CPU hog of {os.cpu_count()} busy "
+                  f"processes, compared:", flush=True)
+            n = under_hog(work, args.smoke)
+            print(f"  floor 0 regressions: {'PASS' if n == 0 else 'FAIL'}\n", flush=True)
+        print(f"total {time.perf_counter() - t_start:.0f} s" + ("  (--smoke: the floors mean nothing)" if args.smoke
+                                                               else ""))
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -60,13 +60,13 @@ def run(suite: Path = typer.Argument(..., help="Suite YAML file."),
     from mmbench.execute import make_executor
     from mmbench.history import check_writable
     from mmbench.plan import resolve_device
-    from mmbench.run import RunInterrupted, prepare, run_suite
-    from mmbench.store import RunDir, check_out
+    from mmbench.run import RunInterrupted, prepare, reopen_for_resume, run_suite
+    from mmbench.store import check_out
     from mmbench.methods.registry import search_modules_in
 
     search_modules_in(suite.resolve().parent)  # before the workers start: they find the suite's modules there too
     if resume is not None:
-        RunDir.reopen(resume, s.name, drop_damaged)  # a wrong folder or a damaged line fails now, untouched
+        reopen_for_resume(resume, s.name, quick, drop_damaged)  # a wrong folder, budget or damaged line fails now
         out = resume.resolve().parent.parent  # the run's own results folder (its history database lives there)
     check_out(resume if resume is not None else out)  # a file, read-only or full: now, before anything runs
     db = db or out / "history.sqlite"
@@ -287,20 +287,24 @@ def compare(baseline: str = typer.Argument(..., help="Run directory, or history:
                                            "runs on the same environment; N=5)."),
             current: str = typer.Argument(..., help="Run directory (or history:SUITE[:N])."),
             threshold: str = typer.Option("10%", "--threshold", help="Smallest change of latency/memory that counts."),
+            allowance: str = typer.Option("10%", "--allowance", help="Two single runs: a timing must also move beyond "
+                                          "threshold + this (the run-to-run spread they cannot show)."),
             alpha: float = typer.Option(0.01, "--alpha", min=1e-9, max=0.5, help="Significance level of the test."),
             as_json: bool = typer.Option(False, "--json", help="Print the comparison as JSON."),
             markdown: Optional[Path] = typer.Option(None, "--markdown", help="Also write a markdown summary here "
                                                     "(ready for a CI job summary)."),
             db: Optional[Path] = typer.Option(None, "--db", help="History database (for history:) [default: as "
                                               "`history` finds it].")):
-    """Compare two runs trial by trial; exit 1 when anything regressed, 0 otherwise, 2 for bad input."""
+    """Compare two runs trial by trial; exit 1 when anything regressed, 0 otherwise, 2 for bad input or when
+    (nearly) nothing was comparable."""
     from mmbench import compare as C
     from mmbench.store import atomic_write
 
     thr = C.parse_threshold(threshold)
+    allow = C.parse_threshold(allowance, "--allowance")
     if db is None:
         db = _find_db() if any(side.startswith("history:") for side in (baseline, current)) else DEFAULT_DB
-    result = C.compare(*C.load_sides(baseline, current, db), threshold=thr, alpha=alpha)
+    result = C.compare(*C.load_sides(baseline, current, db), threshold=thr, alpha=alpha, allowance=allow)
     if markdown is not None:
         if not markdown.parent.exists():
             raise UserError("output folder does not exist", file=str(markdown.parent))
@@ -309,6 +313,8 @@ def compare(baseline: str = typer.Argument(..., help="Run directory, or history:
         typer.echo(json.dumps(result.to_dict()))
     else:
         _compare_table(result)
+    if result.refusal:  # an empty comparison must not pass
+        raise UserError(result.refusal)
     raise typer.Exit(result.exit_code)
 
 
@@ -317,13 +323,13 @@ def _compare_table(result) -> None:
 
     shown = [e for e in result.entries if e.state != C.UNCHANGED]
     table = Table(title=f"{result.suite}: {result.baseline} → {result.current}", header_style="bold")
-    for col in ("state", "trial", "method", "dims", "metric", "baseline", "current", "change", "p", "detail"):
-        table.add_column(col, justify="right" if col in ("baseline", "current", "change", "p") else "left")
+    for col in ("state", "trial", "method", "dims", "metric", "baseline", "current", "change", "ratio", "p", "detail"):
+        table.add_column(col, justify="right" if col in ("baseline", "current", "change", "ratio", "p") else "left")
     colour = {C.REGRESSED: "red", C.FAILED: "red", C.IMPROVED: "green", C.NOISE: "yellow"}
     for e in shown:
         table.add_row(f"[{colour.get(e.state, 'default')}]{e.state}[/]", e.trial_id, escape(e.label), e.dims,
                       e.metric, C._val(e.metric, e.baseline), C._val(e.metric, e.current), C._change(e),
-                      "—" if e.p_value is None else f"{e.p_value:.2g}", escape(e.detail))
+                      C._ratio(e), "—" if e.p_value is None else f"{e.p_value:.2g}", escape(e.detail))
     out = _out()
     for note in result.notes:
         out.print(f"[yellow]note[/]: {escape(note)}")
@@ -332,7 +338,8 @@ def _compare_table(result) -> None:
     counts = ", ".join(f"{result.count(s)} {s}" for s in C.STATES if result.count(s))
     n = len(result.regressions)
     out.print(f"[{'red' if n else 'green'}]{n} regression(s)[/] · {counts or 'nothing compared'} "
-              f"(threshold {result.threshold * 100:g}%, p < {result.alpha:g})")
+              f"(threshold {result.threshold * 100:g}%, p < {result.alpha:g}, two-run allowance "
+              f"{result.allowance * 100:g}%)")
 
 
 def _out() -> Console:
@@ -348,7 +355,8 @@ def _summary(rows: list[dict]) -> None:
                 *[f"fusion ms b{c.rsplit('b', 1)[1]}" for c in lat_cols]):
         table.add_column(col, justify="left" if col in ("task", "method", "dims", "status") else "right")
     for r in rows:
-        acc = f"{r['acc_mean']:.3f}±{r['acc_std']:.3f}" if "acc_mean" in r else "—"
+        sd = r.get("acc_std")
+        acc = (f"{r['acc_mean']:.3f}±{'—' if sd is None else f'{sd:.3f}'}") if "acc_mean" in r else "—"
         status = "ok (did not learn)" if r["status"] == "ok" and r.get("did_not_learn") else r["status"]
         table.add_row(r["task"], r["label"], r["dims"], status, acc, _n(r.get("params")),
                       _n(r.get("fusion_params")), _n(r.get("fusion_flops")),

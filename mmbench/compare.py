@@ -1,35 +1,54 @@
 """Compare two runs trial by trial (matched by id) and say, per metric, whether anything got worse.
 
-Verdicts (like asv: a factor *and* significance before crying regression):
-- latency and memory: regressed / improved when the median moved by more than the threshold AND a one-sided
-  Mann-Whitney U test on the raw samples says the shift is significant (p < alpha); moved beyond the threshold without
-  significance: noise; within the threshold: unchanged.
-- parameters and FLOPs (deterministic): any change is reported (an increase regressed, a decrease improved).
-- accuracy and every other test metric averaged over seeds (X_mean beside X_std: F1, errors, correlation,
-  robustness): a move for the worse larger than the seed spread (the larger of the two sides' std over seeds)
-  regressed; a change within it is noise.
-- a trial that was ok and now fails: failed (counts as a regression); on one side only, failing on both, or a metric
-  measured on one side only: not comparable.
+Significance is judged where the variation lives. Samples of one process share that process's state (memory layout,
+clock, what the neighbours did), so two runs of the same code differ by more than their samples say: raw samples are
+never pooled as if independent (like asv, a verdict needs a factor *and* significance).
 
-Either side is a run directory or ``history:SUITE[:N]``: per trial and metric the median of the last N (default 5)
-complete runs of that suite on the other side's environment fingerprint, with their raw samples pooled.
+- timing (latency, training step): within the threshold: unchanged. Flagged noisy, contended, throttled or beside
+  GPU co-tenants on either side: noise. Otherwise
+  · against a history baseline, runs are the unit: the other side's value is a new draw from the history's per-run
+    medians; regressed/improved when a one-sided t prediction test on their logs gives p < alpha AND the value lies
+    outside the range of the history's runs (flagged runs are left out of the history);
+  · between two single runs, rounds are the unit (raw `*_rounds_ms_b*`: the median of each interleaved timing
+    round): a one-sided exact Mann-Whitney U on the round medians, p < alpha, AND a move beyond threshold +
+    allowance (the run-to-run spread that two single runs cannot show);
+  · a budget that cannot reach p < alpha (too few rounds or runs; --quick runs, for one) is noise, "budget too
+    small to judge", never a guess.
+- memory: an exact measure (CUDA allocator, CPU live-tensor tracker) by the threshold alone; any other: noise.
+- parameters and FLOPs (deterministic): any change (an increase regressed, a decrease improved).
+- accuracy and every other test metric averaged over seeds (X_mean beside X_std): a move for the worse larger than
+  the seed spread (the larger of the two sides' std over seeds) regressed; a change within it is noise.
+- a trial that was ok and now fails: failed (a regression); on one side only, failing on both, a metric measured on
+  one side only, timings taken with different threads or on different environments: not comparable.
+A comparison in which under MIN_COMPARABLE of the entries were comparable is refused (exit 2) with the reason: an
+empty comparison must not pass.
+
+Either side is a run directory or ``history:SUITE[:N]``: per trial, its last N (default 5) complete runs of that suite
+on the other side's environment fingerprint.
 """
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mmbench import evidence
 from mmbench.errors import UserError
 
 TIMING = re.compile(r"(?:(?:fusion_)?(?:graph_)?latency_ms|train_step_ms|(?:train_)?peak_(?:mem|alloc|reserved)_mib)"
                     r"_b\d+")
-COUNTS = ("params", "fusion_params", "flops", "fusion_flops", "encoder_flops", "train_flops", "fusion_train_flops")
+COUNTS = ("params", "fusion_params", "flops", "fusion_flops", "encoder_flops", "head_flops", "train_flops",
+          "fusion_train_flops")
 REGRESSED, IMPROVED, NOISE, UNCHANGED, FAILED, NOT_COMPARABLE = (
     "regressed", "improved", "noise", "unchanged", "failed", "not comparable")
 STATES = (REGRESSED, FAILED, IMPROVED, NOISE, NOT_COMPARABLE, UNCHANGED)
-MIN_SAMPLES = 3  # fewer raw samples a side and no test can be significant
+MIN_RUNS = 3            # a history needs this many runs of a trial before its run-to-run spread means anything
+MIN_COMPARABLE = 0.5    # a comparison with a smaller share of comparable entries is refused
+RUN_ALLOWANCE = 0.10    # two single runs: a move must exceed threshold + this (run-to-run spread on a quiet host)
+EXACT_MEMORY = ("cuda_allocated", "cpu_live_tensors")
+TOO_SMALL = "budget too small to judge"
 
 
 @dataclass
@@ -39,34 +58,52 @@ class Side:
     fingerprint: str
     run_key: str | None                          # suite/run-dir name (to leave the current run out of a baseline)
     rows: dict[str, dict[str, Any]]              # trial id → row
-    samples: dict[str, dict[str, list[float]]]   # trial id → metric → raw samples
+    rounds: dict[str, dict[str, list[float]]] = field(default_factory=dict)  # trial → metric → per-round medians
+    runs: dict[str, dict[str, list[float]]] | None = None  # history: trial → metric → per-run values (else None)
+    env: dict[str, Any] = field(default_factory=dict)
+    quick: bool | None = None                    # resolved.json's `quick` (None: unknown, or a history)
     note: str = ""
 
 
-def parse_threshold(text: str | float) -> float:
+def parse_threshold(text: str | float, what: str = "--threshold") -> float:
     """'10%' or '0.1' → 0.1."""
     s = str(text).strip()
     try:
         v = float(s[:-1]) / 100 if s.endswith("%") else float(s)
     except ValueError:
-        raise UserError(f"--threshold: '{text}' is not a fraction or a percentage (e.g. 10% or 0.1)") from None
-    if not 0 < v < 10:
-        raise UserError(f"--threshold: {text} is out of range (give a positive percentage, e.g. 10%)")
+        raise UserError(f"{what}: '{text}' is not a fraction or a percentage (e.g. 10% or 0.1)") from None
+    if not (0 < v < 10 or (what != "--threshold" and v == 0)):
+        raise UserError(f"{what}: {text} is out of range (give a positive percentage, e.g. 10%)")
     return v
 
 
 def side_from_run(path: str | Path) -> Side:
+    import json
+
     from mmbench import history
     from mmbench.report.load import load_run
 
     run = load_run(path, strict=True)
-    samples: dict[str, dict[str, list[float]]] = {}
+    rounds: dict[str, dict[str, list[float]]] = {}
     for r in run.rows:
         raw = run.samples.get(r["trial_id"], {})
-        samples[r["trial_id"]] = {m: s for m in r if (s := history.raw_samples(m, raw))}
+        rounds[r["trial_id"]] = {m: v for m in r if (k := evidence.rounds_key(m)) and (v := _floats(raw.get(k)))}
+    quick = None
+    try:
+        resolved = json.loads((run.path / "resolved.json").read_text())
+        quick = resolved.get("quick") if isinstance(resolved.get("quick"), bool) else None
+    except (OSError, ValueError, AttributeError):
+        pass
     note = "" if run.meta.get("state") == "complete" else f"run is {run.meta.get('state')}"
     return Side(str(path), run.suite, history.fingerprint(run.env), f"{run.suite}/{run.path.name}",
-                {r["trial_id"]: r for r in run.rows}, samples, note)
+                {r["trial_id"]: r for r in run.rows}, rounds=rounds, env=run.env, quick=quick, note=note)
+
+
+def _floats(v: Any) -> list[float] | None:
+    if not isinstance(v, list):
+        return None
+    out = [float(x) for x in v if isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)]
+    return out or None
 
 
 def side_from_history(spec: str, db: str | Path, other: Side) -> Side:
@@ -80,9 +117,10 @@ def side_from_history(spec: str, db: str | Path, other: Side) -> Side:
         if not parts[2].isdigit() or int(parts[2]) < 1:
             raise UserError(f"'{spec}': N must be a positive integer")
         last = int(parts[2])
-    b = history.baseline(db, parts[1], other.fingerprint, last=last, exclude_run_key=other.run_key)
-    return Side(spec, b.suite, b.fingerprint, None, b.rows, b.samples,
-                f"median of {len(b.run_keys)} run(s): {', '.join(b.run_keys)}")
+    b = history.baseline(db, parts[1], other.fingerprint, last=last, exclude_run_key=other.run_key,
+                         trials=list(other.rows))
+    return Side(spec, b.suite, b.fingerprint, None, b.rows, runs=b.per_run, env=other.env,
+                note=f"per trial, the last {last} of {len(b.run_keys)} run(s): {', '.join(b.run_keys)}")
 
 
 def load_sides(baseline: str, current: str, db: str | Path) -> tuple[Side, Side]:
@@ -110,6 +148,12 @@ class Entry:
     p_value: float | None = None
     detail: str = ""
 
+    @property
+    def ratio(self) -> float | None:
+        if self.baseline is None or self.current is None or not self.baseline:
+            return None
+        return self.current / self.baseline
+
 
 @dataclass
 class Comparison:
@@ -118,8 +162,10 @@ class Comparison:
     suite: str
     threshold: float
     alpha: float
+    allowance: float = RUN_ALLOWANCE
     entries: list[Entry] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    refusal: str | None = None      # why the comparison cannot be trusted at all (exit 2)
 
     def count(self, state: str) -> int:
         return sum(1 for e in self.entries if e.state == state)
@@ -130,25 +176,30 @@ class Comparison:
 
     @property
     def exit_code(self) -> int:
-        return 1 if self.regressions else 0
+        return 2 if self.refusal else 1 if self.regressions else 0
 
     def to_dict(self) -> dict[str, Any]:
         return {"baseline": self.baseline, "current": self.current, "suite": self.suite,
-                "threshold": self.threshold, "alpha": self.alpha, "notes": self.notes,
-                "counts": {s: self.count(s) for s in STATES}, "regressions": len(self.regressions),
-                "entries": [asdict(e) for e in self.entries]}
+                "threshold": self.threshold, "alpha": self.alpha, "allowance": self.allowance, "notes": self.notes,
+                "refusal": self.refusal, "counts": {s: self.count(s) for s in STATES},
+                "regressions": len(self.regressions), "entries": [{**asdict(e), "ratio": e.ratio}
+                                                                  for e in self.entries]}
 
 
-def compare(base: Side, cur: Side, *, threshold: float = 0.10, alpha: float = 0.01) -> Comparison:
-    if base.suite != cur.suite:
+def compare(base: Side, cur: Side, *, threshold: float = 0.10, alpha: float = 0.01,
+            allowance: float = RUN_ALLOWANCE, same_suite: bool = True) -> Comparison:
+    """Every trial and metric of two sides. ``same_suite=False`` (a report of runs of several suites) matches trial
+    ids across suites."""
+    if same_suite and base.suite != cur.suite:
         raise UserError(f"cannot compare runs of different suites: '{base.suite}' ({base.name}) and "
                         f"'{cur.suite}' ({cur.name})")
-    out = Comparison(base.name, cur.name, cur.suite, threshold, alpha)
+    out = Comparison(base.name, cur.name, cur.suite, threshold, alpha, allowance)
     for side, what in ((base, "baseline"), (cur, "current")):
         if side.note:
             out.notes.append(f"{what}: {side.note}")
-    if base.fingerprint != cur.fingerprint:
-        out.notes.append("the two sides ran on different environments: timings may differ for that reason alone")
+    env_diff = _env_diff(base, cur)
+    if env_diff:
+        out.notes.append(f"the two sides ran on different environments ({env_diff}): timings are not comparable")
     for tid in list(dict.fromkeys([*base.rows, *cur.rows])):
         b, c = base.rows.get(tid), cur.rows.get(tid)
         r = c or b
@@ -169,6 +220,7 @@ def compare(base: Side, cur: Side, *, threshold: float = 0.10, alpha: float = 0.
             out.entries.append(Entry(**ident, metric="—", state=NOT_COMPARABLE,
                                      detail=f"failed in the baseline ({b.get('status')}), ok now"))
             continue
+        threads = _threads_diff(b, c)
         for metric in _metrics(b, c):
             e = Entry(**ident, metric=metric, state=UNCHANGED, baseline=_f(b.get(metric)), current=_f(c.get(metric)))
             if e.baseline is None or e.current is None:
@@ -177,12 +229,59 @@ def compare(base: Side, cur: Side, *, threshold: float = 0.10, alpha: float = 0.
                 _count(e)
             elif _seed_metric(metric, b, c):
                 _accuracy(e, b, c, f"{metric[:-5]}_std")
+            elif (threads and evidence.timed(metric)) or env_diff:
+                e.change = e.current / e.baseline - 1 if e.baseline else None
+                e.state, e.detail = NOT_COMPARABLE, threads or f"different environments ({env_diff})"
             else:
-                _timing(e, base.samples.get(tid, {}).get(metric), cur.samples.get(tid, {}).get(metric),
-                        threshold, alpha, deterministic=b.get("mem_measure") == c.get("mem_measure") == "cuda_allocated"
-                        and "_mib_b" in metric)
+                _timing(e, b, c, base, cur, threshold, alpha, allowance)
             out.entries.append(e)
+    out.refusal = _refusal(out, base, cur, env_diff)
     return out
+
+
+def _env_diff(base: Side, cur: Side) -> str:
+    if base.fingerprint == cur.fingerprint:
+        return ""
+    from mmbench.history import FINGERPRINT_KEYS
+
+    diff = [f"{k} {base.env.get(k)!r} vs {cur.env.get(k)!r}" for k in FINGERPRINT_KEYS
+            if str(base.env.get(k)) != str(cur.env.get(k))]
+    return "; ".join(diff) or f"fingerprint {base.fingerprint} vs {cur.fingerprint}"
+
+
+def _threads_diff(b: dict, c: dict) -> str:
+    tb, tc = _f(b.get("threads")), _f(c.get("threads"))
+    if tb is None or tc is None or tb == tc:
+        return ""
+    return f"different threads ({tb:g} in the baseline, {tc:g} now)"
+
+
+def _refusal(out: Comparison, base: Side, cur: Side, env_diff: str) -> str | None:
+    n = len(out.entries)
+    bad = [e for e in out.entries if e.state == NOT_COMPARABLE]
+    timed = [e for e in out.entries if evidence.timed(e.metric)]
+    timed_bad = [e for e in timed if e.state == NOT_COMPARABLE]
+    if n and len(bad) < MIN_COMPARABLE * n and len(timed_bad) <= (1 - MIN_COMPARABLE) * len(timed):
+        return None
+    if len(bad) < MIN_COMPARABLE * n:  # the timings, what compare is for, were not comparable
+        n, bad = len(timed), timed_bad
+        head = f"only {n - len(bad)} of {n} timings were comparable"
+    else:
+        head = "nothing was comparable" if len(bad) == n else f"only {n - len(bad)} of {n} comparisons were comparable"
+    if base.quick is not None and cur.quick is not None and base.quick != cur.quick:
+        q, nq = ("baseline", "current run") if base.quick else ("current run", "baseline")
+        return (f"{head}: the {q} was run with --quick and the {nq} without (different budgets: compare runs of the "
+                f"same budget)")
+    if not n:
+        return f"{head}: neither side holds a trial"
+    why: dict[str, int] = {}
+    for e in bad:
+        key = "different threads" if e.detail.startswith("different threads") else e.detail
+        why[key] = why.get(key, 0) + 1
+    top = max(why, key=why.get)
+    if top == "different threads":
+        top = next(e.detail for e in bad if e.detail.startswith("different threads"))
+    return f"{head} ({len(bad)} not comparable, most because: {top})"
 
 
 def _f(v: Any) -> float | None:
@@ -224,8 +323,8 @@ def _accuracy(e: Entry, b: dict, c: dict, std_col: str) -> None:
         e.detail = f"{'worse' if worse else 'better'} by more than the seed spread ({spread:.3g})"
 
 
-def _timing(e: Entry, bs: list[float] | None, cs: list[float] | None, threshold: float, alpha: float,
-            deterministic: bool) -> None:
+def _timing(e: Entry, b: dict, c: dict, base: Side, cur: Side, threshold: float, alpha: float,
+            allowance: float) -> None:
     if e.current == e.baseline:  # e.g. no memory above the baseline level on either side
         return
     if e.baseline <= 0:
@@ -235,20 +334,76 @@ def _timing(e: Entry, bs: list[float] | None, cs: list[float] | None, threshold:
     if abs(e.change) <= threshold:
         return
     worse = e.change > 0
-    if bs and cs and len(bs) >= MIN_SAMPLES and len(cs) >= MIN_SAMPLES:
-        from scipy.stats import mannwhitneyu
-
-        e.p_value = float(mannwhitneyu(cs, bs, alternative="greater" if worse else "less").pvalue)
-        significant = e.p_value < alpha
-        e.detail = f"Mann-Whitney U, n={len(bs)}/{len(cs)}"
-    elif deterministic:
-        significant, e.detail = True, "deterministic allocator measure"
+    flagged = [f"{what}: {d}" for what, row in (("baseline", b), ("current run", c))
+               if (d := evidence.describe(row, e.metric))]
+    if flagged:
+        e.state, e.detail = NOISE, "flagged in the " + "; ".join(flagged)
+        return
+    if evidence.timed(e.metric) is None:  # memory: one number per run
+        if b.get("mem_measure") == c.get("mem_measure") and b.get("mem_measure") in EXACT_MEMORY:
+            e.state = REGRESSED if worse else IMPROVED
+            e.detail = f"exact memory measure ({b.get('mem_measure')})"
+        else:
+            e.state, e.detail = NOISE, f"{TOO_SMALL}: one memory figure a run from an inexact measure " \
+                                       f"({b.get('mem_measure') or c.get('mem_measure') or 'unknown'})"
+        return
+    tid = e.trial_id
+    hist = base.runs if base.runs is not None else cur.runs
+    if hist is not None:
+        runs = hist.get(tid, {}).get(e.metric) or []
+        single = e.current if base.runs is not None else e.baseline
+        significant = _vs_runs(e, runs, single, worse if base.runs is not None else not worse, alpha)
     else:
-        significant, e.detail = False, "too few raw samples for a significance test"
+        significant = _vs_rounds(e, base.rounds.get(tid, {}).get(e.metric), cur.rounds.get(tid, {}).get(e.metric),
+                                 worse, alpha, threshold + allowance)
     if significant:
         e.state = REGRESSED if worse else IMPROVED
     else:
         e.state = NOISE
+
+
+def _vs_runs(e: Entry, runs: list[float], single: float, higher: bool, alpha: float) -> bool:
+    """Runs as the unit: is ``single`` a draw from the distribution of the history's per-run values? One-sided t
+    prediction test on logs (``higher``: is it above them), and outside their range."""
+    runs = [v for v in runs if v > 0]
+    if len(runs) < MIN_RUNS:
+        e.detail = f"{TOO_SMALL}: the history holds {len(runs)} unflagged run(s) of this trial, {MIN_RUNS} needed"
+        return False
+    from scipy.stats import t as student
+
+    logs = [math.log(v) for v in runs]
+    k = len(logs)
+    mean = sum(logs) / k
+    sd = math.sqrt(sum((x - mean) ** 2 for x in logs) / (k - 1))
+    z = (math.log(single) - mean) / (max(sd, 1e-12) * math.sqrt(1 + 1 / k))
+    e.p_value = float(student.sf(z if higher else -z, k - 1))
+    outside = single > max(runs) if higher else single < min(runs)
+    e.detail = f"runs as the unit: {k} history runs, spread {sd * 100:.1f}% (sd of log medians)"
+    if e.p_value < alpha and not outside:
+        e.detail += ", but inside the history's range"
+    return e.p_value < alpha and outside
+
+
+def _vs_rounds(e: Entry, bs: list[float] | None, cs: list[float] | None, worse: bool, alpha: float,
+               needed: float) -> bool:
+    """Rounds as the unit (two single runs): exact one-sided Mann-Whitney U on the per-round medians, and a move
+    beyond threshold + the run-to-run allowance."""
+    if not bs or not cs:
+        e.detail = f"{TOO_SMALL}: no per-round medians on {'either side' if not bs and not cs else 'one side'}"
+        return False
+    smallest = 1 / math.comb(len(bs) + len(cs), len(bs))
+    if smallest >= alpha:
+        e.detail = (f"{TOO_SMALL}: {len(bs)}/{len(cs)} rounds (the smallest possible p is {smallest:.2g} ≥ alpha "
+                    f"{alpha:g}; more rounds, or a history baseline)")
+        return False
+    from scipy.stats import mannwhitneyu
+
+    e.p_value = float(mannwhitneyu(cs, bs, alternative="greater" if worse else "less", method="exact").pvalue)
+    e.detail = f"rounds as the unit: Mann-Whitney U on {len(bs)}/{len(cs)} round medians"
+    if e.p_value < alpha and abs(e.change) <= needed:
+        e.detail += f", within the threshold + run-to-run allowance ({needed * 100:g}%)"
+        return False
+    return e.p_value < alpha
 
 
 # --- rendering ---------------------------------------------------------------------------------------------------
@@ -270,13 +425,17 @@ def _change(e: Entry) -> str:
     return f"{e.change * 100:+.1f}%"
 
 
+def _ratio(e: Entry) -> str:
+    return "—" if e.ratio is None or e.metric.endswith("_mean") else f"{e.ratio:.3g}×"
+
+
 def _rows(entries: list[Entry]) -> list[str]:
-    lines = ["| trial | method | dims | metric | baseline | current | change | p | detail |",
-             "|---|---|---|---|---:|---:|---:|---:|---|"]
+    lines = ["| trial | method | dims | metric | baseline | current | change | ratio | p | detail |",
+             "|---|---|---|---|---:|---:|---:|---:|---:|---|"]
     for e in entries:
         p = "—" if e.p_value is None else f"{e.p_value:.2g}"
         lines.append(f"| `{e.trial_id}` | {e.label} | {e.dims} | {e.metric} | {_val(e.metric, e.baseline)} | "
-                     f"{_val(e.metric, e.current)} | {_change(e)} | {p} | {e.detail.replace('|', '/')} |")
+                     f"{_val(e.metric, e.current)} | {_change(e)} | {_ratio(e)} | {p} | {e.detail.replace('|', '/')} |")
     return lines
 
 
@@ -284,14 +443,18 @@ def to_markdown(cmp: Comparison) -> str:
     """A summary for a CI job page (GitHub job summary markdown)."""
     n = len(cmp.regressions)
     head = f"❌ {n} regression{'s' if n != 1 else ''}" if n else "✅ no regressions"
+    if cmp.refusal:
+        head = f"⛔ not comparable: {cmp.refusal}"
     out = [f"## mmbench compare · {cmp.suite}: {head}", "",
            f"baseline `{cmp.baseline}` · current `{cmp.current}` · threshold {cmp.threshold * 100:g}% · "
-           f"significance p < {cmp.alpha:g} (one-sided Mann-Whitney U on raw samples)", ""]
+           f"significance p < {cmp.alpha:g} with runs (history) or rounds (two runs, and a move beyond threshold + "
+           f"{cmp.allowance * 100:g}%) as the unit", ""]
     out += [f"> {note}" for note in cmp.notes] + ([""] if cmp.notes else [])
     out += ["| " + " | ".join(STATES) + " |", "|" + "---:|" * len(STATES),
             "| " + " | ".join(str(cmp.count(s)) for s in STATES) + " |", ""]
     titles = {REGRESSED: "Regressions", FAILED: "Failed trials (ok in the baseline)", IMPROVED: "Improvements",
-              NOISE: "Noise (moved beyond the threshold without significance, or within the seed spread)",
+              NOISE: "Noise (moved beyond the threshold without significance, flagged, a budget too small to judge, "
+                     "or within the seed spread)",
               NOT_COMPARABLE: "Not comparable"}
     for state, title in titles.items():
         es = [e for e in cmp.entries if e.state == state]

@@ -210,8 +210,9 @@ def _drop_leftovers(con: sqlite3.Connection, p: Path) -> None:
 
 
 def _metrics(row: dict[str, Any]) -> Iterator[tuple[str, float]]:
+    """Every number of a row (flags as 0/1: a baseline leaves flagged runs out; threads: timings differ with it)."""
     for k, v in row.items():
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or k in ("rank", "threads"):
+        if not isinstance(v, (int, float)) or k == "rank":
             continue
         if isinstance(v, float) and not math.isfinite(v):
             continue
@@ -381,49 +382,87 @@ def trend(db: str | Path, suite: str, metric: str, trial: str | None = None, las
 
 @dataclass
 class Baseline:
-    """The history's baseline: per trial and metric, the median value and the pooled raw samples of the last runs."""
+    """The history's baseline: per trial, its last runs; per metric the median value and every run's value."""
     suite: str
     fingerprint: str
-    run_keys: list[str]
+    run_keys: list[str]                          # every run used, newest first
     rows: dict[str, dict[str, Any]]              # trial id → {label, task, dims, status, metric: median …}
-    samples: dict[str, dict[str, list[float]]]   # trial id → metric → pooled raw samples
+    per_run: dict[str, dict[str, list[float]]]   # trial id → metric → each run's value (flagged timings left out)
 
 
 def baseline(db: str | Path, suite: str, env_fingerprint: str, last: int = 5,
-             exclude_run_key: str | None = None) -> Baseline:
+             exclude_run_key: str | None = None, trials: list[str] | None = None) -> Baseline:
+    """The last ``last`` complete runs of a suite on one environment. With ``trials``: per trial, the last runs that
+    hold it (a --quick run's trials have other ids than a full run's, so each is matched with its own budget)."""
+    from mmbench import evidence
+
     con = open_db(db)
     try:
         runs = con.execute("SELECT id, run_key FROM runs WHERE suite = ? AND env_fingerprint = ? AND state = "
-                           "'complete' AND run_key IS NOT ? ORDER BY started DESC, id DESC LIMIT ?",
-                           (suite, env_fingerprint, exclude_run_key, last)).fetchall()
+                           "'complete' AND run_key IS NOT ? ORDER BY started DESC, id DESC",
+                           (suite, env_fingerprint, exclude_run_key)).fetchall()
         if not runs:
             any_suite = con.execute("SELECT COUNT(*) FROM runs WHERE suite = ?", (suite,)).fetchone()[0]
             why = ("on this environment (fingerprint " + env_fingerprint + ")") if any_suite else "at all"
             raise UserError(f"no baseline: no complete runs of suite '{suite}' {why} in the history database",
                             file=str(db))
-        ids = [r[0] for r in runs]
-        marks = ",".join("?" * len(ids))
-        values: dict[str, dict[str, list[float]]] = {}
-        samples: dict[str, dict[str, list[float]]] = {}
-        for tid, metric, value, sj in con.execute(
-                f"SELECT trial_id, metric, value, samples_json FROM measurements WHERE run_id IN ({marks})", ids):
-            if value is not None:
-                values.setdefault(tid, {}).setdefault(metric, []).append(value)
-            if sj:
-                samples.setdefault(tid, {}).setdefault(metric, []).extend(json.loads(sj))
+        keys = dict(runs)
+        chosen: dict[str, list[int]] = {}  # trial → its runs, newest first
+        if trials is None:
+            for run_id, _ in runs[:last]:
+                for (tid,) in con.execute("SELECT trial_id FROM results WHERE run_id = ?", (run_id,)):
+                    chosen.setdefault(tid, []).append(run_id)
+        else:
+            wanted = set(trials)
+            for run_id, _ in runs:
+                for (tid,) in con.execute("SELECT trial_id FROM results WHERE run_id = ?", (run_id,)):
+                    if tid in wanted and len(chosen.setdefault(tid, [])) < last:
+                        chosen[tid].append(run_id)
+            if not chosen:
+                raise UserError(f"nothing was comparable: none of the {len(wanted)} trials is in a complete run of "
+                                f"suite '{suite}' on this environment (a changed suite or budget, --quick or not, "
+                                f"gives new trial ids)", file=str(db))
+        picked = {r for rs in chosen.values() for r in rs}
+        used = [r for r, _ in runs if r in picked]  # newest first
+        per_run_values: dict[tuple[int, str], dict[str, float]] = {}
+        info: dict[tuple[int, str], tuple[str, str | None]] = {}
+        trial_info: dict[str, dict[str, Any]] = {}
+        for run_id in used:
+            for tid, metric, value in con.execute("SELECT trial_id, metric, value FROM measurements WHERE run_id = ?",
+                                                  (run_id,)):
+                if tid in chosen and run_id in chosen[tid] and value is not None:
+                    per_run_values.setdefault((run_id, tid), {})[metric] = value
+            for tid, status, error, task, label, dims in con.execute(
+                    "SELECT x.trial_id, x.status, x.error, t.task, t.label, t.dims FROM results x JOIN trials t ON "
+                    "t.id = x.trial_id WHERE x.run_id = ?", (run_id,)):
+                if tid in chosen and run_id in chosen[tid]:
+                    info[(run_id, tid)] = (status, error)
+                    trial_info.setdefault(tid, {"trial_id": tid, "task": task, "label": label, "dims": dims})
         rows: dict[str, dict[str, Any]] = {}
-        statuses: dict[str, list[str]] = {}
-        for tid, status, task, label, dims in con.execute(
-                f"SELECT x.trial_id, x.status, t.task, t.label, t.dims FROM results x JOIN trials t ON t.id = "
-                f"x.trial_id WHERE x.run_id IN ({marks})", ids):
-            statuses.setdefault(tid, []).append(status)
-            rows[tid] = {"trial_id": tid, "task": task, "label": label, "dims": dims}
-        for tid, row in rows.items():
+        per_run: dict[str, dict[str, list[float]]] = {}
+        for tid, run_ids in chosen.items():
+            statuses = [info[(r, tid)][0] for r in run_ids if (r, tid) in info]
+            if not statuses:
+                continue
+            row = rows[tid] = dict(trial_info[tid])
             # ok if it was ok in most of the runs: one flaky failure does not remove a baseline
-            row["status"] = "ok" if statuses[tid].count("ok") * 2 > len(statuses[tid]) else \
-                statistics.mode(s for s in statuses[tid] if s != "ok")
-            for metric, vs in values.get(tid, {}).items():
-                row[metric] = statistics.median(vs)
-        return Baseline(suite, env_fingerprint, [r[1] for r in runs], rows, samples)
+            ok = statuses.count("ok") * 2 > len(statuses)
+            row["status"] = "ok" if ok else statistics.mode(s for s in statuses if s != "ok")
+            if not ok:
+                row["error"] = next(info[(r, tid)][1] for r in run_ids if info.get((r, tid), ("ok",))[0] != "ok")
+            vals = [per_run_values.get((r, tid), {}) for r in run_ids if info.get((r, tid), ("",))[0] == "ok"]
+            metrics = list(dict.fromkeys(m for v in vals for m in v))
+            for metric in metrics:
+                all_v = [v[metric] for v in vals if metric in v]
+                clean = [v[metric] for v in vals if metric in v and not evidence.flags(v, metric)]
+                per_run.setdefault(tid, {})[metric] = clean
+                row.setdefault(metric, statistics.median(clean or all_v))
+                if evidence.timed(metric):  # flagged only when every run was: the baseline says so
+                    name, b = evidence.timed(metric)
+                    for flag in evidence.FLAGS:
+                        row[f"{name}_{flag}_b{b}"] = not clean and any(v.get(f"{name}_{flag}_b{b}") for v in vals)
+                    if not clean and "contended" in {f for v in vals for f in evidence.flags(v, metric)}:
+                        row[f"{name}_contended_b{b}"] = True
+        return Baseline(suite, env_fingerprint, [keys[r] for r in used], rows, per_run)
     finally:
         con.close()

@@ -105,15 +105,34 @@ class RunInterrupted(Exception):
         self.run, self.done, self.total = run, done, total
 
 
+def reopen_for_resume(path: str | Path, suite_name: str, quick: bool, drop_damaged: bool = False) -> RunDir:
+    """The run directory to resume, checked before anything in it is touched: a run of this suite, started with the
+    same budget (resuming a --quick run at full budget would re-run everything and drop the quick rows)."""
+    import json
+
+    run = RunDir.reopen(path, suite_name, drop_damaged)
+    try:
+        started_quick = json.loads((run.path / "resolved.json").read_text()).get("quick")
+    except (OSError, ValueError, AttributeError):
+        started_quick = None  # an older run directory without it: nothing to check against
+    if isinstance(started_quick, bool) and started_quick != quick:
+        fix = "add --quick" if started_quick else "drop --quick"
+        raise UserError(f"cannot resume: this run was started {'with' if started_quick else 'without'} --quick "
+                        f"and would be resumed {'with' if quick else 'without'} it (a different budget); {fix}",
+                        file=str(run.path))
+    return run
+
+
 def open_run(prepared: Prepared, out: str | Path, resume: str | Path | None = None,
-             retry_failed: bool = False, drop_damaged: bool = False) -> tuple[RunDir, list[Trial]]:
+             retry_failed: bool = False, drop_damaged: bool = False,
+             quick: bool = False) -> tuple[RunDir, list[Trial]]:
     """The run directory and the trials still to measure. Resuming keeps the rows of trials still in the plan
     (a changed suite gives a changed trial a new id, so it runs again) and drops the rest, so the finished run holds
     exactly the rows one uninterrupted run would. Nothing is touched until the directory passed every check."""
     suite, trials = prepared.suite, prepared.trials
     if resume is None:
         return RunDir.create(out, suite.name), trials
-    run = RunDir.reopen(resume, suite.name, drop_damaged)  # a damaged line: keep what precedes it, or refuse
+    run = reopen_for_resume(resume, suite.name, quick, drop_damaged)  # a damaged line: keep what precedes it, or refuse
     started = run.read_json("resolved.json").get("threads") if (run.path / "resolved.json").exists() else None
     if started is not None and started != prepared.threads and suite.measure.threads is None:
         # the free cores are read again on resume; the run keeps the count it began with, or its rows would mix two
@@ -135,7 +154,7 @@ def run_suite(prepared: Prepared, out: str | Path, *, suite_text: str = "", quic
     the history database ``db`` (if given) and write its reports (report.md, report.html).
 
     Raises RunInterrupted on Ctrl-C, after marking the run interrupted."""
-    run, todo = open_run(prepared, out, resume, retry_failed, drop_damaged)
+    run, todo = open_run(prepared, out, resume, retry_failed, drop_damaged, quick)
     suite, trials = prepared.suite, prepared.trials  # after open_run: a resumed run keeps its thread count
     run.order = [t.id for t in trials]
     suite_dir = Path(getattr(suite, "_source", ".")).resolve().parent

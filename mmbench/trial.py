@@ -496,7 +496,7 @@ def _accuracy(trial: Trial, data: TaskData, result: TrialResult) -> None:
     for key in per_seed[0]:
         v = np.array([p[key] for p in per_seed], dtype=np.float64)
         row[f"{key}_mean"] = float(v.mean())
-        row[f"{key}_std"] = float(v.std(ddof=1)) if len(v) > 1 else 0.0
+        row[f"{key}_std"] = float(v.std(ddof=1)) if len(v) > 1 else None  # one seed: no spread, not 0
     row.update(n_seeds=len(per_seed), train_time_s=float(sum(r["train_time_s"] for r in raw_seeds)),
                epoch_time_s=float(np.mean([r["epoch_time_s"] for r in raw_seeds])),
                epochs_run_mean=float(np.mean([r["epochs_run"] for r in raw_seeds])),
@@ -505,7 +505,10 @@ def _accuracy(trial: Trial, data: TaskData, result: TrialResult) -> None:
     row.update(did_not_learn=bool(why), did_not_learn_why="; ".join(why))  # still measured and kept
     if curves:
         row["rob_metric"] = _robust_metric(data, kind)
-    for key in ("bayes_accuracy", "chance_accuracy", "bayes_mse", "bayes_corr", "chance_mse"):
+    if "acc_mean" in row:  # the test split's binomial standard error: how far luck alone moves an accuracy
+        row["acc_se"] = float(np.sqrt(row["acc_mean"] * (1 - row["acc_mean"]) / len(data.test.y)))
+    for key in ("bayes_accuracy", "bayes_accuracy_se", "bayes_accuracy_mc", "chance_accuracy", "bayes_mse",
+                "bayes_corr", "chance_mse"):
         if data.info.get(key) is not None:
             row[key] = data.info[key]
     result.raw["seeds"] = raw_seeds

@@ -1,7 +1,10 @@
 """Synthetic run directories for report, history and compare tests (and the report-speed benchmark): no torch.
 
 Latency samples are drawn from a seeded log-normal around a per-trial median, so a test can shift one trial's
-distribution and know exactly what a comparison must find.
+distribution and know exactly what a comparison must find. The rows carry what the measuring side writes: per timed
+metric its IQR, sample count, ``noisy`` and ``contended`` flags and CPU utilisation; raw per-round medians
+(``*_rounds_ms_b*``, ``rounds`` interleaved rounds); the real ``threads``; the FLOP breakdown (encoders + fusion +
+head = flops); CPU memory from the live-tensor tracker.
 """
 from __future__ import annotations
 
@@ -33,8 +36,12 @@ def make_run(root: Path, name: str, *, suite: str = "fake", specs: list[dict] | 
              slow: dict[str, float] | None = None, n_samples: int = 30, env: dict | None = None,
              state: str = "complete", accuracy: bool = True, fail: set[str] = frozenset(),
              robustness: bool = False, params_delta: dict[str, int] | None = None,
-             acc_delta: dict[str, float] | None = None, started: str | None = None) -> Path:
-    """A run directory <root>/<suite>/<name>. ``slow``: trial id → latency factor; ``fail``: ids that fail."""
+             acc_delta: dict[str, float] | None = None, started: str | None = None, rounds: int = 5,
+             run_factor: float = 1.0, contended: set[str] = frozenset(), noisy: set[str] = frozenset(),
+             quick: bool = False, threads: int = 1, seeds: int = 3) -> Path:
+    """A run directory <root>/<suite>/<name>. ``slow``: trial id → latency factor; ``fail``: ids that fail;
+    ``run_factor``: every latency of this run × it (a process-level shift, as between two runs of the same code);
+    ``contended``/``noisy``: ids whose timed metrics are flagged so (and, contended, slowed 2×)."""
     specs = specs if specs is not None else trials()
     rng = np.random.default_rng(seed)
     path = root / suite / name
@@ -44,12 +51,16 @@ def make_run(root: Path, name: str, *, suite: str = "fake", specs: list[dict] | 
                                 "started": started or f"2026-01-01T00:00:{seed % 60:02d}+00:00", "finished": None})
     run.write_json("env.json", {**ENV, **(env or {})})
     run.write_json("tasks.json", [{"label": "synthetic-synergy", "modalities": ["m0", "m1", "m2"],
-                                   "bayes_accuracy": 0.9, "bayes_accuracy_se": 0.001, "chance_accuracy": 0.5}])
-    run.write_json("resolved.json", {"trials": [{"id": s["trial_id"], "method": s["method"]} for s in specs]})
+                                   "sizes": {"train": 3000, "val": 1000, "test": 2000},
+                                   "bayes_accuracy": 0.9, "bayes_accuracy_se": 0.0067, "bayes_accuracy_mc": 0.901,
+                                   "bayes_accuracy_mc_se": 0.0007, "chance_accuracy": 0.5}])
+    run.write_json("resolved.json", {"quick": quick,
+                                     "trials": [{"id": s["trial_id"], "method": s["method"]} for s in specs]})
     for s in specs:
         tid, d, r = s["trial_id"], s["d"], s["rank"] or 1
         row = {"trial_id": tid, "task": "synthetic-synergy", "method": s["method"], "label": s["label"],
-               "dims": s["dims"], "rank": s["rank"], "hparams": {}, "device": "cpu", "status": "ok", "error": ""}
+               "dims": s["dims"], "rank": s["rank"], "hparams": {}, "device": "cpu", "status": "ok", "error": "",
+               "threads": threads, "threads_requested": threads, "load_avg_1m": 0.5, "runnable_procs": 1}
         raw: dict[str, Any] = {}
         if tid in fail:
             row.update(status="error", error="RuntimeError: injected")
@@ -58,25 +69,33 @@ def make_run(root: Path, name: str, *, suite: str = "fake", specs: list[dict] | 
         fusion_params = (d + 1) ** 3 * 2 if s["method"] == "tfn" else (3 * (d + 1) * 2 * r + r + 2)
         fusion_params += (params_delta or {}).get(tid, 0)
         row.update(params=fusion_params + 100, fusion_params=fusion_params, flops=2 * fusion_params + 200,
-                   fusion_flops=2 * fusion_params)
-        factor = (slow or {}).get(tid, 1.0)
+                   fusion_flops=2 * fusion_params, encoder_flops=200, head_flops=0, mem_measure="cpu_live_tensors")
+        factor = (slow or {}).get(tid, 1.0) * run_factor * (2.0 if tid in contended else 1.0)
         for b in (1, 16):
             for prefix in ("fusion_", ""):
                 base = 1e-3 * fusion_params ** 0.5 * (1 + b / 8) * (1.3 if prefix == "" else 1.0)
                 xs = base * factor * rng.lognormal(0.0, 0.03, n_samples)
-                row[f"{prefix}latency_ms_b{b}"] = float(np.median(xs))
-                row[f"{prefix}latency_iqr_ms_b{b}"] = float(np.subtract(*np.percentile(xs, [75, 25])))
-                row[f"{prefix}latency_n_b{b}"] = n_samples
-                row[f"{prefix}latency_noisy_b{b}"] = False
-                raw[f"{prefix}latency_ms_b{b}"] = xs.tolist()
+                name = f"{prefix}latency"
+                row[f"{name}_ms_b{b}"] = float(np.median(xs))
+                row[f"{name}_iqr_ms_b{b}"] = float(np.subtract(*np.percentile(xs, [75, 25])))
+                row[f"{name}_n_b{b}"] = n_samples
+                row[f"{name}_noisy_b{b}"] = tid in noisy
+                row[f"{name}_contended_b{b}"] = tid in contended
+                row[f"{name}_cpu_util_b{b}"] = 0.45 if tid in contended else 0.98
+                raw[f"{name}_ms_b{b}"] = xs.tolist()
+                raw[f"{name}_rounds_ms_b{b}"] = [float(np.median(c)) for c in np.array_split(xs, min(rounds, n_samples))]
             row[f"peak_mem_mib_b{b}"] = 0.01 * fusion_params * b / 1e3
+            row[f"peak_alloc_mib_b{b}"] = row[f"peak_mem_mib_b{b}"] + 4 * fusion_params / 2 ** 20
+        row["contended"] = tid in contended
         if accuracy:
             base_acc = {"tfn": 0.88, "lmf": 0.80 + 0.02 * r, "late": 0.5}.get(s["method"], 0.7)
             base_acc += (acc_delta or {}).get(tid, 0.0)
             # training is seeded: the same trial scores the same in every run, as on a real deterministic machine
-            accs = np.clip(base_acc + np.random.default_rng(int(hashlib.sha256(tid.encode()).hexdigest()[:8], 16)).normal(0, 0.01, 3), 0, 1)
-            row.update(acc_mean=float(accs.mean()), acc_std=float(accs.std(ddof=1)), f1_mean=float(accs.mean()),
-                       f1_std=float(accs.std(ddof=1)), n_seeds=3, bayes_accuracy=0.9, chance_accuracy=0.5)
+            accs = np.clip(base_acc + np.random.default_rng(int(hashlib.sha256(tid.encode()).hexdigest()[:8], 16)).normal(0, 0.01, seeds), 0, 1)
+            std = float(accs.std(ddof=1)) if seeds > 1 else None
+            row.update(acc_mean=float(accs.mean()), acc_std=std, f1_mean=float(accs.mean()), f1_std=std,
+                       n_seeds=seeds, bayes_accuracy=0.9, chance_accuracy=0.5,
+                       acc_se=float(np.sqrt(accs.mean() * (1 - accs.mean()) / 2000)))
             raw["seeds"] = [{"seed": i, "test": {"acc": float(a), "f1": float(a)}} for i, a in enumerate(accs)]
         if robustness:  # as the robustness measure writes it: per seed, per modality index, a noise curve
             levels = [0.0, 0.25, 0.5, 0.75, 1.0]

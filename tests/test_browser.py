@@ -37,17 +37,38 @@ def test_console_detector_catches_an_error(tmp_path):
     assert any("undefinedFunction" in line for line in console)
 
 
+def _cells(table_html: str) -> list[list[str]]:
+    rows = re.findall(r"<tr>(.*?)</tr>", table_html, flags=re.S)
+    return [[re.sub(r"<[^>]+>", "", c).strip() for c in re.findall(r"<td[^>]*>(.*?)</td>", r, flags=re.S)]
+            for r in rows]
+
+
 def test_html_report_renders_with_tables_and_figures_and_no_console_errors(tmp_path):
-    run = make_run(tmp_path, "a", robustness=True, fail={"401e01eaa23c"})
+    run = make_run(tmp_path, "a", robustness=True, fail={"401e01eaa23c"}, contended={"ed463c66b99e"})
     write_report(run)
     page = run / "report.html"
     dom, console = chromium(page, tmp_path, "--dump-dom")
     assert console == []
     assert dom.count('<table class="cmp"') >= 10 and '<table class="summary">' in dom
+    # the summary that decides comes first, before any table: the front, the dominated, the ceiling, the flags
+    top = dom[:dom.index("<table")]
+    assert 'id="decision"' in top and "Pareto front (acc against params, FLOPs" in top and "dominated by" in top
+    assert "Bayes-optimal accuracy on the test split 0.900 ± 0.007" in top
+    assert "Timing evidence: 1 of 11 timed rows have a flagged timing" in top and "1 contended" in top
     imgs = re.findall(r'<img alt="([^"]+)" src="data:image/png;base64,', dom)
-    assert {"Accuracy vs parameters", "Accuracy vs latency", "Latency vs modality dim", "FLOPs vs modality dim",
-            "Parameters vs rank", "Memory vs batch size"} <= set(imgs)
-    assert "Failed trials" in dom and 'class="best"' in dom
+    assert {"Parameters vs modality dim", "FLOPs vs modality dim", "Accuracy vs parameters", "Accuracy vs rank",
+            "Accuracy vs latency", "Latency vs modality dim", "Latency vs batch size", "Parameters vs rank",
+            "Memory vs batch size"} <= set(imgs)
+    assert "Failed trials" in dom
+    # no column holding only zeros or empties, in any table (head_flops is 0 in every row: no table at all)
+    tables = re.findall(r'<table class="cmp" data-metric="([^"]+)">(.*?)</table>', dom, flags=re.S)
+    assert "head_flops" not in {m for m, _ in tables}
+    for metric, body in tables:
+        cells = _cells(body)
+        for j in range(1, len(cells[0])):
+            column = [row[j] for row in cells]
+            assert any(c not in ("", "—", "0") and not c.startswith("0 ") for c in column), (metric, j)
+    assert "★" not in "".join(c for m, b in tables for row in _cells(b) for c in row)  # ★ is CSS, never text
     shot = tmp_path / "report.png"
     _, console = chromium(page, tmp_path, f"--screenshot={shot}", "--window-size=1280,2200", "--hide-scrollbars")
     assert console == []
@@ -60,3 +81,18 @@ def test_html_report_renders_with_tables_and_figures_and_no_console_errors(tmp_p
     keep = os.environ.get("MMBENCH_SCREENSHOT")  # to look at it: MMBENCH_SCREENSHOT=/tmp/report.png pytest …
     if keep:
         shutil.copy(shot, keep)
+
+
+def test_comparison_report_groups_by_trial_with_compare_verdicts(tmp_path):
+    from mmbench.report import make_report
+
+    a = make_run(tmp_path, "a", seed=1)
+    b = make_run(tmp_path, "b", seed=2, slow={"77faa89e4802": 1.3}, env={"mmbench_git_sha": "fedcba9876543210"})
+    page = make_report([a, b], "html", tmp_path / "comparison.html")
+    dom, console = chromium(page, tmp_path, "--dump-dom")
+    assert console == [] and "Run fedcba9 against run 0123456" in dom
+    body = re.search(r'<table class="versus">(.*?)</table>', dom, flags=re.S).group(1)
+    assert "tfn · 16x16x16" in body and "lmf(rank=4) · 4x4x4" in body
+    rows = _cells(body)
+    regressed = [r for r in rows if len(r) == 7 and r[5] == "regressed"]
+    assert regressed and all(r[4].endswith("×") and float(r[4][:-1]) > 1.2 for r in regressed)

@@ -57,3 +57,18 @@ def test_bad_input_is_one_line_exit_2_and_database_unchanged(tmp_path, capsys, m
         assert code == 2 and one_line_error(err) and msg in err, (args, err)
     assert hashlib.sha256(db.read_bytes()).hexdigest() == before
     assert not (tmp_path / "none.sqlite").exists()
+
+
+def test_nothing_comparable_is_exit_2_with_one_line_why(tmp_path, capsys, monkeypatch):
+    full = make_run(tmp_path, "full", seed=1)
+    quick = make_run(tmp_path, "quick", seed=2, quick=True,
+                     specs=[{**s, "trial_id": s["trial_id"][:-1] + "q"} for s in trials()])
+    md = tmp_path / "c.md"
+    code, out, err = cli(capsys, monkeypatch, "compare", quick, full, "--markdown", md)
+    assert code == 2 and one_line_error(err)
+    assert "the baseline was run with --quick and the current run without" in err
+    assert "⛔ not comparable" in md.read_text()  # the CI job page says why, too
+    code, out, err = cli(capsys, monkeypatch, "compare", full, make_run(tmp_path, "t2", seed=3, threads=2))
+    assert code == 2 and one_line_error(err) and "different threads (1 in the baseline, 2 now)" in err
+    code, _, err = cli(capsys, monkeypatch, "compare", full, full, "--allowance", "x")
+    assert code == 2 and "--allowance" in err

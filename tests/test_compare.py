@@ -1,5 +1,8 @@
-"""Regression verdicts, trial by trial: significance and a factor for timings, any change for counts, the seed
-spread for accuracy, explicit failed / not comparable states."""
+"""Regression verdicts, trial by trial: significance with runs or rounds as the unit and a factor for timings,
+flagged timings as noise, any change for counts, the seed spread for accuracy, explicit failed / not comparable
+states, and a refusal (exit 2) when (nearly) nothing was comparable."""
+import json
+
 import pytest
 
 from mmbench import compare as C
@@ -33,24 +36,91 @@ def test_a_25_percent_slowdown_of_one_trial_is_its_regression_and_no_other(tmp_p
     assert {t for t, _ in reg} == {IDS[4]}
     assert {m for _, m in reg} == {"fusion_latency_ms_b1", "latency_ms_b1", "fusion_latency_ms_b16", "latency_ms_b16"}
     e = next(e for e in cmp.entries if e.state == C.REGRESSED)
-    assert e.change == pytest.approx(0.25, abs=0.05) and e.p_value < 1e-6
+    # five round medians a side, all slower: the smallest p the exact test can give with rounds as the unit
+    assert e.change == pytest.approx(0.25, abs=0.05) and e.p_value == pytest.approx(1 / 252)
+    assert "rounds as the unit" in e.detail
     assert cmp.exit_code == 1
     # the same slowdown the other way round is an improvement, not a regression
     back = C.compare(C.side_from_run(tmp_path / "fake" / "b"), C.side_from_run(tmp_path / "fake" / "a"))
     assert {t for t, _ in _states(back, C.IMPROVED)} == {IDS[4]} and back.exit_code == 0
 
 
-def test_a_shift_without_significance_is_noise(tmp_path):
-    # three samples a side cannot make p < 0.01: a 25% shift is noise, not a regression
-    cmp = _cmp(tmp_path, base_kw={"n_samples": 3}, cur_kw={"n_samples": 3, "slow": {IDS[4]: 1.25}})
-    assert {t for t, _ in _states(cmp, C.NOISE)} == {IDS[4]} and cmp.exit_code == 0
+def test_a_budget_too_small_to_judge_says_so(tmp_path):
+    # three rounds a side cannot make p < 0.01 (the smallest possible p is 1/20): a 25% shift is noise, said so
+    cmp = _cmp(tmp_path, base_kw={"rounds": 3}, cur_kw={"rounds": 3, "slow": {IDS[4]: 1.25}})
+    noise = [e for e in cmp.entries if e.state == C.NOISE]
+    assert {e.trial_id for e in noise} == {IDS[4]} and cmp.exit_code == 0
+    assert all(C.TOO_SMALL in e.detail and "0.05" in e.detail for e in noise)
+    # runs without per-round medians (raw samples only) are not judged on pooled samples either
+    a, b = tmp_path / "fake" / "a", tmp_path / "fake" / "b"
+    for run in (a, b):
+        f = run / "samples.jsonl"
+        f.write_text("".join(line.replace("_rounds_ms_", "_old_ms_") + "\n" for line in f.read_text().splitlines()))
+    cmp = C.compare(C.side_from_run(a), C.side_from_run(b))
+    assert not cmp.regressions and all("no per-round medians" in e.detail for e in cmp.entries if e.state == C.NOISE)
 
 
-def test_a_significant_shift_below_the_threshold_is_unchanged(tmp_path):
+def test_a_shift_below_threshold_plus_allowance_is_not_a_regression_between_two_runs(tmp_path):
     cmp = _cmp(tmp_path, cur_kw={"slow": {IDS[4]: 1.06}}, threshold=0.10)
     assert not cmp.regressions
-    cmp = _cmp(tmp_path / "x", cur_kw={"slow": {IDS[4]: 1.06}}, threshold=0.03)
+    cmp = _cmp(tmp_path / "x", cur_kw={"slow": {IDS[4]: 1.06}}, threshold=0.03)  # beyond 3%, within 3% + 10%
+    assert not cmp.regressions and "run-to-run allowance" in next(e.detail for e in cmp.entries if e.state == C.NOISE)
+    cmp = _cmp(tmp_path / "y", cur_kw={"slow": {IDS[4]: 1.06}}, threshold=0.03, allowance=0.0)
     assert {t for t, _ in _states(cmp, C.REGRESSED)} == {IDS[4]}
+
+
+def test_a_process_level_shift_of_the_same_code_is_not_a_regression(tmp_path):
+    # every timing of the second run 15% slower, with tight rounds: what two runs of one code do on a shared host
+    cmp = _cmp(tmp_path, cur_kw={"run_factor": 1.15})
+    assert not cmp.regressions and cmp.exit_code == 0
+    assert cmp.count(C.NOISE) == 4 * len(IDS)  # every timing: beyond the threshold, within the allowance
+
+
+def test_flagged_timings_are_noise_never_regressions(tmp_path):
+    # contended trials are twice as slow in the fake; flagged on one side, they are noise, named so
+    cmp = _cmp(tmp_path, cur_kw={"contended": {IDS[2]}, "noisy": {IDS[3]}, "slow": {IDS[3]: 1.5}})
+    assert not cmp.regressions
+    e = next(e for e in cmp.entries if e.trial_id == IDS[2] and e.metric == "fusion_latency_ms_b1")
+    assert e.state == C.NOISE and "current run: contended (CPU utilisation 0.45)" in e.detail
+    e = next(e for e in cmp.entries if e.trial_id == IDS[3] and e.metric == "latency_ms_b16")
+    assert e.state == C.NOISE and "noisy" in e.detail
+    back = _cmp(tmp_path / "x", base_kw={"contended": {IDS[2]}})  # a contended baseline makes no improvement
+    assert not _states(back, C.IMPROVED) and "baseline: contended" in next(
+        e.detail for e in back.entries if e.trial_id == IDS[2] and e.state == C.NOISE)
+
+
+def test_exact_memory_is_judged_by_the_threshold_alone(tmp_path):
+    a = make_run(tmp_path, "a", seed=1)
+    b = make_run(tmp_path, "b", seed=2)
+    rows = [json.loads(line) for line in (b / "results.jsonl").read_text().splitlines()]
+    rows[0]["peak_alloc_mib_b16"] *= 1.5
+    (b / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cmp = C.compare(C.side_from_run(a), C.side_from_run(b))
+    assert _states(cmp, C.REGRESSED) == {(IDS[0], "peak_alloc_mib_b16")}
+    assert "exact memory measure (cpu_live_tensors)" in cmp.regressions[0].detail
+    rows[0]["mem_measure"] = "rss"
+    (b / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cmp = C.compare(C.side_from_run(a), C.side_from_run(b))
+    assert not cmp.regressions and (IDS[0], "peak_alloc_mib_b16") in _states(cmp, C.NOISE)
+
+
+def test_different_budgets_threads_or_environments_are_refused_with_the_reason(tmp_path):
+    quick_specs = [{**s, "trial_id": s["trial_id"][:-1] + "q"} for s in SPECS]  # --quick trials have other ids
+    cmp = _cmp(tmp_path, base_kw={"quick": True, "specs": quick_specs})
+    assert cmp.exit_code == 2 and not cmp.regressions
+    assert cmp.refusal == ("nothing was comparable: the baseline was run with --quick and the current run without "
+                           "(different budgets: compare runs of the same budget)")
+    cmp = _cmp(tmp_path / "t", cur_kw={"threads": 2})
+    assert cmp.exit_code == 2 and "timings were comparable" in cmp.refusal
+    assert "different threads (1 in the baseline, 2 now)" in cmp.refusal
+    assert (IDS[0], "params") in _states(cmp, C.UNCHANGED)  # counts are still compared
+    cmp = _cmp(tmp_path / "e", cur_kw={"env": {"cpu_model": "Other CPU"}})
+    assert cmp.exit_code == 2 and "cpu_model 'Test CPU' vs 'Other CPU'" in cmp.refusal
+    e = next(e for e in cmp.entries if e.metric == "latency_ms_b1")
+    assert e.state == C.NOT_COMPARABLE and e.ratio is not None  # the ratio is still shown
+    # a few not comparable entries (a trial added) do not refuse the comparison
+    cmp = _cmp(tmp_path / "n", cur_kw={"specs": SPECS + trials(methods=("early",), dims=(4,))})
+    assert cmp.refusal is None and cmp.count(C.NOT_COMPARABLE) == 1
 
 
 def test_any_change_of_parameters_or_flops_is_reported(tmp_path):
@@ -81,19 +151,60 @@ def test_failed_and_not_comparable_states(tmp_path):
 def test_history_baseline_matches_the_current_environment_and_leaves_the_current_run_out(tmp_path):
     db = tmp_path / "h.sqlite"
     for i in range(3):
-        H.record_run(db, make_run(tmp_path, f"r{i}", seed=i, started=f"2026-01-0{i + 1}T00:00"))
+        H.record_run(db, make_run(tmp_path, f"r{i}", seed=i, started=f"2026-01-0{i + 1}T00:00",
+                                  run_factor=(1.0, 1.04, 0.97)[i]))
     cur = make_run(tmp_path, "cur", seed=9, slow={IDS[5]: 1.3}, started="2026-01-05T00:00")
     H.record_run(db, cur)  # `mmbench run` records itself before the comparison
-    base, side = C.load_sides("history:fake:2", str(cur), db)
-    assert "fake/cur" not in base.note and "2 run(s)" in base.note
+    base, side = C.load_sides("history:fake:3", str(cur), db)
+    assert "fake/cur" not in base.note and "3 run(s)" in base.note
     cmp = C.compare(base, side)
     assert {t for t, _ in _states(cmp, C.REGRESSED)} == {IDS[5]}
+    e = next(e for e in cmp.regressions)
+    assert "runs as the unit: 3 history runs" in e.detail and e.p_value < 0.01
     with pytest.raises(UserError, match="no baseline"):
         C.load_sides("history:fake", str(make_run(tmp_path, "gpu", env={"device": "cuda"})), db)
     with pytest.raises(UserError, match="history:SUITE"):
         C.load_sides("history:", str(cur), db)
     with pytest.raises(UserError, match="one side must be a run directory"):
         C.load_sides("history:fake", "history:fake", db)
+
+
+def test_history_judges_against_its_run_to_run_spread(tmp_path):
+    db = tmp_path / "h.sqlite"
+    # a history whose runs differ by up to 30% (a shared host): a 25% slower run lies inside it
+    for i, f in enumerate((1.0, 1.3, 0.9, 1.2, 1.05)):
+        H.record_run(db, make_run(tmp_path, f"r{i}", seed=i, started=f"2026-01-0{i + 1}T00:00", run_factor=f))
+    cur = make_run(tmp_path, "cur", seed=9, slow={IDS[5]: 1.25}, started="2026-01-09T00:00")
+    cmp = C.compare(*C.load_sides("history:fake", str(cur), db))
+    assert not cmp.regressions and cmp.exit_code == 0
+    # two runs in the history: too few to know the run-to-run spread
+    db2 = tmp_path / "h2.sqlite"
+    for i in range(2):
+        H.record_run(db2, make_run(tmp_path / "two", f"r{i}", seed=i, started=f"2026-01-0{i + 1}T00:00"))
+    cmp = C.compare(*C.load_sides("history:fake", str(cur), db2))
+    assert not cmp.regressions
+    assert any(C.TOO_SMALL in e.detail and "2 unflagged run(s)" in e.detail for e in cmp.entries)
+
+
+def test_history_leaves_flagged_runs_out_of_its_spread(tmp_path):
+    db = tmp_path / "h.sqlite"
+    for i in range(4):  # the newest history run was contended on IDS[5]: left out, three clean runs remain
+        H.record_run(db, make_run(tmp_path, f"r{i}", seed=i, started=f"2026-01-0{i + 1}T00:00",
+                                  contended={IDS[5]} if i == 3 else set()))
+    base = C.side_from_history("history:fake", db, C.side_from_run(make_run(tmp_path, "x", seed=8)))
+    assert len(base.runs[IDS[5]]["fusion_latency_ms_b1"]) == 3 and len(base.runs[IDS[4]]["fusion_latency_ms_b1"]) == 4
+    assert base.rows[IDS[5]]["fusion_latency_contended_b1"] is False
+    cur = make_run(tmp_path, "cur", seed=9, slow={IDS[5]: 1.5}, started="2026-01-09T00:00")
+    cmp = C.compare(*C.load_sides("history:fake", str(cur), db))
+    assert {t for t, _ in _states(cmp, C.REGRESSED)} == {IDS[5]}
+
+
+def test_a_history_without_the_current_trials_is_not_a_pass(tmp_path):
+    db = tmp_path / "h.sqlite"
+    H.record_run(db, make_run(tmp_path, "full", seed=1))
+    quick = make_run(tmp_path, "quick", quick=True, specs=[{**s, "trial_id": s["trial_id"][:-1] + "q"} for s in SPECS])
+    with pytest.raises(UserError, match="nothing was comparable: none of the 12 trials.*--quick or not"):
+        C.load_sides("history:fake", str(quick), db)
 
 
 def test_bad_input(tmp_path):
@@ -126,7 +237,7 @@ def test_markdown_summary_lists_regressions_first(tmp_path):
 def test_seed_metrics_know_their_direction():
     """An error (mae) rising is worse, a correlation rising is better; each judged against its seed spread."""
     def side(**row):
-        return C.Side("s", "suite", "fp", None, {"t": {"trial_id": "t", "status": "ok", **row}}, {})
+        return C.Side("s", "suite", "fp", None, {"t": {"trial_id": "t", "status": "ok", **row}})
 
     base = side(mae_mean=1.0, mae_std=0.01, corr_mean=0.5, corr_std=0.01)
     cmp = C.compare(base, side(mae_mean=1.2, mae_std=0.01, corr_mean=0.6, corr_std=0.01))

@@ -76,7 +76,14 @@ def test_baseline_is_the_median_of_the_last_runs_on_the_same_environment(tmp_pat
     one = H.trend(db, "fake", "fusion_latency_ms_b1", trial=tid)[(tid, "tfn · 4x4x4")]
     medians = sorted(p.value for p in one if p.run_key in b.run_keys)
     assert b.rows[tid]["fusion_latency_ms_b1"] == pytest.approx(medians[1])
-    assert len(b.samples[tid]["fusion_latency_ms_b1"]) == 90  # 3 runs × 30 raw samples, pooled
+    assert sorted(b.per_run[tid]["fusion_latency_ms_b1"]) == pytest.approx(medians)  # runs are the unit
+    assert b.rows[tid]["threads"] == 1 and b.rows[tid]["fusion_latency_contended_b1"] is False
+    # per trial: the last runs that hold it (a trial only in older runs still finds its own)
+    old = trials(methods=("early",), dims=(4,))
+    H.record_run(db, make_run(tmp_path, "r-old", specs=old + trials(), started="2025-12-31T00:00"))
+    b = H.baseline(db, "fake", H.fingerprint(ENV), last=3, trials=[old[0]["trial_id"], tid])
+    assert set(b.rows) == {old[0]["trial_id"], tid} and b.run_keys[-1] == "fake/r-old"
+    assert len(b.per_run[tid]["fusion_latency_ms_b1"]) == 3 and len(b.per_run[old[0]["trial_id"]]["params"]) == 1
     # the current run is left out of its own baseline
     assert H.baseline(db, "fake", H.fingerprint(ENV), last=3, exclude_run_key="fake/r3").run_keys[0] == "fake/r2"
     with pytest.raises(UserError, match="no baseline.*on this environment"):

@@ -1,4 +1,5 @@
 """Reports from run directories: tables with the best value marked, figures, merged runs, incomplete runs."""
+import json
 import re
 import subprocess
 import sys
@@ -19,23 +20,89 @@ def _table(rep, column):
     return next(t for t in rep.tables if t.metric.column == column)
 
 
-def test_tables_mark_the_best_value_per_column(tmp_path):
-    run = make_run(tmp_path, "a")
-    rep = build([run])
+def _ids():
+    return {(s["label"], s["dims"]): s["trial_id"] for s in trials()}
+
+
+def test_the_best_value_is_marked_only_where_it_is_better_beyond_the_spread(tmp_path):
+    ids = _ids()
+    late = [tid for (label, _), tid in ids.items() if label == "late"]
+    # late and lmf(rank=1) have the same parameters in the fake: a tie marks nothing; one more for late, and
+    # lmf(rank=1) is the one best (counts are exact: no spread)
+    rep = build([make_run(tmp_path, "tie")])
+    assert not any(c.best for c in _table(rep, "fusion_params").cells.values())
+    rep = build([make_run(tmp_path, "a", params_delta={t: 5 for t in late})])
     params = _table(rep, "fusion_params")
     assert params.metric.better == LOWER and params.columns == ["4x4x4", "8x8x8", "16x16x16"]
     assert params.rows == ["tfn", "lmf(rank=1)", "lmf(rank=4)", "late"]
     for col in params.columns:
-        cells = {k: params.cells[(k, col)] for k in params.rows}
-        low = min(c.value for c in cells.values())
-        assert [k for k, c in cells.items() if c.best] == [k for k, c in cells.items() if c.value == low]  # ties too
-        assert "tfn" not in [k for k, c in cells.items() if c.best]
+        assert [k for k in params.rows if params.cells[(k, col)].best] == ["lmf(rank=1)"]
+    # accuracy: tfn 0.88 and lmf(rank=4) 0.88 agree within their seed spread: no ★ …
     acc = _table(rep, "acc_mean")
-    assert acc.metric.better == HIGHER
-    for col in acc.columns:
-        cells = {k: acc.cells[(k, col)] for k in acc.rows}
-        assert [k for k, c in cells.items() if c.best] == [max(cells, key=lambda k: cells[k].value)]
-        assert "±" in cells["tfn"].text
+    assert acc.metric.better == HIGHER and not any(c.best for c in acc.cells.values())
+    assert "±" in acc.cells[("tfn", "4x4x4")].text
+    # … until tfn is better beyond it
+    tfn = [tid for (label, _), tid in ids.items() if label == "tfn"]
+    acc = _table(build([make_run(tmp_path, "b", acc_delta={t: 0.05 for t in tfn})]), "acc_mean")
+    assert {k for (k, _), c in acc.cells.items() if c.best} == {"tfn"}
+
+
+def test_one_seed_shows_no_spread_and_zero_only_tables_and_columns_are_left_out(tmp_path):
+    run = make_run(tmp_path, "a", seeds=1)
+    rows = [json.loads(x) for x in (run / "results.jsonl").read_text().splitlines()]
+    for r in rows:  # encoder FLOPs measured 0 at dims 4 only (a column of zeros), memory never (empties)
+        r["encoder_flops"] = 0 if r["dims"] == "4x4x4" else 200
+        for k in [k for k in r if k.startswith("peak_mem_mib_b")]:
+            r[k] = None
+    (run / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    rep = build([run])
+    acc = _table(rep, "acc_mean")
+    assert acc.cells[("tfn", "4x4x4")].text.endswith("± —") and "0.000" not in acc.cells[("tfn", "4x4x4")].text
+    columns = {t.metric.column for t in rep.tables}
+    assert "head_flops" not in columns and not any(c.startswith("peak_mem_mib") for c in columns)
+    assert _table(rep, "encoder_flops").columns == ["8x8x8", "16x16x16"]
+    for t in rep.tables:
+        for col in t.columns:
+            assert any(c.value for (_, d), c in t.cells.items() if d == col), (t.metric.column, col)
+    md = markdown.render(rep)
+    assert not re.search(r"± 0\.000(?!\d)", md) and "Parameters, fusion layer" in md
+
+
+def test_the_report_decides_before_any_table(tmp_path):
+    run = make_run(tmp_path, "a", contended={_ids()[("tfn", "16x16x16")]})
+    rep = build([run])
+    d = rep.decisions["synthetic-synergy"]
+    front = {p.name for p in d.front}
+    # late (accuracy 0.5) is dominated by lmf(rank=1) at the same dims (as cheap, more accurate); tfn at 16 costs
+    # far more than lmf(rank=4) at 16 for the same accuracy
+    assert "late · 4x4x4" not in front and "tfn · 16x16x16" not in front
+    dominated = {p.name: [q.name for q, _ in by] for p, by in d.dominated}
+    assert "lmf(rank=4) · 16x16x16" in dominated["tfn · 16x16x16"] or \
+        any(n.startswith("lmf(rank=4)") for n in dominated["tfn · 16x16x16"])
+    assert d.costs == ["params", "flops", "latency_ms_b1", "latency_ms_b16", "peak_alloc_mib_b1", "peak_alloc_mib_b16"]
+    # a contended timing is no evidence of a cost: left out of that configuration's costs
+    tfn16 = next(p for p, _ in d.dominated if p.name == "tfn · 16x16x16")
+    assert "latency_ms_b1" not in tfn16.costs and "params" in tfn16.costs
+    late = next(p for p, _ in d.dominated if p.name == "late · 8x8x8")
+    from mmbench.report.decide import describe
+
+    assert "(≈ chance)" in describe(late, d.costs, "acc") and "(≈ chance)" not in describe(tfn16, d.costs, "acc")
+    # nothing on the front is dominated, everything dominated is beaten by something
+    assert front.isdisjoint(dominated) and len(front) + len(dominated) == len(trials())
+    md = markdown.render(rep)
+    top = md[:md.index("|")]  # everything before the first table
+    assert "## What this run decides" in top and "Pareto front (acc against params, FLOPs, latency b1" in top
+    assert "Bayes-optimal accuracy on the test split 0.900 ± 0.007 (binomial SE, n = 2000); expected (Monte " \
+           "Carlo) 0.901 ± 0.0007" in top
+    assert "dominated by" in top and "acc 0.8" in top
+    assert "Timing evidence: 1 of 12 timed rows have a flagged timing" in top and "CPU utilisation down to 0.45" in top
+    html = (write_report(run), (run / "report.html").read_text())[1]
+    assert html.index('id="decision"') < html.index("<table")
+    # the threads column shows the rows' real threads, not the process default (env.json says 1 here)
+    from mmbench.report.summary import run_summary
+
+    cols, rows = run_summary(build([make_run(tmp_path, "t3", threads=3)]).runs)
+    assert rows[0][cols.index("threads")] == "3"
 
 
 def test_pareto_front_keeps_only_undominated_points():
@@ -96,6 +163,10 @@ def test_several_runs_merge_into_one_comparison(tmp_path):
     assert "tfn · cpu" in t.rows and "tfn · cuda" in t.rows and len(t.rows) == 8
     md = markdown.render(rep)
     assert "2 runs compared" in md and "H100" in md and "| tfn · cuda |" in md
+    # grouped by trial with compare's verdicts: timings of two environments are not comparable, counts are
+    assert "## Run cuda against run cpu" in md and "would refuse this pair (exit 2)" in md
+    assert "| tfn · 4x4x4 | params | 350 | 350 | +0 | 1× | unchanged |" in md
+    assert "| fusion_latency_ms_b1 |" in md and "not comparable | different environments (device 'cpu' vs 'cuda'" in md
     # same device, different commits: told apart by the git sha
     c = make_run(tmp_path, "c", env={"mmbench_git_sha": "fedcba9876543210"}, seed=2)
     assert [r.label for r in build([a, c]).runs] == ["0123456", "fedcba9"]
@@ -148,3 +219,15 @@ def test_history_trend_plot_when_the_history_holds_runs_of_the_same_environment(
     assert [p.key for p in rep.history] == ["history-fake"]
     assert [h["run"] for h in rep.history_table] == ["fake/r0", "fake/r1", "fake/r2"]
     assert "## History" in markdown.render(rep)
+
+
+def test_a_cost_measured_zero_everywhere_is_no_cost():
+    from mmbench.report.decide import cost_columns, decide
+
+    rows = [{"_key": k, "dims": "8x8x8", "status": "ok", "params": p, "latency_ms_b1": 0.1, "peak_mem_mib_b1": 0.0,
+             "acc_mean": a, "acc_std": 0.01} for k, p, a in (("a", 10, 0.9), ("b", 20, 0.9), ("c", 5, 0.5))]
+    assert cost_columns(rows) == ["params", "latency_ms_b1"]
+    d = decide("t", rows)
+    assert [p.key for p in d.front] == ["c", "a"]  # b: as accurate as a and dearer
+    (b, by), = d.dominated
+    assert b.key == "b" and [q.key for q, _ in by] == ["a"] and by[0][1] == ["cheaper in params"]

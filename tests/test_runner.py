@@ -320,3 +320,22 @@ def test_cuda_oom_does_not_pollute_the_next_trials_memory_figure(write_suite, tm
         if r["trial_id"] in ref:
             for k in (k for k in r if "peak_alloc" in k or "peak_mem" in k):
                 assert r[k] == ref[r["trial_id"]][k], k
+
+
+@pytest.mark.parametrize("started_quick", [True, False])
+def test_resume_with_another_budget_is_refused_naming_the_flag(started_quick, write_suite, tmp_path, capsys,
+                                                               monkeypatch):
+    suite = write_suite(RESUME_SUITE.replace("dims: [4, 6, 8]", "dims: [4]").replace("seeds: [0, 1]", "seeds: [0]"))
+    folder = tmp_path / "results" / "resumable" / "20260101-000000-abcd"
+    folder.mkdir(parents=True)
+    (folder / "run.json").write_text(json.dumps({"schema": 1, "suite": "resumable", "state": "interrupted",
+                                                 "started": "x", "finished": None}))
+    (folder / "resolved.json").write_text(json.dumps({"quick": started_quick, "trials": []}))
+    (folder / "results.jsonl").write_text('{"trial_id": "abc", "status": "ok"}\n')
+    before = _snapshot(folder)
+    args = ("run", suite, "--resume", folder) + (() if started_quick else ("--quick",))
+    code, out, err = cli(capsys, monkeypatch, *args)
+    assert code == 2 and one_line_error(err), err
+    assert ("started with --quick" in err and "add --quick" in err) if started_quick else \
+        ("started without --quick" in err and "drop --quick" in err)
+    assert _snapshot(folder) == before

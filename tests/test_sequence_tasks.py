@@ -44,9 +44,10 @@ def test_sequence_bayes_classifier_reaches_stated_ceiling(interaction):
              n_train=10, n_val=10, n_test=4000)
     task = SyntheticTask(interaction, d.input_dims, 3, 0.4, 0)
     acc = (task.sequence_posterior(d.test.xs, d.test.lengths).argmax(1) == d.test.y).mean()
-    assert abs(acc - d.info["bayes_accuracy"]) < 0.025
-    assert d.info["bayes_accuracy"] == load("synthetic", interaction=interaction, num_classes=3,
-                                            n_train=10, n_val=10, n_test=10).info["bayes_accuracy"]
+    assert d.info["bayes_accuracy"] == pytest.approx(acc, abs=1e-12)  # on the very test split that is scored
+    assert abs(acc - d.info["bayes_accuracy_mc"]) < 4 * d.info["bayes_accuracy_se"]
+    assert d.info["bayes_accuracy_mc"] == load("synthetic", interaction=interaction, num_classes=3,
+                                               n_train=10, n_val=10, n_test=10).info["bayes_accuracy_mc"]
 
 
 def test_no_single_step_carries_the_label():

@@ -47,12 +47,20 @@ def test_synergy_bayes_accuracy_matches_closed_form_for_parity(m, noise):
 
 
 @pytest.mark.parametrize("interaction", ["redundancy", "uniqueness", "synergy"])
-def test_bayes_classifier_reaches_stated_accuracy(interaction):
+def test_the_ceiling_is_the_bayes_classifier_on_the_scored_test_split(interaction):
     d = load("synthetic", interaction=interaction, num_classes=3, n_test=4000)
     task = SyntheticTask(interaction, d.input_dims, 3, 0.4, 0)
     acc = (task.posterior(d.test.xs).argmax(1) == d.test.y).mean()
-    assert abs(acc - d.info["bayes_accuracy"]) < 0.025
+    assert d.info["bayes_accuracy"] == pytest.approx(acc, abs=1e-12)  # the very split that is scored
+    assert d.info["bayes_accuracy_se"] == pytest.approx(np.sqrt(acc * (1 - acc) / 4000))
+    # its expectation, by Monte Carlo on fresh samples, beside it: within the split's sampling error
+    assert abs(d.info["bayes_accuracy_mc"] - acc) < 4 * d.info["bayes_accuracy_se"]
+    assert d.info["bayes_accuracy_mc_se"] < d.info["bayes_accuracy_se"] / 5
     assert d.info["bayes_accuracy"] > d.info["chance_accuracy"] + 0.2
+    small = load("synthetic", interaction=interaction, num_classes=3, n_test=200)  # another split, another figure
+    b = small.info["bayes_accuracy"]
+    assert small.info["bayes_accuracy_mc"] == d.info["bayes_accuracy_mc"]
+    assert small.info["bayes_accuracy_se"] == pytest.approx(np.sqrt(b * (1 - b) / 200))
 
 
 def test_synergy_defeats_linear_models_redundancy_needs_one_modality():

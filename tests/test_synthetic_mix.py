@@ -46,6 +46,15 @@ def test_dataset_states_target_and_dims():
     t = data.load("synthetic_mix", weights={"redundancy": 1, "synergy": 1}, modalities=3, part_dim=5,
                   target="regression", n_train=50, n_val=20, n_test=20)
     assert t.target == "regression" and t.num_classes == 1 and t.input_dims == [10, 10, 10]
-    assert t.train.y.dtype == np.float32 and "bayes_mse" in t.info
+    assert t.train.y.dtype == np.float32 and "bayes_mse" in t.info and "bayes_mse_mc" in t.info
+    task = MixedTask({"redundancy": 1, "synergy": 1}, 3, 5, 0.4, "regression", 0.0, seed=0)
+    mean, _ = task.conditional(t.test.xs)  # the test split's own Bayes MSE and correlation
+    assert t.info["bayes_mse"] == pytest.approx(((mean - t.test.y) ** 2).mean(), rel=1e-6)
+    assert t.info["bayes_corr"] == pytest.approx(np.corrcoef(mean, t.test.y)[0, 1], rel=1e-6)
+    c = data.load("synthetic_mix", n_test=500)
+    task = MixedTask({p: 1.0 for p in ("redundancy", "uniqueness", "synergy")}, 2, 4, 0.4, "classification", 0, 0)
+    acc = (task.posterior(c.test.xs).argmax(1) == c.test.y).mean()
+    assert c.info["bayes_accuracy"] == pytest.approx(acc) and abs(c.info["bayes_accuracy_mc"] - acc) < 0.06
+    assert c.info["bayes_accuracy_se"] == pytest.approx(np.sqrt(acc * (1 - acc) / 500))
     with pytest.raises(Exception, match="unknown part"):
         data.load("synthetic_mix", weights={"synergie": 1})

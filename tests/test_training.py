@@ -168,6 +168,11 @@ def test_trial_row_has_metrics_over_seeds_and_times():
     for col in ("acc_mean", "acc_std", "f1_mean", "train_time_s", "epoch_time_s", "epochs_run_mean"):
         assert col in row
     assert row["epochs_run_mean"] == 3 and row["epoch_time_s"] > 0 and row["chance_accuracy"] == 0.5
+    # the test split's binomial standard error beside the accuracy (120 test samples)
+    assert row["acc_se"] == pytest.approx(np.sqrt(row["acc_mean"] * (1 - row["acc_mean"]) / 120))
+    t1 = _trial("early")
+    one = run_trial(Trial(**{**t1.__dict__, "train": {**t1.train, "seeds": [0]}}), _task()).row
+    assert one["n_seeds"] == 1 and one["acc_std"] is None  # one seed has no spread: empty, not 0
 
 
 def test_regression_training_reports_mae_and_correlation():

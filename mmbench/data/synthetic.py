@@ -1,8 +1,10 @@
 """Synthetic multimodal tasks with a controlled cross-modal interaction and a known Bayes-optimal accuracy.
 
 Every modality m is a noisy embedding of a latent: x_m = μ_m(z_m) + σ·ε, ε ~ N(0, I). Because the generator knows the
-likelihoods, it computes the exact posterior P(y | x) of any sample, so the Bayes-optimal accuracy E[max_y P(y|x)]
-is estimated by Monte Carlo on a large fresh sample (its standard error is saved too), not guessed.
+likelihoods, it computes the exact posterior P(y | x) of any sample. The ceiling a method's test accuracy is read
+against is the Bayes classifier's accuracy on the very test split that is scored (`bayes_accuracy`, with that split's
+binomial standard error `bayes_accuracy_se`): the same samples, so the same luck. Its expectation E[max_y P(y|x)],
+by Monte Carlo on a large fresh sample, is kept beside it (`bayes_accuracy_mc`, `bayes_accuracy_mc_se`).
 
 - redundancy: one latent class y, every modality embeds it (z_m = y): any one modality predicts y.
 - uniqueness: independent Gaussian latents u_m, x_m = u_m·v_m + σε, y = the K-quantile bin of Σ_m u_m/√M: each
@@ -154,10 +156,16 @@ def synthetic(interaction: str = "synergy", modalities: int = 3, dim: int = 16, 
         train, val, test = (task.sample(n, rng) for n in (n_train, n_val, n_test))
     else:
         train, val, test = (task.sample_sequences(n, rng, lens, variable_length) for n in (n_train, n_val, n_test))
-    # Sequences: s_m is sufficient and s_m ~ N(μ_m, σ²I), so the ceiling is the vector task's (module docstring).
-    bayes, se = task.bayes_accuracy(seed)
-    info = {"interaction": interaction, "bayes_accuracy": bayes, "bayes_accuracy_se": se,
-            "chance_accuracy": 1.0 / num_classes, "bayes_method": f"Monte Carlo of E[max P(y|x)], n={_BAYES_MC_SAMPLES}"}
+    # Sequences: s_m is sufficient and s_m ~ N(μ_m, σ²I), so the expected ceiling is the vector task's (module
+    # docstring); the test split's own figure uses the sequences' exact posterior.
+    mc, mc_se = task.bayes_accuracy(seed)
+    post = task.posterior(test.xs) if lens is None else task.sequence_posterior(test.xs, test.lengths)
+    bayes = float((post.argmax(1) == test.y).mean())
+    info = {"interaction": interaction, "bayes_accuracy": bayes,
+            "bayes_accuracy_se": math.sqrt(bayes * (1 - bayes) / n_test), "bayes_accuracy_mc": mc,
+            "bayes_accuracy_mc_se": mc_se, "chance_accuracy": 1.0 / num_classes,
+            "bayes_method": f"the Bayes classifier (argmax of the exact posterior) on the test split (n={n_test}), "
+                            f"binomial standard error; beside it E[max P(y|x)] by Monte Carlo, n={_BAYES_MC_SAMPLES}"}
     if lens is not None:
         info.update(seq_len=lens, variable_length=variable_length)
         info["bayes_method"] += " (of the sufficient statistics s_m = Σ_t a_t x_m[t], exact for the sequences)"

@@ -5,8 +5,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mmbench.report import plots as P
+from mmbench.report.decide import Decision, decide
 from mmbench.report.load import Run, load_runs
+from mmbench.report.summary import flag_summary
 from mmbench.report.tables import Table, batch_sizes, build_tables, failed, tagged_rows, tasks
+from mmbench.report.versus import Versus, versus
 
 HISTORY_TRIALS = 20  # at most this many lines in the trend plot: it stays readable
 
@@ -20,6 +23,9 @@ class Report:
     task_info: dict[str, dict]                 # task label → what tasks.json states
     history: list[P.Plot] = field(default_factory=list)
     history_table: list[dict] = field(default_factory=list)
+    decisions: dict[str, Decision] = field(default_factory=dict)   # task → its Pareto front and dominated
+    versus: list[Versus] = field(default_factory=list)             # several runs: each later one against the first
+    flags: str = ""                                                # how many rows carry a flagged timing, and why
 
     @property
     def tasks(self) -> list[str]:
@@ -48,7 +54,11 @@ def build(run_dirs: list[str | Path], db: str | Path | None = None) -> Report:
         for t in run.tasks if isinstance(run.tasks, list) else []:
             if isinstance(t, dict) and "label" in t:
                 info.setdefault(t["label"], t)
-    rep = Report(runs, rows, build_tables(rows), plots, info)
+    rep = Report(runs, rows, build_tables(rows), plots, info, flags=flag_summary(rows), versus=versus(runs))
+    for task in tasks(rows):
+        d = decide(task, [r for r in rows if r.get("task") == task])
+        if d is not None:
+            rep.decisions[task] = d
     if db is not None and Path(db).exists():
         _add_history(rep, Path(db))
     return rep

@@ -10,9 +10,16 @@ from html import escape
 
 from mmbench import __version__
 from mmbench.report import plots as P
+from mmbench.report import decide, versus
 from mmbench.report.build import Report
 from mmbench.report.summary import run_summary, state_note, task_note
 from mmbench.report.tables import Table
+
+LEGEND = ("★ the best value of a column, only where it beats the runner-up beyond both spreads (std over seeds or the "
+          "test split's standard error, the larger; a latency's IQR); ⚠ a flagged timing (noisy: the spread stayed "
+          "above the target; contended: the timed region was descheduled); ± — one seed, so no spread. Columns and "
+          "tables holding only zeros or empties are left out.")
+MANY = 20  # more dominated configurations than this: folded away
 
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;color:#1d232b;background:#f6f7f9}
@@ -30,6 +37,10 @@ td.failed{color:#b3261e;font-style:italic}
 figure{margin:0;background:#fff;border:1px solid #d7dbe0;border-radius:4px;padding:8px}
 figure img{max-width:100%;height:auto;display:block}figcaption{font-size:12px;color:#555;margin-top:4px}
 .note{color:#444}footer{color:#777;font-size:12px;margin-top:32px}
+.decision{background:#fff;border:1px solid #d7dbe0;border-radius:4px;padding:4px 16px 8px;margin:8px 0}
+.decision li{margin:2px 0}.flags{font-weight:600}
+td.regressed,td.failed-v{color:#b3261e;font-weight:700}td.improved{color:#1d7a3a;font-weight:700}
+td.noise{color:#8a6d00}tr.group td{background:#eef1f4;font-weight:600;text-align:left}
 """
 
 
@@ -57,23 +68,81 @@ def _table(t: Table) -> str:
             "</table></div>")
 
 
+def _decisions(rep: Report) -> str:
+    what = "these runs decide" if len(rep.runs) > 1 else "this run decides"
+    out = [f'<section class="decision" id="decision"><h2>What {what}</h2>']
+    if rep.flags:
+        out.append(f'<p class="flags">{escape(rep.flags)}</p>')
+    for task in rep.tasks:
+        out.append(f"<h3>Task: {escape(task)}</h3>")
+        note = task_note(rep.task_info.get(task, {}))
+        if note:
+            out.append(f'<p class="note">{escape(note)}</p>')
+        d = rep.decisions.get(task)
+        if d is None:
+            out.append('<p class="note">Nothing to decide: no accuracy measured, or fewer than two configurations.</p>')
+            continue
+        over, front, dominated = decide.lines(d)
+        out.append(f"<p>Pareto front ({escape(over)}): {len(front)} configuration(s)</p>"
+                   '<ul class="front">' + "".join(f"<li>{escape(x)}</li>" for x in front) + "</ul>")
+        if dominated:
+            items = '<ul class="dominated">' + "".join(f"<li>{escape(x)}</li>" for x in dominated) + "</ul>"
+            head = f"Dominated: {len(dominated)} configuration(s), each with what dominates it"
+            out.append(f"<details><summary>{head}</summary>{items}</details>" if len(dominated) > MANY
+                       else f"<p>{head}</p>{items}")
+    out.append("</section>")
+    return "".join(out)
+
+
+def _versus(rep: Report) -> str:
+    out = []
+    for v in rep.versus:
+        out.append(f'<section class="versus"><h2>Run {escape(v.other)} against run {escape(v.base)}</h2>')
+        if v.comparison is None:
+            out.append(f'<p class="note">Not compared: {escape(v.error)}</p></section>')
+            continue
+        cmp = v.comparison
+        counts = ", ".join(f"{cmp.count(s)} {s}" for s in versus.C.STATES if cmp.count(s))
+        out.append(f'<p class="note">Trials matched by id; per metric the delta, the ratio and compare\'s verdict '
+                   f"({escape(counts)}).</p>")
+        if cmp.refusal:
+            out.append(f'<p class="note"><b>`mmbench compare` would refuse this pair (exit 2):</b> '
+                       f"{escape(cmp.refusal)}</p>")
+        head = "".join(f'<th class="key">{escape(h.format(base=v.base, other=v.other))}</th>' for h in versus.HEADER)
+        for task, groups in v.by_task().items():
+            body = []
+            for trial, entries in groups.items():
+                body.append(f'<tr class="group"><td colspan="{len(versus.HEADER)}">{escape(trial)} '
+                            f"<code>{escape(entries[0].trial_id)}</code></td></tr>")
+                for e in entries:
+                    cells = versus.row(e)
+                    cls = {"regressed": "regressed", "failed": "failed-v", "improved": "improved",
+                           "noise": "noise"}.get(e.state, "")
+                    body.append("<tr>" + "".join(
+                        f'<td class="{"key " if i in (0, 6) else ""}{cls if i == 5 else ""}">{escape(c)}</td>'
+                        for i, c in enumerate(cells)) + "</tr>")
+            out.append(f"<h3>Task: {escape(task)}</h3>"
+                       f'<div class="wrap"><table class="versus"><thead><tr>{head}</tr></thead>'
+                       f'<tbody>{"".join(body)}</tbody></table></div>')
+        out.append("</section>")
+    return "".join(out)
+
+
 def render(rep: Report) -> str:
     out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
            f"<title>{escape(rep.title)}</title>", f"<style>{CSS}</style></head><body><main>",
            f"<h1>{escape(rep.title)}</h1>"]
     out += [f'<div class="banner">{escape(n)}</div>' for n in state_note(rep.runs)]
+    out.append(_decisions(rep))  # before any table: what the run decides
+    out.append(_versus(rep))
     cols, rows = run_summary(rep.runs)
     out.append('<h2>Suite and environment</h2><div class="wrap"><table class="summary"><thead><tr>'
                + "".join(f'<th class="key">{escape(c)}</th>' for c in cols) + "</tr></thead><tbody>"
                + "".join("<tr>" + "".join(f'<td class="key">{escape(str(v))}</td>' for v in r) + "</tr>"
                          for r in rows) + "</tbody></table></div>")
-    out.append('<p class="note">★ the best value in each column (lowest cost, highest accuracy); '
-               "⚠ a latency whose spread stayed above the target when its time budget ran out.</p>")
+    out.append(f'<p class="note">{escape(LEGEND)}</p>')
     for task in rep.tasks:
         out.append(f"<section><h2>Task: {escape(task)}</h2>")
-        note = task_note(rep.task_info.get(task, {}))
-        if note:
-            out.append(f'<p class="note">{escape(note)}</p>')
         figs = [p for p in rep.plots if p.task == task]
         if figs:
             out.append('<div class="figs">' + "".join(_img(p) for p in figs) + "</div>")

@@ -4,7 +4,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from mmbench.report import plots as P
+from mmbench.report import decide, versus
 from mmbench.report.build import Report
+from mmbench.report.html import LEGEND
 from mmbench.report.summary import run_summary, state_note, task_note
 from mmbench.report.tables import Table
 
@@ -21,23 +23,63 @@ def _table(t: Table) -> list[str]:
     return lines
 
 
+def _decisions(rep: Report) -> list[str]:
+    out = [f"## What {'these runs decide' if len(rep.runs) > 1 else 'this run decides'}", ""]
+    if rep.flags:
+        out += [f"**{rep.flags}**", ""]
+    for task in rep.tasks:
+        out += [f"### Task: {task}", ""]
+        note = task_note(rep.task_info.get(task, {}))
+        if note:
+            out += [note, ""]
+        d = rep.decisions.get(task)
+        if d is None:
+            out += ["Nothing to decide: no accuracy measured, or fewer than two configurations.", ""]
+            continue
+        over, front, dominated = decide.lines(d)
+        out += [f"Pareto front ({over}): {len(front)} configuration(s)", ""] + [f"- {x}" for x in front] + [""]
+        if dominated:
+            out += [f"Dominated: {len(dominated)} configuration(s), each with what dominates it", ""]
+            out += [f"- {x}" for x in dominated] + [""]
+    return out
+
+
+def _versus(rep: Report) -> list[str]:
+    out = []
+    for v in rep.versus:
+        out += [f"## Run {v.other} against run {v.base}", ""]
+        if v.comparison is None:
+            out += [f"Not compared: {v.error}", ""]
+            continue
+        if v.comparison.refusal:
+            out += [f"**`mmbench compare` would refuse this pair (exit 2):** {v.comparison.refusal}", ""]
+        for task, groups in v.by_task().items():
+            out += [f"### Task: {task}", "", "| trial | " + " | ".join(h.format(base=v.base, other=v.other)
+                                                                   for h in versus.HEADER) + " |",
+                    "|---" * (len(versus.HEADER) + 1) + "|"]
+            for trial, entries in groups.items():
+                for i, e in enumerate(entries):
+                    cells = [c.replace("|", "/") for c in versus.row(e)]
+                    out.append(f"| {trial if i == 0 else ''} | " + " | ".join(cells) + " |")
+            out.append("")
+    return out
+
+
 def render(rep: Report, fig_dir: Path | None = None, fig_rel: str = "figures") -> str:
     """The markdown text; when ``fig_dir`` is given the figures are written there as PNG and linked as fig_rel/…"""
     out = [f"# {rep.title}", ""]
     for note in state_note(rep.runs):
         out += [f"**{note}**", ""]
+    out += _decisions(rep)  # before any table: what the run decides
+    out += _versus(rep)
     cols, rows = run_summary(rep.runs)
-    out += ["| " + " | ".join(cols) + " |", "|---" * len(cols) + "|"]
+    out += ["## Suite and environment", "", "| " + " | ".join(cols) + " |", "|---" * len(cols) + "|"]
     out += ["| " + " | ".join(str(v) for v in r) + " |" for r in rows]
-    out += ["", "★ marks the best value in each column (lowest cost, highest accuracy); ⚠ a latency whose spread "
-                "stayed above the target.", ""]
+    out += ["", LEGEND, ""]
     if fig_dir is not None and (rep.plots or rep.history):
         fig_dir.mkdir(parents=True, exist_ok=True)
     for task in rep.tasks:
         out += [f"## Task: {task}", ""]
-        note = task_note(rep.task_info.get(task, {}))
-        if note:
-            out += [note, ""]
         if fig_dir is not None:
             for p in (p for p in rep.plots if p.task == task):
                 name = f"{P._slug(task)}-{p.key}.png"

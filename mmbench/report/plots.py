@@ -18,7 +18,7 @@ import matplotlib.ticker
 matplotlib.use("Agg")
 from matplotlib.figure import Figure  # noqa: E402  (not pyplot: half a second of import for nothing we use)
 
-from mmbench.report.tables import batch_sizes  # noqa: E402
+from mmbench.report.tables import batch_sizes, dims_label, dims_order  # noqa: E402
 
 matplotlib.rcParams.update({"font.size": 9, "axes.grid": True, "grid.alpha": 0.3,
                      "figure.dpi": 100})
@@ -47,11 +47,6 @@ def _num(v: Any) -> float | None:
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
         return None
     return float(v)
-
-
-def mean_dim(dims: str) -> float:
-    parts = [int(p) for p in str(dims).split("x") if p.strip().isdigit()]
-    return sum(parts) / len(parts) if parts else float("nan")
 
 
 def _ok(rows: list[dict], *cols: str) -> list[dict]:
@@ -143,35 +138,120 @@ def _run_index(rows: list[dict]) -> dict[str, int]:
 
 
 def accuracy_vs(rows: list[dict], cost: str, xlabel: str, title: str) -> Figure | None:
+    """A point per configuration: colour per method, marker per modality dims (and the dims written beside each
+    point when there are few), the Pareto front, the ceiling with its standard error."""
     pts = _ok(rows, "acc_mean", cost)
     if len(pts) < 2:
         return None
     fig, ax = _new(title, xlabel, "test accuracy", logx=True)
     pal = _Palette(pts)
-    for key, rs in _series(pts).items():
-        ax.scatter([r[cost] for r in rs], [r["acc_mean"] for r in rs], s=22, zorder=3, **pal(rs[0]))
+    order = dims_order(pts)
+    colour = {}
+    for key, rs in _series(pts).items():  # the legend's colour key; points are drawn once per dims (fast)
+        style = pal(rs[0])
+        colour[key] = style["color"]
+        ax.scatter([], [], s=24, color=style["color"], marker="o", label=style["label"])
+    for j, dims in enumerate(order):
+        group = [r for r in pts if str(r.get("dims")) == dims]
+        ax.scatter([r[cost] for r in group], [r["acc_mean"] for r in group], s=24, zorder=3,
+                   c=[colour[r["_key"]] for r in group], marker=_MARKERS[j % len(_MARKERS)])
+    if len(pts) <= 40:
+        for r in pts:
+            ax.annotate(dims_label(r.get("dims")), (r[cost], r["acc_mean"]), fontsize=6, xytext=(3, 2),
+                        textcoords="offset points", color="#555")
+    key = 1 < len(order) <= MAX_LEGEND
+    for i, d in enumerate(order if key else []):  # the marker key: which dims each marker is
+        ax.scatter([], [], marker=_MARKERS[i % len(_MARKERS)], color="grey", s=24, label=f"dims {dims_label(d)}")
     front = pareto_front([(float(r[cost]), float(r["acc_mean"])) for r in pts])
     ax.step([p[0] for p in front], [p[1] for p in front], where="post", color="black", lw=1.2, alpha=0.7,
             label="Pareto front", zorder=2)
-    bayes = [r.get("bayes_accuracy") for r in pts if _num(r.get("bayes_accuracy")) is not None]
-    if bayes:
-        ax.axhline(bayes[0], color="grey", ls="--", lw=0.8, label="Bayes-optimal")
-    _legend(ax, pal.entries + 1 + bool(bayes))
+    bayes = next((r for r in pts if _num(r.get("bayes_accuracy")) is not None), None)
+    if bayes is not None:
+        b, se = bayes["bayes_accuracy"], _num(bayes.get("bayes_accuracy_se")) or 0.0
+        ax.axhline(b, color="grey", ls="--", lw=0.8, label="Bayes-optimal (test split)")
+        if se:
+            ax.axhspan(b - se, b + se, color="grey", alpha=0.15, lw=0)
+    _legend(ax, pal.entries + 1 + (bayes is not None) + (len(order) if key else 0))
     return fig
 
 
 def vs_dim(rows: list[dict], col: str, ylabel: str, title: str) -> Figure | None:
+    """A line per method over its modality dims, smallest first, on a log y axis; each tick names its dims
+    ('32x32x64' where they differ per modality), so a non-uniform configuration is never placed at its mean."""
     pts = _ok(rows, col)
-    if len({r.get("dims") for r in pts}) < 2:
+    order = dims_order(pts)
+    if len(order) < 2:
         return None
-    fig, ax = _new(title, "modality dim (mean over modalities)", ylabel, logx=True, logy=True)
+    fig, ax = _new(title, "modality dims (per modality, by size)", ylabel, logy=True)
     pal = _Palette(pts)
+    pos = {d: i for i, d in enumerate(order)}
     for key, rs in _series(pts).items():
-        rs = sorted(rs, key=lambda r: mean_dim(r.get("dims")))
-        ax.plot([mean_dim(r.get("dims")) for r in rs], [r[col] for r in rs], lw=1, ms=4, **pal(rs[0]))
-    ticks = sorted({mean_dim(r.get("dims")) for r in pts})
-    if len(ticks) <= 12:  # label the dims measured, not powers of ten
-        _ticks(ax, ticks)
+        rs = sorted(rs, key=lambda r: pos[str(r.get("dims"))])
+        ax.plot([pos[str(r.get("dims"))] for r in rs], [r[col] for r in rs], lw=1, ms=4, **pal(rs[0]))
+    ax.set_xticks(range(len(order)), [dims_label(d) for d in order], rotation=30 if len(order) > 6 else 0)
+    _legend(ax, pal.entries)
+    return fig
+
+
+def accuracy_vs_rank(rows: list[dict]) -> Figure | None:
+    """Test accuracy (mean ± std over seeds) against rank, a line per method and dims, with the ceiling."""
+    pts = [r for r in _ok(rows, "acc_mean") if _num(r.get("rank")) is not None]
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in pts:
+        groups.setdefault((str(r.get("method")) + (f" · {r['_run']}" if len(_run_index(rows)) > 1 else ""),
+                           str(r.get("dims"))), []).append(r)
+    groups = {k: v for k, v in groups.items() if len({r["rank"] for r in v}) >= 2}
+    if not groups:
+        return None
+    fig, ax = _new("Test accuracy vs rank (a line per method and modality dims)", "rank", "test accuracy",
+                   logx=True)
+    order = dims_order([r for v in groups.values() for r in v])
+    methods = list(dict.fromkeys(m for m, _ in groups))
+    few = len(groups) <= MAX_LEGEND  # else: colour and legend by method, the marker tells the dims
+    for i, ((method, dims), rs) in enumerate(groups.items()):
+        rs = sorted(rs, key=lambda r: r["rank"])
+        first = next(k for k in groups if k[0] == method) == (method, dims)
+        ax.errorbar([r["rank"] for r in rs], [r["acc_mean"] for r in rs],
+                    yerr=[_num(r.get("acc_std")) or 0.0 for r in rs], lw=1, ms=4, capsize=2,
+                    color=_style(i if few else methods.index(method), 0)["color"],
+                    marker=_MARKERS[order.index(dims) % len(_MARKERS)],
+                    label=f"{method} · dims {dims_label(dims)}" if few else method if first else "_nolegend_")
+    if not few and len(order) <= MAX_LEGEND:
+        for j, d in enumerate(order):
+            ax.plot([], [], ls="none", marker=_MARKERS[j % len(_MARKERS)], color="grey", label=f"dims {dims_label(d)}")
+    ranks = sorted({r["rank"] for v in groups.values() for r in v})
+    _ticks(ax, ranks)
+    bayes = next((r["bayes_accuracy"] for r in pts if _num(r.get("bayes_accuracy")) is not None), None)
+    if bayes is not None:
+        ax.axhline(bayes, color="grey", ls="--", lw=0.8, label="Bayes-optimal (test split)")
+    _legend(ax, (len(groups) if few else len(methods) + (len(order) if len(order) <= MAX_LEGEND else 0))
+            + (bayes is not None))
+    return fig
+
+
+def latency_vs_batch(rows: list[dict]) -> Figure | None:
+    """Whole-model forward latency against batch size, each method at its largest dims."""
+    batches = [b for b in batch_sizes(rows) if any(_num(r.get(f"latency_ms_b{b}")) for r in rows)]
+    if len(batches) < 2:
+        return None
+    largest: dict[str, dict] = {}
+    order = dims_order(rows)
+    for r in (r for r in rows if r.get("status") == "ok"):
+        k = r["_key"]
+        if k not in largest or order.index(str(r.get("dims"))) > order.index(str(largest[k].get("dims"))):
+            largest[k] = r
+    fig, ax = _new("Forward latency vs batch size (each method at its largest dims)", "batch size",
+                   "latency, whole model (ms)", logx=True, logy=True)
+    pal = _Palette(list(largest.values()))
+    n = 0
+    for key, r in largest.items():
+        xy = [(b, r[f"latency_ms_b{b}"]) for b in batches if _num(r.get(f"latency_ms_b{b}")) is not None]
+        if len(xy) >= 2:
+            ax.plot(*zip(*xy), lw=1, ms=4, **pal(r, f"{key} (dims {dims_label(r.get('dims'))})"))
+            n += 1
+    if not n:
+        return None
+    _ticks(ax, batches)
     _legend(ax, pal.entries)
     return fig
 
@@ -195,7 +275,7 @@ def params_vs_rank(rows: list[dict]) -> Figure | None:
         ax.plot([r["rank"] for r in rs], [r["fusion_params"] for r in rs], lw=1, ms=4,
                 label=method if key == next(k for k in groups if k.startswith(method + " · ")) else "_nolegend_",
                 **_style(methods.index(method), 0))
-        ax.annotate(rs[-1]["dims"], (rs[-1]["rank"], rs[-1]["fusion_params"]), fontsize=6, xytext=(3, 0),
+        ax.annotate(dims_label(rs[-1]["dims"]), (rs[-1]["rank"], rs[-1]["fusion_params"]), fontsize=6, xytext=(3, 0),
                     textcoords="offset points", va="center")
     _legend(ax, len(methods))
     return fig
@@ -207,9 +287,10 @@ def memory_vs_batch(rows: list[dict]) -> Figure | None:
         return None
     ok = [r for r in rows if r.get("status") == "ok"]
     largest: dict[str, dict] = {}  # each method at its largest dims: one line per method, not per configuration
+    order = dims_order(ok)
     for r in ok:
         k = r["_key"]
-        if k not in largest or mean_dim(r.get("dims")) > mean_dim(largest[k].get("dims")):
+        if k not in largest or order.index(str(r.get("dims"))) > order.index(str(largest[k].get("dims"))):
             largest[k] = r
     fig, ax = _new("Peak forward memory vs batch size (each method at its largest dims)", "batch size",
                    "peak memory (MiB)", logx=True)
@@ -318,8 +399,13 @@ def task_plots(rows: list[dict], samples: dict[tuple[str, str], dict]) -> list[P
         if fig is not None:
             out.append(Plot(key, title, task, fig))
 
+    add("params-vs-dim", "Parameters vs modality dim",
+        lambda: vs_dim(rows, "fusion_params", "parameters (fusion layer)", "Fusion-layer parameters vs modality dim"))
+    add("flops-vs-dim", "FLOPs vs modality dim",
+        lambda: vs_dim(rows, "fusion_flops", "FLOPs per sample", "Fusion-layer FLOPs vs modality dim"))
     add("acc-vs-params", "Accuracy vs parameters",
         lambda: accuracy_vs(rows, "params", "parameters, whole model", "Accuracy vs parameters"))
+    add("acc-vs-rank", "Accuracy vs rank", lambda: accuracy_vs_rank(rows))
     if batches:
         b = batches[0]
         add("acc-vs-latency", "Accuracy vs latency",
@@ -329,8 +415,7 @@ def task_plots(rows: list[dict], samples: dict[tuple[str, str], dict]) -> list[P
         add("latency-vs-dim", "Latency vs modality dim",
             lambda: vs_dim(rows, f"fusion_latency_ms_b{b}", "latency (ms)",
                            f"Fusion-layer latency vs modality dim (batch {b})"))
-    add("flops-vs-dim", "FLOPs vs modality dim",
-        lambda: vs_dim(rows, "fusion_flops", "FLOPs per sample", "Fusion-layer FLOPs vs modality dim"))
+    add("latency-vs-batch", "Latency vs batch size", lambda: latency_vs_batch(rows))
     add("params-vs-rank", "Parameters vs rank", lambda: params_vs_rank(rows))
     add("memory-vs-batch", "Memory vs batch size", lambda: memory_vs_batch(rows))
     for name, fig in robustness_curves(rows, samples):

@@ -1,5 +1,6 @@
 """Comparison tables: for each task and metric, method (× run) by modality dims, with the best value in each column
-marked. Plain data; markdown.py and html.py only format it."""
+marked — only where it is better than the runner-up beyond their spread. A column (or table) holding only zeros or
+empties is left out. Plain data; markdown.py and html.py only format it."""
 from __future__ import annotations
 
 import math
@@ -7,6 +8,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from mmbench import evidence
 from mmbench.report.load import Run
 
 LOWER, HIGHER = "lower", "higher"
@@ -51,6 +53,21 @@ def fmt_num(v: Any) -> str:
     if a >= 100 or float(v).is_integer():
         return f"{v:.0f}"
     return f"{v:.3g}"
+
+
+def dims_label(dims: str) -> str:
+    """'8x8x8' → '8'; non-uniform dims keep their full name ('32x32x64'), never a mean."""
+    parts = str(dims).split("x")
+    return parts[0] if len(set(parts)) == 1 else str(dims)
+
+
+def dims_order(rows: list[dict]) -> list[str]:
+    """The dims of the rows, smallest first (by the product of the per-modality dims: the size of a tensor fusion)."""
+    def size(d: str) -> tuple[float, str]:
+        parts = [int(p) for p in str(d).split("x") if p.strip().isdigit()]
+        return (math.prod(parts) if parts else math.inf, str(d))
+
+    return sorted({str(r.get("dims", "?")) for r in rows}, key=size)
 
 
 def batch_sizes(rows: list[dict]) -> list[int]:
@@ -128,21 +145,34 @@ def _is_num(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
+def _spread_text(v: Any, fmt: str) -> str:
+    return format(v, fmt) if _is_num(v) else "—"  # one seed has no spread: "—", never "0.000"
+
+
 def _cell_text(r: dict, m: Metric) -> str:
     v = r[m.column]
     if m.column.endswith("_mean") and m.spread:
-        text = f"{v:.3f} ± {r.get(m.spread, 0) or 0:.3f}"
+        text = f"{v:.3f} ± {_spread_text(r.get(m.spread), '.3f')}"
     elif m.spread and "_ms_b" in m.column:
-        text = f"{v:.4g} ± {r.get(m.spread, 0) or 0:.2g}"
+        text = f"{v:.4g} ± {_spread_text(r.get(m.spread), '.2g')}"
     elif "_mib_b" in m.column:
         text = f"{v:.2f}"
     elif m.column.startswith("robust"):
         text = f"{v:.3f}"
     else:
         text = fmt_num(v)
-    if m.flag and r.get(m.flag):
+    if (m.flag and r.get(m.flag)) or evidence.flags(r, m.column):  # noisy, contended, throttled …
         text += " ⚠"
     return text
+
+
+def _spread(r: dict, m: Metric) -> float:
+    """How far a cell's value may move by chance: the std over seeds or the test split's standard error (the
+    larger), a latency's IQR; exact counts have none."""
+    out = [r.get(m.spread)] if m.spread else []
+    if m.column.endswith("_mean"):
+        out.append(r.get(f"{m.column[:-5]}_se"))
+    return max([float(v) for v in out if _is_num(v)] or [0.0])
 
 
 def tagged_rows(runs: list[Run]) -> list[dict]:
@@ -161,34 +191,40 @@ def tasks(rows: list[dict]) -> list[str]:
 
 
 def build_tables(rows: list[dict]) -> list[Table]:
-    """All tables of tagged rows, grouped by task."""
+    """All tables of tagged rows, grouped by task; a table with nothing but zeros and empties is left out."""
     tables = []
     for task in tasks(rows):
         trows = [r for r in rows if r.get("task", "?") == task]
         for m in metrics(trows):
-            tables.append(_table(task, m, trows))
+            t = _table(task, m, trows)
+            if t.columns:
+                tables.append(t)
     return tables
 
 
 def _table(task: str, m: Metric, rows: list[dict]) -> Table:
-    t = Table(task, m, columns=list(dict.fromkeys(r.get("dims", "?") for r in rows)),
+    t = Table(task, m, columns=dims_order(rows),
               rows=list(dict.fromkeys(r["_key"] for r in rows)))
+    spreads: dict[int, float] = {}
     for r in rows:
         status = r.get("status", "?")
         if status == "ok" and _is_num(r.get(m.column)):
             cell = Cell(float(r[m.column]), _cell_text(r, m))
+            spreads[id(cell)] = _spread(r, m)
         elif status != "ok":
             cell = Cell(None, status, status=status)
         else:
             cell = Cell(None, "—")
         t.cells[(r["_key"], r.get("dims", "?"))] = cell
-    for col in t.columns:  # the best value of each column (ties all marked), when there is something to compare
-        vals = [c for (k, d), c in t.cells.items() if d == col and c.value is not None]
+    # a column of zeros and empties says nothing (failures are listed below the tables)
+    t.columns = [d for d in t.columns if any(c.value for (_, dd), c in t.cells.items() if dd == d)]
+    for col in t.columns:  # ★ the best of a column, when it is better than the runner-up beyond both spreads
+        vals = sorted((c for (k, d), c in t.cells.items() if d == col and c.value is not None),
+                      key=lambda c: c.value if m.better == LOWER else -c.value)
         if len(vals) < 2:
             continue
-        best = min(c.value for c in vals) if m.better == LOWER else max(c.value for c in vals)
-        for c in vals:
-            c.best = c.value == best
+        best, second = vals[0], vals[1]
+        vals[0].best = abs(best.value - second.value) > max(spreads[id(best)], spreads[id(second)])
     return t
 
 

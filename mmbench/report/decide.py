@@ -1,0 +1,173 @@
+"""What a report decides, before any table: per task, the configurations on the accuracy-vs-cost Pareto front, and
+every dominated one named with what dominates it.
+
+Costs are parameters, FLOPs, whole-model latency at each batch size and memory at each batch size (a cost that is 0
+in every row says nothing and is left out; a flagged timing — contended, noisy … — is no evidence of a cost and is
+left out of its configuration's costs). B dominates A when
+B is at least as accurate (not worse beyond the spread: the larger std over seeds or binomial standard error of the
+two), costs no more in every cost both have, and is strictly better somewhere (a lower cost, or more accurate beyond
+the spread). So a method whose extra accuracy is within the noise and that costs more is dominated, and two methods
+can never dominate each other.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from mmbench import evidence
+from mmbench.report.tables import HIGHER, batch_sizes, fmt_num, seed_metric_better
+
+MAX_DOMINATORS = 2  # named per dominated configuration (the most accurate first)
+
+
+@dataclass
+class Point:
+    key: str                      # the row's method label (· run, when several runs)
+    dims: str
+    score: float
+    std: float | None
+    se: float | None
+    costs: dict[str, float]
+    chance: float | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.key} · {self.dims}"
+
+    @property
+    def spread(self) -> float:
+        return max(self.std or 0.0, self.se or 0.0)
+
+
+@dataclass
+class Decision:
+    task: str
+    metric: str                   # the score: acc, else the first metric over seeds
+    better: str                   # HIGHER | LOWER
+    costs: list[str]              # cost columns used, in reading order
+    front: list[Point] = field(default_factory=list)
+    dominated: list[tuple[Point, list[tuple[Point, list[str]]]]] = field(default_factory=list)
+
+
+def cost_columns(rows: list[dict]) -> list[str]:
+    """Parameters, FLOPs, latency and memory at each batch size: those the rows hold."""
+    present = {k for r in rows for k, v in r.items() if _num(v)}  # measured, and not 0 in every row
+    out = [c for c in ("params", "flops") if c in present]
+    for b in batch_sizes(rows):
+        out += [c for c in (f"latency_ms_b{b}",) if c in present]
+    for b in batch_sizes(rows):
+        mem = next((c for c in (f"peak_alloc_mib_b{b}", f"peak_mem_mib_b{b}") if c in present), None)
+        out += [mem] if mem else []
+    return out
+
+
+def cost_label(col: str) -> str:
+    if col == "params":
+        return "params"
+    if col == "flops":
+        return "FLOPs"
+    b = col.rsplit("_b", 1)[-1]
+    return f"latency b{b}" if col.startswith("latency") else f"memory b{b}"
+
+
+def _score_metric(rows: list[dict]) -> str | None:
+    present = {k for r in rows for k in r}
+    names = [k[:-5] for k in present if k.endswith("_mean") and f"{k[:-5]}_std" in present
+             and not k.startswith("rob_")]
+    for pick in ("acc", "f1", "acc2", "corr", "mae"):
+        if pick in names:
+            return pick
+    return sorted(names)[0] if names else None
+
+
+def decide(task: str, rows: list[dict]) -> Decision | None:
+    """The front and the dominated, for the ok rows of one task that have a score; None when there is nothing to
+    decide (no score measured, or fewer than two configurations)."""
+    metric = _score_metric(rows)
+    if metric is None:
+        return None
+    costs = cost_columns(rows)
+    pts = []
+    for r in rows:
+        s = _num(r.get(f"{metric}_mean"))
+        if r.get("status") != "ok" or s is None:
+            continue
+        pts.append(Point(str(r.get("_key")), str(r.get("dims")), s, _num(r.get(f"{metric}_std")),
+                         _num(r.get(f"{metric}_se")),
+                         {c: float(r[c]) for c in costs if _num(r.get(c)) is not None and not evidence.flags(r, c)},
+                         _num(r.get("chance_accuracy")) if metric.startswith("acc") else None))
+    if len(pts) < 2 or not costs:
+        return None
+    d = Decision(task, metric, seed_metric_better(metric), costs)
+    # every pair at once (a run of 500 configurations is 250 000 pairs); the same rule as _dominates, which then
+    # says why for the few dominators named
+    cost = np.array([[p.costs.get(c, np.nan) for c in costs] for p in pts])
+    score, spread = np.array([p.score for p in pts]), np.array([p.spread for p in pts])
+    sign = 1.0 if d.better == HIGHER else -1.0
+    known = ~np.isnan(cost)
+    for i, p in enumerate(pts):
+        both = known & known[i]
+        with np.errstate(invalid="ignore"):
+            no_dearer = np.where(both, cost <= cost[i], True).all(1)
+            cheaper = np.where(both, cost < cost[i], False).any(1)
+        tol, gain = np.maximum(spread, spread[i]), sign * (score - score[i])
+        dom = both.any(1) & no_dearer & (gain >= -tol) & (cheaper | (gain > tol))
+        dom[i] = False
+        by = sorted(np.flatnonzero(dom), key=lambda j: -sign * score[j])[:MAX_DOMINATORS]
+        if by:
+            d.dominated.append((p, [(pts[j], _dominates(pts[j], p, d.better, costs)) for j in by]))
+        else:
+            d.front.append(p)
+    d.front.sort(key=lambda p: tuple(p.costs.get(c, math.inf) for c in costs))
+    return d
+
+
+def _dominates(q: Point, p: Point, better: str, costs: list[str]) -> list[str] | None:
+    """Why q dominates p (what q is better at), or None."""
+    shared = [c for c in q.costs if c in p.costs]
+    if not shared:
+        return None
+    tol = max(q.spread, p.spread)
+    gain = q.score - p.score if better == HIGHER else p.score - q.score
+    if gain < -tol or any(q.costs[c] > p.costs[c] for c in shared):
+        return None
+    lower = [c for c in shared if q.costs[c] < p.costs[c]]
+    every = len(lower) == len(shared) and all(c in q.costs and c in p.costs for c in costs)
+    why = [] if not lower else ["cheaper in every cost"] if every else \
+        [f"cheaper in {', '.join(cost_label(c) for c in lower)}"]
+    if gain > tol:
+        why.insert(0, "more accurate beyond the spread" if better == HIGHER else "better beyond the spread")
+    elif not why:
+        return None
+    return why
+
+
+def describe(p: Point, costs: list[str], metric: str) -> str:
+    spread = "—" if p.std is None else f"{p.std:.3f}"
+    se = f", SE {p.se:.3f}" if p.se is not None else ""
+    chance = " (≈ chance)" if p.chance is not None and abs(p.score - p.chance) <= 2 * max(p.spread, 1e-9) else ""
+    parts = [f"{metric} {p.score:.3f} ± {spread}{se}{chance}"]
+    for c in costs:
+        if c in p.costs:
+            v = p.costs[c]
+            parts.append(f"{cost_label(c)} {fmt_num(v) if c in ('params', 'flops') else f'{v:.3g}'}"
+                         + (" ms" if c.startswith("latency") else " MiB" if "_mib_" in c else ""))
+    return " · ".join(parts)
+
+
+def _num(v) -> float | None:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        return None
+    return float(v)
+
+
+def lines(d: Decision) -> tuple[str, list[str], list[str]]:
+    """(what the front is over, a line per front configuration, a line per dominated one), for both renderers."""
+    over = f"{d.metric} against {', '.join(cost_label(c) for c in d.costs)}"
+    front = [f"{p.name}: {describe(p, d.costs, d.metric)}" for p in d.front]
+    dominated = [f"{p.name} ({d.metric} {p.score:.3f}): dominated by "
+                 + "; ".join(f"{q.name} ({q.score:.3f}, {' and '.join(why)})" for q, why in by)
+                 for p, by in d.dominated]
+    return over, front, dominated
