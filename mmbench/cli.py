@@ -26,6 +26,11 @@ class Device(str, Enum):
     cuda = "cuda"
 
 
+class ExecutorKind(str, Enum):
+    local = "local"
+    ray = "ray"
+
+
 class Registry(str, Enum):
     methods = "methods"
     datasets = "datasets"
@@ -50,7 +55,13 @@ def run(suite: Path = typer.Argument(..., help="Suite YAML file."),
         isolate: bool = typer.Option(False, "--isolate", help="Run trials in a worker process (= --workers 1 unless "
                                      "more are asked): a crash or hang costs one trial, not the run."),
         trial_timeout: Optional[float] = typer.Option(None, "--trial-timeout", min=0.001, help="End a trial still "
-                                                      "running after SECONDS (status timeout); implies --isolate.")):
+                                                      "running after SECONDS (status timeout); implies --isolate."),
+        executor_kind: Optional[ExecutorKind] = typer.Option(None, "--executor", help="Where trials run: local "
+                                                             "(this machine) or ray (a Ray cluster; pip install "
+                                                             "'mmbench[ray]') [default: the suite's execution.executor]."),
+        address: Optional[str] = typer.Option(None, "--address", help="With --executor ray: the cluster (auto, "
+                                              "HOST:PORT, ray://HOST:PORT) [default: RAY_ADDRESS, else the suite's "
+                                              "execution.address, else a Ray started here for the run].")):
     """Run a suite: measure every trial, write results and a report, record the run in the history."""
     from mmbench.suite import load_suite
 
@@ -73,11 +84,17 @@ def run(suite: Path = typer.Argument(..., help="Suite YAML file."),
     check_writable(db)  # a database this version cannot write fails now, before anything runs
     n = workers if workers is not None else (max(1, s.execution.workers or 0) if isolate else s.execution.workers)
     timeout = trial_timeout if trial_timeout is not None else s.execution.trial_timeout
+    kind = executor_kind.value if executor_kind else s.execution.executor
+    if kind == "ray" and (workers is not None or isolate):
+        raise UserError("--workers and --isolate are for the local executor: on Ray every trial is a task of its own")
+    if address is not None and kind != "ray":
+        raise UserError("--address needs --executor ray (or execution: {executor: ray} in the suite)")
+    how = dict(kind=kind, address=address, execution=s.execution)
     try:
         dev = resolve_device(device.value if device else s.measure.device)
     except UserError:
         dev = "cpu"  # prepare reports the device error with its place in the suite
-    executor = make_executor(dev, n, timeout)
+    executor = make_executor(dev, n, timeout, **how)
     executor.start()  # worker processes import torch while the data loads
     try:
         prepared = prepare(s, device.value if device else None)
@@ -91,7 +108,12 @@ def run(suite: Path = typer.Argument(..., help="Suite YAML file."),
             and not as_json:
         err.print(f"[yellow]note[/]: {executor.n} workers time their trials at the same time: latencies contend for "
                   "the machine's cores")
-    with _RichProgress(len(prepared.trials), enabled=not as_json) as progress:
+    import contextlib
+
+    # --json: stdout holds the one JSON document; anything else printed meanwhile (a user module, Ray's error
+    # messages about dead workers) goes to stderr.
+    with _RichProgress(len(prepared.trials), enabled=not as_json) as progress, \
+            contextlib.redirect_stdout(sys.stderr if as_json else sys.stdout):
         _on_sigterm_interrupt()
         try:
             run_dir = run_suite(prepared, out, suite_text=suite.read_text(), quick=quick, progress=progress, db=db,
@@ -103,6 +125,8 @@ def run(suite: Path = typer.Argument(..., help="Suite YAML file."),
             again += (["--workers", str(workers)] if workers is not None else []) + (["--isolate"] if isolate else [])
             again += (["--trial-timeout", f"{trial_timeout:g}"] if trial_timeout is not None else [])
             again += ["--drop-damaged"] if drop_damaged else []
+            again += (["--executor", executor_kind.value] if executor_kind else []) \
+                + (["--address", address] if address else [])
             again += ["--db", str(db)] if db != out / "history.sqlite" else []
             progress.bar.stop()
             err.print(f"[yellow]interrupted[/] after {exc.done} of {exc.total} trials; every finished trial is "

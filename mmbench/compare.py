@@ -221,6 +221,10 @@ def compare(base: Side, cur: Side, *, threshold: float = 0.10, alpha: float = 0.
                                      detail=f"failed in the baseline ({b.get('status')}), ok now"))
             continue
         threads = _threads_diff(b, c)
+        # a cluster run's rows carry their node's environment: judged per row, not by the two runs' drivers
+        own = b.get("env_fingerprint") or c.get("env_fingerprint")
+        envs = _row_envs(base, b, cur, c) if own else None
+        diff = (f"{envs[0]} vs {envs[1]}" if envs else "") if own else env_diff
         for metric in _metrics(b, c):
             e = Entry(**ident, metric=metric, state=UNCHANGED, baseline=_f(b.get(metric)), current=_f(c.get(metric)))
             if e.baseline is None or e.current is None:
@@ -229,9 +233,9 @@ def compare(base: Side, cur: Side, *, threshold: float = 0.10, alpha: float = 0.
                 _count(e)
             elif _seed_metric(metric, b, c):
                 _accuracy(e, b, c, f"{metric[:-5]}_std")
-            elif (threads and evidence.timed(metric)) or env_diff:
+            elif (threads and evidence.timed(metric)) or diff:
                 e.change = e.current / e.baseline - 1 if e.baseline else None
-                e.state, e.detail = NOT_COMPARABLE, threads or f"different environments ({env_diff})"
+                e.state, e.detail = NOT_COMPARABLE, threads or f"different environments ({diff})"
             else:
                 _timing(e, b, c, base, cur, threshold, alpha, allowance)
             out.entries.append(e)
@@ -282,6 +286,16 @@ def _refusal(out: Comparison, base: Side, cur: Side, env_diff: str) -> str | Non
     if top == "different threads":
         top = next(e.detail for e in bad if e.detail.startswith("different threads"))
     return f"{head} ({len(bad)} not comparable, most because: {top})"
+
+
+def _row_envs(base: Side, b: dict, cur: Side, c: dict) -> tuple[str, str] | None:
+    """The two rows' environment fingerprints when they differ and a row carries its own (a cluster run's rows
+    were measured on several nodes); None when they agree."""
+    from mmbench.history import row_fingerprint
+
+    fb = row_fingerprint(base.env, b) if base.env else b.get("env_fingerprint") or base.fingerprint
+    fc = row_fingerprint(cur.env, c) if cur.env else c.get("env_fingerprint") or cur.fingerprint
+    return (fb, fc) if fb != fc else None
 
 
 def _f(v: Any) -> float | None:

@@ -6,6 +6,7 @@ new executor (a cluster, say) plugs in without touching the runner.
   killed by the OS for memory), becomes a `timeout` / `crashed` row, and a fresh worker takes the next trial.
   The default on CUDA, one worker per visible GPU, each pinned to its GPU: a CUDA error poisons a process's context
   for every later trial, so a worker whose trial saw one (`cuda_error` row) is retired and replaced.
+- RayExecutor (mmbench.ray_executor, optional extra `ray`): one Ray task per trial on a cluster.
 """
 from __future__ import annotations
 
@@ -287,10 +288,19 @@ def gpu_slots() -> list[str]:
 
 
 def make_executor(device: str, workers: int | None = None, trial_timeout: float | None = None,
-                  gpus: list[str] | None = None) -> Executor:
+                  gpus: list[str] | None = None, *, kind: str = "local", address: str | None = None,
+                  execution=None) -> Executor:
     """workers None: in this process on CPU, one worker per visible GPU on CUDA (``gpus``: their
     CUDA_VISIBLE_DEVICES entries, found here when None). A timeout needs a worker: a call hung in this process cannot
-    be ended safely. workers 0 on CUDA runs the trials here, in the parent: its own choice."""
+    be ended safely. workers 0 on CUDA runs the trials here, in the parent: its own choice. ``kind`` "ray": a
+    RayExecutor at ``address`` (ray_executor.resolve_address), configured by the suite's ``execution`` block."""
+    if kind == "ray":
+        from mmbench.ray_executor import RayExecutor, resolve_address
+
+        e = execution
+        return RayExecutor(resolve_address(address, getattr(e, "address", None)), trial_timeout,
+                           timing_slots=getattr(e, "timing_slots", 1), accelerator=getattr(e, "accelerator", None),
+                           gpus=getattr(e, "gpus", 1), retries=getattr(e, "retries", 0))
     if device.startswith("cuda"):
         gpus = gpu_slots() if gpus is None else gpus
         if workers is None:

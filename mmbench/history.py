@@ -77,6 +77,15 @@ def fingerprint(env: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
+def row_fingerprint(env: dict[str, Any], row: dict[str, Any]) -> str:
+    """The environment fingerprint of one row: its own ``env_fingerprint`` (a cluster row carries its node's), else
+    the run's environment with the thread count the trial really used, so that the same machine gives the same
+    fingerprint whichever executor ran the trial."""
+    if row.get("env_fingerprint"):
+        return row["env_fingerprint"]
+    return fingerprint({**env, "torch_threads": row.get("threads") or env.get("torch_threads")})
+
+
 def _version(con: sqlite3.Connection) -> int:
     return con.execute("PRAGMA user_version").fetchone()[0]
 

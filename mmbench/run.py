@@ -154,6 +154,12 @@ def run_suite(prepared: Prepared, out: str | Path, *, suite_text: str = "", quic
     the history database ``db`` (if given) and write its reports (report.md, report.html).
 
     Raises RunInterrupted on Ctrl-C, after marking the run interrupted."""
+    if hasattr(executor, "check"):  # e.g. a trial no node of a cluster can run: refused before anything is written
+        try:
+            executor.check(prepared.trials)
+        except BaseException:
+            executor.close()
+            raise
     run, todo = open_run(prepared, out, resume, retry_failed, drop_damaged, quick)
     suite, trials = prepared.suite, prepared.trials  # after open_run: a resumed run keeps its thread count
     run.order = [t.id for t in trials]
@@ -175,6 +181,7 @@ def run_suite(prepared: Prepared, out: str | Path, *, suite_text: str = "", quic
     try:
         for trial, result in executor.run(todo, prepared.tasks, on_start=progress.start if progress else None):
             run.append(result.row, result.raw)
+            _record_nodes(run, executor)
             done += 1
             if progress:
                 progress.done(trial, result)
@@ -217,6 +224,20 @@ def _record_pending(db: str | Path, run: RunDir) -> None:
                 record_run(db, path)
         except UserError:  # a damaged old run directory must not fail this run
             continue
+
+
+def _record_nodes(run: RunDir, executor: Executor) -> None:
+    """A cluster executor's nodes (node id → environment) go into env.json as ``nodes`` as soon as each is first
+    heard from, kept across resumes: a kill -9 loses no node that measured a recorded row."""
+    envs = executor.environments() if hasattr(executor, "environments") else None
+    if not envs or set(envs) <= getattr(run, "_nodes", set()):
+        return
+    env = run.read_json("env.json")
+    nodes = env.setdefault("nodes", {})
+    if not set(envs) <= set(nodes):
+        nodes.update({k: v for k, v in envs.items() if k not in nodes})
+        run.write_json("env.json", env)
+    run._nodes = set(nodes)
 
 
 def _stop(run: RunDir, db: str | Path | None) -> None:

@@ -117,6 +117,14 @@ class ExecutionSpec(_Strict):
     """How trials run; not part of any trial's id (it changes no number)."""
     workers: int | None = Field(None, ge=0)          # 0: in this process; N: N subprocesses; None: 0 on CPU, 1 per GPU
     trial_timeout: float | None = Field(None, gt=0)  # seconds; a trial still running then is ended (needs a worker)
+    executor: Literal["local", "ray"] = "local"      # local: this process / worker pool; ray: a Ray cluster
+    # ray only (mmbench.ray_executor):
+    address: str | None = None                       # "auto", host:port, ray://host:port; None: RAY_ADDRESS, else a
+                                                     # Ray started on this machine for the run
+    accelerator: str | None = None                   # run trials only on nodes with this GPU model (e.g. H100)
+    gpus: int = Field(1, ge=1, strict=True)          # whole GPUs per CUDA trial (a fraction is refused)
+    timing_slots: int = Field(1, ge=1)               # timed trials at once per node
+    retries: int = Field(0, ge=0)                    # re-run a trial whose worker or node died, this many times
 
 
 DimsValue = Union[int, list[int]]

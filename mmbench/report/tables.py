@@ -176,13 +176,21 @@ def _spread(r: dict, m: Metric) -> float:
 
 
 def tagged_rows(runs: list[Run]) -> list[dict]:
-    """Every run's rows, with ``_run`` (its label) and ``_key`` (method label, with the run when there are several)."""
+    """Every run's rows, with ``_run`` (its label) and ``_key`` (method label, with the run when there are several,
+    and with the environment when one run's rows were measured on several: a cluster's H100 and A100 nodes), and
+    ``_env`` (then the row's environment fingerprint: best timings are marked within one environment)."""
+    from mmbench.history import row_fingerprint
+
     many = len(runs) > 1
     out = []
     for run in runs:
+        envs = {r.get("env_fingerprint") for r in run.rows}
         for r in run.rows:
-            out.append({**r, "_run": run.label, "_key": f"{r.get('label', r.get('method', '?'))} · {run.label}"
-                        if many else r.get("label", r.get("method", "?"))})
+            key = f"{r.get('label', r.get('method', '?'))} · {run.label}" if many else r.get("label", r.get("method", "?"))
+            if len(envs) > 1:
+                key += f" · {r.get('gpu_name') or r.get('device', '?')} {str(r.get('env_fingerprint') or '?')[:6]}"
+            out.append({**r, "_run": run.label, "_key": key,
+                        "_env": row_fingerprint(run.env, r) if len(envs) > 1 else None})
     return out
 
 
@@ -218,13 +226,20 @@ def _table(task: str, m: Metric, rows: list[dict]) -> Table:
         t.cells[(r["_key"], r.get("dims", "?"))] = cell
     # a column of zeros and empties says nothing (failures are listed below the tables)
     t.columns = [d for d in t.columns if any(c.value for (_, dd), c in t.cells.items() if dd == d)]
-    for col in t.columns:  # ★ the best of a column, when it is better than the runner-up beyond both spreads
-        vals = sorted((c for (k, d), c in t.cells.items() if d == col and c.value is not None),
-                      key=lambda c: c.value if m.better == LOWER else -c.value)
-        if len(vals) < 2:
-            continue
-        best, second = vals[0], vals[1]
-        vals[0].best = abs(best.value - second.value) > max(spreads[id(best)], spreads[id(second)])
+    env = {r["_key"]: r.get("_env") for r in rows}
+    timing = "_ms_b" in m.column or "_mib_b" in m.column
+    for col in t.columns:  # ★ the best of a column, when it is better than the runner-up beyond both spreads;
+        # timings and memory within one environment only (an H100 row is not "better" than an A100 row)
+        groups: dict = {}
+        for (k, d), c in t.cells.items():
+            if d == col and c.value is not None:
+                groups.setdefault(env.get(k) if timing else None, []).append(c)
+        for group in groups.values():
+            vals = sorted(group, key=lambda c: c.value if m.better == LOWER else -c.value)
+            if len(vals) < 2:
+                continue
+            best, second = vals[0], vals[1]
+            vals[0].best = abs(best.value - second.value) > max(spreads[id(best)], spreads[id(second)])
     return t
 
 
