@@ -237,8 +237,13 @@ class RayExecutor:
                 if drain is None and time.monotonic() >= next_drain:
                     drain = starts.drain.remote()
                 timeout = START_POLL_S if drain is not None else max(0.0, next_drain - time.monotonic())
-            ready, _ = ray.wait(list(self._inflight) + ([drain] if drain is not None else []), num_returns=1,
-                                timeout=timeout)
+            try:
+                ready, _ = ray.wait(list(self._inflight) + ([drain] if drain is not None else []), num_returns=1,
+                                    timeout=timeout)
+            except (ConnectionError, ray.exceptions.RaySystemError) as exc:  # the head went away
+                raise UserError(f"lost the Ray cluster ({str(exc).splitlines()[0][:200]}): every finished trial is "
+                                "recorded; finish the run with `mmbench run SUITE --resume RUN_DIR --executor ray`") \
+                    from None
             if drain is not None and drain in ready:
                 heard = time.monotonic()
                 for tid in ray.get(drain):
