@@ -338,8 +338,6 @@ def ray_failure(exc: BaseException) -> tuple[str, str]:
     return "crashed", f"{type(exc).__name__}: {first}"
 
 
-
-
 # --- inside the task (a worker process on some node) -------------------------------------------------------------
 _DATA: dict[str, Any] = {}  # object ref hex → task data, fetched once per worker process
 _ENV: dict[tuple, dict] = {}
@@ -361,11 +359,8 @@ def _trial_task(trial_dict: dict, data_ref: list, starts) -> tuple[dict, dict, d
     import ray
 
     from mmbench.history import row_fingerprint
-    from mmbench.trial import run_trial
+    from mmbench.trial import run_trial, warm_up
 
-    t0 = time.time()
-    if starts is not None:
-        starts.started.remote(trial_dict["id"])
     gpus = ray.get_gpu_ids()
     if not gpus:  # a CPU trial must not touch the node's GPUs (see JOB_ENV); CUDA is not initialised yet here
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
@@ -376,6 +371,10 @@ def _trial_task(trial_dict: dict, data_ref: list, starts) -> tuple[dict, dict, d
     trial = Trial.from_dict(trial_dict)
     ctx = ray.get_runtime_context()
     env = {**_node_env(trial.device), "node_id": ctx.get_node_id(), "node_ip": ray.util.get_node_ip_address()}
+    warm_up()  # as a local worker does, before the trial's clock (and its timeout) starts
+    t0 = time.time()
+    if starts is not None:
+        starts.started.remote(trial_dict["id"])
     result = run_trial(trial, _DATA[key])
     row = result.row
     row.update(node_id=env["node_id"], node_ip=env["node_ip"], hostname=platform.node(),
