@@ -44,7 +44,9 @@ COUNTS = ("params", "fusion_params", "flops", "fusion_flops", "encoder_flops", "
 REGRESSED, IMPROVED, NOISE, UNCHANGED, FAILED, NOT_COMPARABLE = (
     "regressed", "improved", "noise", "unchanged", "failed", "not comparable")
 STATES = (REGRESSED, FAILED, IMPROVED, NOISE, NOT_COMPARABLE, UNCHANGED)
-MIN_RUNS = 3            # a history needs this many runs of a trial before its run-to-run spread means anything
+# A history needs this many runs of a trial before its run-to-run spread means anything: with 3 or 4, nightly runs of
+# unchanged code on this project's VMs were called regressions (an sd from three tight runs, then a 10-20 % night).
+MIN_RUNS = 5
 MIN_COMPARABLE = 0.5    # a comparison with a smaller share of comparable entries is refused
 RUN_ALLOWANCE = 0.10    # two single runs: a move must exceed threshold + this (run-to-run spread on a quiet host)
 EXACT_MEMORY = ("cuda_allocated", "cpu_live_tensors")

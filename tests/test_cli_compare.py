@@ -28,7 +28,7 @@ def test_exit_codes_and_outputs(tmp_path, capsys, monkeypatch):
 
 def test_history_baseline(tmp_path, capsys, monkeypatch):
     db = tmp_path / "h.sqlite"
-    for i in range(3):
+    for i in range(5):
         H.record_run(db, make_run(tmp_path, f"r{i}", seed=i, started=f"2026-01-0{i + 1}T00:00"))
     cur = make_run(tmp_path, "cur", seed=7, slow={IDS[2]: 1.4}, started="2026-01-09T00:00")
     code, out, err = cli(capsys, monkeypatch, "compare", "history:fake", cur, "--db", db, "--json")

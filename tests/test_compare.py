@@ -150,17 +150,19 @@ def test_failed_and_not_comparable_states(tmp_path):
 
 def test_history_baseline_matches_the_current_environment_and_leaves_the_current_run_out(tmp_path):
     db = tmp_path / "h.sqlite"
-    for i in range(3):
+    for i in range(5):
         H.record_run(db, make_run(tmp_path, f"r{i}", seed=i, started=f"2026-01-0{i + 1}T00:00",
-                                  run_factor=(1.0, 1.04, 0.97)[i]))
-    cur = make_run(tmp_path, "cur", seed=9, slow={IDS[5]: 1.3}, started="2026-01-05T00:00")
+                                  run_factor=(1.0, 1.04, 0.97, 1.02, 0.99)[i]))
+    cur = make_run(tmp_path, "cur", seed=9, slow={IDS[5]: 1.3}, started="2026-01-07T00:00")
     H.record_run(db, cur)  # `mmbench run` records itself before the comparison
-    base, side = C.load_sides("history:fake:3", str(cur), db)
-    assert "fake/cur" not in base.note and "3 run(s)" in base.note
+    base, side = C.load_sides("history:fake:5", str(cur), db)
+    assert "fake/cur" not in base.note and "5 run(s)" in base.note
     cmp = C.compare(base, side)
     assert {t for t, _ in _states(cmp, C.REGRESSED)} == {IDS[5]}
     e = next(e for e in cmp.regressions)
-    assert "runs as the unit: 3 history runs" in e.detail and e.p_value < 0.01
+    assert "runs as the unit: 5 history runs" in e.detail and e.p_value < 0.01
+    short, side = C.load_sides("history:fake:4", str(cur), db)  # four runs: too few to know the spread
+    assert not C.compare(short, side).regressions
     with pytest.raises(UserError, match="no baseline"):
         C.load_sides("history:fake", str(make_run(tmp_path, "gpu", env={"device": "cuda"})), db)
     with pytest.raises(UserError, match="history:SUITE"):
@@ -188,14 +190,14 @@ def test_history_judges_against_its_run_to_run_spread(tmp_path):
 
 def test_history_leaves_flagged_runs_out_of_its_spread(tmp_path):
     db = tmp_path / "h.sqlite"
-    for i in range(4):  # the newest history run was contended on IDS[5]: left out, three clean runs remain
+    for i in range(6):  # the newest history run was contended on IDS[5]: left out, five clean runs remain
         H.record_run(db, make_run(tmp_path, f"r{i}", seed=i, started=f"2026-01-0{i + 1}T00:00",
-                                  contended={IDS[5]} if i == 3 else set()))
-    base = C.side_from_history("history:fake", db, C.side_from_run(make_run(tmp_path, "x", seed=8)))
-    assert len(base.runs[IDS[5]]["fusion_latency_ms_b1"]) == 3 and len(base.runs[IDS[4]]["fusion_latency_ms_b1"]) == 4
+                                  contended={IDS[5]} if i == 5 else set()))
+    base = C.side_from_history("history:fake:6", db, C.side_from_run(make_run(tmp_path, "x", seed=8)))
+    assert len(base.runs[IDS[5]]["fusion_latency_ms_b1"]) == 5 and len(base.runs[IDS[4]]["fusion_latency_ms_b1"]) == 6
     assert base.rows[IDS[5]]["fusion_latency_contended_b1"] is False
     cur = make_run(tmp_path, "cur", seed=9, slow={IDS[5]: 1.5}, started="2026-01-09T00:00")
-    cmp = C.compare(*C.load_sides("history:fake", str(cur), db))
+    cmp = C.compare(*C.load_sides("history:fake:6", str(cur), db))
     assert {t for t, _ in _states(cmp, C.REGRESSED)} == {IDS[5]}
 
 
