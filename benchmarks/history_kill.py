@@ -111,7 +111,7 @@ def check(db: Path, run_dirs: list[Path], before: dict[str, set[str]]) -> tuple[
         for run in run_dirs:
             if (run / "run.json").exists():
                 H.record_run(db, run)
-        now = held(db)
+        now = held(db) if db.exists() else {}  # killed before anything was written: no database, nothing lost
         for run in run_dirs:
             lost += len(rows_of(run) - now.get(f"{run.parent.name}/{run.name}", set()))
         return True, lost, why
