@@ -89,8 +89,9 @@ def _summary(cmp) -> str:
     noise = [e for e in cmp.entries if e.state == C.NOISE]
     flagged = sum(e.detail.startswith("flagged") for e in noise)
     small = sum(C.TOO_SMALL in e.detail for e in noise)
+    host = sum(e.detail.startswith("the host ran") for e in noise)
     refusal = f" · REFUSED (exit 2): {cmp.refusal}" if cmp.refusal else ""
-    return f"{counts} (noise: {flagged} flagged, {small} budget too small){refusal}"
+    return f"{counts} (noise: {flagged} flagged, {host} with the host's speed, {small} budget too small){refusal}"
 
 
 def _regressions(cmp) -> dict[str, set[str]]:
@@ -192,6 +193,9 @@ def detection(work: Path, db: Path, suite: Path) -> bool:
     print(f"  {_summary(cmp)}")
     _print_regressions(reg)
     want = f"lmf(rank={SLOW['rank']}) {'x'.join(map(str, SLOW['dims']))}"
+    for e in cmp.entries:  # what became of the slowed trial's timings, found or not
+        if f"{e.label} {e.dims}".startswith(want) and e.change is not None and "_ms_b" in e.metric:
+            print(f"      {e.metric}: {e.change * 100:+.1f}% {e.state} ({e.detail})", flush=True)
     return len(reg) == 1 and next(iter(reg)).startswith(want)
 
 
@@ -229,8 +233,10 @@ def main() -> None:
     ap.add_argument("--nights", type=int, default=10)
     ap.add_argument("--smoke", action="store_true", help="tiny budgets: check that the script works, not the floors")
     ap.add_argument("--skip", nargs="*", default=[], choices=["report", "quick", "nights", "hog"])
+    ap.add_argument("--keep", type=Path, help="work in this folder and keep it (the runs, the history database)")
     args = ap.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="mmbench-floors-"))
+    work = args.keep or Path(tempfile.mkdtemp(prefix="mmbench-floors-"))
+    work.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
     try:
         if "report" not in args.skip:
@@ -261,7 +267,8 @@ def main() -> None:
         print(f"total {time.perf_counter() - t_start:.0f} s" + ("  (--smoke: the floors mean nothing)" if args.smoke
                                                                else ""))
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@ clock, what the neighbours did), so two runs of the same code differ by more tha
 never pooled as if independent (like asv, a verdict needs a factor *and* significance).
 
 - timing (latency, training step): within the threshold: unchanged. Flagged noisy, contended, throttled or beside
-  GPU co-tenants on either side: noise. Otherwise
+  GPU co-tenants on either side, or moved the way the host's own speed moved (a fixed reference workload timed beside
+  the trial ran over HOST_TOLERANCE slower, or faster, than in the baseline): noise. Otherwise
   · against a history baseline, runs are the unit: the other side's value is a new draw from the history's per-run
     medians; regressed/improved when a one-sided t prediction test on their logs gives p < alpha AND the value lies
     outside the range of the history's runs (flagged runs are left out of the history);
@@ -49,6 +50,11 @@ STATES = (REGRESSED, FAILED, IMPROVED, NOISE, NOT_COMPARABLE, UNCHANGED)
 MIN_RUNS = 5
 MIN_COMPARABLE = 0.5    # a comparison with a smaller share of comparable entries is refused
 RUN_ALLOWANCE = 0.10    # two single runs: a move must exceed threshold + this (run-to-run spread on a quiet host)
+# The host's own speed (a fixed reference workload timed beside each CPU trial) moved by more than this between the
+# two sides: a timing that moved the same way is the machine's, not the code's. Back-to-back quiet runs on this
+# project's VMs: see benchmarks/compare_floors.py.
+HOST_TOLERANCE = 0.05
+REFERENCE = "host_ref_ms"
 EXACT_MEMORY = ("cuda_allocated", "cpu_live_tensors")
 TOO_SMALL = "budget too small to judge"
 
@@ -355,6 +361,11 @@ def _timing(e: Entry, b: dict, c: dict, base: Side, cur: Side, threshold: float,
     if flagged:
         e.state, e.detail = NOISE, "flagged in the " + "; ".join(flagged)
         return
+    host = _host_shift(b, c)
+    if evidence.timed(e.metric) and host is not None and (host > HOST_TOLERANCE if worse else host < -HOST_TOLERANCE):
+        e.state, e.detail = NOISE, (f"the host ran its fixed reference workload {host * 100:+.0f}% against the "
+                                    f"baseline, beside this trial: the machine's speed moved, not (only) the code")
+        return
     if evidence.timed(e.metric) is None:  # memory: one number per run
         if b.get("mem_measure") == c.get("mem_measure") and b.get("mem_measure") in EXACT_MEMORY:
             e.state = REGRESSED if worse else IMPROVED
@@ -376,6 +387,13 @@ def _timing(e: Entry, b: dict, c: dict, base: Side, cur: Side, threshold: float,
         e.state = REGRESSED if worse else IMPROVED
     else:
         e.state = NOISE
+
+
+def _host_shift(b: dict, c: dict) -> float | None:
+    """How much slower (+) or faster (−) the host ran the reference workload beside this trial than in the baseline
+    (contention.REFERENCE; a history's is the median of its runs). None where a side lacks it (CUDA, older runs)."""
+    rb, rc = _f(b.get(REFERENCE)), _f(c.get(REFERENCE))
+    return rc / rb - 1 if rb and rc else None
 
 
 def _vs_runs(e: Entry, runs: list[float], single: float, higher: bool, alpha: float) -> bool:

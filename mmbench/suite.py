@@ -73,7 +73,7 @@ class LatencySpec(_Strict):
     max_time_s: float = Field(1.0, gt=0)       # per measured function and batch size
     min_time_s: float = Field(0.25, ge=0)      # sample at least this long (capped by max_time_s), over all rounds
     rounds: int = Field(3, ge=1)               # the trial's timed functions are sampled in this many interleaved rounds
-    target_rel_iqr: float = Field(0.05, gt=0)  # stop once IQR/median is under this
+    target_rel_ci: float = Field(0.05, gt=0)   # stop once the median's 95% CI (±1.57·IQR/√n) is within this of it
     min_block_ms: float = Field(1.0, gt=0)     # a sample times enough calls to last this long
     train_step: bool = True                    # also time a full training step (forward, backward, optimizer)
     flush_l2: bool = False                     # CUDA: flush the L2 cache before each sample (one call per sample)

@@ -15,7 +15,7 @@ import torch
 
 from mmbench import interrupt, measure
 from mmbench.data.registry import TaskData
-from mmbench.measure import gpu_state, metrics, nvml, precision, robustness
+from mmbench.measure import contention, gpu_state, metrics, nvml, precision, robustness
 from mmbench.measure import train as train_mod
 from mmbench.measure.train import NonFiniteLoss, loss_with_aux
 from mmbench.model import build
@@ -298,13 +298,15 @@ def _timing(trial: Trial, data: TaskData, model: torch.nn.Module, result: TrialR
     row, raw, lat = result.row, result.raw, trial.measure["latency"]
     bench = _Bench(trial, data, model)
     timing = {k: lat[k] for k in ("warmup", "min_samples", "max_samples", "max_time_s", "min_time_s", "rounds",
-                                  "target_rel_iqr", "min_block_ms", "flush_l2")}
+                                  "target_rel_ci", "min_block_ms", "flush_l2")}
     timing["warmup_s"] = lat.get("warmup_s")
     if timing["warmup_s"] is None:  # GPU clocks take a fraction of a second to ramp up; a CPU's are up in ms
         timing["warmup_s"] = 0.2 if trial.device.startswith("cuda") else 0.0
     opt, fns = bench.optimizer(), {}
     for b in lat["batch_sizes"]:
         fns.update(bench.timed(b, opt))
+    if not trial.device.startswith("cuda"):  # the host's speed, timed in the same rounds (contention.REFERENCE)
+        fns[contention.REFERENCE, 0] = (contention.reference_workload(), None)
     row.update(measure.system_load())  # what the machine was doing as timing began
     # On CUDA each round is also read by NVML (clocks, throttle reasons, other processes on the GPU)
     probes = (gpu_state.GpuProbe(trial.device),) if trial.device.startswith("cuda") else ()
@@ -328,6 +330,10 @@ def _timing(trial: Trial, data: TaskData, model: torch.nn.Module, result: TrialR
 
 
 def _record_latency(row: dict, raw: dict, stats: dict, lat: dict) -> None:
+    ref = stats.pop((contention.REFERENCE, 0), None)
+    if ref is not None:
+        row[f"{contention.REFERENCE}_ms"] = ref.median_ms
+        raw[f"{contention.REFERENCE}_rounds_ms"] = list(ref.rounds_ms)
     why = []
     for (name, b), st in stats.items():
         row[f"{name}_ms_b{b}"] = st.median_ms

@@ -38,10 +38,11 @@ def make_run(root: Path, name: str, *, suite: str = "fake", specs: list[dict] | 
              robustness: bool = False, params_delta: dict[str, int] | None = None,
              acc_delta: dict[str, float] | None = None, started: str | None = None, rounds: int = 5,
              run_factor: float = 1.0, contended: set[str] = frozenset(), noisy: set[str] = frozenset(),
-             quick: bool = False, threads: int = 1, seeds: int = 3) -> Path:
+             quick: bool = False, threads: int = 1, seeds: int = 3, host: float | None = 1.0) -> Path:
     """A run directory <root>/<suite>/<name>. ``slow``: trial id → latency factor; ``fail``: ids that fail;
     ``run_factor``: every latency of this run × it (a process-level shift, as between two runs of the same code);
-    ``contended``/``noisy``: ids whose timed metrics are flagged so (and, contended, slowed 2×)."""
+    ``contended``/``noisy``: ids whose timed metrics are flagged so (and, contended, slowed 2×); ``host``: the host's
+    speed as the reference workload saw it (its `host_ref_ms` × this; None: no reference column)."""
     specs = specs if specs is not None else trials()
     rng = np.random.default_rng(seed)
     path = root / suite / name
@@ -87,6 +88,8 @@ def make_run(root: Path, name: str, *, suite: str = "fake", specs: list[dict] | 
             row[f"peak_mem_mib_b{b}"] = 0.01 * fusion_params * b / 1e3
             row[f"peak_alloc_mib_b{b}"] = row[f"peak_mem_mib_b{b}"] + 4 * fusion_params / 2 ** 20
         row["contended"] = tid in contended
+        if host is not None:
+            row["host_ref_ms"] = 0.05 * host
         if accuracy:
             base_acc = {"tfn": 0.88, "lmf": 0.80 + 0.02 * r, "late": 0.5}.get(s["method"], 0.7)
             base_acc += (acc_delta or {}).get(tid, 0.0)

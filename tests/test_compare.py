@@ -89,6 +89,24 @@ def test_flagged_timings_are_noise_never_regressions(tmp_path):
         e.detail for e in back.entries if e.trial_id == IDS[2] and e.state == C.NOISE)
 
 
+def test_a_timing_that_moved_with_the_host_s_own_speed_is_noise(tmp_path):
+    # the whole current run 30% slower and its reference workload 30% slower too: the machine moved, not the code
+    cmp = _cmp(tmp_path, cur_kw={"run_factor": 1.3, "host": 1.3})
+    assert not cmp.regressions and cmp.exit_code == 0
+    timed = [e for e in cmp.entries if "_ms_b" in e.metric]
+    assert timed and all(e.state == C.NOISE and e.detail.startswith("the host ran its fixed reference workload +30%")
+                         for e in timed)
+    # a slowdown of one trial on a host at its usual speed (within the tolerance) is still found
+    cmp = _cmp(tmp_path / "x", cur_kw={"slow": {IDS[4]: 1.3}, "host": 1 + C.HOST_TOLERANCE / 2})
+    assert {t for t, _ in _states(cmp, C.REGRESSED)} == {IDS[4]}
+    # a faster host explains no slowdown (and a slower one no speed-up)
+    cmp = _cmp(tmp_path / "y", cur_kw={"slow": {IDS[4]: 1.3}, "host": 0.8})
+    assert {t for t, _ in _states(cmp, C.REGRESSED)} == {IDS[4]}
+    # rows without the reference (CUDA, older runs) are judged as before
+    cmp = _cmp(tmp_path / "z", base_kw={"host": None}, cur_kw={"slow": {IDS[4]: 1.3}, "host": 1.3})
+    assert {t for t, _ in _states(cmp, C.REGRESSED)} == {IDS[4]}
+
+
 def test_exact_memory_is_judged_by_the_threshold_alone(tmp_path):
     a = make_run(tmp_path, "a", seed=1)
     b = make_run(tmp_path, "b", seed=2)

@@ -40,6 +40,16 @@ def test_latency_keeps_going_while_noisy_then_flags_it():
     assert stats.p5_ms == pytest.approx(1.0) and stats.p95_ms == pytest.approx(3.0)
 
 
+def test_a_wide_spread_with_a_pinned_median_is_not_noisy():
+    # samples alternating 1 ms / 3 ms spread 100% around their median, yet 1000 of them pin the median to ±5%
+    # (1.57·IQR/√n): the spread is the machine's; the flag is about the figure
+    clock = FakeClock([0.001, 0.003])
+    stats = measure.latency(clock.work, warmup=0, min_samples=5, max_samples=5000, max_time_s=100, min_block_ms=0.5,
+                            clock=clock)
+    assert stats.rel_iqr > 0.5 and not stats.noisy
+    assert 900 < stats.n < 1100 and stats.rel_ci <= 0.05
+
+
 def test_latency_budget_ends_sampling():
     clock = FakeClock([0.001, 0.003])
     stats = measure.latency(clock.work, warmup=0, min_samples=5, max_samples=10_000, max_time_s=0.05,

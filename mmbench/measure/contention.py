@@ -138,3 +138,29 @@ def free_cores(window_s: float = 0.2) -> tuple[int, str]:
     busy_physical = others * physical / logical
     free = max(1, min(physical, int(physical - busy_physical + 0.25)))  # a quarter core of background is not a core
     return free, f"{physical} physical cores, {busy_physical:.2f} busy with other processes"
+
+
+# --- the host's speed: a fixed workload timed beside the trial's own functions ------------------------------------
+# A VM's vCPU can run slower for seconds at a time (a co-tenant on the host, its frequency) with no run-queue wait
+# and full CPU utilisation inside the guest: nothing above sees it. A fixed reference workload timed in the same
+# interleaved rounds as the trial's functions runs at the host's speed of that moment; compare reads it across runs
+# (a timing that moved with the reference moved with the machine, not the code).
+REFERENCE = "host_ref"
+
+
+def reference_workload():
+    """A fixed, seeded CPU workload (~20 µs: a chain of small matmuls and tanh, the kind of ops a fusion layer
+    runs), the same in every run and process. Runs on torch's intra-op threads, as the trial's functions do."""
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    w, x = torch.randn(64, 64, generator=g) / 8, torch.randn(16, 64, generator=g)
+
+    def call():
+        with torch.inference_mode():
+            y = x
+            for _ in range(8):
+                y = torch.tanh(y @ w)
+            return y
+
+    return call
