@@ -27,21 +27,19 @@ def memory() -> None:
     import torch
 
     from mmbench.data import load
-    from mmbench.plan import Trial
+    from mmbench.plan import Trial, TrialMeasure
+    from mmbench.suite import LatencySpec, ModelSpec, TrainSpec
     from mmbench.trial import run_trial
 
     torch.set_num_threads(1)
     data = load("synthetic", interaction="synergy", modalities=3, dim=16, num_classes=2, n_train=64, n_val=32,
                 n_test=32, seed=0)
     b, d, o, din = 256, 64, 2, 16
-    measure = {"precision": "fp32", "compile": False, "flops": False, "accuracy": False, "memory": True,
-               "threads": 1, "robustness": None, "retrieval": False,
-               "latency": {"batch_sizes": [b], "warmup": 1, "min_samples": 1, "max_samples": 2, "max_time_s": 0.01,
-                           "min_time_s": 0.0, "rounds": 1, "target_rel_iqr": 1.0, "min_block_ms": 0.01,
-                           "flush_l2": False, "cuda_graph": False, "train_step": True}}
+    lat = LatencySpec(batch_sizes=[b], warmup=1, min_samples=1, max_samples=2, max_time_s=0.01, min_time_s=0.0,
+                      rounds=1, target_rel_ci=1.0, min_block_ms=0.01)
+    measure = TrialMeasure(flops=False, accuracy=False, threads=1, retrieval=False, latency=lat)
     trial = Trial(method="tfn", hparams={}, dims=(d, d, d), task={"dataset": "synthetic", "params": {}},
-                  model={"encoder_hidden": []}, measure=measure, device="cpu",
-                  train={"optimizer": "adam", "lr": 1e-3, "loss": "auto"})
+                  model=ModelSpec(), measure=measure, device="cpu", train=TrainSpec(lr=1e-3))
     row = run_trial(trial, data).row
     assert row["status"] == "ok", row["error"]
     # Hand count of what is alive at the training step's peak (in the backward of the first contraction, where the

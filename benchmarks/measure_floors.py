@@ -42,7 +42,7 @@ def fidelity(rounds: int = 6) -> None:
             for r in range(rounds):
                 def ours():
                     return measure.latency(lambda: module(xs), warmup=10, min_samples=20, max_samples=2000,
-                                           max_time_s=1.0, target_rel_iqr=0.02).median_ms
+                                           max_time_s=1.0, target_rel_ci=0.02).median_ms
 
                 def theirs():
                     # Same thread count on both sides: Timer defaults to one thread, mmbench to the suite's setting.
@@ -65,18 +65,16 @@ def fidelity(rounds: int = 6) -> None:
 def stability(repeats: int = 5) -> None:
     """The same trial measured 5 times in a row: max/min of each latency median."""
     from mmbench import data
-    from mmbench.plan import Trial
-    from mmbench.suite import LatencySpec, MeasureSpec, ModelSpec, TrainSpec
+    from mmbench.plan import Trial, TrialMeasure
+    from mmbench.suite import LatencySpec, ModelSpec, TrainSpec
     from mmbench.trial import run_trial
 
     print("## Stability: one trial (lmf rank 4, dims 32x32x32) measured 5 times in a row")
     task = data.load("synthetic", n_train=10, n_val=10, n_test=10)
-    lat = LatencySpec(batch_sizes=[1, 256], max_time_s=1.0, target_rel_iqr=0.05).model_dump()
+    lat = LatencySpec(batch_sizes=[1, 256], max_time_s=1.0, target_rel_ci=0.05)
     trial = Trial(method="lmf", hparams={"rank": 4}, dims=(32, 32, 32),
-                  task={"dataset": "synthetic", "params": {}}, model=ModelSpec().model_dump(),
-                  train=TrainSpec().model_dump(),
-                  measure={**MeasureSpec(accuracy=False).model_dump(), "latency": lat, "threads": None},
-                  device="cpu", label="lmf")
+                  task={"dataset": "synthetic", "params": {}}, model=ModelSpec(), train=TrainSpec(),
+                  measure=TrialMeasure(accuracy=False, latency=lat), device="cpu", label="lmf")
     rows = [run_trial(trial, task).row for _ in range(repeats)]
     cols = [k for k in rows[0] if k.endswith("_ms_b1") or k.endswith("_ms_b256")]
     cols = [c for c in cols if "_iqr_" not in c]

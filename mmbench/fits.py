@@ -55,25 +55,26 @@ def model_params(trial, input_dims, num_classes: int) -> int:
     from mmbench.model import build
 
     with torch.device("meta"):
-        model = build(trial.method, trial.hparams, input_dims, trial.dims, num_classes, trial.model["encoder_hidden"])
+        model = build(trial.method, trial.hparams, input_dims, trial.dims, num_classes, trial.model.encoder_hidden)
     return sum(p.numel() for p in model.parameters())
 
 
 def trial_bytes(trial, params: int) -> tuple[int, str]:
     """(bytes, how): fp32 weights, plus gradients and optimizer state when the trial trains."""
-    trains = trial.measure.get("accuracy") or (trial.measure.get("latency") or {}).get("train_step")
-    if not trains:
+    lat = trial.measure.latency
+    if not (trial.measure.accuracy or (lat is not None and lat.train_step)):
         return params * FLOAT32, "fp32 weights"
-    states = {"adam": 2, "adamw": 2}.get(trial.train.get("optimizer"), 0)
-    how = "weights, gradients" + (f" and {trial.train['optimizer']} state" if states else "")
+    states = {"adam": 2, "adamw": 2}.get(trial.train.optimizer, 0)
+    how = "weights, gradients" + (f" and {trial.train.optimizer} state" if states else "")
     return params * FLOAT32 * (2 + states), how
 
 
 def input_bytes(trial, data) -> tuple[int, int]:
     """(bytes, batch): the largest batch the trial builds (latency batch sizes, the training batch), as the raw
     inputs and the fusion's inputs that timing keeps side by side, float32."""
-    lat = trial.measure.get("latency") or {}
-    batch = max([*lat.get("batch_sizes", []), trial.train.get("batch_size", 1) if trial.measure.get("accuracy") else 1])
+    lat = trial.measure.latency
+    batch = max([*(lat.batch_sizes if lat is not None else []),
+                 trial.train.batch_size if trial.measure.accuracy else 1])
     steps = [x.shape[1] if x.ndim == 3 else 1 for x in data.train.xs]
     per_sample = sum(t * (i + d) for t, i, d in zip(steps, data.input_dims, trial.dims))
     return FLOAT32 * batch * per_sample, batch

@@ -1,31 +1,42 @@
 """Expand a Suite into Trials: plain, frozen, fully resolved configs with stable ids."""
 from __future__ import annotations
 
+import copy
 import hashlib
 import inspect
 import itertools
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
+
+from pydantic import Field, ValidationError
 
 from mmbench import data as datasets
 from mmbench import methods
 from mmbench.errors import UserError, closest
-from mmbench.suite import Suite, locate
+from mmbench.suite import MeasureSpec, ModelSpec, Suite, TrainSpec, locate
 
 MEASURE_AXES = ("precision", "compile")  # sweep axes that set how a trial is measured, for every method
 
 
+class TrialMeasure(MeasureSpec):
+    """The suite's measure block as one trial is measured: precision and compile at this trial's values of their
+    sweep axes. The device is the trial's own (Trial.device, resolved once for the run), so it is not repeated here:
+    left out of dumps, the id and to_dict."""
+    device: None = Field(None, exclude=True)
+
+
 @dataclass(frozen=True)
 class Trial:
-    """One measured configuration. Everything that changes a number is in here, and so in the id."""
+    """One measured configuration. Everything that changes a number is in here, and so in the id. The specs are the
+    suite's own frozen, validated objects: read their attributes (each default lives once, in mmbench/suite.py)."""
     method: str
     hparams: dict[str, Any]
     dims: tuple[int, ...]
     task: dict[str, Any]          # {"dataset": name, "params": {...resolved}}
-    model: dict[str, Any]
-    train: dict[str, Any]
-    measure: dict[str, Any]
+    model: ModelSpec
+    train: TrainSpec
+    measure: TrialMeasure
     device: str
     label: str = field(default="", compare=False)        # display only: not part of the id
     task_label: str = field(default="", compare=False)
@@ -34,9 +45,10 @@ class Trial:
     threads: int | None = field(default=None, compare=False)
 
     def config(self) -> dict[str, Any]:
-        d = asdict(self)
-        d.pop("label"), d.pop("task_label"), d.pop("threads")
-        return d
+        """The canonical form the id hashes: plain JSON-able values, the specs dumped (measure without the device)."""
+        return {"method": self.method, "hparams": copy.deepcopy(self.hparams), "dims": self.dims,
+                "task": copy.deepcopy(self.task), "model": self.model.model_dump(), "train": self.train.model_dump(),
+                "measure": self.measure.model_dump(), "device": self.device}
 
     @property
     def id(self) -> str:
@@ -53,9 +65,11 @@ class Trial:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Trial":
+        """The inverse of to_dict (worker pipes, Ray tasks, JSON): the specs validated back into their types."""
         d = {k: v for k, v in d.items() if k != "id"}
-        d["dims"] = tuple(d["dims"])
-        return cls(**d)
+        return cls(**{**d, "dims": tuple(d["dims"]), "model": ModelSpec.model_validate(d["model"]),
+                      "train": TrainSpec.model_validate(d["train"]),
+                      "measure": TrialMeasure.model_validate(d["measure"])})
 
 
 def trial_id(config: dict[str, Any]) -> str:
@@ -148,25 +162,37 @@ def expand(suite: Suite, n_modalities: list[int], device: str, threads: int | No
                 raise UserError("no 'dims' to sweep: give sweep.dims at suite level or on the method",
                                 key=f"methods.{mi}", **locate(suite, *where))
             names, mnames = list(axes), list(measure_axes)
-            base_measure = suite.measure.model_dump(exclude={"device"})
+            measures = {mcombo: _trial_measure(suite, mi, dict(zip(mnames, mcombo)))
+                        for mcombo in itertools.product(*(measure_axes[n] for n in mnames))}
             for dims_value in dims_axis:
                 dims = _dims(dims_value, n_modalities[ti], suite, mi)
                 for combo in itertools.product(*(axes[n] for n in names)):
                     hp = {**defaults, **fixed, **dict(zip(names, combo))}
                     _check_types(entry, {**fixed, **dict(zip(names, combo))}, suite, mi)
                     _check_builds(spec.method, dims, hp, suite, mi)
-                    for mcombo in itertools.product(*(measure_axes[n] for n in mnames)):
+                    for mcombo, measure in measures.items():
                         how = dict(zip(mnames, mcombo))
                         label = (spec.label or _auto_label(spec.method, dict(zip(names, combo)), fixed)) \
                             + _measure_suffix(how)
                         _check_label_owner(owners, label, mi, suite)
                         trials.append(Trial(
                             method=spec.method, hparams=hp, dims=dims, task=task,
-                            model=suite.model.model_dump(), train=suite.train.model_dump(),
-                            measure={**base_measure, **how}, device=device, label=label,
+                            model=suite.model, train=suite.train, measure=measure, device=device, label=label,
                             task_label=task_label(suite, ti), threads=threads))
     _check_unique(trials, suite)
     return trials
+
+
+def _trial_measure(suite: Suite, mi: int, how: dict[str, Any]) -> TrialMeasure:
+    """The suite's measure block with this trial's swept precision / compile, validated as the block itself is."""
+    try:
+        return TrialMeasure.model_validate({**suite.measure.model_dump(exclude={"device"}), **how})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        name = err["loc"][0]
+        path = ("methods", mi, "sweep", name) if name in suite.methods[mi].sweep else ("sweep", name)
+        raise UserError(f"{err['msg']}, got {err.get('input')!r}", key=".".join(map(str, path)),
+                        **locate(suite, *path)) from None
 
 
 def _rename_rank(params: dict, entry, suite, path) -> dict:
@@ -274,7 +300,7 @@ def check_measure_axes(suite: Suite, trials: list[Trial]) -> None:
     """Precisions the device cannot do and an unusable torch.compile are suite errors, found before any trial."""
     from mmbench.measure import precision
 
-    for p in sorted({t.measure["precision"] for t in trials}):
+    for p in sorted({t.measure.precision for t in trials}):
         try:
             precision.check(p, trials[0].device)
         except UserError as exc:
@@ -282,7 +308,7 @@ def check_measure_axes(suite: Suite, trials: list[Trial]) -> None:
             raise exc.at(key=".".join(path), **locate(suite, *path)) from None
         except (ValueError, RuntimeError, AssertionError) as exc:
             raise UserError(str(exc), key="measure.precision", **locate(suite, "measure", "precision")) from None
-    if any(t.measure["compile"] for t in trials):
+    if any(t.measure.compile for t in trials):
         try:
             precision.check_compile(trials[0].device)
         except UserError as exc:

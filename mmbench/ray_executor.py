@@ -64,7 +64,7 @@ def _probe(address: str) -> None:
 
 
 def is_timed(trial: Trial) -> bool:
-    return bool(trial.measure.get("latency"))
+    return trial.measure.latency is not None
 
 
 def is_gpu(trial: Trial) -> bool:
@@ -141,7 +141,7 @@ class RayExecutor:
     # --- resources ---------------------------------------------------------------------------------------------
     def options(self, trial: Trial) -> dict[str, Any]:
         """The Ray task options of a trial (without the node a timed trial is pinned to)."""
-        threads = trial.threads or trial.measure.get("threads") or 1  # the count the driver resolved
+        threads = trial.threads or trial.measure.threads or 1  # the count the driver resolved
         opts: dict[str, Any] = {"num_cpus": threads, "max_retries": self.retries, "retry_exceptions": False}
         if is_gpu(trial):
             opts.update(num_gpus=self.gpus_per_trial, max_calls=1)  # whole GPUs; a fresh process: no poisoned context

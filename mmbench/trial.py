@@ -15,11 +15,13 @@ import torch
 
 from mmbench import interrupt, measure
 from mmbench.data.registry import TaskData
-from mmbench.measure import contention, gpu_state, metrics, nvml, precision, robustness
+from mmbench.measure import contention, gpu_state, metrics, nvml, robustness
 from mmbench.measure import train as train_mod
+from mmbench.measure.latency import LatencyStats
 from mmbench.measure.train import NonFiniteLoss, loss_with_aux
 from mmbench.model import build
 from mmbench.plan import Trial
+from mmbench.suite import LatencySpec, RobustnessSpec
 
 
 @dataclass
@@ -122,37 +124,34 @@ def _failure(exc: BaseException) -> tuple[str, str]:
 
 def _measure(trial: Trial, data: TaskData, result: TrialResult) -> None:
     m, row = trial.measure, result.row
-    threads = trial.threads or m.get("threads")  # the run's resolved count (the suite's, or the free cores)
+    threads = trial.threads or m.threads  # the run's resolved count (the suite's, or the free cores)
     if threads:
         torch.set_num_threads(threads)
-    row.update(threads=torch.get_num_threads(), threads_requested=m.get("threads"), precision=m["precision"],
-               compile=m["compile"])
+    row.update(threads=torch.get_num_threads(), threads_requested=m.threads, precision=m.precision,
+               compile=m.compile)
     torch.manual_seed(0)
     model = build(trial.method, trial.hparams, data.input_dims, trial.dims, data.num_classes,
-                  trial.model["encoder_hidden"]).to(trial.device).eval()
+                  trial.model.encoder_hidden).to(trial.device).eval()
     cuda = trial.device.startswith("cuda")
     if cuda:
         row.update(nvml.device_row(trial.device))  # which GPU measured this row, matched to NVML by UUID
     _counts(trial, data, model, result)
-    if m.get("latency"):
-        with compile_scope(m["compile"]):
+    if m.latency is not None:
+        with compile_scope(m.compile):
             _timing(trial, data, model, result)
     del model
-    if m["accuracy"]:
+    if m.accuracy:
         _accuracy(trial, data, result)
     if cuda:
         used = nvml.device_row(trial.device)
         row.update(nvml_used_mib=used.get("nvml_used_mib"), nvml_process_mib=used.get("nvml_process_mib"))
 
 
-def _loss_fn(data: TaskData):
-    return torch.nn.MSELoss() if data.target == "regression" else torch.nn.CrossEntropyLoss()
-
-
 def _targets(data: TaskData, batch: int, device: str) -> torch.Tensor:
+    """Random targets shaped as the task's: (B,) class labels, or (B,) regression values (the split's own y)."""
     g = torch.Generator().manual_seed(4)
     if data.target == "regression":
-        return torch.randn(batch, data.num_classes, generator=g).to(device)
+        return torch.randn(batch, generator=g).to(device)
     return torch.randint(0, data.num_classes, (batch,), generator=g).to(device)
 
 
@@ -181,7 +180,7 @@ def _counts(trial: Trial, data: TaskData, model: torch.nn.Module, result: TrialR
     _check_output(trial, data, model)
     row["params"] = measure.params(model)
     row["fusion_params"] = measure.params(model.fusion)
-    if not trial.measure["flops"]:
+    if not trial.measure.flops:
         return
     x1, m1 = _inputs(data.input_dims, 1, trial.device, 1, data), _masks(1, trial.device, data)
     with torch.inference_mode():
@@ -195,7 +194,7 @@ def _counts(trial: Trial, data: TaskData, model: torch.nn.Module, result: TrialR
                flops_note=measure.flops_note(fwd["fusion"], model.fusion, lengths=lengths,
                                              uncounted=fwd["uncounted"]))
     x2, m2 = _inputs(data.input_dims, 2, trial.device, 1, data), _masks(2, trial.device, data)
-    y2, loss_fn = _targets(data, 2, trial.device), _loss_fn(data)
+    y2, loss_fn = _targets(data, 2, trial.device), train_mod.loss_function(data.target, trial.train.loss)
     model.train()
     try:
         step = measure.flops(lambda: loss_with_aux(model, x2, y2, loss_fn, m2).backward(), model,
@@ -207,9 +206,6 @@ def _counts(trial: Trial, data: TaskData, model: torch.nn.Module, result: TrialR
                encoder_train_flops=step["encoders"] // 2)
 
 
-TIMED = ("latency", "fusion_latency", "graph_latency", "fusion_graph_latency", "train_step")
-
-
 class _Bench:
     """What a trial times, per batch size: the forward (whole model, fusion alone), a training step, CUDA-graph
     replays, each with the context its calls run in, all at the trial's precision."""
@@ -217,17 +213,13 @@ class _Bench:
     def __init__(self, trial: Trial, data: TaskData, model: torch.nn.Module):
         m = trial.measure
         self.trial, self.data, self.model, self.device = trial, data, model, trial.device
-        self.precision, self.lat = m["precision"], m["latency"]
-        self.comp = Compiled(m["compile"])
+        self.precision, self.lat = m.precision, m.latency
+        self.comp = Compiled(m.compile)
         self.fwd_model, self.fwd_fusion = self.comp(model), self.comp(model.fusion)
-        self.loss_fn = _loss_fn(data)
-        self.scaler = precision.grad_scaler(self.precision, self.device)
+        # fit's own step (measure/train.py): the suite's optimizer and loss, on the compiled forward when compiled
+        self.step = train_mod.training_step(self.fwd_model, trial.train, data.target, self.precision, self.device) \
+            if self.lat.train_step else None
         self.graph_error: str | None = None
-
-    def optimizer(self) -> torch.optim.Optimizer:
-        t = self.trial.train
-        opt_cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}[t["optimizer"]]
-        return opt_cls(self.model.parameters(), lr=t["lr"])
 
     @contextlib.contextmanager
     def inference(self):  # no autocast cache: each call casts its weights, as a request does (and a CUDA graph must)
@@ -235,10 +227,10 @@ class _Bench:
             yield
 
     @contextlib.contextmanager
-    def training(self):  # TF32 flags for the whole step; _train_step puts forward + loss (only) under autocast
+    def training(self):  # TF32 flags for the whole step; the step puts forward + loss (only) under autocast
         self.model.train()
         try:
-            with precision.matmul_flags(self.precision, self.device):
+            with self.step.flags():
                 yield
         finally:
             self.model.eval()
@@ -249,30 +241,27 @@ class _Bench:
         return (_inputs(d.input_dims, b, dev, 2, d), _inputs(self.trial.dims, b, dev, 3, d), _masks(b, dev, d),
                 _targets(d, b, dev))
 
-    def timed(self, b: int, opt: torch.optim.Optimizer) -> dict:
-        """(metric, b) → (fn, context) for measure.latency_rounds."""
+    def build(self, b: int, opt: torch.optim.Optimizer | None) -> dict:
+        """Batch b's timed functions, (metric, b) → (fn, context) for measure.latency_rounds: compiled (and their
+        CUDA graphs captured) now, before anything is timed. ``opt``: the timed training steps' optimizer."""
         xs, fs, ms, y = self.batch(b)
         fns = {("latency", b): (partial(self.fwd_model, xs, ms), self.inference),
                ("fusion_latency", b): (_fusion_call(self.fwd_fusion, fs, ms), self.inference)}
-        if self.lat["train_step"]:
-            fns["train_step", b] = (self.step(opt, xs, y, ms), self.training)
+        if self.step is not None:
+            fns["train_step", b] = (partial(self.step, opt, xs, y, ms), self.training)
         self.comp.warm(fns.values())  # compile now, before any timed (or captured) call
-        if self.lat["cuda_graph"] and self.device.startswith("cuda"):
+        if self.lat.cuda_graph and self.device.startswith("cuda"):
             err = capture_graphs(fns, b, self.inference)
             if err and self.graph_error is None:  # the first failure says why; other batch sizes still try
                 self.graph_error = f"batch {b}: {err}"
         return fns
-
-    def step(self, opt, xs, y, ms):
-        return partial(_train_step, opt, self.fwd_model, xs, y, self.loss_fn, ms, self.precision, self.device,
-                       self.scaler)
 
     def memory(self, b: int) -> dict:
         """Peak memory of a forward and of a training step at batch size b, each in its own scope: the weights, this
         batch's inputs and what the call allocates (for the step: gradients and a fresh optimizer's state, created
         inside it). Nothing else that is alive (other batch sizes, the timing's optimizer) is counted."""
         model = self.model
-        if self.trial.measure["compile"] and not self.device.startswith("cuda"):
+        if self.trial.measure.compile and not self.device.startswith("cuda"):
             return {}  # inductor's CPU kernels bypass the dispatcher: the tracker cannot see them (left empty)
         xs, _, ms, y = self.batch(b)
         weights = [*model.parameters(), *model.buffers()]
@@ -281,11 +270,12 @@ class _Bench:
             fwd = measure.peak_memory(partial(self.fwd_model, xs, ms), self.device, alive=weights + inputs)
         out = {f"{k}_b{b}": v for k, v in fwd.items() if k != "mem_measure"}
         out["mem_measure"] = fwd["mem_measure"]
-        if self.lat["train_step"]:
+        if self.step is not None:
             model.zero_grad(set_to_none=True)
-            opt = self.optimizer()
+            opt = self.step.optimizer()
             with self.training():
-                step = measure.peak_memory(self.step(opt, xs, y, ms), self.device, alive=weights + inputs + [y])
+                step = measure.peak_memory(partial(self.step, opt, xs, y, ms), self.device,
+                                           alive=weights + inputs + [y])
             model.zero_grad(set_to_none=True)
             del opt
             out.update({f"train_{k}_b{b}": v for k, v in step.items() if k != "mem_measure"})
@@ -293,43 +283,52 @@ class _Bench:
 
 
 def _timing(trial: Trial, data: TaskData, model: torch.nn.Module, result: TrialResult) -> None:
-    """Time every function at every batch size in interleaved rounds (measure.latency_rounds), each round probed
-    for contention; then, per batch size, the peak memory in its own scope."""
-    row, raw, lat = result.row, result.raw, trial.measure["latency"]
-    bench = _Bench(trial, data, model)
-    timing = {k: lat[k] for k in ("warmup", "min_samples", "max_samples", "max_time_s", "min_time_s", "rounds",
-                                  "target_rel_ci", "min_block_ms", "flush_l2")}
-    timing["warmup_s"] = lat.get("warmup_s")
-    if timing["warmup_s"] is None:  # GPU clocks take a fraction of a second to ramp up; a CPU's are up in ms
-        timing["warmup_s"] = 0.2 if trial.device.startswith("cuda") else 0.0
-    opt, fns = bench.optimizer(), {}
-    for b in lat["batch_sizes"]:
-        fns.update(bench.timed(b, opt))
-    if not trial.device.startswith("cuda"):  # the host's speed, timed in the same rounds (contention.REFERENCE)
+    """Per batch size, build the timed functions; time them all together in interleaved rounds; then, per batch
+    size, the peak memory in its own scope."""
+    lat, bench = trial.measure.latency, _Bench(trial, data, model)
+    opt = bench.step.optimizer() if bench.step is not None else None  # one for every timed step, dropped before memory
+    fns = {}
+    for b in lat.batch_sizes:
+        fns.update(bench.build(b, opt))
+    stats = _time(fns, trial, lat, result.row)
+    result.row.update(bench.comp.columns())
+    if bench.graph_error:
+        result.row["graph_error"] = bench.graph_error
+    del fns, opt
+    model.zero_grad(set_to_none=True)
+    _record_latency(result.row, result.raw, stats, lat)
+    if trial.measure.memory:
+        for b in lat.batch_sizes:
+            result.row.update(bench.memory(b))
+
+
+def _time(fns: dict, trial: Trial, lat: LatencySpec, row: dict) -> dict[Any, LatencyStats]:
+    """Every function at every batch size timed in interleaved rounds (measure.latency_rounds), each round probed for
+    contention; on CPU the host's reference workload in the same rounds (contention.REFERENCE); on CUDA each round
+    read by NVML too (clocks, throttle reasons, other processes on the GPU)."""
+    cuda = trial.device.startswith("cuda")
+    fns = dict(fns)
+    if not cuda:
         fns[contention.REFERENCE, 0] = (contention.reference_workload(), None)
     row.update(measure.system_load())  # what the machine was doing as timing began
-    # On CUDA each round is also read by NVML (clocks, throttle reasons, other processes on the GPU)
-    probes = (gpu_state.GpuProbe(trial.device),) if trial.device.startswith("cuda") else ()
+    probes = (gpu_state.GpuProbe(trial.device),) if cuda else ()
+    # warmup_s None: GPU clocks take a fraction of a second to ramp up; a CPU's are up in ms
+    warmup_s = lat.warmup_s if lat.warmup_s is not None else 0.2 if cuda else 0.0
     try:
-        stats = measure.latency_rounds(fns, device=trial.device, threads=torch.get_num_threads(), probes=probes,
-                                       **timing)
+        stats = measure.latency_rounds(
+            fns, rounds=lat.rounds, warmup=lat.warmup, warmup_s=warmup_s, min_samples=lat.min_samples,
+            max_samples=lat.max_samples, min_time_s=lat.min_time_s, max_time_s=lat.max_time_s,
+            target_rel_ci=lat.target_rel_ci, min_block_ms=lat.min_block_ms, flush_l2=lat.flush_l2,
+            device=trial.device, threads=torch.get_num_threads(), probes=probes)
     finally:
         for p in probes:
             p.close()
     if probes:
         row.update(gpu_state.fold({key: list(st.probes) for key, st in stats.items()}))
-    row.update(bench.comp.columns())
-    if bench.graph_error:
-        row["graph_error"] = bench.graph_error
-    del fns, opt
-    model.zero_grad(set_to_none=True)
-    _record_latency(row, raw, stats, lat)
-    if trial.measure["memory"]:
-        for b in lat["batch_sizes"]:
-            row.update(bench.memory(b))
+    return stats
 
 
-def _record_latency(row: dict, raw: dict, stats: dict, lat: dict) -> None:
+def _record_latency(row: dict, raw: dict, stats: dict, lat: LatencySpec) -> None:
     ref = stats.pop((contention.REFERENCE, 0), None)
     if ref is not None:
         row[f"{contention.REFERENCE}_ms"] = ref.median_ms
@@ -349,9 +348,9 @@ def _record_latency(row: dict, raw: dict, stats: dict, lat: dict) -> None:
         if st.contended:
             why.append(f"{name}_ms_b{b}: " + (f"waited {wait:.0%} of its time for a CPU" if wait is not None else
                                               "timing thread starved of CPU"))
-    for b in lat["batch_sizes"]:
+    for b in lat.batch_sizes:
         row[f"throughput_sps_b{b}"] = b / (row[f"latency_ms_b{b}"] / 1e3)
-        if lat["train_step"]:
+        if lat.train_step:
             row[f"train_throughput_sps_b{b}"] = b / (row[f"train_step_ms_b{b}"] / 1e3)
     row["contended"] = bool(why)
     row["contended_why"] = "; ".join(why)
@@ -388,8 +387,6 @@ def compile_scope(enabled: bool):
     if not enabled:
         yield
         return
-    import logging
-
     import torch._dynamo
     from torch._dynamo.utils import counters
 
@@ -449,49 +446,31 @@ class Compiled:
                 "compile_note": "; ".join(_LIMIT_HITS)[:300] or None}
 
 
-def _train_step(opt, model, xs, y, loss_fn, masks, prec: str = "fp32", device: str = "cpu", scaler=None) -> None:
-    """One step as measure.train.fit takes it: forward and loss under autocast, backward outside it, fp16 scaled."""
-    opt.zero_grad(set_to_none=True)
-    with precision.autocast(prec, device):
-        loss = loss_with_aux(model, xs, y, loss_fn, masks)
-    if scaler is None:
-        loss.backward()
-        opt.step()
-    else:
-        scaler.scale(loss).backward()
-        scaler.step(opt)
-        scaler.update()
-
-
 def _accuracy(trial: Trial, data: TaskData, result: TrialResult) -> None:
     """Each seed: fit (selection on validation), then the kept checkpoint on test once — scores, retrieval for
     methods with embeddings, robustness curves when the suite asks. Columns: every metric's mean and std over seeds."""
     row, t, m = result.row, trial.train, trial.measure
-    kind = data.info.get("metrics", "")
+    kind, prec = data.info.get("metrics", ""), m.precision
 
     def make():
         return build(trial.method, trial.hparams, data.input_dims, trial.dims, data.num_classes,
-                     trial.model["encoder_hidden"])
+                     trial.model.encoder_hidden)
 
     per_seed, raw_seeds, curves = [], [], []
     xte, _ = train_mod.tensors(data.test, trial.device)
-    for s in t["seeds"]:
-        model, info = train_mod.fit(make, data.train, data.val, target=data.target, loss=t.get("loss", "auto"),
-                                    seed=s, epochs=t["epochs"], batch_size=t["batch_size"], lr=t["lr"],
-                                    weight_decay=t["weight_decay"], optimizer=t["optimizer"],
-                                    patience=t.get("patience"), device=trial.device,
-                                    precision=m.get("precision", "fp32"))
-        prec = m.get("precision", "fp32")
+    for s in t.seeds:
+        model, info = train_mod.fit(make, data.train, data.val, t, seed=s, target=data.target, device=trial.device,
+                                    precision=prec)
         score = train_mod.evaluate_seed(model, info, data.test, s, data.target, data.num_classes, kind, trial.device,
                                         prec)
         values = dict(score.test)
-        if m.get("retrieval", True):
+        if m.retrieval:
             emb = train_mod.embeddings(model, xte, precision=prec)
             if emb is not None:
                 values.update(metrics.retrieval(emb))
-        if m.get("robustness"):
+        if m.robustness is not None:
             mte = train_mod.split_masks(data.test, trial.device)
-            curve = _robustness(model, data, xte, m["robustness"], kind, mte, prec)
+            curve = _robustness(model, data, xte, m.robustness, kind, mte, prec)
             curves.append(curve)
             values.update(robustness.summarise(curve, data.modalities))
         per_seed.append(values)
@@ -519,7 +498,7 @@ def _accuracy(trial: Trial, data: TaskData, result: TrialResult) -> None:
             row[key] = data.info[key]
     result.raw["seeds"] = raw_seeds
     if curves:
-        result.raw["robustness"] = [{"seed": s, "modalities": data.modalities, **c} for s, c in zip(t["seeds"], curves)]
+        result.raw["robustness"] = [{"seed": s, "modalities": data.modalities, **c} for s, c in zip(t.seeds, curves)]
 
 
 def _robust_metric(data: TaskData, kind: str) -> str:
@@ -529,7 +508,7 @@ def _robust_metric(data: TaskData, kind: str) -> str:
     return "acc2" if kind == "affect" else "corr"
 
 
-def _robustness(model, data: TaskData, xte, spec: dict, kind: str, masks=None, prec: str = "fp32") -> dict:
+def _robustness(model, data: TaskData, xte, spec: RobustnessSpec, kind: str, masks=None, prec: str = "fp32") -> dict:
     name = _robust_metric(data, kind)
     y = np.asarray(data.test.y)
 
@@ -538,4 +517,4 @@ def _robustness(model, data: TaskData, xte, spec: dict, kind: str, masks=None, p
         return train_mod.score(out, y, data.target, data.num_classes, kind)[name]
 
     scales = [robustness.feature_scale(x) for x in data.train.xs]
-    return robustness.curves(score, xte, scales, spec["levels"], spec["missing"], spec["seed"])
+    return robustness.curves(score, xte, scales, spec.levels, spec.missing, spec.seed)

@@ -7,7 +7,8 @@ import numpy as np
 from mmbench.data.registry import Split, TaskData
 from mmbench.measure.train import did_not_learn, fit
 from mmbench.model import build
-from mmbench.plan import Trial
+from mmbench.plan import Trial, TrialMeasure
+from mmbench.suite import ModelSpec, TrainSpec
 from mmbench.trial import run_trial
 
 
@@ -28,12 +29,10 @@ def _task(target="classification"):
 
 
 def _trial(**train):
-    t = {"epochs": 8, "batch_size": 64, "lr": 0.01, "weight_decay": 0.0, "optimizer": "adam", "seeds": [0, 1],
-         "patience": None, "loss": "auto", **train}
-    m = {"threads": None, "precision": "fp32", "compile": False, "accuracy": True, "flops": False, "memory": False,
-         "latency": None}
+    t = TrainSpec(**{"epochs": 8, "batch_size": 64, "lr": 0.01, "seeds": [0, 1], **train})
+    m = TrialMeasure(flops=False, memory=False, latency=None)
     return Trial(method="lmf", hparams={"rank": 2}, dims=(4, 4), task={"dataset": "t", "params": {}},
-                 model={"encoder_hidden": []}, train=t, measure=m, device="cpu", label="lmf", task_label="t")
+                 model=ModelSpec(), train=t, measure=m, device="cpu", label="lmf", task_label="t")
 
 
 def test_a_trial_that_learns_is_not_flagged():
@@ -69,7 +68,7 @@ def test_regression_that_never_beats_the_mean_is_flagged():
 def test_chance_is_the_majority_share_and_its_standard_error():
     task = _task()
     make = lambda: build("early", {}, [3, 3], [4, 4], 4)  # noqa: E731
-    _, info = fit(make, task.train, task.val, seed=0, epochs=1, batch_size=64, lr=1e-9)
+    _, info = fit(make, task.train, task.val, TrainSpec(epochs=1, batch_size=64, lr=1e-9), seed=0)
     share = np.bincount(task.val.y).max() / len(task.val.y)
     assert abs(info.val_chance - share) < 1e-12
     assert abs(info.val_chance_se - np.sqrt(share * (1 - share) / len(task.val.y))) < 1e-12

@@ -11,6 +11,8 @@ import torch
 import fake_nvml
 from inproc import cli, one_line_error
 
+from mmbench.suite import TrainSpec
+
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
 A, B, C = ("GPU-aaaaaaaa-0000-0000-0000-000000000000", "GPU-bbbbbbbb-0000-0000-0000-000000000000",
@@ -158,7 +160,7 @@ def test_prepare_on_cuda_checks_precision_through_nvml_not_cuda(nv, no_cuda_init
     assert prepared.device == "cuda" and len(prepared.trials) == 4
     assert "nvmlDeviceGetCudaComputeCapability" in nv.calls
     compiled = prepare(load_suite(write_suite(PREC_SUITE.replace("latency: null", "latency: null, compile: true"))))
-    assert all(t.measure["compile"] for t in compiled.trials)  # compile checked in a subprocess with no GPU
+    assert all(t.measure.compile for t in compiled.trials)  # compile checked in a subprocess with no GPU
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", f"{A},{B}")  # B is a Volta: no TF32, no native bf16
     with pytest.raises(UserError, match=r"sweep\.precision: precision 'bf16' needs an Ampere .*GPU B .*7\.0"):
         prepare(load_suite(write_suite(PREC_SUITE)))
@@ -371,7 +373,8 @@ def test_bf16_evaluation_runs_under_autocast(monkeypatch):
 
     rng = np.random.default_rng(0)
     split = lambda n: Split([rng.standard_normal((n, 4)).astype(np.float32)], rng.integers(0, 2, n))  # noqa: E731
-    model, info = T.fit(Net, split(64), split(32), seed=0, epochs=2, batch_size=32, lr=1e-2, precision="bf16")
+    model, info = T.fit(Net, split(64), split(32), TrainSpec(epochs=2, batch_size=32, lr=1e-2), seed=0,
+                        precision="bf16")
     assert seen["train"] and all(seen["train"])
     assert len(seen["eval"]) >= 2 and all(seen["eval"])  # validation each epoch (and the untrained loss)
     seen["eval"].clear()
@@ -383,8 +386,8 @@ def test_bf16_evaluation_runs_under_autocast(monkeypatch):
 
 
 def test_timed_train_step_backward_outside_autocast_tf32_held(monkeypatch):
-    from mmbench import trial as T
     from mmbench.measure import precision
+    from mmbench.measure import train as T
 
     states = []
 
@@ -402,13 +405,15 @@ def test_timed_train_step_backward_outside_autocast_tf32_held(monkeypatch):
     model = torch.nn.Linear(3, 3)
     monkeypatch.setattr(T, "loss_with_aux", lambda m, xs, y, fn, masks: (
         states.append(("forward", torch.is_autocast_enabled("cpu"), None)), Loss.apply(m(xs[0]).float()))[1])
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    T._train_step(opt, model, [torch.randn(2, 3)], None, None, None, "bf16", "cpu", None)
+    spec = TrainSpec(optimizer="sgd", lr=0.1)
+    step = T.TrainStep(model, spec, None, "bf16", "cpu")
+    step(step.optimizer(), [torch.randn(2, 3)], None)
     assert states == [("forward", True, None), ("backward", False, torch.backends.cuda.matmul.allow_tf32)]
     saved = torch.backends.cuda.matmul.allow_tf32
     states.clear()
-    with precision.matmul_flags("tf32", "cuda"):  # the flags are plain globals: settable without a GPU
-        T._train_step(opt, model, [torch.randn(2, 3)], None, None, None, "tf32", "cuda:0", None)
+    step = T.TrainStep(model, spec, None, "tf32", "cuda:0")
+    with step.flags():  # the flags are plain globals: settable without a GPU
+        step(step.optimizer(), [torch.randn(2, 3)], None)
     assert states[-1] == ("backward", False, True) and torch.backends.cuda.matmul.allow_tf32 == saved
 
 

@@ -7,10 +7,10 @@ from mmbench import methods
 from mmbench.data import load
 from mmbench.data.synthetic import SyntheticTask, envelope
 from mmbench.errors import UserError
-from mmbench.measure.train import train_and_evaluate
+from mmbench.measure.train import evaluate_seed, fit
 from mmbench.model import FusionModel, build, masks_from_lengths
 from mmbench.run import prepare
-from mmbench.suite import load_suite
+from mmbench.suite import TrainSpec, load_suite
 from mmbench.trial import run_trial
 from tests.conftest import ROOT
 
@@ -96,9 +96,10 @@ def test_training_uses_the_masks():
         for x, n in zip(split.xs, split.lengths):
             pad = np.arange(x.shape[1])[None, :] >= n[:, None]
             x[pad] = 20 * rng.standard_normal((pad.sum(), x.shape[2]))
-    score = train_and_evaluate(lambda: build("pool_early", {}, d.input_dims, [8, 8], 2), d.train, d.val, d.test, 2,
-                               seed=0, epochs=15, batch_size=64, lr=0.01)
-    assert score.test_accuracy > d.info["bayes_accuracy"] - 0.06
+    model, info = fit(lambda: build("pool_early", {}, d.input_dims, [8, 8], 2), d.train, d.val,
+                      TrainSpec(epochs=15, batch_size=64, lr=0.01), seed=0)
+    score = evaluate_seed(model, info, d.test, 0, "classification", 2, "", "cpu")
+    assert score.test["acc"] > d.info["bayes_accuracy"] - 0.06
 
 
 SUITE = """\

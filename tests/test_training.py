@@ -1,5 +1,6 @@
 """Training and evaluation: early stopping, regression/affect metrics by hand, retrieval, robustness, NaN status."""
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -8,9 +9,10 @@ from torch import nn
 
 from mmbench.data.registry import Split, TaskData
 from mmbench.measure import metrics, robustness
-from mmbench.measure.train import NonFiniteLoss, fit, train_and_evaluate
+from mmbench.measure.train import NonFiniteLoss, evaluate_seed, fit
 from mmbench.model import FusionModel, build
-from mmbench.plan import Trial
+from mmbench.plan import Trial, TrialMeasure
+from mmbench.suite import ModelSpec, TrainSpec
 from mmbench.trial import run_trial
 
 
@@ -30,9 +32,9 @@ def _make(method="early", out=2, **hp):
 def test_patience_stops_after_that_many_epochs_without_improvement():
     train, val = _blobs(200, 0), _blobs(100, 1)
     # lr 0: the validation score never improves after epoch 1, so training stops at 1 + patience.
-    _, info = fit(_make(), train, val, seed=0, epochs=30, batch_size=50, lr=1e-12, patience=3)
+    _, info = fit(_make(), train, val, TrainSpec(epochs=30, batch_size=50, lr=1e-12, patience=3), seed=0)
     assert info.best_epoch == 1 and info.epochs_run == 4 and len(info.epoch_times_s) == 4
-    _, info = fit(_make(), train, val, seed=0, epochs=6, batch_size=50, lr=1e-12)  # no patience: every epoch
+    _, info = fit(_make(), train, val, TrainSpec(epochs=6, batch_size=50, lr=1e-12), seed=0)  # no patience: every epoch
     assert info.epochs_run == 6
 
 
@@ -55,7 +57,7 @@ def test_kept_checkpoint_is_the_best_validation_epoch(monkeypatch):
 
     train, val = _blobs(200, 0), _blobs(100, 1)
     monkeypatch.setattr(train_mod, "outputs", fake_outputs)
-    model, info = fit(_make(), train, val, seed=0, epochs=4, batch_size=50, lr=0.05)
+    model, info = fit(_make(), train, val, TrainSpec(epochs=4, batch_size=50, lr=0.05), seed=0)
     assert info.best_epoch == 2 and info.val_score == pytest.approx(0.9)
     for k, v in model.state_dict().items():
         assert torch.equal(v, snapshots[1][k])
@@ -133,13 +135,10 @@ def _task(n_train=200, target="classification"):
 
 
 def _trial(method, **measure):
-    m = {"threads": None, "precision": "fp32", "compile": False, "accuracy": True, "flops": False, "memory": False,
-         "latency": None, **measure}
-    return Trial(method=method, hparams={}, dims=(4, 4), task={"dataset": "t", "params": {}},
-                 model={"encoder_hidden": []},
-                 train={"epochs": 3, "batch_size": 64, "lr": 0.01, "weight_decay": 0.0, "optimizer": "adam",
-                        "seeds": [0, 1], "patience": None, "loss": "auto"},
-                 measure=m, device="cpu", label=method, task_label="t")
+    m = TrialMeasure(**{"flops": False, "memory": False, "latency": None, **measure})
+    return Trial(method=method, hparams={}, dims=(4, 4), task={"dataset": "t", "params": {}}, model=ModelSpec(),
+                 train=TrainSpec(epochs=3, batch_size=64, lr=0.01, seeds=[0, 1]), measure=m, device="cpu",
+                 label=method, task_label="t")
 
 
 def test_retrieval_columns_for_a_method_with_embeddings():
@@ -156,8 +155,8 @@ def test_retrieval_columns_for_a_method_with_embeddings():
 
 def test_nan_loss_is_a_trial_status():
     with pytest.raises(NonFiniteLoss):
-        train_and_evaluate(lambda: FusionModel([3, 3], Broken([4, 4], 2), [4, 4]), _blobs(64, 0), _blobs(32, 1),
-                           _blobs(32, 2), 2, seed=0, epochs=2, batch_size=32, lr=0.01)
+        fit(lambda: FusionModel([3, 3], Broken([4, 4], 2), [4, 4]), _blobs(64, 0), _blobs(32, 1),
+            TrainSpec(epochs=2, batch_size=32, lr=0.01), seed=0)
     row = run_trial(_trial("tests.test_training:Broken"), _task()).row
     assert row["status"] == "nan" and "loss became nan" in row["error"]
 
@@ -171,7 +170,7 @@ def test_trial_row_has_metrics_over_seeds_and_times():
     # the test split's binomial standard error beside the accuracy (120 test samples)
     assert row["acc_se"] == pytest.approx(np.sqrt(row["acc_mean"] * (1 - row["acc_mean"]) / 120))
     t1 = _trial("early")
-    one = run_trial(Trial(**{**t1.__dict__, "train": {**t1.train, "seeds": [0]}}), _task()).row
+    one = run_trial(replace(t1, train=t1.train.model_copy(update={"seeds": [0]})), _task()).row
     assert one["n_seeds"] == 1 and one["acc_std"] is None  # one seed has no spread: empty, not 0
 
 
@@ -182,8 +181,9 @@ def test_regression_training_reports_mae_and_correlation():
         xs = [rng.normal(size=(n, 3)).astype(np.float32) for _ in range(2)]
         return Split(xs, (xs[0][:, 0] + xs[1][:, 1]).astype(np.float32))
 
-    score = train_and_evaluate(_make(out=1), split(400), split(100), split(100), 1, seed=0, epochs=30,
-                               batch_size=50, lr=0.02, target="regression", loss="mse")
+    model, info = fit(_make(out=1), split(400), split(100), TrainSpec(epochs=30, batch_size=50, lr=0.02, loss="mse"),
+                      seed=0, target="regression")
+    score = evaluate_seed(model, info, split(100), 0, "regression", 1, "", "cpu")
     assert set(score.test) == {"mae", "mse", "corr"}
     assert score.test["corr"] > 0.9 and score.test["mae"] < 0.5
 
@@ -194,7 +194,7 @@ def test_robustness_curve_at_noise_zero_is_clean_accuracy_and_falls_with_noise()
     from mmbench.measure.train import fit as fit_, outputs, tensors
 
     task = _task(400)
-    model, _ = fit_(_make(), task.train, task.val, seed=0, epochs=10, batch_size=50, lr=0.02)
+    model, _ = fit_(_make(), task.train, task.val, TrainSpec(epochs=10, batch_size=50, lr=0.02), seed=0)
     xte, yte = tensors(task.test, "cpu")
 
     def acc(xs):

@@ -80,10 +80,6 @@ class LatencyStats:
         """The budget ran out before the median was known to within the target: flag it, don't hide it."""
         return self.rel_ci > self.target_rel_ci
 
-    def summary(self) -> dict[str, float | int | bool]:
-        return {"median_ms": self.median_ms, "iqr_ms": self.iqr_ms, "p5_ms": self.p5_ms, "p95_ms": self.p95_ms,
-                "n": self.n, "calls_per_sample": self.calls_per_sample, "noisy": self.noisy}
-
 
 class _Sampler:
     """One timed function: warmed up and calibrated once, then sampled in one or several rounds."""

@@ -8,7 +8,7 @@ import copy
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, get_args
 
 import numpy as np
 import torch
@@ -16,11 +16,12 @@ from torch import nn
 
 from mmbench.data.registry import Split
 from mmbench.measure import metrics
-from mmbench.measure.precision import autocast, matmul_flags
+from mmbench.measure.precision import autocast, grad_scaler, matmul_flags
 from mmbench.measure.precision import region as precision_region
 from mmbench.model import masks_from_lengths
+from mmbench.suite import TrainSpec
 
-LOSSES = ("auto", "cross_entropy", "mse", "l1")
+LOSSES = get_args(TrainSpec.model_fields["loss"].annotation)  # the schema's choices
 
 
 class NonFiniteLoss(RuntimeError):
@@ -52,15 +53,6 @@ class SeedScore:
     train_time_s: float
     epoch_time_s: float         # mean over the epochs run (validation pass included)
 
-    # The core's names, kept for callers that read them.
-    @property
-    def test_accuracy(self) -> float:
-        return self.test.get("acc", float("nan"))
-
-    @property
-    def test_macro_f1(self) -> float:
-        return self.test.get("f1", float("nan"))
-
 
 def tensors(split: Split, device: str) -> tuple[list[torch.Tensor], torch.Tensor]:
     return [torch.as_tensor(x, device=device) for x in split.xs], torch.as_tensor(split.y, device=device)
@@ -72,10 +64,6 @@ def split_masks(split: Split, device: str) -> list[torch.Tensor] | None:
         return None
     return masks_from_lengths([torch.as_tensor(n, device=device) for n in split.lengths],
                               [x.shape[1] for x in split.xs])
-
-
-def _rows(ts: list[torch.Tensor] | None, idx) -> list[torch.Tensor] | None:
-    return None if ts is None else [t[idx] for t in ts]
 
 
 def _call(model: nn.Module, xs: list[torch.Tensor], masks: list[torch.Tensor] | None) -> torch.Tensor:
@@ -112,6 +100,8 @@ def predict(model: nn.Module, xs: list[torch.Tensor], batch_size: int = 4096,
 
 
 def loss_function(target: str, loss: str = "auto") -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The training loss of TrainSpec.loss for the task's target: regression losses compare output column 0 with the
+    (N,) targets."""
     if loss not in LOSSES:
         raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got '{loss}'")
     if target == "classification":
@@ -124,6 +114,54 @@ def loss_function(target: str, loss: str = "auto") -> Callable[[torch.Tensor, to
     return lambda out, y: fn(out[:, 0], y)
 
 
+OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
+
+
+@dataclass(frozen=True)
+class TrainStep:
+    """One training step, the one ``fit`` takes and the one a trial times (trial.py): gradients zeroed, forward and
+    loss under autocast, backward outside it (in the forward's dtypes), scaled when fp16 on CUDA, the optimizer's
+    step. The TF32 flags (``flags()``) are held by the caller around as many steps as it takes, so that a timed step
+    does not time setting them. The optimizer is the caller's too (``optimizer()`` makes one): its state is what a
+    fresh measurement must not inherit."""
+    model: nn.Module
+    spec: TrainSpec
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    precision: str = "fp32"
+    device: str = "cpu"
+    scaler: torch.amp.GradScaler | None = None  # fp16 on CUDA (gradients underflow without it); else None
+
+    def optimizer(self) -> torch.optim.Optimizer:
+        """A new optimizer of the spec's kind, learning rate and weight decay (no state until its first step)."""
+        return OPTIMIZERS[self.spec.optimizer](self.model.parameters(), lr=self.spec.lr,
+                                               weight_decay=self.spec.weight_decay)
+
+    def __call__(self, opt: torch.optim.Optimizer, xs: list[torch.Tensor], y: torch.Tensor,
+                 masks: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """Take the step; returns the loss, not synchronised (``.item()`` it to check it)."""
+        opt.zero_grad(set_to_none=True)
+        with autocast(self.precision, self.device):
+            loss = loss_with_aux(self.model, xs, y, self.loss_fn, masks)
+        if self.scaler is None:
+            loss.backward()
+            opt.step()
+        else:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(opt)
+            self.scaler.update()
+        return loss
+
+    def flags(self):
+        return matmul_flags(self.precision, self.device)
+
+
+def training_step(model: nn.Module, spec: TrainSpec, target: str, precision: str = "fp32",
+                  device: str = "cpu") -> TrainStep:
+    """The training step of a suite's ``train:`` block for this task: its loss (``loss_function``) and optimizer, at
+    ``precision`` on ``device``."""
+    return TrainStep(model, spec, loss_function(target, spec.loss), precision, device, grad_scaler(precision, device))
+
+
 def score(out: np.ndarray, y: np.ndarray, target: str, num_classes: int, kind: str = "") -> dict[str, float]:
     """Every metric of the task from raw outputs: classification (acc, f1), regression (mae, mse, corr), and the
     affect set (acc2, acc7, f1, mae, mse, corr) when the dataset says ``metrics: affect``."""
@@ -132,46 +170,38 @@ def score(out: np.ndarray, y: np.ndarray, target: str, num_classes: int, kind: s
     return metrics.affect(out[:, 0], y) if kind == "affect" else metrics.regression(out[:, 0], y)
 
 
-def fit(make_model: Callable[[], nn.Module], train: Split, val: Split, *, target: str = "classification",
-        loss: str = "auto", seed: int, epochs: int, batch_size: int, lr: float, weight_decay: float = 0.0,
-        optimizer: str = "adam", patience: int | None = None, device: str = "cpu",
-        precision: str = "fp32") -> tuple[nn.Module, FitInfo]:
-    """Train one seed (model init, batch order and everything random come from ``seed``); return the model holding
-    the best-validation epoch's weights. With ``patience``, stop after that many epochs without a better one."""
-    loss_fn = loss_function(target, loss)
+def fit(make_model: Callable[[], nn.Module], train: Split, val: Split, spec: TrainSpec, *, seed: int,
+        target: str = "classification", device: str = "cpu", precision: str = "fp32") -> tuple[nn.Module, FitInfo]:
+    """Train one seed as ``spec`` says (model init, batch order and everything random come from ``seed``); return the
+    model holding the best-validation epoch's weights. With ``spec.patience``, stop after that many epochs without a
+    better one."""
     torch.manual_seed(seed)
     model = make_model().to(device)
-    opt_cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}[optimizer]
-    opt = opt_cls(model.parameters(), lr=lr, weight_decay=weight_decay)
+    step = training_step(model, spec, target, precision, device)
+    opt, loss_fn = step.optimizer(), step.loss_fn
     (xtr, ytr), (xva, yva) = tensors(train, device), tensors(val, device)
     mtr, mva = split_masks(train, device), split_masks(val, device)
     if target == "regression":
         ytr, yva = ytr.float(), yva.float()
     gen = torch.Generator().manual_seed(seed)
-    # fp16 gradients underflow without loss scaling; the scaler is a no-op for every other precision.
-    scaler = torch.amp.GradScaler(device.split(":")[0], enabled=precision == "fp16" and device.startswith("cuda"))
     best = (-math.inf, 0, copy.deepcopy(model.state_dict()))
     times: list[float] = []
     n = len(ytr)
     epoch = 0
-    initial_loss, epoch_losses = _mean_loss(model, xtr, ytr, mtr, loss_fn, batch_size, precision, device), []
-    for epoch in range(1, epochs + 1):
+    initial_loss = _mean_loss(model, xtr, ytr, mtr, loss_fn, spec.batch_size, precision, device)
+    epoch_losses = []
+    for epoch in range(1, spec.epochs + 1):
         t0 = time.perf_counter()
         model.train()
         order = torch.randperm(n, generator=gen).to(device)
         total = 0.0
-        for i in range(0, n, batch_size):
-            idx = order[i:i + batch_size]
-            with matmul_flags(precision, device):  # TF32 held through forward and backward alike
-                with autocast(precision, device):  # forward and loss only: backward follows the forward's dtypes
-                    batch_loss = loss_with_aux(model, _rows(xtr, idx), ytr[idx], loss_fn, _rows(mtr, idx))
-                if not math.isfinite(batch_loss.item()):
-                    raise NonFiniteLoss(f"loss became {batch_loss.item()} at epoch {epoch}")
-                total += batch_loss.item() * len(idx)
-                opt.zero_grad(set_to_none=True)
-                scaler.scale(batch_loss).backward()
-                scaler.step(opt)
-                scaler.update()
+        for i in range(0, n, spec.batch_size):
+            idx = order[i:i + spec.batch_size]
+            with step.flags():  # TF32 held through forward and backward alike
+                batch_loss = step(opt, _rows(xtr, idx), ytr[idx], _rows(mtr, idx)).item()
+            if not math.isfinite(batch_loss):
+                raise NonFiniteLoss(f"loss became {batch_loss} at epoch {epoch}")
+            total += batch_loss * len(idx)
         out = outputs(model, xva, masks=mva, precision=precision).float()
         if target == "classification":
             val_score = (out.argmax(1) == yva).float().mean().item()
@@ -183,11 +213,11 @@ def fit(make_model: Callable[[], nn.Module], train: Split, val: Split, *, target
         epoch_losses.append(total / n)
         if val_score > best[0]:  # model selection on validation only
             best = (val_score, epoch, copy.deepcopy(model.state_dict()))
-        elif patience is not None and epoch - best[1] >= patience:
+        elif spec.patience is not None and epoch - best[1] >= spec.patience:
             break
     model.load_state_dict(best[2])
     model.eval()
-    chance, chance_se = chance_score(ytr, yva, target, loss)
+    chance, chance_se = chance_score(ytr, yva, target, spec.loss)
     return model, FitInfo(best[1], epoch, best[0], float(sum(times)), times, initial_loss, epoch_losses,
                           chance, chance_se)
 
@@ -237,18 +267,6 @@ def did_not_learn(info: FitInfo, target: str = "classification") -> str:
         if low >= info.initial_loss - LOSS_FALL * abs(info.initial_loss):
             why.append(f"training loss did not fall ({info.initial_loss:.4g} untrained, lowest epoch mean {low:.4g})")
     return "; ".join(why)
-
-
-def train_and_evaluate(make_model: Callable[[], nn.Module], train: Split, val: Split, test: Split, num_classes: int,
-                       *, seed: int, epochs: int, batch_size: int, lr: float, weight_decay: float = 0.0,
-                       optimizer: str = "adam", device: str = "cpu", target: str = "classification",
-                       loss: str = "auto", patience: int | None = None, metric_kind: str = "",
-                       precision: str = "fp32") -> SeedScore:
-    """``fit``, then the kept checkpoint evaluated once on test."""
-    model, info = fit(make_model, train, val, target=target, loss=loss, seed=seed, epochs=epochs,
-                      batch_size=batch_size, lr=lr, weight_decay=weight_decay, optimizer=optimizer,
-                      patience=patience, device=device, precision=precision)
-    return evaluate_seed(model, info, test, seed, target, num_classes, metric_kind, device, precision)
 
 
 def evaluate_seed(model: nn.Module, info: FitInfo, test: Split, seed: int, target: str, num_classes: int,
