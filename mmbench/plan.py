@@ -162,16 +162,15 @@ def expand(suite: Suite, n_modalities: list[int], device: str, threads: int | No
                 raise UserError("no 'dims' to sweep: give sweep.dims at suite level or on the method",
                                 key=f"methods.{mi}", **locate(suite, *where))
             names, mnames = list(axes), list(measure_axes)
-            measures = {mcombo: _trial_measure(suite, mi, dict(zip(mnames, mcombo)))
-                        for mcombo in itertools.product(*(measure_axes[n] for n in mnames))}
+            measures = [(how, _trial_measure(suite, mi, how)) for how in
+                        (dict(zip(mnames, mcombo)) for mcombo in itertools.product(*(measure_axes[n] for n in mnames)))]
             for dims_value in dims_axis:
                 dims = _dims(dims_value, n_modalities[ti], suite, mi)
                 for combo in itertools.product(*(axes[n] for n in names)):
                     hp = {**defaults, **fixed, **dict(zip(names, combo))}
                     _check_types(entry, {**fixed, **dict(zip(names, combo))}, suite, mi)
                     _check_builds(spec.method, dims, hp, suite, mi)
-                    for mcombo, measure in measures.items():
-                        how = dict(zip(mnames, mcombo))
+                    for how, measure in measures:
                         label = (spec.label or _auto_label(spec.method, dict(zip(names, combo)), fixed)) \
                             + _measure_suffix(how)
                         _check_label_owner(owners, label, mi, suite)

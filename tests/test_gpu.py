@@ -386,7 +386,6 @@ def test_bf16_evaluation_runs_under_autocast(monkeypatch):
 
 
 def test_timed_train_step_backward_outside_autocast_tf32_held(monkeypatch):
-    from mmbench.measure import precision
     from mmbench.measure import train as T
 
     states = []
