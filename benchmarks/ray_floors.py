@@ -161,7 +161,7 @@ def kills(n: int = 5, seed: int = 0) -> None:
     """A cluster that outlives its drivers; each driver killed (SIGKILL) at a random instant, then resumed once."""
     from ray.cluster_utils import Cluster
 
-    from mmbench.report.load import load_run
+    from mmbench.store import load_run
 
     rng = random.Random(seed)
     c = Cluster(initialize_head=True, head_node_args=dict(num_cpus=2, object_store_memory=100 * MiB))

@@ -123,7 +123,7 @@ def _scores(rows) -> dict:
 
 def kills(n: int = 10, seed: int = 0) -> None:
     """Each run killed (SIGKILL) at a random instant of an uninterrupted run's duration, then resumed once."""
-    from mmbench.report.load import load_run
+    from mmbench.store import load_run
 
     rng = random.Random(seed)
     with tempfile.TemporaryDirectory() as tmp:

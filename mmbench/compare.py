@@ -86,22 +86,15 @@ def parse_threshold(text: str | float, what: str = "--threshold") -> float:
 
 
 def side_from_run(path: str | Path) -> Side:
-    import json
-
     from mmbench import history
-    from mmbench.report.load import load_run
+    from mmbench.store import load_run
 
     run = load_run(path, strict=True)
     rounds: dict[str, dict[str, list[float]]] = {}
     for r in run.rows:
         raw = run.samples.get(r["trial_id"], {})
         rounds[r["trial_id"]] = {m: v for m in r if (k := evidence.rounds_key(m)) and (v := _floats(raw.get(k)))}
-    quick = None
-    try:
-        resolved = json.loads((run.path / "resolved.json").read_text())
-        quick = resolved.get("quick") if isinstance(resolved.get("quick"), bool) else None
-    except (OSError, ValueError, AttributeError):
-        pass
+    quick = run.resolved.get("quick") if isinstance(run.resolved.get("quick"), bool) else None
     note = "" if run.meta.get("state") == "complete" else f"run is {run.meta.get('state')}"
     return Side(str(path), run.suite, history.fingerprint(run.env), f"{run.suite}/{run.path.name}",
                 {r["trial_id"]: r for r in run.rows}, rounds=rounds, env=run.env, quick=quick, note=note)

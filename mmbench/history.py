@@ -245,12 +245,10 @@ def raw_samples(metric: str, raw: dict[str, Any]) -> list[float] | None:
 
 def record_run(db: str | Path, run_dir: str | Path) -> int:
     """Record (or re-record) a run directory; returns its run id. Idempotent per run directory."""
-    from mmbench.report.load import load_run
+    from mmbench.store import load_run
 
     run = load_run(run_dir)
-    resolved = {}
-    if (run.path / "resolved.json").exists():
-        resolved = {t["id"]: t for t in json.loads((run.path / "resolved.json").read_text()).get("trials", [])}
+    resolved = {t["id"]: t for t in run.resolved.get("trials", [])}
     try:
         con = open_db(db, write=True)
     except UserError as exc:

@@ -1,4 +1,5 @@
-"""The run directory: every file written atomically or appended durably, so a kill never leaves a torn result.
+"""The run directory: every file written atomically or appended durably, so a kill never leaves a torn result; and
+the one reader of it (``load_run``: a Run) that report, history and compare use. Standard library only: no torch.
 
 results/<suite>/<run-id>/
   run.json         schema version, suite, state (running | complete | interrupted), times, pid, resumes
@@ -16,6 +17,8 @@ import json
 import os
 import secrets
 import time
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -104,13 +107,12 @@ def free_bytes(folder: Path) -> int:
 
 
 class DamagedLine(UserError):
-    """A line in the middle of a jsonl file that is not a JSON object (a disk error, an edit)."""
+    """A complete line of a jsonl file that is not a record (not JSON, not an object, no trial id): a disk error, an
+    edit. Not a torn last line, which is a kill mid-write."""
 
-    def __init__(self, path: Path, line: int):
-        self.path, self.lineno = path, line
-        super().__init__(f"line {line} is damaged (not a JSON object): resume with --drop-damaged to keep the "
-                         f"{line - 1} line(s) before it (the trials after it run again), or start a new run",
-                         file=str(path))
+    def __init__(self, path: Path, line: int, why: str):
+        self.path, self.lineno, self.why = path, line, why
+        super().__init__(f"{path.name} line {line} is {why}", file=str(path.parent))
 
 
 class RunDir:
@@ -219,7 +221,14 @@ class RunDir:
                             file=str(self.path)) from None
 
     def _jsonl(self, name: str) -> list[dict[str, Any]]:
-        return _read_jsonl(self.path / name, stop_at_damage=self.drop_damaged)
+        """The records of one of the run's files, as resuming reads them: a torn tail is not a record (the next
+        append starts a fresh line); a damaged line says how to resume past it."""
+        try:
+            return read_jsonl(self.path / name, stop_at_damage=self.drop_damaged)[0]
+        except DamagedLine as exc:
+            raise UserError(f"line {exc.lineno} is damaged ({exc.why}): resume with --drop-damaged to keep the "
+                            f"{exc.lineno - 1} line(s) before it (the trials after it run again), or start a new run",
+                            file=str(exc.path)) from None
 
     # --- reading ---------------------------------------------------------------------------------------------------
     def meta(self) -> dict[str, Any]:
@@ -242,12 +251,13 @@ class RunDir:
         return json.loads((self.path / name).read_text())
 
 
-def _read_jsonl(path: Path, stop_at_damage: bool = False) -> list[dict[str, Any]]:
-    """Complete lines only: a line cut by a kill (no trailing newline) is not a record. A damaged complete line is
-    DamagedLine, or with ``stop_at_damage`` the end of what is read."""
+def read_jsonl(path: Path, *, stop_at_damage: bool = False) -> tuple[list[dict[str, Any]], str]:
+    """(records, torn tail): the one reader of a run's jsonl files. Complete lines only: what follows the last
+    newline is a line cut by a kill, never a record; it is returned ('' when there is none) for the caller to judge.
+    A complete line that is not a record is DamagedLine, or with ``stop_at_damage`` the end of what is read."""
     if not path.exists():
-        return []
-    lines = path.read_bytes().split(b"\n")[:-1]  # the part after the last newline is empty or torn
+        return [], ""
+    *lines, tail = path.read_bytes().split(b"\n")
     out = []
     for i, line in enumerate(lines, 1):
         if not line.strip():
@@ -255,13 +265,99 @@ def _read_jsonl(path: Path, stop_at_damage: bool = False) -> list[dict[str, Any]
         try:
             obj = json.loads(line)
         except ValueError:  # not JSON, or not UTF-8
-            obj = None
-        if not isinstance(obj, dict) or "trial_id" not in obj:
-            if stop_at_damage:
-                break
-            raise DamagedLine(path, i)
-        out.append(obj)
-    return out
+            why = "not valid JSON"
+        else:
+            if isinstance(obj, dict) and "trial_id" in obj:
+                out.append(obj)
+                continue
+            why = "a JSON object without 'trial_id'" if isinstance(obj, dict) else "not a JSON object"
+        if stop_at_damage:
+            break
+        raise DamagedLine(path, i, why)
+    return out, tail.decode(errors="replace") if tail.strip() else ""
+
+
+# --- reading a run directory (reports, history, compare) -------------------------------------------------------------
+@dataclass
+class Run:
+    """One run directory, read once."""
+    path: Path
+    meta: dict[str, Any]
+    env: dict[str, Any]
+    tasks: list[dict[str, Any]]
+    rows: list[dict[str, Any]]
+    samples: dict[str, dict[str, Any]]
+    label: str = ""                       # how this run is named beside others in a merged report
+    truncated: bool = False               # results.jsonl ended in a torn line (a kill mid-write)
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def suite(self) -> str:
+        return self.meta.get("suite", "?")
+
+    @property
+    def complete(self) -> bool:
+        return self.meta.get("state") == "complete" and not self.truncated
+
+    @cached_property
+    def resolved(self) -> dict[str, Any]:
+        """resolved.json (the validated suite, ``quick``, every trial's full config); {} for a run without one.
+        Read when asked: it holds every trial's config, and a report never needs it."""
+        value = _json_file(self.path / "resolved.json", {})
+        return value if isinstance(value, dict) else {}
+
+
+def _json_file(path: Path, default: Any) -> Any:
+    if not path.exists():
+        return default
+    try:
+        return json.loads(path.read_text())
+    except ValueError:  # not JSON, or not UTF-8
+        raise UserError(f"{path.name} is not valid JSON", file=str(path.parent)) from None
+
+
+def load_run(path: str | Path, *, strict: bool = False) -> Run:
+    """A run directory as a Run. Raises UserError for a path that is not one, a damaged line, or (when ``strict``:
+    compare judges a run whole) a torn results file or a complete run without one."""
+    p = Path(path)
+    if not p.is_dir():
+        raise UserError("not a run directory (no such directory)", file=str(p))
+    meta = RunDir(p).meta()
+    if not isinstance(meta, dict) or "suite" not in meta:
+        raise UserError("not a run directory (run.json has no 'suite')", file=str(p))
+    if strict and not (p / "results.jsonl").exists() and meta.get("state") == "complete":
+        raise UserError("results.jsonl is missing from a complete run", file=str(p))
+    rows, tail = read_jsonl(p / "results.jsonl")
+    if tail and strict:
+        raise UserError(f"results.jsonl is truncated (last line cut off: {tail[:40]!r}…)", file=str(p))
+    samples, _ = read_jsonl(p / "samples.jsonl")  # samples precede their row: a torn one has no row
+    return Run(path=p, meta=meta, env=_json_file(p / "env.json", {}), tasks=_json_file(p / "tasks.json", []),
+               rows=rows, samples={s["trial_id"]: s for s in samples}, truncated=bool(tail))
+
+
+def load_runs(paths: list[str | Path]) -> list[Run]:
+    """Several runs, each labelled so that a merged report tells them apart."""
+    runs = [load_run(p) for p in paths]
+    for run, label in zip(runs, run_labels(runs)):
+        run.label = label
+    return runs
+
+
+def run_labels(runs: list[Run]) -> list[str]:
+    """Short names that tell runs apart: the device if that differs, else the git sha, else the directory name."""
+    if len(runs) == 1:
+        return [runs[0].path.name]
+    candidates = [
+        lambda r: r.env.get("device") or "?",
+        lambda r: (r.env.get("mmbench_git_sha") or "unknown")[:7],
+        lambda r: f"{r.env.get('device') or '?'}@{(r.env.get('mmbench_git_sha') or 'unknown')[:7]}",
+        lambda r: r.path.name,
+    ]
+    for make in candidates:
+        labels = [make(r) for r in runs]
+        if len(set(labels)) == len(labels):
+            return labels
+    return [f"{i + 1}:{r.path.name}" for i, r in enumerate(runs)]
 
 
 def columns(rows: Iterable[dict[str, Any]]) -> list[str]:

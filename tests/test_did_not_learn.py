@@ -79,7 +79,7 @@ def test_report_summary_counts_trials_that_did_not_learn(tmp_path):
     import json
 
     from tests.fakerun import make_run
-    from mmbench.report.load import load_run
+    from mmbench.store import load_run
     from mmbench.report.summary import run_summary
 
     path = make_run(tmp_path, "r1")

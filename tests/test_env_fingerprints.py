@@ -47,7 +47,7 @@ def test_a_local_row_matches_a_cluster_row_of_the_same_machine(tmp_path):
 
 
 def test_a_report_marks_the_best_timing_within_each_environment(tmp_path):
-    from mmbench.report.load import load_runs
+    from mmbench.store import load_runs
     from mmbench.report.tables import build_tables, tagged_rows
 
     specs = trials(methods=("tfn", "lmf", "late"), dims=(4,))  # tfn, lmf rank 1 and 4, late

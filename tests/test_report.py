@@ -9,7 +9,7 @@ import pytest
 from mmbench.errors import UserError
 from mmbench.report import markdown, write_report
 from mmbench.report.build import build
-from mmbench.report.load import load_run
+from mmbench.store import load_run
 from mmbench.report.plots import pareto_front
 from mmbench.report.tables import HIGHER, LOWER
 from tests.conftest import ROOT

@@ -141,7 +141,7 @@ def _acc(rows) -> dict[str, tuple]:
 
 def test_kill_9_mid_run_leaves_a_valid_directory_and_resume_completes_it(write_suite, tmp_path, capsys,
                                                                           monkeypatch):
-    from mmbench.report.load import load_run
+    from mmbench.store import load_run
     from mmbench.run import prepare, run_suite
     from mmbench.suite import load_suite
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from mmbench.report import plots as P
 from mmbench.report.decide import Decision, decide
-from mmbench.report.load import Run, load_runs
+from mmbench.store import Run, load_runs
 from mmbench.report.summary import flag_summary
 from mmbench.report.tables import Table, batch_sizes, build_tables, failed, tagged_rows, tasks
 from mmbench.report.versus import Versus, versus

@@ -1,7 +1,7 @@
 """The suite and environment summary, shared by the markdown and HTML reports."""
 from __future__ import annotations
 
-from mmbench.report.load import Run
+from mmbench.store import Run
 
 
 def _device(env: dict) -> str:

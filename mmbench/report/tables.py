@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mmbench import evidence
-from mmbench.report.load import Run
+from mmbench.store import Run
 
 LOWER, HIGHER = "lower", "higher"
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from mmbench import compare as C
 from mmbench.errors import UserError
-from mmbench.report.load import Run
+from mmbench.store import Run
 
 
 @dataclass
