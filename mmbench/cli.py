@@ -347,13 +347,13 @@ def _compare_table(result) -> None:
 
     shown = [e for e in result.entries if e.state != C.UNCHANGED]
     table = Table(title=f"{result.suite}: {result.baseline} → {result.current}", header_style="bold")
-    for col in ("state", "trial", "method", "dims", "metric", "baseline", "current", "change", "ratio", "p", "detail"):
-        table.add_column(col, justify="right" if col in ("baseline", "current", "change", "ratio", "p") else "left")
+    for col in ("state", *C.TABLE):
+        table.add_column(col, justify="right" if col in C.NUMERIC else "left")
     colour = {C.REGRESSED: "red", C.FAILED: "red", C.IMPROVED: "green", C.NOISE: "yellow"}
     for e in shown:
-        table.add_row(f"[{colour.get(e.state, 'default')}]{e.state}[/]", e.trial_id, escape(e.label), e.dims,
-                      e.metric, C._val(e.metric, e.baseline), C._val(e.metric, e.current), C._change(e),
-                      C._ratio(e), "—" if e.p_value is None else f"{e.p_value:.2g}", escape(e.detail))
+        trial, method, *middle, detail = C.cells(e)
+        table.add_row(f"[{colour.get(e.state, 'default')}]{e.state}[/]", trial, escape(method), *middle,
+                      escape(detail))
     out = _out()
     for note in result.notes:
         out.print(f"[yellow]note[/]: {escape(note)}")

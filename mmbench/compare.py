@@ -30,18 +30,14 @@ on the other side's environment fingerprint.
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from mmbench import evidence
+from mmbench import vocabulary as V
 from mmbench.errors import UserError
 
-TIMING = re.compile(r"(?:(?:fusion_)?(?:graph_)?latency_ms|train_step_ms|(?:train_)?peak_(?:mem|alloc|reserved)_mib)"
-                    r"_b\d+")
-COUNTS = ("params", "fusion_params", "flops", "fusion_flops", "encoder_flops", "head_flops", "train_flops",
-          "fusion_train_flops")
 REGRESSED, IMPROVED, NOISE, UNCHANGED, FAILED, NOT_COMPARABLE = (
     "regressed", "improved", "noise", "unchanged", "failed", "not comparable")
 STATES = (REGRESSED, FAILED, IMPROVED, NOISE, NOT_COMPARABLE, UNCHANGED)
@@ -54,7 +50,6 @@ RUN_ALLOWANCE = 0.10    # two single runs: a move must exceed threshold + this (
 # two sides: a timing that moved the same way is the machine's, not the code's. Back-to-back quiet runs on this
 # project's VMs: see benchmarks/compare_floors.py.
 HOST_TOLERANCE = 0.05
-REFERENCE = "host_ref_ms"
 EXACT_MEMORY = ("cuda_allocated", "cpu_live_tensors")
 TOO_SMALL = "budget too small to judge"
 
@@ -93,7 +88,7 @@ def side_from_run(path: str | Path) -> Side:
     rounds: dict[str, dict[str, list[float]]] = {}
     for r in run.rows:
         raw = run.samples.get(r["trial_id"], {})
-        rounds[r["trial_id"]] = {m: v for m in r if (k := evidence.rounds_key(m)) and (v := _floats(raw.get(k)))}
+        rounds[r["trial_id"]] = {m: v for m in r if (t := V.timing(m)) and (v := _floats(raw.get(t.rounds)))}
     quick = run.resolved.get("quick") if isinstance(run.resolved.get("quick"), bool) else None
     note = "" if run.meta.get("state") == "complete" else f"run is {run.meta.get('state')}"
     return Side(str(path), run.suite, history.fingerprint(run.env), f"{run.suite}/{run.path.name}",
@@ -226,15 +221,16 @@ def compare(base: Side, cur: Side, *, threshold: float = 0.10, alpha: float = 0.
         own = b.get("env_fingerprint") or c.get("env_fingerprint")
         envs = _row_envs(base, b, cur, c) if own else None
         diff = (f"{envs[0]} vs {envs[1]}" if envs else "") if own else env_diff
-        for metric in _metrics(b, c):
+        for col in _metrics(b, c):
+            metric = col.column
             e = Entry(**ident, metric=metric, state=UNCHANGED, baseline=_f(b.get(metric)), current=_f(c.get(metric)))
             if e.baseline is None or e.current is None:
                 e.state, e.detail = NOT_COMPARABLE, f"measured in the {'baseline' if e.current is None else 'current run'} only"
-            elif metric in COUNTS:
+            elif col.term.kind == V.COUNT:
                 _count(e)
-            elif _seed_metric(metric, b, c):
-                _accuracy(e, b, c, f"{metric[:-5]}_std")
-            elif (threads and evidence.timed(metric)) or diff:
+            elif col.term.kind == V.SCORE:
+                _score(e, b, c, col)
+            elif (threads and col.term.kind == V.TIMING) or diff:  # timings and memory: the machine's
                 e.change = e.current / e.baseline - 1 if e.baseline else None
                 e.state, e.detail = NOT_COMPARABLE, threads or f"different environments ({diff})"
             else:
@@ -264,7 +260,7 @@ def _threads_diff(b: dict, c: dict) -> str:
 def _refusal(out: Comparison, base: Side, cur: Side, env_diff: str) -> str | None:
     n = len(out.entries)
     bad = [e for e in out.entries if e.state == NOT_COMPARABLE]
-    timed = [e for e in out.entries if evidence.timed(e.metric)]
+    timed = [e for e in out.entries if V.timing(e.metric)]
     timed_bad = [e for e in timed if e.state == NOT_COMPARABLE]
     if n and len(bad) < MIN_COMPARABLE * n and len(timed_bad) <= (1 - MIN_COMPARABLE) * len(timed):
         return None
@@ -305,14 +301,10 @@ def _f(v: Any) -> float | None:
     return float(v)
 
 
-def _metrics(b: dict, c: dict) -> list[str]:
-    keys = list(dict.fromkeys([*b, *c]))
-    return [k for k in keys if k in COUNTS or _seed_metric(k, b, c) or TIMING.fullmatch(k)]
-
-
-def _seed_metric(k: str, b: dict, c: dict) -> bool:
-    """A test metric averaged over seeds: X_mean beside its X_std (accuracy, F1, errors, robustness …)."""
-    return k.endswith("_mean") and (f"{k[:-5]}_std" in b or f"{k[:-5]}_std" in c)
+def _metrics(b: dict, c: dict) -> list[V.Column]:
+    """The metric columns of two rows (a score: X_mean beside its X_std on either side)."""
+    present = b.keys() | c.keys()
+    return [col for k in dict.fromkeys([*b, *c]) if (col := V.column(k, present))]
 
 
 def _count(e: Entry) -> None:
@@ -323,14 +315,12 @@ def _count(e: Entry) -> None:
     e.detail = "deterministic count changed"
 
 
-def _accuracy(e: Entry, b: dict, c: dict, std_col: str) -> None:
-    from mmbench.report.tables import HIGHER, seed_metric_better
-
-    spread = max(_f(b.get(std_col)) or 0.0, _f(c.get(std_col)) or 0.0)
+def _score(e: Entry, b: dict, c: dict, col: V.Column) -> None:
+    spread = max(_f(b.get(col.spread)) or 0.0, _f(c.get(col.spread)) or 0.0)
     e.change = e.current - e.baseline
     if e.change == 0:
         return
-    worse = e.change < 0 if seed_metric_better(e.metric[:-5]) == HIGHER else e.change > 0
+    worse = e.change < 0 if col.better == V.HIGHER else e.change > 0
     if abs(e.change) <= spread:
         e.state, e.detail = NOISE, f"within the seed spread ({spread:.3g})"
     else:
@@ -355,11 +345,12 @@ def _timing(e: Entry, b: dict, c: dict, base: Side, cur: Side, threshold: float,
         e.state, e.detail = NOISE, "flagged in the " + "; ".join(flagged)
         return
     host = _host_shift(b, c)
-    if evidence.timed(e.metric) and host is not None and (host > HOST_TOLERANCE if worse else host < -HOST_TOLERANCE):
+    timed = V.timing(e.metric) is not None
+    if timed and host is not None and (host > HOST_TOLERANCE if worse else host < -HOST_TOLERANCE):
         e.state, e.detail = NOISE, (f"the host ran its fixed reference workload {host * 100:+.0f}% against the "
                                     f"baseline, beside this trial: the machine's speed moved, not (only) the code")
         return
-    if evidence.timed(e.metric) is None:  # memory: one number per run
+    if not timed:  # memory: one number per run
         if b.get("mem_measure") == c.get("mem_measure") and b.get("mem_measure") in EXACT_MEMORY:
             e.state = REGRESSED if worse else IMPROVED
             e.detail = f"exact memory measure ({b.get('mem_measure')})"
@@ -384,8 +375,8 @@ def _timing(e: Entry, b: dict, c: dict, base: Side, cur: Side, threshold: float,
 
 def _host_shift(b: dict, c: dict) -> float | None:
     """How much slower (+) or faster (−) the host ran the reference workload beside this trial than in the baseline
-    (contention.REFERENCE; a history's is the median of its runs). None where a side lacks it (CUDA, older runs)."""
-    rb, rc = _f(b.get(REFERENCE)), _f(c.get(REFERENCE))
+    (vocabulary.HOST_REF; a history's is the median of its runs). None where a side lacks it (CUDA, older runs)."""
+    rb, rc = _f(b.get(V.HOST_REF)), _f(c.get(V.HOST_REF))
     return rc / rb - 1 if rb and rc else None
 
 
@@ -433,36 +424,43 @@ def _vs_rounds(e: Entry, bs: list[float] | None, cs: list[float] | None, worse: 
     return e.p_value < alpha
 
 
-# --- rendering ---------------------------------------------------------------------------------------------------
-def _val(metric: str, v: float | None) -> str:
+# --- rendering: the CLI's table and the markdown summary show the same columns ---------------------------------------
+TABLE = ("trial", "method", "dims", "metric", "baseline", "current", "change", "ratio", "p", "detail")
+NUMERIC = ("baseline", "current", "change", "ratio", "p")   # right-aligned
+
+
+def value_text(metric: str, v: float | None) -> str:
+    """A metric's value as compare prints it (the vocabulary's format for its kind)."""
     if v is None:
         return "—"
-    if metric.endswith("_mean"):
-        return f"{v:.4f}"
-    if metric in COUNTS:
-        return f"{v:,.0f}"
-    return f"{v:.4g}"
+    col = V.column(metric)
+    return format(v, col.kind.fmt if col else ".4g")
 
 
-def _change(e: Entry) -> str:
+def _relative(metric: str) -> bool:
+    col = V.column(metric)
+    return col is None or col.kind.relative
+
+
+def cells(e: Entry) -> list[str]:
+    """An entry as the text of TABLE's columns. A change is relative for a cost, a difference for a score."""
     if e.change is None:
-        return "—"
-    if e.metric.endswith("_mean"):
-        return f"{e.change:+.4f}"
-    return f"{e.change * 100:+.1f}%"
-
-
-def _ratio(e: Entry) -> str:
-    return "—" if e.ratio is None or e.metric.endswith("_mean") else f"{e.ratio:.3g}×"
+        change = "—"
+    elif _relative(e.metric):
+        change = f"{e.change * 100:+.1f}%"
+    else:
+        change = format(e.change, "+" + V.column(e.metric).kind.fmt)
+    ratio = "—" if e.ratio is None or not _relative(e.metric) else f"{e.ratio:.3g}×"
+    p = "—" if e.p_value is None else f"{e.p_value:.2g}"
+    return [e.trial_id, e.label, e.dims, e.metric, value_text(e.metric, e.baseline), value_text(e.metric, e.current),
+            change, ratio, p, e.detail]
 
 
 def _rows(entries: list[Entry]) -> list[str]:
-    lines = ["| trial | method | dims | metric | baseline | current | change | ratio | p | detail |",
-             "|---|---|---|---|---:|---:|---:|---:|---:|---|"]
+    lines = ["| " + " | ".join(TABLE) + " |", "|" + "".join("---:|" if c in NUMERIC else "---|" for c in TABLE)]
     for e in entries:
-        p = "—" if e.p_value is None else f"{e.p_value:.2g}"
-        lines.append(f"| `{e.trial_id}` | {e.label} | {e.dims} | {e.metric} | {_val(e.metric, e.baseline)} | "
-                     f"{_val(e.metric, e.current)} | {_change(e)} | {_ratio(e)} | {p} | {e.detail.replace('|', '/')} |")
+        trial, *middle, detail = cells(e)
+        lines.append("| " + " | ".join([f"`{trial}`", *middle, detail.replace("|", "/")]) + " |")
     return lines
 
 

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+from mmbench import evidence
+from mmbench import vocabulary as V
 from mmbench.errors import UserError
 
 MIGRATIONS: list[str] = [
@@ -230,10 +232,11 @@ def _metrics(row: dict[str, Any]) -> Iterator[tuple[str, float]]:
 
 def raw_samples(metric: str, raw: dict[str, Any]) -> list[float] | None:
     """The raw samples behind a metric: latency lists by their column name; each seed's score for X_mean."""
+    col = V.column(metric)
     if isinstance(raw.get(metric), list):
         vals = raw[metric]
-    elif metric.endswith("_mean") and isinstance(raw.get("seeds"), list):
-        key = metric[:-5]
+    elif col is not None and col.term.kind == V.SCORE and isinstance(raw.get("seeds"), list):
+        key = col.term.name
         legacy = {"acc": "test_accuracy", "f1": "test_macro_f1"}.get(key)
         seeds = [s for s in raw["seeds"] if isinstance(s, dict)]
         vals = [s["test"].get(key) if isinstance(s.get("test"), dict) else s.get(legacy) for s in seeds]
@@ -401,8 +404,6 @@ def baseline(db: str | Path, suite: str, env_fingerprint: str, last: int = 5,
              exclude_run_key: str | None = None, trials: list[str] | None = None) -> Baseline:
     """The last ``last`` complete runs of a suite on one environment. With ``trials``: per trial, the last runs that
     hold it (a --quick run's trials have other ids than a full run's, so each is matched with its own budget)."""
-    from mmbench import evidence
-
     con = open_db(db)
     try:
         runs = con.execute("SELECT id, run_key FROM runs WHERE suite = ? AND env_fingerprint = ? AND state = "
@@ -464,12 +465,11 @@ def baseline(db: str | Path, suite: str, env_fingerprint: str, last: int = 5,
                 clean = [v[metric] for v in vals if metric in v and not evidence.flags(v, metric)]
                 per_run.setdefault(tid, {})[metric] = clean
                 row.setdefault(metric, statistics.median(clean or all_v))
-                if evidence.timed(metric):  # flagged only when every run was: the baseline says so
-                    name, b = evidence.timed(metric)
-                    for flag in evidence.FLAGS:
-                        row[f"{name}_{flag}_b{b}"] = not clean and any(v.get(f"{name}_{flag}_b{b}") for v in vals)
-                    if not clean and "contended" in {f for v in vals for f in evidence.flags(v, metric)}:
-                        row[f"{name}_contended_b{b}"] = True
+                if t := V.timing(metric):  # flagged only when every run was: the baseline says so
+                    for flag in V.FLAGS:
+                        row[t.evidence(flag)] = not clean and any(v.get(t.evidence(flag)) for v in vals)
+                    if not clean and V.CONTENDED in {f for v in vals for f in evidence.flags(v, metric)}:
+                        row[t.evidence(V.CONTENDED)] = True
         return Baseline(suite, env_fingerprint, [keys[r] for r in used], rows, per_run)
     finally:
         con.close()

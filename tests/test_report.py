@@ -11,7 +11,7 @@ from mmbench.report import markdown, write_report
 from mmbench.report.build import build
 from mmbench.store import load_run
 from mmbench.report.plots import pareto_front
-from mmbench.report.tables import HIGHER, LOWER
+from mmbench.vocabulary import HIGHER, LOWER
 from tests.conftest import ROOT
 from tests.fakerun import make_run, trials, truncate_results
 

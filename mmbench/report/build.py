@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mmbench import vocabulary as V
 from mmbench.report import plots as P
 from mmbench.report.decide import Decision, decide
 from mmbench.store import Run, load_runs
@@ -72,7 +73,7 @@ def _add_history(rep: Report, db: Path) -> None:
     batches = batch_sizes(rep.rows)
     if not batches:
         return
-    metric = f"fusion_latency_ms_b{batches[0]}"
+    metric = V.column_of("fusion_latency", batches[0])
     for run in {r.suite: r for r in reversed(rep.runs)}.values():  # the first run of each suite
         suite = run.suite
         try:  # the runs on this run's environment only: timings elsewhere are another series

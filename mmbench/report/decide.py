@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from mmbench import evidence
-from mmbench.report.tables import HIGHER, batch_sizes, fmt_num, seed_metric_better
+from mmbench import vocabulary as V
+from mmbench.report.tables import batch_sizes, fmt_num
 
 MAX_DOMINATORS = 2  # named per dominated configuration (the most accurate first)
 
@@ -45,31 +46,34 @@ class Point:
 class Decision:
     task: str
     metric: str                   # the score: acc, else the first metric over seeds
-    better: str                   # HIGHER | LOWER
+    better: str                   # vocabulary.HIGHER | LOWER
     costs: list[str]              # cost columns used, in reading order
     front: list[Point] = field(default_factory=list)
     dominated: list[tuple[Point, list[tuple[Point, list[str]]]]] = field(default_factory=list)
 
 
+# The costs a configuration is judged by (vocabulary terms): the whole model's counts, its forward latency at each
+# batch size, and at each batch size one memory peak (the first of MEMORY_COSTS the rows hold).
+COUNT_COSTS, TIME_COST, MEMORY_COSTS = ("params", "flops"), "latency", ("peak_alloc", "peak_mem")
+
+
 def cost_columns(rows: list[dict]) -> list[str]:
     """Parameters, FLOPs, latency and memory at each batch size: those the rows hold."""
     present = {k for r in rows for k, v in r.items() if _num(v)}  # measured, and not 0 in every row
-    out = [c for c in ("params", "flops") if c in present]
-    for b in batch_sizes(rows):
-        out += [c for c in (f"latency_ms_b{b}",) if c in present]
-    for b in batch_sizes(rows):
-        mem = next((c for c in (f"peak_alloc_mib_b{b}", f"peak_mem_mib_b{b}") if c in present), None)
+    out = [c for c in COUNT_COSTS if c in present]
+    batches = batch_sizes(rows)
+    out += [c for b in batches if (c := V.column_of(TIME_COST, b)) in present]
+    for b in batches:
+        mem = next((c for name in MEMORY_COSTS if (c := V.column_of(name, b)) in present), None)
         out += [mem] if mem else []
     return out
 
 
 def cost_label(col: str) -> str:
-    if col == "params":
-        return "params"
-    if col == "flops":
-        return "FLOPs"
-    b = col.rsplit("_b", 1)[-1]
-    return f"latency b{b}" if col.startswith("latency") else f"memory b{b}"
+    c = V.column(col)
+    if c.batch is None:
+        return {"flops": "FLOPs"}.get(col, col)
+    return f"{'latency' if c.term.kind == V.TIMING else 'memory'} b{c.batch}"
 
 
 def _score_metric(rows: list[dict]) -> str | None:
@@ -100,12 +104,12 @@ def decide(task: str, rows: list[dict]) -> Decision | None:
                          _num(r.get("chance_accuracy")) if metric.startswith("acc") else None))
     if len(pts) < 2 or not costs:
         return None
-    d = Decision(task, metric, seed_metric_better(metric), costs)
+    d = Decision(task, metric, V.score_better(metric), costs)
     # every pair at once (a run of 500 configurations is 250 000 pairs); the same rule as _dominates, which then
     # says why for the few dominators named
     cost = np.array([[p.costs.get(c, np.nan) for c in costs] for p in pts])
     score, spread = np.array([p.score for p in pts]), np.array([p.spread for p in pts])
-    sign = 1.0 if d.better == HIGHER else -1.0
+    sign = 1.0 if d.better == V.HIGHER else -1.0
     known = ~np.isnan(cost)
     for i, p in enumerate(pts):
         both = known & known[i]
@@ -130,7 +134,7 @@ def _dominates(q: Point, p: Point, better: str, costs: list[str]) -> list[str] |
     if not shared:
         return None
     tol = max(q.spread, p.spread)
-    gain = q.score - p.score if better == HIGHER else p.score - q.score
+    gain = q.score - p.score if better == V.HIGHER else p.score - q.score
     if gain < -tol or any(q.costs[c] > p.costs[c] for c in shared):
         return None
     lower = [c for c in shared if q.costs[c] < p.costs[c]]
@@ -138,7 +142,7 @@ def _dominates(q: Point, p: Point, better: str, costs: list[str]) -> list[str] |
     why = [] if not lower else ["cheaper in every cost"] if every else \
         [f"cheaper in {', '.join(cost_label(c) for c in lower)}"]
     if gain > tol:
-        why.insert(0, "more accurate beyond the spread" if better == HIGHER else "better beyond the spread")
+        why.insert(0, "more accurate beyond the spread" if better == V.HIGHER else "better beyond the spread")
     elif not why:
         return None
     return why
@@ -152,8 +156,8 @@ def describe(p: Point, costs: list[str], metric: str) -> str:
     for c in costs:
         if c in p.costs:
             v = p.costs[c]
-            parts.append(f"{cost_label(c)} {fmt_num(v) if c in ('params', 'flops') else f'{v:.3g}'}"
-                         + (" ms" if c.startswith("latency") else " MiB" if "_mib_" in c else ""))
+            unit = V.column(c).kind.unit
+            parts.append(f"{cost_label(c)} {f'{v:.3g} {unit}' if unit else fmt_num(v)}")
     return " · ".join(parts)
 
 

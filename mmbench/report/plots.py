@@ -18,6 +18,7 @@ import matplotlib.ticker
 matplotlib.use("Agg")
 from matplotlib.figure import Figure  # noqa: E402  (not pyplot: half a second of import for nothing we use)
 
+from mmbench import vocabulary as V  # noqa: E402
 from mmbench.report.tables import batch_sizes, dims_label, dims_order  # noqa: E402
 
 matplotlib.rcParams.update({"font.size": 9, "axes.grid": True, "grid.alpha": 0.3,
@@ -231,7 +232,8 @@ def accuracy_vs_rank(rows: list[dict]) -> Figure | None:
 
 def latency_vs_batch(rows: list[dict]) -> Figure | None:
     """Whole-model forward latency against batch size, each method at its largest dims."""
-    batches = [b for b in batch_sizes(rows) if any(_num(r.get(f"latency_ms_b{b}")) for r in rows)]
+    col = {b: V.column_of("latency", b) for b in batch_sizes(rows)}
+    batches = [b for b in col if any(_num(r.get(col[b])) for r in rows)]
     if len(batches) < 2:
         return None
     largest: dict[str, dict] = {}
@@ -245,7 +247,7 @@ def latency_vs_batch(rows: list[dict]) -> Figure | None:
     pal = _Palette(list(largest.values()))
     n = 0
     for key, r in largest.items():
-        xy = [(b, r[f"latency_ms_b{b}"]) for b in batches if _num(r.get(f"latency_ms_b{b}")) is not None]
+        xy = [(b, r[col[b]]) for b in batches if _num(r.get(col[b])) is not None]
         if len(xy) >= 2:
             ax.plot(*zip(*xy), lw=1, ms=4, **pal(r, f"{key} (dims {dims_label(r.get('dims'))})"))
             n += 1
@@ -282,7 +284,8 @@ def params_vs_rank(rows: list[dict]) -> Figure | None:
 
 
 def memory_vs_batch(rows: list[dict]) -> Figure | None:
-    batches = [b for b in batch_sizes(rows) if any(_num(r.get(f"peak_mem_mib_b{b}")) for r in rows)]
+    col = {b: V.column_of("peak_mem", b) for b in batch_sizes(rows)}
+    batches = [b for b in col if any(_num(r.get(col[b])) for r in rows)]
     if len(batches) < 2:  # fewer than two batch sizes with memory above zero: no curve to draw
         return None
     ok = [r for r in rows if r.get("status") == "ok"]
@@ -297,7 +300,7 @@ def memory_vs_batch(rows: list[dict]) -> Figure | None:
     pal = _Palette(list(largest.values()))
     n = 0
     for key, r in largest.items():
-        xy = [(b, r[f"peak_mem_mib_b{b}"]) for b in batches if _num(r.get(f"peak_mem_mib_b{b}")) is not None]
+        xy = [(b, r[col[b]]) for b in batches if _num(r.get(col[b])) is not None]
         if xy:
             ax.plot(*zip(*xy), lw=1, ms=4, **pal(r, f"{key} (dims {r.get('dims')})"))
             n += 1
@@ -409,11 +412,11 @@ def task_plots(rows: list[dict], samples: dict[tuple[str, str], dict]) -> list[P
     if batches:
         b = batches[0]
         add("acc-vs-latency", "Accuracy vs latency",
-            lambda: accuracy_vs(rows, f"latency_ms_b{b}", f"latency, whole model, batch {b} (ms)",
+            lambda: accuracy_vs(rows, V.column_of("latency", b), f"latency, whole model, batch {b} (ms)",
                                 f"Accuracy vs latency (batch {b})"))
         b = batches[-1]
         add("latency-vs-dim", "Latency vs modality dim",
-            lambda: vs_dim(rows, f"fusion_latency_ms_b{b}", "latency (ms)",
+            lambda: vs_dim(rows, V.column_of("fusion_latency", b), "latency (ms)",
                            f"Fusion-layer latency vs modality dim (batch {b})"))
     add("latency-vs-batch", "Latency vs batch size", lambda: latency_vs_batch(rows))
     add("params-vs-rank", "Parameters vs rank", lambda: params_vs_rank(rows))

@@ -1,6 +1,8 @@
 """The suite and environment summary, shared by the markdown and HTML reports."""
 from __future__ import annotations
 
+from mmbench import evidence
+from mmbench import vocabulary as V
 from mmbench.store import Run
 
 
@@ -34,9 +36,7 @@ def _threads(run: Run) -> str:
 
 def flag_summary(rows: list[dict]) -> str:
     """One line: how many rows carry a flagged timing, by flag, and the evidence behind it."""
-    from mmbench import evidence
-
-    timed = [r for r in rows if r.get("status") == "ok" and any(evidence.timed(k) for k in r)]
+    timed = [r for r in rows if r.get("status") == "ok" and any(V.timing(k) for k in r)]
     if not timed:
         return ""
     by_flag: dict[str, list[dict]] = {}
@@ -44,19 +44,18 @@ def flag_summary(rows: list[dict]) -> str:
         for f in evidence.row_flags(r):
             by_flag.setdefault(f, []).append(r)
     flagged = {id(r) for rs in by_flag.values() for r in rs}
-    utils = [v for r in timed for k, v in r.items() if "_cpu_util_b" in k and isinstance(v, (int, float))]
+    utils = [v for r in timed for v in _evidence(r, V.CPU_UTIL)]
     if not flagged:
         extra = f" (CPU utilisation of the timed regions ≥ {min(utils):.2f})" if utils else ""
         return f"Timing evidence: none of the {len(timed)} timed rows is flagged{extra}."
     parts = []
     for f, rs in by_flag.items():
-        why = evidence.FLAGS[f]
-        if f == "contended":
-            low = [v for r in rs for k, v in r.items() if "_cpu_util_b" in k and isinstance(v, (int, float))]
+        why = V.FLAGS[f]
+        if f == V.CONTENDED:
+            low = [v for r in rs for v in _evidence(r, V.CPU_UTIL)]
             load = [r["load_avg_1m"] for r in rs if isinstance(r.get("load_avg_1m"), (int, float))]
             procs = [r["runnable_procs"] for r in rs if isinstance(r.get("runnable_procs"), (int, float))]
-            waits = [v for r in rs for k, v in r.items() if "_wait_b" in k and isinstance(v, (int, float))
-                     and not isinstance(v, bool)]
+            waits = [v for r in rs for v in _evidence(r, V.WAIT)]
             why += "".join([f"; waited up to {max(waits):.0%} of the time for a CPU" if waits else "",
                             f"; CPU utilisation down to {min(low):.2f}" if low else "",
                             f"; load average up to {max(load):.1f}" if load else "",
@@ -64,6 +63,12 @@ def flag_summary(rows: list[dict]) -> str:
         parts.append(f"{len(rs)} {f.replace('_', '-')} ({why})")
     return (f"Timing evidence: {len(flagged)} of {len(timed)} timed rows have a flagged timing (⚠, not to be "
             f"trusted as a cost): " + "; ".join(parts) + ".")
+
+
+def _evidence(row: dict, what: str) -> list[float]:
+    """One kind of evidence (CPU utilisation, wait share) of every timing in a row, where it was measured."""
+    return [v for k in row if (t := V.timing(k)) and isinstance(v := row.get(t.evidence(what)), (int, float))
+            and not isinstance(v, bool)]
 
 
 def state_note(runs: list[Run]) -> list[str]:

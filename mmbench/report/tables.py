@@ -4,23 +4,21 @@ empties is left out. Plain data; markdown.py and html.py only format it."""
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from mmbench import evidence
+from mmbench import vocabulary as V
 from mmbench.store import Run
-
-LOWER, HIGHER = "lower", "higher"
 
 
 @dataclass(frozen=True)
 class Metric:
     column: str
     title: str
-    better: str                        # LOWER | HIGHER
+    kind: V.Kind
+    better: str                        # vocabulary.LOWER | HIGHER
     spread: str | None = None          # the column holding its ± (std or IQR)
-    flag: str | None = None            # a boolean column that marks the value as noisy
 
 
 @dataclass
@@ -71,74 +69,40 @@ def dims_order(rows: list[dict]) -> list[str]:
 
 
 def batch_sizes(rows: list[dict]) -> list[int]:
-    return sorted({int(m.group(1)) for r in rows for k in r if (m := _BATCHED.fullmatch(k))})
+    return V.batch_sizes({k for r in rows for k in r})
 
 
-# Every per-batch-size column the measures write: forward latency (whole model, fusion layer, CUDA-graph replay),
-# a training step, and peak memory (forward and training step; allocator and reserved pool on CUDA).
-_BATCHED = re.compile(r"(?:(?:fusion_)?(?:graph_)?latency_ms|train_step_ms|(?:train_)?peak_(?:mem|alloc|reserved)_mib)"
-                      r"_b(\d+)")
+SCORE_ORDER = {"acc": 0, "f1": 1}  # then every other score by name; robustness after the costs
 
 
 def metrics(rows: list[dict]) -> list[Metric]:
-    """The metrics present in the rows, in reading order."""
+    """The metrics present in the rows (every tabled term of the vocabulary, every score), in reading order: scores,
+    counts, timings and memory peaks per batch size, robustness."""
     present = {k for r in rows for k in r}
-    out: list[Metric] = []
-    seed_metrics = [k[:-5] for k in present if k.endswith("_mean") and f"{k[:-5]}_std" in present]
-    order = {"acc": 0, "f1": 1}
-    for name in sorted((n for n in seed_metrics if not n.startswith("rob_")), key=lambda n: (order.get(n, 2), n)):
-        out.append(Metric(f"{name}_mean", f"Test {SEED_TITLES.get(name, name)} (mean ± std over seeds)",
-                          seed_metric_better(name), f"{name}_std"))
-    for col, title in (("params", "Parameters, whole model"), ("fusion_params", "Parameters, fusion layer"),
-                       ("flops", "FLOPs per sample, whole model (2 × multiply-adds)"),
-                       ("fusion_flops", "FLOPs per sample, fusion layer"),
-                       ("encoder_flops", "FLOPs per sample, encoders"),
-                       ("train_flops", "FLOPs per sample, training step (forward + backward)"),
-                       ("fusion_train_flops", "FLOPs per sample, training step, fusion layer")):
-        if col in present:
-            out.append(Metric(col, title, LOWER))
+    cols = {k: c for k in present if (c := V.column(k, present)) is not None and c.term.tabled}
+
+    def metric(c: V.Column, title: str) -> Metric:
+        return Metric(c.column, title, c.kind, c.better, c.spread)
+
+    scores = sorted((c for c in cols.values() if c.term.kind == V.SCORE),
+                    key=lambda c: (SCORE_ORDER.get(c.term.name, 2), c.term.name))
+    out = [metric(c, f"Test {c.term.title} (mean ± std over seeds)") for c in scores
+           if not c.term.name.startswith(V.ROBUSTNESS)]
+    out += [metric(cols[t.column()], t.title) for t in V.terms(V.COUNT) if t.column() in cols]
     batches = batch_sizes(rows)
-    for b in batches:
-        for name, what in (("fusion_latency", "Forward latency, fusion layer"), ("latency", "Forward latency, whole model"),
-                           ("fusion_graph_latency", "CUDA-graph replay latency, fusion layer"),
-                           ("graph_latency", "CUDA-graph replay latency, whole model"),
-                           ("train_step", "Training step latency, whole model")):
-            if f"{name}_ms_b{b}" in present:
-                out.append(Metric(f"{name}_ms_b{b}", f"{what}, batch {b} (median ms ± IQR)", LOWER,
-                                  f"{name}_iqr_ms_b{b}", f"{name}_noisy_b{b}"))
-    for b in batches:
-        for name, what in (("peak_mem_mib", "Peak forward memory above the baseline"),
-                           ("peak_alloc_mib", "Peak allocated memory, forward (weights and inputs included)"),
-                           ("peak_reserved_mib", "Peak reserved memory, forward"),
-                           ("train_peak_mem_mib", "Peak training-step memory above the baseline")):
-            if f"{name}_b{b}" in present:
-                out.append(Metric(f"{name}_b{b}", f"{what}, batch {b} (MiB)", LOWER))
-    # Robustness (the robustness measure's rob_<modality>_{auc,rel,missing}, per seed → mean ± std): higher is better.
+    for kind, unit in ((V.TIMING, f"median {V.KINDS[V.TIMING].unit} ± IQR"), (V.MEMORY, V.KINDS[V.MEMORY].unit)):
+        out += [metric(cols[t.column(b)], f"{t.title}, batch {b} ({unit})") for b in batches for t in V.terms(kind)
+                if t.column(b) in cols]
+    # robustness scores (the robustness measure's rob_<modality>_{auc,rel,missing}), titled by what they average
     rob_metric = next((r["rob_metric"] for r in rows if isinstance(r.get("rob_metric"), str)), "score")
-    for name in sorted(n for n in seed_metrics if n.startswith("rob_")):
+    for c in sorted((c for c in scores if c.term.name.startswith(V.ROBUSTNESS)), key=lambda c: c.term.name):
+        name = c.term.name
         what = {"auc": f"mean {rob_metric} over noise levels",
                 "rel": f"mean {rob_metric} over noise levels ÷ clean {rob_metric}",
                 "missing": f"{rob_metric} with the modality zeroed"}.get(name.rsplit("_", 1)[-1], name)
-        modality = name[4:].rsplit("_", 1)[0]
-        out.append(Metric(f"{name}_mean", f"Robustness, modality {modality}: {what} (mean ± std over seeds)", HIGHER,
-                          f"{name}_std"))
-    for col in sorted(k for k in present if k.startswith(("robust", "rob_")) and not k.endswith(("_mean", "_std"))
-                      and _numeric_somewhere(rows, k)):
-        out.append(Metric(col, f"Robustness: {col}", HIGHER))
+        modality = name[len(V.ROBUSTNESS):].rsplit("_", 1)[0]
+        out.append(metric(c, f"Robustness, modality {modality}: {what} (mean ± std over seeds)"))
     return out
-
-
-SEED_TITLES = {"acc": "accuracy", "f1": "macro-F1", "mae": "mean absolute error", "mse": "mean squared error",
-               "corr": "Pearson correlation", "acc2": "binary accuracy (acc2)", "acc7": "7-class accuracy (acc7)"}
-
-
-def seed_metric_better(name: str) -> str:
-    """Errors (mae, mse …) are better lower; scores (accuracy, F1, correlation, recall) higher."""
-    return LOWER if name.split("_")[0] in ("mae", "mse", "loss", "rmse") else HIGHER
-
-
-def _numeric_somewhere(rows: list[dict], col: str) -> bool:
-    return any(_is_num(r.get(col)) for r in rows)
 
 
 def _is_num(v: Any) -> bool:
@@ -150,18 +114,12 @@ def _spread_text(v: Any, fmt: str) -> str:
 
 
 def _cell_text(r: dict, m: Metric) -> str:
+    """The value in its kind's format (compact for counts), with its spread, and ⚠ on a flagged timing."""
     v = r[m.column]
-    if m.column.endswith("_mean") and m.spread:
-        text = f"{v:.3f} ± {_spread_text(r.get(m.spread), '.3f')}"
-    elif m.spread and "_ms_b" in m.column:
-        text = f"{v:.4g} ± {_spread_text(r.get(m.spread), '.2g')}"
-    elif "_mib_b" in m.column:
-        text = f"{v:.2f}"
-    elif m.column.startswith("robust"):
-        text = f"{v:.3f}"
-    else:
-        text = fmt_num(v)
-    if (m.flag and r.get(m.flag)) or evidence.flags(r, m.column):  # noisy, contended, throttled …
+    text = fmt_num(v) if m.kind.cell is None else format(v, m.kind.cell)
+    if m.spread and m.kind.spread_cell:
+        text += f" ± {_spread_text(r.get(m.spread), m.kind.spread_cell)}"
+    if evidence.flags(r, m.column):  # noisy, contended, throttled …
         text += " ⚠"
     return text
 
@@ -170,8 +128,9 @@ def _spread(r: dict, m: Metric) -> float:
     """How far a cell's value may move by chance: the std over seeds or the test split's standard error (the
     larger), a latency's IQR; exact counts have none."""
     out = [r.get(m.spread)] if m.spread else []
-    if m.column.endswith("_mean"):
-        out.append(r.get(f"{m.column[:-5]}_se"))
+    se = V.column(m.column).se
+    if se:
+        out.append(r.get(se))
     return max([float(v) for v in out if _is_num(v)] or [0.0])
 
 
@@ -227,7 +186,7 @@ def _table(task: str, m: Metric, rows: list[dict]) -> Table:
     # a column of zeros and empties says nothing (failures are listed below the tables)
     t.columns = [d for d in t.columns if any(c.value for (_, dd), c in t.cells.items() if dd == d)]
     env = {r["_key"]: r.get("_env") for r in rows}
-    timing = "_ms_b" in m.column or "_mib_b" in m.column
+    timing = m.kind.machine
     for col in t.columns:  # ★ the best of a column, when it is better than the runner-up beyond both spreads;
         # timings and memory within one environment only (an H100 row is not "better" than an A100 row)
         groups: dict = {}
@@ -235,7 +194,7 @@ def _table(task: str, m: Metric, rows: list[dict]) -> Table:
             if d == col and c.value is not None:
                 groups.setdefault(env.get(k) if timing else None, []).append(c)
         for group in groups.values():
-            vals = sorted(group, key=lambda c: c.value if m.better == LOWER else -c.value)
+            vals = sorted(group, key=lambda c: c.value if m.better == V.LOWER else -c.value)
             if len(vals) < 2:
                 continue
             best, second = vals[0], vals[1]

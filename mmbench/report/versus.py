@@ -1,10 +1,12 @@
 """Several runs in one report: every later run against the first, grouped by trial, a line per metric with the delta,
-the ratio and compare's verdict. compare.py holds the one definition of better; this only arranges its entries."""
+the ratio and compare's verdict. compare judges (by the vocabulary's kinds and directions); this only arranges its
+entries."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from mmbench import compare as C
+from mmbench import vocabulary as V
 from mmbench.errors import UserError
 from mmbench.store import Run
 
@@ -42,17 +44,13 @@ def versus(runs: list[Run]) -> list[Versus]:
 def delta(e: C.Entry) -> str:
     if e.baseline is None or e.current is None:
         return "—"
-    d = e.current - e.baseline
-    if e.metric.endswith("_mean"):
-        return f"{d:+.4f}"
-    if e.metric in C.COUNTS:
-        return f"{d:+,.0f}"
-    return f"{d:+.4g}"
+    col = V.column(e.metric)
+    return format(e.current - e.baseline, "+" + (col.kind.fmt if col else ".4g"))
 
 
 def row(e: C.Entry) -> list[str]:
     """metric, baseline, current, delta, ratio, verdict, detail — as text."""
-    return [e.metric, C._val(e.metric, e.baseline), C._val(e.metric, e.current), delta(e),
+    return [e.metric, C.value_text(e.metric, e.baseline), C.value_text(e.metric, e.current), delta(e),
             "—" if e.ratio is None else f"{e.ratio:.3g}×", e.state, e.detail]
 
 
