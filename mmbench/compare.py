@@ -2,7 +2,8 @@
 
 Significance is judged where the variation lives. Samples of one process share that process's state (memory layout,
 clock, what the neighbours did), so two runs of the same code differ by more than their samples say: raw samples are
-never pooled as if independent (like asv, a verdict needs a factor *and* significance).
+never pooled as if independent (like asv, a verdict needs a factor *and* significance). Which columns are timings,
+memory, counts and scores, and which way each is better, is mmbench.vocabulary's.
 
 - timing (latency, training step): within the threshold: unchanged. Flagged noisy, contended, throttled or beside
   GPU co-tenants on either side, or moved the way the host's own speed moved (a fixed reference workload timed beside

@@ -9,8 +9,8 @@ import pytest
 from mmbench.errors import UserError
 from mmbench.report import markdown, write_report
 from mmbench.report.build import build
-from mmbench.store import load_run
 from mmbench.report.plots import pareto_front
+from mmbench.store import load_run
 from mmbench.vocabulary import HIGHER, LOWER
 from tests.conftest import ROOT
 from tests.fakerun import make_run, trials, truncate_results
