@@ -231,7 +231,7 @@ def compare(base: Side, cur: Side, *, threshold: float = 0.10, alpha: float = 0.
                 _count(e)
             elif col.term.kind == V.SCORE:
                 _score(e, b, c, col)
-            elif (threads and col.term.kind == V.TIMING) or diff:  # timings and memory: the machine's
+            elif (threads and col.term.kind == V.TIMING) or diff:  # what is left, timings and memory, is the machine's
                 e.change = e.current / e.baseline - 1 if e.baseline else None
                 e.state, e.detail = NOT_COMPARABLE, threads or f"different environments ({diff})"
             else:

@@ -4,8 +4,8 @@ The one definition that compare (what it judges, and how), the report (its table
 history (which runs a baseline leaves out) and evidence read. A new metric column is one Term in METRICS, and
 they all pick it up. Plain strings only: no torch.
 
-Kinds (KINDS): a timing `{name}_ms_b{B}` (the median over timed rounds at batch size B; beside it its evidence,
-TIMING_EVIDENCE, and in the raw samples every sample and `{name}_rounds_ms_b{B}`, each round's median); a memory
+Kinds (KINDS): a timing `{name}_ms_b{B}` (the median over timed rounds at batch size B; beside it its evidence, and
+in the raw samples every sample and `{name}_rounds_ms_b{B}`, each round's median); a memory
 peak `{name}_mib_b{B}` (one figure a run); a deterministic count `{name}` (parameters, FLOPs); a score `{name}_mean`
 beside `{name}_std`, averaged over seeds (accuracy, F1, errors, robustness: any measured name, not only the Terms).
 """
@@ -86,8 +86,8 @@ METRICS: tuple[Term, ...] = (
 ERRORS = ("mae", "mse", "loss", "rmse")   # a score without a Term whose name starts so is better lower
 ROBUSTNESS = "rob_"                       # the robustness measure's scores: rob_<modality>_{auc,rel,missing}
 
-# The evidence beside each timing, `{name}_{what}_b{B}`: its IQR and sample count, the CPU utilisation of the timed
-# region and the share of it spent waiting for a CPU, and the flags that make it no evidence of a cost.
+# The evidence beside each timing, `{name}_{what}_b{B}`: its IQR (iqr_ms) and sample count (n), the CPU utilisation
+# of the timed region, the share of it spent waiting for a CPU, and the flags that make it no evidence of a cost.
 FLAGS = {
     "contended": "the measured region was descheduled (its CPU time fell short of wall time × threads)",
     "noisy": "the spread stayed above the target when the time budget ran out",
@@ -95,7 +95,6 @@ FLAGS = {
     "co_tenants": "other processes used the GPU while timed",
 }
 CPU_UTIL, WAIT = "cpu_util", "wait"
-TIMING_EVIDENCE = ("iqr_ms", "n", CPU_UTIL, WAIT, *FLAGS)
 CONTENDED = "contended"                   # the row-level flag: any of its timings was contended
 HOST_REF = "host_ref_ms"                  # the host's own speed: a fixed workload timed in a CPU trial's rounds
 
@@ -132,7 +131,7 @@ class Column:
         return f"{self.term.name}_se" if self.term.kind == SCORE else None
 
     def evidence(self, what: str) -> str:
-        """A timing's evidence column (one of TIMING_EVIDENCE)."""
+        """A timing's evidence column: `what` is cpu_util, wait, n or a flag."""
         return f"{self.term.name}_{what}_b{self.batch}"
 
     @property
