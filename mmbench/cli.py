@@ -372,11 +372,13 @@ def _out() -> Console:
 
 
 def _summary(rows: list[dict]) -> None:
+    from mmbench import vocabulary as V
+
     table = Table(title="mmbench results", header_style="bold")
-    lat_cols = sorted((k for k in rows[0] if k.startswith("fusion_latency_ms_b")) if rows else [],
-                      key=lambda k: int(k.rsplit("b", 1)[1]))
+    lat = {b: c for b in V.batch_sizes(rows[0] if rows else ()) if (c := V.column_of("fusion_latency", b)) in rows[0]}
+    lat_cols = list(lat.values())
     for col in ("task", "method", "dims", "status", "acc", "params", "fusion params", "fusion FLOPs",
-                *[f"fusion ms b{c.rsplit('b', 1)[1]}" for c in lat_cols]):
+                *[f"fusion ms b{b}" for b in lat]):
         table.add_column(col, justify="left" if col in ("task", "method", "dims", "status") else "right")
     for r in rows:
         sd = r.get("acc_std")
