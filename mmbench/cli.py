@@ -69,19 +69,11 @@ def run(suite: Path = typer.Argument(..., help="Suite YAML file."),
         raise UserError(f"{'--retry-failed' if retry_failed else '--drop-damaged'} needs --resume RUN_DIR")
     s = load_suite(suite, quick=quick)  # read and checked before torch loads: a bad file answers at once
     from mmbench.execute import ExecutorOptions
-    from mmbench.history import check_writable
-    from mmbench.run import RunInterrupted, prepare, reopen_for_resume, run_suite
-    from mmbench.store import check_out
-    from mmbench.methods.registry import search_modules_in
+    from mmbench.run import RunInterrupted, check_destination, prepare, run_suite
 
-    search_modules_in(suite.resolve().parent)  # before the workers start: they find the suite's modules there too
-    if resume is not None:
-        reopen_for_resume(resume, s.name, quick, drop_damaged)  # a wrong folder, budget or damaged line fails now
-        out = resume.resolve().parent.parent  # the run's own results folder (its history database lives there)
-    check_out(resume if resume is not None else out)  # a file, read-only or full: now, before anything runs
-    db = db or out / "history.sqlite"
-    check_writable(db)  # a database this version cannot write fails now, before anything runs
-    options = ExecutorOptions(executor_kind.value if executor_kind else None, workers, isolate, trial_timeout, address)
+    out, db = check_destination(s, out, db, resume, quick, drop_damaged)
+    options = ExecutorOptions(executor=executor_kind.value if executor_kind else None, workers=workers,
+                              isolate=isolate, trial_timeout=trial_timeout, address=address)
     prepared = prepare(s, device.value if device else None, executor=options)
     for warning in prepared.warnings:
         err.print(f"[yellow]warning[/]: {escape(warning)}", highlight=False)
@@ -97,8 +89,7 @@ def run(suite: Path = typer.Argument(..., help="Suite YAML file."),
         _on_sigterm_interrupt()
         try:
             run_dir = run_suite(prepared, out, suite_text=suite.read_text(), quick=quick, progress=progress, db=db,
-                                resume=resume, retry_failed=retry_failed,
-                                drop_damaged=drop_damaged)
+                                resume=resume, retry_failed=retry_failed, drop_damaged=drop_damaged)
         except RunInterrupted as exc:
             again = ["mmbench", "run", str(suite), "--resume", str(exc.run.path)]
             again += (["--quick"] if quick else []) + (["--device", device.value] if device else [])

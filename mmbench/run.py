@@ -56,23 +56,23 @@ def prepare(suite: Suite, device: str | None = None, executor: ExecutorOptions |
         dev = resolve_device(device or suite.measure.device)
     except UserError as exc:
         raise exc.at(**locate(suite, "measure", "device")) from None
+    suite_dir = Path(getattr(suite, "_source", ".")).resolve().parent  # data paths in a suite are relative to it
+    search_modules_in(suite_dir)  # and its own modules are found there first (by workers too: set before they start)
     runner = None
     if executor is not None:
         runner = make_executor(dev, suite.execution, executor)
         runner.start()
     try:
-        return replace(_prepare(suite, dev), executor=runner)
+        return replace(_prepare(suite, dev, suite_dir), executor=runner)
     except BaseException:
         if runner is not None:
             runner.close()
         raise
 
 
-def _prepare(suite: Suite, dev: str) -> Prepared:
+def _prepare(suite: Suite, dev: str, suite_dir: Path) -> Prepared:
     tasks: dict[str, datasets.TaskData] = {}
     counts = []
-    suite_dir = Path(getattr(suite, "_source", ".")).resolve().parent  # data paths in a suite are relative to it
-    search_modules_in(suite_dir)  # and its own modules are found there first
     for i, spec in enumerate(suite.task_list):
         where = ("task",) if suite.task is not None else ("tasks", i)
         try:
@@ -149,6 +149,23 @@ def reopen_for_resume(path: str | Path, suite_name: str, quick: bool, drop_damag
                         f"and would be resumed {'with' if quick else 'without'} it (a different budget); {fix}",
                         file=str(run.path))
     return run
+
+
+def check_destination(suite: Suite, out: str | Path, db: str | Path | None = None, resume: str | Path | None = None,
+                      quick: bool = False, drop_damaged: bool = False) -> tuple[Path, Path]:
+    """Where a run goes: its results folder and history database (default OUT/history.sqlite), checked before
+    anything loads or runs. A resumed run goes back into its own results folder, where its history database lives;
+    a wrong folder, budget or damaged line, a results folder that is a file, read-only or full, and a database this
+    version cannot write fail now."""
+    from mmbench.history import check_writable
+
+    if resume is not None:
+        reopen_for_resume(resume, suite.name, quick, drop_damaged)
+        out = Path(resume).resolve().parent.parent
+    check_out(resume if resume is not None else out)
+    db = Path(db) if db is not None else Path(out) / "history.sqlite"
+    check_writable(db)
+    return Path(out), db
 
 
 def open_run(prepared: Prepared, out: str | Path, resume: str | Path | None = None,

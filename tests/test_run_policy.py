@@ -1,5 +1,5 @@
-"""Where trials run: make_executor decides from the suite's execution block and the command line's overrides;
-prepare resolves the device once and starts the executor it asks for."""
+"""The run's policy, in the library: where trials run (make_executor, from the suite's execution block and the
+command line's overrides), the device resolved once (prepare), where the run goes (check_destination)."""
 import pytest
 
 from mmbench.errors import UserError
@@ -139,3 +139,22 @@ def test_cli_conflicts_are_one_line_exit_2_and_nothing_written(args, message, wr
     code, out, err = cli(capsys, monkeypatch, "run", write_suite(TINY_SUITE), "--out", tmp_path / "out", *args)
     assert code == 2 and one_line_error(err) and message in err, err
     assert not (tmp_path / "out" / "tiny").exists()
+
+
+def test_destination_of_a_new_and_a_resumed_run(write_suite, tmp_path):
+    from mmbench.run import check_destination, prepare, run_suite
+    from mmbench.suite import load_suite
+
+    suite = load_suite(write_suite(TINY_SUITE.replace("rank: [1, 2]", "rank: [1]").replace("[4, [4, 4, 6]]", "[4]")))
+    out, db = check_destination(suite, tmp_path / "res")
+    assert (out, db) == (tmp_path / "res", tmp_path / "res" / "history.sqlite")
+    assert check_destination(suite, tmp_path / "res", tmp_path / "h.sqlite")[1] == tmp_path / "h.sqlite"
+    run = run_suite(prepare(suite), out, db=db)
+    # resuming: back into the run's own results folder (its history database), whatever --out says
+    home = out.resolve()
+    assert check_destination(suite, tmp_path / "elsewhere", resume=run.path) == (home, home / "history.sqlite")
+    with pytest.raises(UserError, match="cannot resume: this run was started without --quick"):
+        check_destination(suite, out, resume=run.path, quick=True)
+    (tmp_path / "file").write_text("")
+    with pytest.raises(UserError):
+        check_destination(suite, tmp_path / "file")
