@@ -297,22 +297,28 @@ class ExecutorOptions:
     trial_timeout: float | None = None
     address: str | None = None         # ray: the cluster
 
+    def kind(self, execution: ExecutionSpec) -> str:
+        """"local" or "ray", with these options over the suite's; UserError for options that contradict it."""
+        kind = self.executor or execution.executor
+        if kind == "ray" and (self.workers is not None or self.isolate):
+            raise UserError("--workers and --isolate are for the local executor: on Ray every trial is a task of its "
+                            "own")
+        if self.address is not None and kind != "ray":
+            raise UserError("--address needs --executor ray (or execution: {executor: ray} in the suite)")
+        return kind
+
 
 def make_executor(device: str, execution: ExecutionSpec | None = None, options: ExecutorOptions | None = None,
                   gpus: list[str] | None = None) -> Executor:
     """Where the trials of a run on ``device`` run: the suite's ``execution`` block, each setting overridden by the
-    command line's ``options``. Raises UserError for options that contradict each other.
+    command line's ``options``. Raises UserError for options that contradict each other (ExecutorOptions.kind).
 
     Local workers, unless set: in this process on CPU, one worker per visible GPU on CUDA (``gpus``: their
     CUDA_VISIBLE_DEVICES entries, found here when None); --isolate asks for at least one. A timeout needs a worker:
     a call hung in this process cannot be ended safely. workers 0 on CUDA runs the trials here, in the parent: its
     own choice. "ray": a RayExecutor at the address ray_executor.resolve_address finds."""
     e, o = execution or ExecutionSpec(), options or ExecutorOptions()
-    kind = o.executor or e.executor
-    if kind == "ray" and (o.workers is not None or o.isolate):
-        raise UserError("--workers and --isolate are for the local executor: on Ray every trial is a task of its own")
-    if o.address is not None and kind != "ray":
-        raise UserError("--address needs --executor ray (or execution: {executor: ray} in the suite)")
+    kind = o.kind(e)
     timeout = o.trial_timeout if o.trial_timeout is not None else e.trial_timeout
     if kind == "ray":
         from mmbench.ray_executor import RayExecutor, resolve_address

@@ -52,6 +52,8 @@ def prepare(suite: Suite, device: str | None = None, executor: ExecutorOptions |
     suite's execution block with these overrides) and start it, so a local pool's workers import torch while the
     data loads and the trials are checked (seconds each, in parallel rather than one after the other); it is closed
     again if anything here fails."""
+    if executor is not None:
+        executor.kind(suite.execution)  # options that contradict each other are refused first
     try:
         dev = resolve_device(device or suite.measure.device)
     except UserError as exc:

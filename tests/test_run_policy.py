@@ -110,6 +110,17 @@ def test_a_bad_device_fails_before_any_executor_is_made(write_suite, monkeypatch
         run.prepare(load_suite(write_suite(TINY_SUITE)), "cuda", executor=ExecutorOptions(isolate=True))
 
 
+def test_contradicting_options_are_refused_before_the_device_is_checked(write_suite, monkeypatch):
+    import torch
+
+    from mmbench import run
+    from mmbench.suite import load_suite
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(UserError, match="--workers and --isolate are for the local executor"):
+        run.prepare(load_suite(write_suite(TINY_SUITE)), "cuda", executor=ExecutorOptions(executor="ray", workers=1))
+
+
 def test_contention_note_only_for_several_cpu_workers_that_time(write_suite):
     from mmbench.run import prepare
     from mmbench.suite import load_suite
