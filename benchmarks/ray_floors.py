@@ -11,10 +11,7 @@ the cores for both nodes (at least 4 here).
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import random
-import signal
 import subprocess
 import sys
 import tempfile
@@ -47,19 +44,6 @@ sweep:
   dims: [DIMS]
 methods: [{method: early}, {method: late}]
 """
-
-KILL_SUITE = """\
-name: raykillable
-task:
-  dataset: synthetic
-  params: {interaction: synergy, modalities: 2, dim: 4, n_train: 400, n_val: 100, n_test: 100, noise: 0.3}
-train: {epochs: 4, batch_size: 32, seeds: [0, 1]}
-measure: {device: cpu, threads: 1, latency: {batch_sizes: [1], max_time_s: 0.02, min_samples: 3}}
-sweep:
-  dims: [4, 8]
-methods: [{method: early}, {method: tfn}, {method: lmf, params: {rank: 2}}, {method: late}, {method: mlb}]
-"""
-
 
 def _prepared(template: str, n: int, tmp: str):
     from mmbench.run import prepare
@@ -141,67 +125,26 @@ def scaling(trials: int = 40) -> None:
           f"(this machine has {os.cpu_count()} CPUs for the simulated nodes' 4)\n")
 
 
-def _scores(rows) -> dict:
-    return {r["trial_id"]: (r["status"], r.get("acc_mean"), r.get("acc_std"), r.get("params"), r.get("flops"))
-            for r in rows}
-
-
-def _cli(*args: str) -> tuple[float, subprocess.CompletedProcess]:
-    t0 = time.perf_counter()
-    r = subprocess.run([sys.executable, "-m", "mmbench", "run", *args], cwd=ROOT, env=ENV, capture_output=True,
-                       text=True)
-    return time.perf_counter() - t0, r
-
-
-def _doc(r: subprocess.CompletedProcess) -> dict:
-    return json.loads(r.stdout.strip().splitlines()[-1]) if r.returncode == 0 and r.stdout.strip() else {}
-
-
 def kills(n: int = 5, seed: int = 0) -> None:
     """A cluster that outlives its drivers; each driver killed (SIGKILL) at a random instant, then resumed once."""
     from ray.cluster_utils import Cluster
 
-    from mmbench.store import load_run
+    from benchmarks.runner_floors import KILL_SUITE, json_doc, kill_and_resume, run_cli, scores
 
-    rng = random.Random(seed)
     c = Cluster(initialize_head=True, head_node_args=dict(num_cpus=2, object_store_memory=100 * MiB))
     ray_args = ["--executor", "ray", "--address", c.address]
     try:
         with tempfile.TemporaryDirectory() as tmp:
             suite = Path(tmp) / "killable.yaml"
-            suite.write_text(textwrap.dedent(KILL_SUITE))
-            t_ref, ref = _cli(str(suite), "--out", f"{tmp}/ref", "--json", *ray_args)
-            expected = _scores(_doc(ref).get("rows", []))
+            suite.write_text(textwrap.dedent(KILL_SUITE.replace("name: killable", "name: raykillable")))
+            t_ref, ref = run_cli(str(suite), "--out", f"{tmp}/ref", "--json", *ray_args)
+            expected = scores(json_doc(ref).get("rows", []))
             if not expected:
                 print(f"reference run FAILED: {ref.stderr[-400:]}")
                 return
             print(f"## Kills: reference run (Ray, 1 node) {len(expected)} trials in {t_ref:.1f} s; each driver killed "
                   f"at a random instant in [0.15, 0.85] × {t_ref:.1f} s, then `--resume`d")
-            good = 0
-            for i in range(n):
-                out = Path(tmp) / f"k{i}"
-                at = rng.uniform(0.15, 0.85) * t_ref
-                proc = subprocess.Popen([sys.executable, "-m", "mmbench", "run", str(suite), "--out", str(out),
-                                         "--json", *ray_args], cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.DEVNULL)
-                time.sleep(at)
-                proc.send_signal(signal.SIGKILL)
-                proc.wait()
-                dirs = list((out / "raykillable").glob("*")) if (out / "raykillable").exists() else []
-                if dirs:
-                    before = load_run(dirs[0])
-                    state, n_before = before.meta["state"], len(before.rows)
-                    _, r = _cli(str(suite), "--resume", str(dirs[0]), "--json", *ray_args)
-                else:  # killed before the run directory existed: nothing to resume, run again
-                    state, n_before = "not started", 0
-                    _, r = _cli(str(suite), "--out", str(out), "--json", *ray_args)
-                doc = _doc(r)
-                ids = [x["trial_id"] for x in doc.get("rows", [])]
-                ok = bool(doc) and doc["state"] == "complete" and len(ids) == len(set(ids)) \
-                    and _scores(doc["rows"]) == expected
-                good += ok
-                print(f"run {i}: killed at {at:5.1f} s ({state}, {n_before} rows kept) → resumed: "
-                      f"{'complete and equal to the reference' if ok else 'WRONG ' + r.stderr[-300:]}")
+            good = kill_and_resume(suite, "raykillable", tmp, t_ref, expected, n, seed, *ray_args)
             print(f"{good}/{n} complete, correct run directories   floor: {n}/{n}\n")
     finally:
         c.shutdown()

@@ -77,7 +77,7 @@ def cheap() -> None:
           f" s); {1e3 * (t_trials[0] - t0) / max(1, len(rows)):.1f} ms per trial   floor: ≤ 120 s\n")
 
 
-def _cli(*args: str) -> tuple[float, subprocess.CompletedProcess]:
+def run_cli(*args: str) -> tuple[float, subprocess.CompletedProcess]:
     t0 = time.perf_counter()
     r = subprocess.run([sys.executable, "-m", "mmbench", "run", *args], cwd=ROOT, env=ENV, capture_output=True,
                        text=True)
@@ -91,7 +91,7 @@ def isolation(reps: int = 3) -> None:
         for i in range(reps):
             for mode in (walls if i % 2 == 0 else list(walls)[::-1]):
                 extra = ["--isolate"] if mode == "--isolate" else []
-                wall, r = _cli("suites/tfn_vs_lmf.yaml", "--quick", "--json", "--out", tmp, *extra)
+                wall, r = run_cli("suites/tfn_vs_lmf.yaml", "--quick", "--json", "--out", tmp, *extra)
                 if r.returncode != 0:
                     print(f"{mode}: FAILED {r.stderr[-400:]}")
                     return
@@ -116,48 +116,60 @@ methods: [{method: early}, {method: tfn}, {method: lmf, params: {rank: 2}}, {met
 """
 
 
-def _scores(rows) -> dict:
+def scores(rows) -> dict:
     return {r["trial_id"]: (r["status"], r.get("acc_mean"), r.get("acc_std"), r.get("params"), r.get("flops"))
             for r in rows}
 
 
-def kills(n: int = 10, seed: int = 0) -> None:
-    """Each run killed (SIGKILL) at a random instant of an uninterrupted run's duration, then resumed once."""
+def json_doc(r: subprocess.CompletedProcess) -> dict:
+    """The one JSON document `mmbench run --json` prints last; {} for a failed run."""
+    return json.loads(r.stdout.strip().splitlines()[-1]) if r.returncode == 0 and r.stdout.strip() else {}
+
+
+def kill_and_resume(suite: Path, name: str, tmp: str, t_ref: float, expected: dict, n: int, seed: int,
+                    *extra: str) -> int:
+    """n runs of ``suite`` (its name ``name``; ``extra`` CLI arguments), each killed (SIGKILL) at a random instant of
+    the reference run's t_ref seconds, then resumed once. Prints a line a run; returns how many ended complete and
+    equal to the reference (``expected``: scores of its rows)."""
     from mmbench.store import load_run
 
     rng = random.Random(seed)
+    good = 0
+    for i in range(n):
+        out = Path(tmp) / f"k{i}"
+        at = rng.uniform(0.15, 0.85) * t_ref
+        proc = subprocess.Popen([sys.executable, "-m", "mmbench", "run", str(suite), "--out", str(out), "--json",
+                                 *extra], cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(at)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        dirs = list((out / name).glob("*")) if (out / name).exists() else []
+        if dirs:
+            before = load_run(dirs[0])  # valid rows only, or this raises
+            state, n_before = before.meta["state"], len(before.rows)
+            _, r = run_cli(str(suite), "--resume", str(dirs[0]), "--json", *extra)
+        else:  # killed before the run directory existed: nothing to resume, run again
+            state, n_before = "not started", 0
+            _, r = run_cli(str(suite), "--out", str(out), "--json", *extra)
+        doc = json_doc(r)
+        ids = [x["trial_id"] for x in doc.get("rows", [])]
+        ok = bool(doc) and doc["state"] == "complete" and len(ids) == len(set(ids)) and scores(doc["rows"]) == expected
+        good += ok
+        print(f"run {i}: killed at {at:5.1f} s ({state}, {n_before} rows kept) → resumed: "
+              f"{'complete and equal to the reference' if ok else 'WRONG ' + r.stderr[-300:]}")
+    return good
+
+
+def kills(n: int = 10, seed: int = 0) -> None:
+    """Each run killed (SIGKILL) at a random instant of an uninterrupted run's duration, then resumed once."""
     with tempfile.TemporaryDirectory() as tmp:
         suite = Path(tmp) / "killable.yaml"
         suite.write_text(textwrap.dedent(KILL_SUITE))
-        t_ref, ref = _cli(str(suite), "--out", f"{tmp}/ref", "--json")
-        ref_doc = json.loads(ref.stdout)
-        expected = _scores(ref_doc["rows"])
+        t_ref, ref = run_cli(str(suite), "--out", f"{tmp}/ref", "--json")
+        expected = scores(json.loads(ref.stdout)["rows"])
         print(f"## Kills: reference run {len(expected)} trials in {t_ref:.1f} s; each run killed at a random instant "
               f"in [0.15, 0.85] × {t_ref:.1f} s, then `--resume`d")
-        good = 0
-        for i in range(n):
-            out = Path(tmp) / f"k{i}"
-            at = rng.uniform(0.15, 0.85) * t_ref
-            proc = subprocess.Popen([sys.executable, "-m", "mmbench", "run", str(suite), "--out", str(out), "--json"],
-                                    cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            time.sleep(at)
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
-            dirs = list((out / "killable").glob("*")) if (out / "killable").exists() else []
-            if dirs:
-                before = load_run(dirs[0])  # valid rows only, or this raises
-                state, n_before = before.meta["state"], len(before.rows)
-                _, r = _cli(str(suite), "--resume", str(dirs[0]), "--json")
-            else:  # killed before the run directory existed: nothing to resume, run again
-                state, n_before = "not started", 0
-                _, r = _cli(str(suite), "--out", str(out), "--json")
-            doc = json.loads(r.stdout) if r.returncode == 0 else {}
-            ids = [x["trial_id"] for x in doc.get("rows", [])]
-            ok = (r.returncode == 0 and doc["state"] == "complete" and len(ids) == len(set(ids))
-                  and _scores(doc["rows"]) == expected)
-            good += ok
-            print(f"run {i}: killed at {at:5.1f} s ({state}, {n_before} rows kept) → resumed: "
-                  f"{'complete and equal to the reference' if ok else 'WRONG ' + r.stderr[-300:]}")
+        good = kill_and_resume(suite, "killable", tmp, t_ref, expected, n, seed)
         print(f"{good}/{n} complete, correct run directories   floor: 10/10\n")
 
 

@@ -68,46 +68,18 @@ def run(suite: Path = typer.Argument(..., help="Suite YAML file."),
     if (retry_failed or drop_damaged) and resume is None:
         raise UserError(f"{'--retry-failed' if retry_failed else '--drop-damaged'} needs --resume RUN_DIR")
     s = load_suite(suite, quick=quick)  # read and checked before torch loads: a bad file answers at once
-    from mmbench.execute import make_executor
-    from mmbench.history import check_writable
-    from mmbench.plan import resolve_device
-    from mmbench.run import RunInterrupted, prepare, reopen_for_resume, run_suite
-    from mmbench.store import check_out
-    from mmbench.methods.registry import search_modules_in
+    from mmbench.execute import ExecutorOptions
+    from mmbench.run import RunInterrupted, check_destination, prepare, run_suite
 
-    search_modules_in(suite.resolve().parent)  # before the workers start: they find the suite's modules there too
-    if resume is not None:
-        reopen_for_resume(resume, s.name, quick, drop_damaged)  # a wrong folder, budget or damaged line fails now
-        out = resume.resolve().parent.parent  # the run's own results folder (its history database lives there)
-    check_out(resume if resume is not None else out)  # a file, read-only or full: now, before anything runs
-    db = db or out / "history.sqlite"
-    check_writable(db)  # a database this version cannot write fails now, before anything runs
-    n = workers if workers is not None else (max(1, s.execution.workers or 0) if isolate else s.execution.workers)
-    timeout = trial_timeout if trial_timeout is not None else s.execution.trial_timeout
-    kind = executor_kind.value if executor_kind else s.execution.executor
-    if kind == "ray" and (workers is not None or isolate):
-        raise UserError("--workers and --isolate are for the local executor: on Ray every trial is a task of its own")
-    if address is not None and kind != "ray":
-        raise UserError("--address needs --executor ray (or execution: {executor: ray} in the suite)")
-    how = dict(kind=kind, address=address, execution=s.execution)
-    try:
-        dev = resolve_device(device.value if device else s.measure.device)
-    except UserError:
-        dev = "cpu"  # prepare reports the device error with its place in the suite
-    executor = make_executor(dev, n, timeout, **how)
-    executor.start()  # worker processes import torch while the data loads
-    try:
-        prepared = prepare(s, device.value if device else None)
-    except BaseException:
-        executor.close()
-        raise
+    out, db = check_destination(s, out, db, resume, quick, drop_damaged)
+    options = ExecutorOptions(executor=executor_kind.value if executor_kind else None, workers=workers,
+                              isolate=isolate, trial_timeout=trial_timeout, address=address)
+    prepared = prepare(s, device.value if device else None, executor=options)
     for warning in prepared.warnings:
         err.print(f"[yellow]warning[/]: {escape(warning)}", highlight=False)
     _data_notes(prepared)
-    if getattr(executor, "n", 1) > 1 and getattr(executor, "gpus", None) is None and s.measure.latency is not None \
-            and not as_json:
-        err.print(f"[yellow]note[/]: {executor.n} workers time their trials at the same time: latencies contend for "
-                  "the machine's cores")
+    if prepared.contention_note and not as_json:
+        err.print(f"[yellow]note[/]: {prepared.contention_note}")
     import contextlib
 
     # --json: stdout holds the one JSON document; anything else printed meanwhile (a user module, Ray's error
@@ -117,8 +89,7 @@ def run(suite: Path = typer.Argument(..., help="Suite YAML file."),
         _on_sigterm_interrupt()
         try:
             run_dir = run_suite(prepared, out, suite_text=suite.read_text(), quick=quick, progress=progress, db=db,
-                                executor=executor, resume=resume, retry_failed=retry_failed,
-                                drop_damaged=drop_damaged)
+                                resume=resume, retry_failed=retry_failed, drop_damaged=drop_damaged)
         except RunInterrupted as exc:
             again = ["mmbench", "run", str(suite), "--resume", str(exc.run.path)]
             again += (["--quick"] if quick else []) + (["--device", device.value] if device else [])

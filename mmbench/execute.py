@@ -21,6 +21,7 @@ from typing import Callable, Iterable, Iterator, Protocol
 from mmbench.data.registry import TaskData
 from mmbench.errors import UserError
 from mmbench.plan import Trial, task_key
+from mmbench.suite import ExecutionSpec
 from mmbench.trial import TrialResult, base_row, run_trial
 
 OnStart = Callable[[Trial], None]
@@ -287,29 +288,55 @@ def gpu_slots() -> list[str]:
     return [str(i) for i in range(torch.cuda.device_count())]  # device_count does not create a context
 
 
-def make_executor(device: str, workers: int | None = None, trial_timeout: float | None = None,
-                  gpus: list[str] | None = None, *, kind: str = "local", address: str | None = None,
-                  execution=None) -> Executor:
-    """workers None: in this process on CPU, one worker per visible GPU on CUDA (``gpus``: their
-    CUDA_VISIBLE_DEVICES entries, found here when None). A timeout needs a worker: a call hung in this process cannot
-    be ended safely. workers 0 on CUDA runs the trials here, in the parent: its own choice. ``kind`` "ray": a
-    RayExecutor at ``address`` (ray_executor.resolve_address), configured by the suite's ``execution`` block."""
+@dataclass(frozen=True)
+class ExecutorOptions:
+    """The command line's say in where trials run; None (False) leaves each to the suite's ``execution`` block."""
+    executor: str | None = None        # "local" or "ray"
+    workers: int | None = None         # local: N worker processes (0: in this process)
+    isolate: bool = False              # local: at least one worker process
+    trial_timeout: float | None = None
+    address: str | None = None         # ray: the cluster
+
+    def kind(self, execution: ExecutionSpec) -> str:
+        """"local" or "ray", with these options over the suite's; UserError for options that contradict it."""
+        kind = self.executor or execution.executor
+        if kind == "ray" and (self.workers is not None or self.isolate):
+            raise UserError("--workers and --isolate are for the local executor: on Ray every trial is a task of its "
+                            "own")
+        if self.address is not None and kind != "ray":
+            raise UserError("--address needs --executor ray (or execution: {executor: ray} in the suite)")
+        return kind
+
+
+def make_executor(device: str, execution: ExecutionSpec | None = None, options: ExecutorOptions | None = None,
+                  gpus: list[str] | None = None) -> Executor:
+    """Where the trials of a run on ``device`` run: the suite's ``execution`` block, each setting overridden by the
+    command line's ``options``. Raises UserError for options that contradict each other (ExecutorOptions.kind).
+
+    Local workers, unless set: in this process on CPU, one worker per visible GPU on CUDA (``gpus``: their
+    CUDA_VISIBLE_DEVICES entries, found here when None); --isolate asks for at least one. A timeout needs a worker:
+    a call hung in this process cannot be ended safely. workers 0 on CUDA runs the trials here, in the parent: its
+    own choice. "ray": a RayExecutor at the address ray_executor.resolve_address finds."""
+    e, o = execution or ExecutionSpec(), options or ExecutorOptions()
+    kind = o.kind(e)
+    timeout = o.trial_timeout if o.trial_timeout is not None else e.trial_timeout
     if kind == "ray":
         from mmbench.ray_executor import RayExecutor, resolve_address
 
-        e = execution
-        return RayExecutor(resolve_address(address, getattr(e, "address", None)), trial_timeout,
-                           timing_slots=getattr(e, "timing_slots", 1), accelerator=getattr(e, "accelerator", None),
-                           gpus=getattr(e, "gpus", 1), retries=getattr(e, "retries", 0))
+        return RayExecutor(resolve_address(o.address, e.address), timeout, timing_slots=e.timing_slots,
+                           accelerator=e.accelerator, gpus=e.gpus, retries=e.retries)
+    workers = o.workers if o.workers is not None else (max(1, e.workers or 0) if o.isolate else e.workers)
     if device.startswith("cuda"):
         gpus = gpu_slots() if gpus is None else gpus
-        if workers is None:
-            workers = max(1, len(gpus))
-        if trial_timeout is not None:
-            workers = max(1, workers)
-        return WorkerPool(workers, trial_timeout, gpus or None) if workers > 0 else InProcess()
-    if workers is None:
-        workers = 0
-    if trial_timeout is not None:
+        default = max(1, len(gpus))
+    else:
+        gpus, default = [], 0
+    workers = default if workers is None else workers
+    if timeout is not None:
         workers = max(1, workers)
-    return WorkerPool(workers, trial_timeout) if workers > 0 else InProcess()
+    return WorkerPool(workers, timeout, gpus or None) if workers > 0 else InProcess()
+
+
+def shares_cores(executor: Executor) -> bool:
+    """Several local workers without a GPU each: their timed regions run at the same time on the machine's cores."""
+    return isinstance(executor, WorkerPool) and executor.n > 1 and executor.gpus is None

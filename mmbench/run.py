@@ -14,7 +14,7 @@ from mmbench.plan import (Trial, check_measure_axes, expand, resolve_device, res
                           task_label)
 from mmbench.store import RunDir, check_out
 from mmbench.suite import Suite, locate
-from mmbench.execute import Executor, InProcess
+from mmbench.execute import Executor, ExecutorOptions, InProcess, make_executor, shares_cores
 from mmbench.trial import TrialResult
 
 
@@ -26,25 +26,55 @@ class Progress(Protocol):
 
 @dataclass
 class Prepared:
-    """Everything checked and built before anything is written: the device, data per task, the trials."""
+    """Everything checked and built before anything is written: the device (resolved here once, for every later
+    stage), data per task, the trials, and the executor when one was asked for."""
     suite: Suite
     device: str
     tasks: dict[str, datasets.TaskData]  # by task_key
     trials: list[Trial]
     threads: int | None = None           # every trial's thread count (resolve_threads)
     warnings: tuple[str, ...] = ()       # said once, before the run (e.g. more threads asked than cores free)
+    executor: Executor | None = None     # started; run_suite runs the trials on it (None: in this process)
+
+    @property
+    def contention_note(self) -> str | None:
+        """Said before a run whose worker processes time their trials at the same time, on the same cores."""
+        if self.suite.measure.latency is None or not shares_cores(self.executor):
+            return None
+        return (f"{self.executor.n} workers time their trials at the same time: latencies contend for the machine's "
+                "cores")
 
 
-def prepare(suite: Suite, device: str | None = None) -> Prepared:
-    """Validate fully (datasets load, every trial's module builds on the meta device). Raises UserError."""
+def prepare(suite: Suite, device: str | None = None, executor: ExecutorOptions | None = None) -> Prepared:
+    """Validate fully (datasets load, every trial's module builds on the meta device). Raises UserError.
+
+    ``device``: overrides the suite's measure.device. ``executor``: build the run's executor (make_executor: the
+    suite's execution block with these overrides) and start it, so a local pool's workers import torch while the
+    data loads and the trials are checked (seconds each, in parallel rather than one after the other); it is closed
+    again if anything here fails."""
+    if executor is not None:
+        executor.kind(suite.execution)  # options that contradict each other are refused first
     try:
         dev = resolve_device(device or suite.measure.device)
     except UserError as exc:
         raise exc.at(**locate(suite, "measure", "device")) from None
+    suite_dir = Path(getattr(suite, "_source", ".")).resolve().parent  # data paths in a suite are relative to it
+    search_modules_in(suite_dir)  # and its own modules are found there first (by workers too: set before they start)
+    runner = None
+    if executor is not None:
+        runner = make_executor(dev, suite.execution, executor)
+        runner.start()
+    try:
+        return replace(_prepare(suite, dev, suite_dir), executor=runner)
+    except BaseException:
+        if runner is not None:
+            runner.close()
+        raise
+
+
+def _prepare(suite: Suite, dev: str, suite_dir: Path) -> Prepared:
     tasks: dict[str, datasets.TaskData] = {}
     counts = []
-    suite_dir = Path(getattr(suite, "_source", ".")).resolve().parent  # data paths in a suite are relative to it
-    search_modules_in(suite_dir)  # and its own modules are found there first
     for i, spec in enumerate(suite.task_list):
         where = ("task",) if suite.task is not None else ("tasks", i)
         try:
@@ -123,6 +153,23 @@ def reopen_for_resume(path: str | Path, suite_name: str, quick: bool, drop_damag
     return run
 
 
+def check_destination(suite: Suite, out: str | Path, db: str | Path | None = None, resume: str | Path | None = None,
+                      quick: bool = False, drop_damaged: bool = False) -> tuple[Path, Path]:
+    """Where a run goes: its results folder and history database (default OUT/history.sqlite), checked before
+    anything loads or runs. A resumed run goes back into its own results folder, where its history database lives;
+    a wrong folder, budget or damaged line, a results folder that is a file, read-only or full, and a database this
+    version cannot write fail now."""
+    from mmbench.history import check_writable
+
+    if resume is not None:
+        reopen_for_resume(resume, suite.name, quick, drop_damaged)
+        out = Path(resume).resolve().parent.parent
+    check_out(resume if resume is not None else out)
+    db = Path(db) if db is not None else Path(out) / "history.sqlite"
+    check_writable(db)
+    return Path(out), db
+
+
 def open_run(prepared: Prepared, out: str | Path, resume: str | Path | None = None,
              retry_failed: bool = False, drop_damaged: bool = False,
              quick: bool = False) -> tuple[RunDir, list[Trial]]:
@@ -154,6 +201,7 @@ def run_suite(prepared: Prepared, out: str | Path, *, suite_text: str = "", quic
     the history database ``db`` (if given) and write its reports (report.md, report.html).
 
     Raises RunInterrupted on Ctrl-C, after marking the run interrupted."""
+    executor = executor or prepared.executor or InProcess()
     if hasattr(executor, "check"):  # e.g. a trial no node of a cluster can run: refused before anything is written
         try:
             executor.check(prepared.trials)
@@ -173,7 +221,6 @@ def run_suite(prepared: Prepared, out: str | Path, *, suite_text: str = "", quic
         {"label": task_label(suite, i), "modalities": d.modalities, "input_dims": d.input_dims,
          "num_classes": d.num_classes, "sizes": {"train": len(d.train), "val": len(d.val), "test": len(d.test)},
          **d.info} for i, d in enumerate(prepared.tasks.values())])
-    executor = executor or InProcess()
     total, done = len(trials), len(trials) - len(todo)
     if progress and done:
         progress.skipped(done)

@@ -4,15 +4,14 @@ from __future__ import annotations
 import copy
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator,
+                      model_validator)
 
 from mmbench import safe_yaml
 from mmbench.errors import UserError
-
-PositiveInt = Field(gt=0)
 
 # Names that become paths (OUT/<name>/...) start with a letter or digit: no '.', '..' or hidden folders.
 SAFE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
@@ -31,6 +30,15 @@ def _label(v: str) -> str:
 Label = Annotated[str, AfterValidator(_label)]
 
 
+def _all_positive(what: str) -> AfterValidator:
+    """A list of sizes: each must be positive (the message names them, e.g. "batch sizes")."""
+    def check(v: list[int]) -> list[int]:
+        if any(x <= 0 for x in v):
+            raise ValueError(f"{what} must be positive")
+        return v
+    return AfterValidator(check)
+
+
 class _Strict(BaseModel):
     # strict: `rank: true` is not 1 and `allow_pickle: "false"` is not a boolean; no inf or nan anywhere
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
@@ -43,14 +51,8 @@ class TaskSpec(_Strict):
 
 
 class ModelSpec(_Strict):
-    encoder_hidden: list[int] = []  # hidden widths of each modality's encoder MLP (raw features -> fusion dims)
-
-    @field_validator("encoder_hidden")
-    @classmethod
-    def _positive(cls, v: list[int]) -> list[int]:
-        if any(h <= 0 for h in v):
-            raise ValueError("hidden widths must be positive")
-        return v
+    # hidden widths of each modality's encoder MLP (raw features -> fusion dims)
+    encoder_hidden: Annotated[list[int], _all_positive("hidden widths")] = []
 
 
 class TrainSpec(_Strict):
@@ -65,7 +67,7 @@ class TrainSpec(_Strict):
 
 
 class LatencySpec(_Strict):
-    batch_sizes: list[int] = Field(default=[1, 256], min_length=1)
+    batch_sizes: Annotated[list[int], _all_positive("batch sizes")] = Field(default=[1, 256], min_length=1)
     warmup: int = Field(5, ge=0)               # calls before timing
     warmup_s: float | None = Field(None, ge=0)  # and at least this long (clocks ramp); None: 0.2 s CUDA, 0 CPU
     min_samples: int = Field(10, gt=0)
@@ -78,13 +80,6 @@ class LatencySpec(_Strict):
     train_step: bool = True                    # also time a full training step (forward, backward, optimizer)
     flush_l2: bool = False                     # CUDA: flush the L2 cache before each sample (one call per sample)
     cuda_graph: bool = False                   # CUDA: also time CUDA-graph replay of the forward, beside eager
-
-    @field_validator("batch_sizes")
-    @classmethod
-    def _positive(cls, v: list[int]) -> list[int]:
-        if any(b <= 0 for b in v):
-            raise ValueError("batch sizes must be positive")
-        return v
 
 
 class RobustnessSpec(_Strict):
@@ -127,9 +122,6 @@ class ExecutionSpec(_Strict):
     retries: int = Field(0, ge=0)                    # re-run a trial whose worker or node died, this many times
 
 
-DimsValue = Union[int, list[int]]
-
-
 def _one_dims_value(sweep: Any) -> Any:
     """`dims: 16` and `dims: "16x16"` (one setting, not a list of them) are read as a one-value axis: unambiguous,
     and the spellings a user reaches for first (the second is the `dims` column's own format)."""
@@ -138,16 +130,15 @@ def _one_dims_value(sweep: Any) -> Any:
     return sweep
 
 
+# A sweep (the suite's, or one method's): axis -> values; an empty axis would be a run of 0 trials.
+Sweep = Annotated[dict[str, Annotated[list[Any], Field(min_length=1)]], BeforeValidator(_one_dims_value)]
+
+
 class MethodSpec(_Strict):
     method: str
     label: Label | None = None
     params: dict[str, Any] = {}
-    sweep: dict[str, Annotated[list[Any], Field(min_length=1)]] = {}  # an empty axis would be a run of 0 trials
-
-    @field_validator("sweep", mode="before")
-    @classmethod
-    def _dims_alone(cls, v: Any) -> Any:
-        return _one_dims_value(v)
+    sweep: Sweep = {}
 
 
 class Suite(_Strict):
@@ -159,14 +150,9 @@ class Suite(_Strict):
     train: TrainSpec = TrainSpec()
     measure: MeasureSpec = MeasureSpec()
     execution: ExecutionSpec = ExecutionSpec()
-    sweep: dict[str, Annotated[list[Any], Field(min_length=1)]] = {}
+    sweep: Sweep = {}
     methods: list[MethodSpec] = Field(min_length=1)
     quick: dict[str, Any] | None = None  # overrides of task/tasks/train/measure/sweep for --quick
-
-    @field_validator("sweep", mode="before")
-    @classmethod
-    def _dims_alone(cls, v: Any) -> Any:
-        return _one_dims_value(v)
 
     @field_validator("name")
     @classmethod

@@ -169,14 +169,14 @@ def test_prepare_on_cuda_checks_precision_through_nvml_not_cuda(nv, no_cuda_init
 
 def test_one_worker_per_gpu_and_too_many_workers_is_a_user_error(nv, no_cuda_init, monkeypatch):
     from mmbench.errors import UserError
-    from mmbench.execute import InProcess, WorkerPool, make_executor
+    from mmbench.execute import ExecutorOptions, InProcess, WorkerPool, make_executor
 
     pool = make_executor("cuda")
     assert isinstance(pool, WorkerPool) and pool.n == 3 and pool.gpus == [A, B, C]
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", f"{C},{A}")
-    assert make_executor("cuda", 1).gpus == [C, A]
+    assert make_executor("cuda", options=ExecutorOptions(workers=1)).gpus == [C, A]
     with pytest.raises(UserError, match="--workers 3: one timing worker per GPU, and 2 GPUs are visible"):
-        make_executor("cuda", 3)
+        make_executor("cuda", options=ExecutorOptions(workers=3))
     assert isinstance(make_executor("cpu"), InProcess)
     assert not torch.cuda.is_initialized()
 

@@ -340,7 +340,7 @@ class BlockTucker(_Chunked):
 
 
 @register_method("linear_sum", family="bilinear", max_modalities=2, rank_param="mm")
-class LinearSum(_Pair):
+class LinearSum(MLB):
     """LinearSum (block.bootstrap, MMF): z = act(W0 x0 + b0) + act(W1 x1 + b1), optional ssl, Linear → o.
 
     The additive baseline of the bilinear family: the same projections, summed instead of multiplied. `activation`
@@ -356,23 +356,14 @@ class LinearSum(_Pair):
             raise ValueError(f"activation must be one of {', '.join(_ACTIVATIONS)}, got '{activation}'")
         if not isinstance(normalize, bool):
             raise ValueError(f"normalize must be true or false, got {normalize!r}")
-        super().__init__(dims, out_dim, mm)
-        self.mm, self.activation, self.normalize = int(mm), activation, normalize
-        self.out = nn.Linear(mm, out_dim)
+        super().__init__(dims, out_dim, mm)  # MLB's projections and output layer, and so its closed forms
+        self.activation, self.normalize = activation, normalize
 
     def forward(self, xs: list[torch.Tensor]) -> torch.Tensor:
         act = _ACTIVATIONS[self.activation]
         a, b = self.linear0(xs[0]), self.linear1(xs[1])
         z = a + b if act is None else act(a) + act(b)
         return self.out(ssl(z) if self.normalize else z)
-
-    def expected_params(self) -> int:
-        d0, d1 = self.dims
-        return (d0 + d1 + 2) * self.mm + (self.mm + 1) * self.out_dim
-
-    def expected_flops(self, batch: int) -> int:
-        d0, d1 = self.dims
-        return 2 * batch * self.mm * (d0 + d1 + self.out_dim)
 
 
 _ACTIVATIONS = {"relu": torch.relu, "tanh": torch.tanh, "none": None}

@@ -100,10 +100,3 @@ def render(rep: Report, fig_dir: Path | None = None, fig_rel: str = "figures") -
                 P.save_png(p, fig_dir / name)
                 out += [f"![{p.title}]({fig_rel}/{name})", ""]
     return "\n".join(out)
-
-
-def write_report(run, db=None):
-    """Kept for callers of the earlier API: writes report.md (and report.html) into the run directory."""
-    from mmbench.report import write_report as write
-
-    return write(run, db=db)
