@@ -297,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--min-run-time", type=float, default=1.0, help="seconds per side and method, over all rounds")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--methods", default="*", help="glob over method names (default: every vector method)")
-    ap.add_argument("--lmf-batches", type=lambda v: [int(b) for b in v.split(",")], default=LMF_BATCHES,
+    ap.add_argument("--lmf-batches", type=lambda v: [int(b) for b in v.split(",") if b.strip()], default=LMF_BATCHES,
                     help="batch sizes of the LMF table, comma-separated (empty: skip it)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)

@@ -90,7 +90,7 @@ ROBUSTNESS = "rob_"                       # the robustness measure's scores: rob
 # of the timed region, the share of it spent waiting for a CPU, and the flags that make it no evidence of a cost.
 FLAGS = {
     "contended": "the measured region was descheduled (its CPU time fell short of wall time × threads)",
-    "noisy": "the spread stayed above the target when the time budget ran out",
+    "noisy": "the median was not pinned down (its 95% CI wider than the target) when the time budget ran out",
     "throttled": "the GPU was throttled (clocks, power or temperature) while timed",
     "co_tenants": "other processes used the GPU while timed",
 }

@@ -16,8 +16,8 @@ from mmbench.report.summary import run_summary, state_note, task_note
 from mmbench.report.tables import Table
 
 LEGEND = ("★ the best value of a column, only where it beats the runner-up beyond both spreads (std over seeds or the "
-          "test split's standard error, the larger; a latency's IQR); ⚠ a flagged timing (noisy: the spread stayed "
-          "above the target; contended: the timed region was descheduled); ± — one seed, so no spread. Columns and "
+          "test split's standard error, the larger; a latency's IQR); ⚠ a flagged timing (noisy: the median was not "
+          "pinned down within the target; contended: the timed region was descheduled); ± — one seed, so no spread. Columns and "
           "tables holding only zeros or empties are left out.")
 MANY = 20  # more dominated configurations than this: folded away
 
