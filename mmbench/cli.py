@@ -259,22 +259,14 @@ def history(suite: Optional[str] = typer.Option(None, "--suite", help="Suite nam
     _out().print(table)
 
 
-DEFAULT_DB = Path("results/history.sqlite")
-
-
 def _find_db() -> Path:
-    """The history a plain `mmbench run` (default --out results) wrote, else the one a run with another --out wrote
-    here (OUT/history.sqlite, OUT a folder of the current directory); otherwise say where we looked."""
-    if DEFAULT_DB.is_file():
-        return DEFAULT_DB
-    found = sorted(p for p in [Path("history.sqlite"), *Path(".").glob("*/history.sqlite")] if p.is_file())
-    if len(found) == 1:
-        err.print(f"[yellow]note[/]: history database: {found[0]}", highlight=False)
-        return found[0]
-    if found:
-        raise UserError(f"no {DEFAULT_DB}; found {', '.join(map(str, found))}: choose one with --db")
-    raise UserError(f"no history database: looked for {DEFAULT_DB}, ./history.sqlite and ./*/history.sqlite (a run "
-                    "records into OUT/history.sqlite, OUT its --out); give --db")
+    """The history a command reads when --db is not given (history.find_db), with its note printed."""
+    from mmbench.history import find_db
+
+    db, note = find_db()
+    if note:
+        err.print(f"[yellow]note[/]: {note}", highlight=False)
+    return db
 
 
 @app.command()
@@ -298,6 +290,8 @@ def compare(baseline: str = typer.Argument(..., help="Run directory, or history:
     thr = C.parse_threshold(threshold)
     allow = C.parse_threshold(allowance, "--allowance")
     if db is None:
+        from mmbench.history import DEFAULT_DB
+
         db = _find_db() if any(side.startswith("history:") for side in (baseline, current)) else DEFAULT_DB
     result = C.compare(*C.load_sides(baseline, current, db), threshold=thr, alpha=alpha, allowance=allow)
     if markdown is not None:

@@ -68,6 +68,22 @@ MIGRATIONS: list[str] = [
 SCHEMA_VERSION = len(MIGRATIONS)
 DEFAULT_DB = Path("results/history.sqlite")
 
+def find_db(here: str | Path = ".") -> tuple[Path, str | None]:
+    """The history database to read when none is named, and a note saying which was found where that is not the
+    default: the one a plain `mmbench run` (default --out results) wrote, else the one a run with another --out wrote
+    here (OUT/history.sqlite, OUT a folder of ``here``). Neither, or several: a UserError saying where it looked."""
+    here = Path(here)
+    if (here / DEFAULT_DB).is_file():
+        return here / DEFAULT_DB, None
+    found = sorted(p for p in [here / "history.sqlite", *here.glob("*/history.sqlite")] if p.is_file())
+    if len(found) == 1:
+        return found[0], f"history database: {found[0]}"
+    if found:
+        raise UserError(f"no {DEFAULT_DB}; found {', '.join(map(str, found))}: choose one with --db")
+    raise UserError(f"no history database: looked for {DEFAULT_DB}, ./history.sqlite and ./*/history.sqlite (a run "
+                    "records into OUT/history.sqlite, OUT its --out); give --db")
+
+
 # What changes a timing. Not the hostname (CI runners get a new one every time) nor the memory size.
 FINGERPRINT_KEYS = ("device", "cpu_model", "cpu_count_logical", "gpu_name", "torch", "python", "torch_threads")
 

@@ -145,3 +145,19 @@ def test_missing_or_foreign_database_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="cannot open history database"):
         H.record_run(junk, make_run(tmp_path, "a"))
     assert _digest(junk) == before
+
+
+def test_find_db_picks_the_default_then_a_single_out_folder_and_refuses_to_guess(tmp_path):
+    with pytest.raises(UserError, match="no history database: looked for"):
+        H.find_db(tmp_path)
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "history.sqlite").write_bytes(b"")
+    db, note = H.find_db(tmp_path)
+    assert db == tmp_path / "mine" / "history.sqlite" and note == f"history database: {db}"
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "history.sqlite").write_bytes(b"")
+    with pytest.raises(UserError, match="choose one with --db"):
+        H.find_db(tmp_path)
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "history.sqlite").write_bytes(b"")
+    assert H.find_db(tmp_path) == (tmp_path / H.DEFAULT_DB, None)  # the default wins, with nothing to say
