@@ -94,6 +94,16 @@ def _summary(cmp) -> str:
     return f"{counts} (noise: {flagged} flagged, {host} with the host's speed, {small} budget too small){refusal}"
 
 
+def _gating(run_dir: Path) -> str:
+    """What the host reference did inside one run: rounds left out beside a slow reading, figures flagged host_slow."""
+    from mmbench.store import load_run
+
+    rows = load_run(run_dir).rows
+    counts = [v for r in rows for k, v in r.items() if k.rsplit("_b", 1)[0].endswith("_slow_rounds")]
+    flags = sum(v is True for r in rows for k, v in r.items() if k.rsplit("_b", 1)[0].endswith("_host_slow"))
+    return f"{sum(counts)} rounds left out beside a slow host over {len(counts)} figures, {flags} flagged host_slow"
+
+
 def _regressions(cmp) -> dict[str, set[str]]:
     out: dict[str, set[str]] = {}
     for e in cmp.regressions:
@@ -157,7 +167,7 @@ def nights(work: Path, n: int, smoke: bool) -> tuple[int, Path, Path]:
         reg = _regressions(cmp)
         clean += not reg and not cmp.refusal
         print(f"  night {night:2d}: {len(reg)} trial(s) regressed · {_summary(cmp)} · "
-              f"{time.perf_counter() - t0:.0f} s", flush=True)
+              f"{time.perf_counter() - t0:.0f} s · {_gating(run_dir)}", flush=True)
         _print_regressions(reg)
     return clean, db, suite
 
@@ -190,7 +200,7 @@ def detection(work: Path, db: Path, suite: Path) -> bool:
     run_dir = _runner(suite, work / "detect", quick=False, db=copy)(slow=True)
     cmp = compare(*load_sides("history:nightly", str(run_dir), copy))
     reg = _regressions(cmp)
-    print(f"  {_summary(cmp)}")
+    print(f"  {_summary(cmp)} · {_gating(run_dir)}")
     _print_regressions(reg)
     want = f"lmf(rank={SLOW['rank']}) {'x'.join(map(str, SLOW['dims']))}"
     for e in cmp.entries:  # what became of the slowed trial's timings, found or not

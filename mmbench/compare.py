@@ -5,8 +5,8 @@ clock, what the neighbours did), so two runs of the same code differ by more tha
 never pooled as if independent (like asv, a verdict needs a factor *and* significance). Which columns are timings,
 memory, counts and scores, and which way each is better, is mmbench.vocabulary's.
 
-- timing (latency, training step): within the threshold: unchanged. Flagged noisy, contended, throttled or beside
-  GPU co-tenants on either side, or moved the way the host's own speed moved (a fixed reference workload timed beside
+- timing (latency, training step): within the threshold: unchanged. Flagged noisy, contended, host_slow, throttled
+  or beside GPU co-tenants on either side, or moved the way the host's own speed moved (a fixed reference workload timed beside
   the trial ran over HOST_TOLERANCE slower, or faster, than in the baseline): noise. Otherwise
   · against a history baseline, runs are the unit: the other side's value is a new draw from the history's per-run
     medians; regressed/improved when a one-sided t prediction test on their logs gives p < alpha AND the value lies

@@ -29,9 +29,12 @@ def describe(row: dict[str, Any], metric: str) -> str:
         return ""
     t = V.timing(metric)
     util, wait = row.get(t.evidence(V.CPU_UTIL)), row.get(t.evidence(V.WAIT))
+    slow = row.get(t.evidence(V.SLOW_ROUNDS))
     extra = []
     if _number(wait) and V.CONTENDED in fs:
         extra.append(f"waited {wait:.0%} of its time for a CPU")
+    if _number(slow) and "host_slow" in fs:
+        extra.append(f"{slow:.0f} rounds left out beside a slow host reading")
     if _number(util):
         extra.append(f"CPU utilisation {util:.2f}")
     return ", ".join(fs) + (f" ({', '.join(extra)})" if extra else "")

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from mmbench import interrupt, measure
+from mmbench import vocabulary as V
 from mmbench.data.registry import TaskData
 from mmbench.measure import contention, gpu_state, metrics, nvml, robustness
 from mmbench.measure import train as train_mod
@@ -290,7 +291,7 @@ def _timing(trial: Trial, data: TaskData, model: torch.nn.Module, result: TrialR
     fns = {}
     for b in lat.batch_sizes:
         fns.update(bench.build(b, opt))
-    stats = _time(fns, trial, lat, result.row)
+    stats = _time(fns, trial, lat, result.row, result.raw)
     result.row.update(bench.comp.columns())
     if bench.graph_error:
         result.row["graph_error"] = bench.graph_error
@@ -302,14 +303,13 @@ def _timing(trial: Trial, data: TaskData, model: torch.nn.Module, result: TrialR
             result.row.update(bench.memory(b))
 
 
-def _time(fns: dict, trial: Trial, lat: LatencySpec, row: dict) -> dict[Any, LatencyStats]:
+def _time(fns: dict, trial: Trial, lat: LatencySpec, row: dict, raw: dict) -> dict[Any, LatencyStats]:
     """Every function at every batch size timed in interleaved rounds (measure.latency_rounds), each round probed for
-    contention; on CPU the host's reference workload in the same rounds (contention.REFERENCE); on CUDA each round
-    read by NVML too (clocks, throttle reasons, other processes on the GPU)."""
+    contention; on CPU the host's reference workload read between rounds (contention.HostReference: rounds beside a
+    slow reading are left out, and its figure goes in the row); on CUDA each round read by NVML too (clocks, throttle
+    reasons, other processes on the GPU)."""
     cuda = trial.device.startswith("cuda")
-    fns = dict(fns)
-    if not cuda:
-        fns[contention.REFERENCE, 0] = (contention.reference_workload(), None)
+    host = None if cuda else contention.HostReference()
     row.update(measure.system_load())  # what the machine was doing as timing began
     probes = (gpu_state.GpuProbe(trial.device),) if cuda else ()
     # warmup_s None: GPU clocks take a fraction of a second to ramp up; a CPU's are up in ms
@@ -319,20 +319,19 @@ def _time(fns: dict, trial: Trial, lat: LatencySpec, row: dict) -> dict[Any, Lat
             fns, rounds=lat.rounds, warmup=lat.warmup, warmup_s=warmup_s, min_samples=lat.min_samples,
             max_samples=lat.max_samples, min_time_s=lat.min_time_s, max_time_s=lat.max_time_s,
             target_rel_ci=lat.target_rel_ci, min_block_ms=lat.min_block_ms, flush_l2=lat.flush_l2,
-            device=trial.device, threads=torch.get_num_threads(), probes=probes)
+            device=trial.device, threads=torch.get_num_threads(), probes=probes, host=host)
     finally:
         for p in probes:
             p.close()
     if probes:
         row.update(gpu_state.fold({key: list(st.probes) for key, st in stats.items()}))
+    if host is not None:
+        row[V.HOST_REF] = host.median_ms
+        raw[f"{contention.REFERENCE}_rounds_ms"] = host.readings_ms
     return stats
 
 
 def _record_latency(row: dict, raw: dict, stats: dict, lat: LatencySpec) -> None:
-    ref = stats.pop((contention.REFERENCE, 0), None)
-    if ref is not None:
-        row[f"{contention.REFERENCE}_ms"] = ref.median_ms
-        raw[f"{contention.REFERENCE}_rounds_ms"] = list(ref.rounds_ms)
     why = []
     for (name, b), st in stats.items():
         row[f"{name}_ms_b{b}"] = st.median_ms
@@ -340,11 +339,14 @@ def _record_latency(row: dict, raw: dict, stats: dict, lat: LatencySpec) -> None
         row[f"{name}_n_b{b}"] = st.n
         row[f"{name}_noisy_b{b}"] = st.noisy
         row[f"{name}_contended_b{b}"] = st.contended
+        row[f"{name}_host_slow_b{b}"] = st.host_slow
+        row[f"{name}_slow_rounds_b{b}"] = len(st.slow_rounds_ms)
         row[f"{name}_cpu_util_b{b}"] = st.cpu_util
         wait = st.evidence.wait_fraction if st.evidence else None
         row[f"{name}_wait_b{b}"] = wait
         raw[f"{name}_ms_b{b}"] = list(st.samples_ms)
         raw[f"{name}_rounds_ms_b{b}"] = list(st.rounds_ms)
+        raw[f"{name}_slow_rounds_ms_b{b}"] = list(st.slow_rounds_ms)
         if st.contended:
             why.append(f"{name}_ms_b{b}: " + (f"waited {wait:.0%} of its time for a CPU" if wait is not None else
                                               "timing thread starved of CPU"))

@@ -91,12 +91,14 @@ ROBUSTNESS = "rob_"                       # the robustness measure's scores: rob
 FLAGS = {
     "contended": "the measured region was descheduled (its CPU time fell short of wall time × threads)",
     "noisy": "the median was not pinned down (its 95% CI wider than the target) when the time budget ran out",
+    "host_slow": "the host ran its fixed reference workload over 15% slow beside most of the figure's rounds",
     "throttled": "the GPU was throttled (clocks, power or temperature) while timed",
     "co_tenants": "other processes used the GPU while timed",
 }
 CPU_UTIL, WAIT = "cpu_util", "wait"
 CONTENDED = "contended"                   # the row-level flag: any of its timings was contended
-HOST_REF = "host_ref_ms"                  # the host's own speed: a fixed workload timed in a CPU trial's rounds
+HOST_REF = "host_ref_ms"                  # the host's own speed: a fixed workload read between a CPU trial's rounds
+SLOW_ROUNDS = "slow_rounds"               # a timing's rounds left out because the host ran slow beside them
 
 
 def score_better(name: str) -> str:

@@ -38,10 +38,11 @@ def make_run(root: Path, name: str, *, suite: str = "fake", specs: list[dict] | 
              robustness: bool = False, params_delta: dict[str, int] | None = None,
              acc_delta: dict[str, float] | None = None, started: str | None = None, rounds: int = 5,
              run_factor: float = 1.0, contended: set[str] = frozenset(), noisy: set[str] = frozenset(),
-             quick: bool = False, threads: int = 1, seeds: int = 3, host: float | None = 1.0) -> Path:
+             quick: bool = False, threads: int = 1, seeds: int = 3, host: float | None = 1.0,
+             host_slow: set[str] = frozenset()) -> Path:
     """A run directory <root>/<suite>/<name>. ``slow``: trial id → latency factor; ``fail``: ids that fail;
     ``run_factor``: every latency of this run × it (a process-level shift, as between two runs of the same code);
-    ``contended``/``noisy``: ids whose timed metrics are flagged so (and, contended, slowed 2×); ``host``: the host's
+    ``contended``/``noisy``/``host_slow``: ids whose timed metrics are flagged so (and, contended, slowed 2×); ``host``: the host's
     speed as the reference workload saw it (its `host_ref_ms` × this; None: no reference column)."""
     specs = specs if specs is not None else trials()
     rng = np.random.default_rng(seed)
@@ -82,6 +83,8 @@ def make_run(root: Path, name: str, *, suite: str = "fake", specs: list[dict] | 
                 row[f"{name}_n_b{b}"] = n_samples
                 row[f"{name}_noisy_b{b}"] = tid in noisy
                 row[f"{name}_contended_b{b}"] = tid in contended
+                row[f"{name}_host_slow_b{b}"] = tid in host_slow
+                row[f"{name}_slow_rounds_b{b}"] = 4 if tid in host_slow else 0
                 row[f"{name}_cpu_util_b{b}"] = 0.45 if tid in contended else 0.98
                 raw[f"{name}_ms_b{b}"] = xs.tolist()
                 raw[f"{name}_rounds_ms_b{b}"] = [float(np.median(c)) for c in np.array_split(xs, min(rounds, n_samples))]

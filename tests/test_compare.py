@@ -84,6 +84,10 @@ def test_flagged_timings_are_noise_never_regressions(tmp_path):
     assert e.state == C.NOISE and "current run: contended (CPU utilisation 0.45)" in e.detail
     e = next(e for e in cmp.entries if e.trial_id == IDS[3] and e.metric == "latency_ms_b16")
     assert e.state == C.NOISE and "noisy" in e.detail
+    cmp = _cmp(tmp_path / "h", cur_kw={"host_slow": {IDS[1]}, "slow": {IDS[1]: 1.5}})
+    e = next(e for e in cmp.entries if e.trial_id == IDS[1] and e.metric == "latency_ms_b1")
+    assert not cmp.regressions and e.state == C.NOISE
+    assert "current run: host_slow (4 rounds left out beside a slow host reading" in e.detail
     back = _cmp(tmp_path / "x", base_kw={"contended": {IDS[2]}})  # a contended baseline makes no improvement
     assert not _states(back, C.IMPROVED) and "baseline: contended" in next(
         e.detail for e in back.entries if e.trial_id == IDS[2] and e.state == C.NOISE)

@@ -167,7 +167,10 @@ def test_rounds_and_contention_reach_the_row(write_suite, tmp_path, monkeypatch)
     raw = quiet.samples()
     for r in quiet.rows():
         assert 0 < r["latency_cpu_util_b8"] and r["load_avg_1m"] is not None and r["runnable_procs"] >= 1
-        assert len(raw[r["trial_id"]]["latency_rounds_ms_b8"]) == 3
+        kept, out = raw[r["trial_id"]]["latency_rounds_ms_b8"], raw[r["trial_id"]]["latency_slow_rounds_ms_b8"]
+        # 3 rounds, some perhaps left out beside a slow host reading (and made up for): every one is accounted for
+        assert len(kept) >= 1 and len(kept) + len(out) >= 3 and r["latency_slow_rounds_b8"] == len(out)
+        assert len(raw[r["trial_id"]]["host_ref_rounds_ms"]) >= 1 + 3 * 6 and r["host_ref_ms"] > 0
         assert r["threads"] == torch.get_num_threads() or r["threads"] >= 1
 
 

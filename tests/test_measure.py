@@ -95,6 +95,78 @@ def test_latency_rounds_interleave_the_functions_and_pool_their_samples():
     assert single.median_ms == pytest.approx(20.0)  # the same burst owns a measurement made in one stretch
 
 
+class _FakeHost:
+    """Stands in for contention.HostReference: reads 1.5 (slow) while ``slow(t)`` holds for the clock, else 1.0."""
+
+    def __init__(self, clock, slow):
+        from mmbench.measure.contention import HostReference
+
+        self.clock, self.is_slow, self.readings = clock, slow, []
+        self.best_of = HostReference(fn=lambda: None)  # its judgement, on these readings
+
+    def read(self):
+        r = 1.5 if self.is_slow(self.clock.t, len(self.readings)) else 1.0
+        self.readings.append(r)
+        self.best_of.readings.append(r)
+        return r
+
+    def slow(self, *rs):
+        return self.best_of.slow(*rs)
+
+
+def _two_functions(clock, slow):
+    def make(cost):
+        def fn():
+            clock.t += cost * (2 if slow(clock.t) else 1)
+        return fn
+    return {"a": (make(0.002), None), "b": (make(0.003), None)}
+
+
+def test_rounds_beside_a_slow_host_reading_are_left_out_and_made_up():
+    """The host runs everything at half speed for the first ~0.29 s (a's rounds 1-2, b's round 1; each round lasts
+    0.1 s). The reference reads slow around those rounds: they are left out, and a, left with one round of three,
+    gets another. Both figures are the quiet ones."""
+    slow = lambda t, k=0: t < 0.29  # noqa: E731
+    kw = dict(rounds=3, warmup=0, min_samples=30, max_samples=10_000, min_time_s=0.3, max_time_s=0.3,
+              min_block_ms=1.0)
+    clock = FakeClock([0.0])
+    host = _FakeHost(clock, slow)
+    stats = measure.latency_rounds(_two_functions(clock, slow), clock=clock, host=host, **kw)
+    a, b = stats["a"], stats["b"]
+    assert a.median_ms == pytest.approx(2.0) and b.median_ms == pytest.approx(3.0)
+    assert len(a.slow_rounds_ms) == 2 and len(a.rounds_ms) == 2 and all(r == pytest.approx(4.0) for r in a.slow_rounds_ms)
+    assert len(b.slow_rounds_ms) == 1 and len(b.rounds_ms) == 2 and not a.host_slow and not b.host_slow
+    assert max(a.samples_ms) == pytest.approx(2.0)  # the figure's samples are the kept rounds'
+    clock = FakeClock([0.0])
+    ungated = measure.latency_rounds(_two_functions(clock, slow), clock=clock, **kw)
+    # without the reference, two of a's three rounds (compare's unit) are the slow ones
+    assert sorted(ungated["a"].rounds_ms)[1] == pytest.approx(4.0, rel=0.05) and not ungated["a"].slow_rounds_ms
+
+
+def test_a_host_slow_beside_every_round_flags_the_figure_from_all_of_them():
+    clock = FakeClock([0.0])
+    host = _FakeHost(clock, lambda t, k: k % 2 == 1)  # every other reading slow: one beside every round
+    stats = measure.latency_rounds(_two_functions(clock, lambda t: False), rounds=3, warmup=0, min_samples=6,
+                                   max_samples=10_000, min_time_s=0.06, max_time_s=0.06, min_block_ms=1.0,
+                                   clock=clock, host=host)
+    a = stats["a"]
+    assert a.host_slow and not a.slow_rounds_ms and len(a.rounds_ms) == 6  # 3 rounds, then 3 made up, all slow
+    assert a.median_ms == pytest.approx(2.0) and len(host.readings) == 1 + 2 * 6
+
+
+def test_host_reference_reads_blocks_and_judges_against_its_usual_best():
+    from mmbench.measure.contention import HostReference
+
+    clock = FakeClock([1e-4])
+    ref = HostReference(clock.work, clock=clock, block_ms=1.0)
+    assert ref.read() == pytest.approx(1e-4) and ref.calls == 10
+    ref.readings += [1e-4] * 8 + [1.3e-4]  # eight more quiet readings and one slow one
+    assert ref.best == pytest.approx(1e-4) and ref.slow(1.3e-4) and not ref.slow(1.1e-4, None)
+    assert ref.median_ms == pytest.approx(0.1)  # the host's speed while it was not slow
+    ref.readings += [0.5e-4]  # one lucky reading does not make every other one slow
+    assert ref.best == pytest.approx(1e-4)
+
+
 def test_latency_blocks_tiny_calls():
     clock = FakeClock([1e-6])
     stats = measure.latency(clock.work, warmup=0, min_samples=3, max_time_s=1, min_block_ms=1.0, clock=clock)

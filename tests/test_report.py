@@ -138,6 +138,24 @@ def test_write_report_writes_markdown_png_figures_and_self_contained_html(tmp_pa
     assert "Robustness, modality m0: mean acc over noise levels" in html
 
 
+def _ringed(fig) -> int:
+    """Points a figure rings as flagged timings (the ring layer is the one labelled so)."""
+    return sum(len(c.get_offsets()) for ax in fig.axes for c in ax.collections
+               if c.get_label().startswith("flagged timing"))
+
+
+def test_flagged_timings_are_ringed_in_the_figures(tmp_path):
+    flagged = set(trials()[i]["trial_id"] for i in (0, 2))  # tfn 4x4x4 and 16x16x16
+    rep = build([make_run(tmp_path, "a", host_slow=flagged)])
+    plots = {p.key: p for p in rep.plots}
+    # a point per trial in these two: each flagged trial is ringed once
+    assert _ringed(plots["latency-vs-dim"].fig) == 2 and _ringed(plots["acc-vs-latency"].fig) == 2
+    # each method at its largest dims, at both batch sizes: tfn 16x16x16's two points
+    assert _ringed(plots["latency-vs-batch"].fig) == 2
+    clean = {p.key: p for p in build([make_run(tmp_path, "b")]).plots}
+    assert all(_ringed(p.fig) == 0 for p in clean.values())
+
+
 def test_robustness_skipped_gracefully_when_absent(tmp_path):
     run = make_run(tmp_path, "a", robustness=False)
     rep = build([run])

@@ -140,16 +140,65 @@ def free_cores(window_s: float = 0.2) -> tuple[int, str]:
     return free, f"{physical} physical cores, {busy_physical:.2f} busy with other processes"
 
 
-# --- the host's speed: a fixed workload timed beside the trial's own functions ------------------------------------
+# --- the host's speed: a fixed workload timed between the trial's own rounds -------------------------------------
 # A VM's vCPU can run slower for seconds at a time (a co-tenant on the host, its frequency) with no run-queue wait
-# and full CPU utilisation inside the guest: nothing above sees it. A fixed reference workload timed in the same
-# interleaved rounds as the trial's functions runs at the host's speed of that moment; compare reads it across runs
-# (a timing that moved with the reference moved with the machine, not the code).
+# and full CPU utilisation inside the guest: nothing above sees it. A fixed reference workload read between every
+# two timing rounds runs at the host's speed of that moment. Within a trial, a round beside a slow reading is left out
+# (measure.latency_rounds); across runs, compare reads the trial's reference figure (a timing that moved with it
+# moved with the machine, not the code).
 REFERENCE = "host_ref"
+# A reading this much slower than the trial's usual best says the host was slow. On this project's 2-core VM a quiet
+# host's readings lie within it ~90% of the time; its slow stretches run the reference 30-70% slower.
+HOST_GATE = 0.15
+
+
+class HostReference:
+    """The reference workload, read as the median of three ~1 ms blocks (one interrupt cannot move a reading; a slow
+    stretch of the host, lasting a few hundred ms, moves all three). ~3 ms a reading."""
+
+    def __init__(self, fn=None, *, block_ms: float = 1.0, gate: float = HOST_GATE, clock=time.perf_counter):
+        self.fn, self.gate, self.now = fn or reference_workload(), gate, clock
+        self.block_ms, self.calls = block_ms, 0
+        self.readings: list[float] = []   # seconds per call
+
+    def _block(self, calls: int) -> float:
+        t0 = self.now()
+        for _ in range(calls):
+            self.fn()
+        return self.now() - t0
+
+    def read(self) -> float:
+        if not self.calls:  # warm up, then size the block
+            self._block(5)
+            self.calls = max(1, round(self.block_ms / 1e3 / max(self._block(5) / 5, 1e-9)))
+        blocks = sorted(self._block(self.calls) / self.calls for _ in range(3))
+        self.readings.append(blocks[1])
+        return blocks[1]
+
+    @property
+    def best(self) -> float:
+        """The host's usual best in this trial: a low quantile of the readings, not their minimum (one lucky reading
+        would make every other one look slow)."""
+        ordered = sorted(self.readings)
+        return ordered[(len(ordered) - 1) // 10] if ordered else float("inf")
+
+    def slow(self, *readings: float | None) -> bool:
+        best = self.best
+        return any(r is not None and r > best * (1 + self.gate) for r in readings)
+
+    @property
+    def median_ms(self) -> float | None:
+        """The host's speed while the kept rounds ran: the median of the readings within the gate."""
+        ok = sorted(r for r in self.readings if not self.slow(r))
+        return ok[len(ok) // 2] * 1e3 if ok else None
+
+    @property
+    def readings_ms(self) -> list[float]:
+        return [r * 1e3 for r in self.readings]
 
 
 def reference_workload():
-    """A fixed, seeded CPU workload (~20 µs: a chain of small matmuls and tanh, the kind of ops a fusion layer
+    """A fixed, seeded CPU workload (~45 µs: a chain of small matmuls and tanh, the kind of ops a fusion layer
     runs), the same in every run and process. Runs on torch's intra-op threads, as the trial's functions do."""
     import torch
 

@@ -30,9 +30,11 @@ class LatencyStats:
     calls_per_sample: int
     target_rel_ci: float
     timer: str                      # "perf_counter" | "cuda_event"
-    rounds_ms: tuple[float, ...] = ()        # the median of each round's samples
+    rounds_ms: tuple[float, ...] = ()        # the median of each round's samples (the rounds the figure is from)
     evidence: RegionEvidence | None = None   # the OS's view of every round, pooled
     probes: tuple[dict, ...] = ()            # other probes' reports (GPU state), one per round
+    slow_rounds_ms: tuple[float, ...] = ()   # medians of the rounds left out: the host ran slow beside them
+    host_slow: bool = False                  # too few rounds were left once those were out: flag, don't trust
 
     @property
     def contended(self) -> bool:
@@ -92,6 +94,8 @@ class _Sampler:
         self.now = clock or time.perf_counter
         self.cpu, self.probes = CpuProbe(threads), tuple(probes)
         self.rounds: list[tuple[float, ...]] = []      # each round's samples
+        self.brackets: list[tuple[float, float]] = []  # the host reference's readings before and after each round
+        self.slow: list[bool] = []                     # each round: the host ran slow beside it (left out)
         self.evidence: list[RegionEvidence] = []
         self.reports: list[dict] = []
 
@@ -138,8 +142,9 @@ class _Sampler:
 
     def sample(self, *, min_samples: int, max_samples: int, target_rel_ci: float, min_time_s: float,
                max_time_s: float) -> None:
-        """One round: add samples until the pooled median is pinned down (after min_time_s) or max_time_s / max_samples is
-        spent. The round is probed (contention, GPU state) and its samples kept apart."""
+        """One round: add samples (at least one) until the kept pool holds min_samples and its median is pinned down
+        (after min_time_s), or max_time_s / max_samples is spent. The round is probed (contention, GPU state) and its
+        samples kept apart."""
         first = len(self.samples)
         tokens = [p.start() for p in self.probes]
         cpu = self.cpu.start()
@@ -149,6 +154,25 @@ class _Sampler:
         self.reports.extend(p.stop(t) for p, t in zip(self.probes, tokens))
         if len(self.samples) > first:
             self.rounds.append(tuple(self.samples[first:]))
+            self.slow.append(False)
+
+    def judge(self, host, before: float, after: float) -> None:
+        """Bracket the round just sampled with the host reference's readings; leave it out of the pool (the stopping
+        rule's and the figure's) when the host ran slow on either side of it."""
+        if len(self.brackets) == len(self.rounds):  # the round added no samples
+            return
+        self.brackets.append((before, after))
+        self.rejudge(host)
+
+    def rejudge(self, host) -> None:
+        """Judge every round again against the host's best so far (it only gets better as readings come in)."""
+        self.slow = [host.slow(*b) for b in self.brackets]
+        # the calibration sample, taken before any reading, goes: nothing says what the host was doing then
+        self.samples = [x for r, slow in zip(self.rounds, self.slow) if not slow for x in r]
+
+    @property
+    def kept(self) -> int:
+        return self.slow.count(False)
 
     def _sample(self, *, min_samples: int, max_samples: int, target_rel_ci: float, min_time_s: float,
                 max_time_s: float) -> None:
@@ -164,11 +188,18 @@ class _Sampler:
                     break
 
     def stats(self, target_rel_ci: float) -> LatencyStats:
-        return LatencyStats(tuple(s * 1e3 for s in self.samples), self.calls, target_rel_ci,
+        kept = [r for r, slow in zip(self.rounds, self.slow) if not slow]
+        left_out = [r for r, slow in zip(self.rounds, self.slow) if slow]
+        if not kept:  # the host ran slow beside every round: the figure is all of them, flagged
+            kept, left_out = self.rounds, []
+        samples = ([] if self.brackets else self.samples[:1]) + [x for r in kept for x in r]
+        return LatencyStats(tuple(s * 1e3 for s in samples), self.calls, target_rel_ci,
                             "cuda_event" if self.cuda else "perf_counter",
-                            rounds_ms=tuple(float(np.median(r)) * 1e3 for r in self.rounds),
+                            rounds_ms=tuple(float(np.median(r)) * 1e3 for r in kept),
                             evidence=RegionEvidence.pooled(self.evidence) if self.evidence else None,
-                            probes=tuple(self.reports))
+                            probes=tuple(self.reports),
+                            slow_rounds_ms=tuple(float(np.median(r)) * 1e3 for r in left_out),
+                            host_slow=bool(self.rounds) and self.kept < _enough(len(self.rounds)))
 
 
 @contextlib.contextmanager
@@ -213,7 +244,7 @@ def latency_rounds(fns: dict[Any, tuple[Callable, Callable | None]], *, rounds: 
                    min_samples: int = 10, max_samples: int = 200, max_time_s: float = 1.0, min_time_s: float = 0.0,
                    target_rel_ci: float = 0.05, min_block_ms: float = 1.0, device: str = "cpu",
                    flush_l2: bool = False, clock: Callable[[], float] | None = None, warmup_s: float = 0.0,
-                   threads: int | None = None, probes: tuple = ()) -> dict[Any, LatencyStats]:
+                   threads: int | None = None, probes: tuple = (), host=None) -> dict[Any, LatencyStats]:
     """Time several functions in interleaved rounds: round 1 samples each in turn, then round 2 each again, …, each
     round with 1/rounds of the budgets. ``fns``: key → (fn, context or None), the context entered around each block of
     calls (e.g. inference mode, a precision region, train mode).
@@ -221,20 +252,52 @@ def latency_rounds(fns: dict[Any, tuple[Callable, Callable | None]], *, rounds: 
     Why rounds: shared hosts have bursts of interference (this project's VMs: ~0.2-0.5 s at half speed, every few
     seconds). A measurement made in one stretch can fall entirely inside one, tight spread and all; spread over rounds
     that lie the other functions' measurements apart, a burst holds a minority of a function's samples and the
-    median barely moves (asv runs its benchmarks in rounds for the same reason)."""
+    median barely moves (asv runs its benchmarks in rounds for the same reason).
+
+    ``host`` (a contention.HostReference, CPU): read between every two rounds. A round with a slow reading on either
+    side ran while the host was slow (a VM's vCPU slowed by a co-tenant: no run-queue wait, full utilisation, and
+    nothing else in the guest sees it) and is left out of the figure; a function left with under half its rounds gets
+    up to ``rounds`` more, and is flagged ``host_slow`` if under a third remain."""
     rounds = max(1, rounds)
     n_threads = _threads(threads)
     samplers = {k: _Sampler(fn, device=device, flush_l2=flush_l2, clock=clock, context=ctx, threads=n_threads,
                             probes=probes) for k, (fn, ctx) in fns.items()}
+    budget = dict(max_time_s=max_time_s / rounds, min_time_s=min(min_time_s, max_time_s) / rounds,
+                  target_rel_ci=target_rel_ci)
+    per_round, max_round = -(-min_samples // rounds), -(-max_samples // rounds)
     with _gc_off():
         for s in samplers.values():
             s.prepare(warmup, min_block_ms, warmup_s)
-        for r in range(1, rounds + 1):
+        before = host.read() if host is not None else None
+
+        def one_round(s: _Sampler) -> None:
+            nonlocal before
+            s.sample(min_samples=len(s.samples) + per_round, max_samples=len(s.samples) + max_round, **budget)
+            if host is not None:
+                after = host.read()
+                s.judge(host, before, after)
+                before = after
+
+        for _ in range(rounds):
             for s in samplers.values():
-                s.sample(min_samples=-(-min_samples * r // rounds), max_samples=-(-max_samples * r // rounds),
-                         target_rel_ci=target_rel_ci, min_time_s=min(min_time_s, max_time_s) / rounds,
-                         max_time_s=max_time_s / rounds)
+                one_round(s)
+        if host is not None:
+            for _ in range(rounds):  # make up rounds the host's slow stretches took, while they can still escape it
+                for s in samplers.values():
+                    s.rejudge(host)
+                short = [s for s in samplers.values() if s.kept < -(-rounds // 2)]
+                if not short:
+                    break
+                for s in short:
+                    one_round(s)
+            for s in samplers.values():
+                s.rejudge(host)
     return {k: s.stats(target_rel_ci) for k, s in samplers.items()}
+
+
+def _enough(rounds: int) -> int:
+    """Rounds a figure needs to stand on once the host's slow ones are out: a third of them, at least one."""
+    return max(1, -(-rounds // 3))
 
 
 def _threads(threads: int | None) -> int:

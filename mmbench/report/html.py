@@ -17,7 +17,8 @@ from mmbench.report.tables import Table
 
 LEGEND = ("★ the best value of a column, only where it beats the runner-up beyond both spreads (std over seeds or the "
           "test split's standard error, the larger; a latency's IQR); ⚠ a flagged timing (noisy: the median was not "
-          "pinned down within the target; contended: the timed region was descheduled); ± — one seed, so no spread. Columns and "
+          "pinned down within the target; contended: the timed region was descheduled; host_slow: the host ran slow "
+          "beside most of its rounds); ± — one seed, so no spread. Columns and "
           "tables holding only zeros or empties are left out.")
 MANY = 20  # more dominated configurations than this: folded away
 

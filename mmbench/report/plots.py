@@ -18,6 +18,7 @@ import matplotlib.ticker
 matplotlib.use("Agg")
 from matplotlib.figure import Figure  # noqa: E402  (not pyplot: half a second of import for nothing we use)
 
+from mmbench import evidence  # noqa: E402
 from mmbench import vocabulary as V  # noqa: E402
 from mmbench.report.tables import batch_sizes, dims_label, dims_order  # noqa: E402
 
@@ -118,6 +119,17 @@ def _legend(ax, n: int) -> None:
         ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0), ncol=1 + n // 25, frameon=False)
 
 
+def _flagged(ax, points: list[tuple[float, float, dict, str]]) -> int:
+    """Ring the points whose timing is flagged (noisy, contended, host_slow …: no evidence of a cost), as the tables
+    mark them ⚠. ``points``: (x, y, row, timing column). Returns the legend entries added (0 or 1)."""
+    hit = [(x, y) for x, y, r, col in points if evidence.flags(r, col)]
+    if not hit:
+        return 0
+    ax.scatter(*zip(*hit), s=110, facecolors="none", edgecolors="#d62728", linewidths=1.3, zorder=4,
+               label="flagged timing (see the table's ⚠)")
+    return 1
+
+
 def _ticks(ax, ticks: list[float]) -> None:
     ax.set_xticks(ticks, [f"{t:.3g}" for t in ticks])
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
@@ -166,13 +178,14 @@ def accuracy_vs(rows: list[dict], cost: str, xlabel: str, title: str) -> Figure 
     front = pareto_front([(float(r[cost]), float(r["acc_mean"])) for r in pts])
     ax.step([p[0] for p in front], [p[1] for p in front], where="post", color="black", lw=1.2, alpha=0.7,
             label="Pareto front", zorder=2)
+    flagged = _flagged(ax, [(r[cost], r["acc_mean"], r, cost) for r in pts])
     bayes = next((r for r in pts if _num(r.get("bayes_accuracy")) is not None), None)
     if bayes is not None:
         b, se = bayes["bayes_accuracy"], _num(bayes.get("bayes_accuracy_se")) or 0.0
         ax.axhline(b, color="grey", ls="--", lw=0.8, label="Bayes-optimal (test split)")
         if se:
             ax.axhspan(b - se, b + se, color="grey", alpha=0.15, lw=0)
-    _legend(ax, pal.entries + 1 + (bayes is not None) + (len(order) if key else 0))
+    _legend(ax, pal.entries + 1 + (bayes is not None) + (len(order) if key else 0) + flagged)
     return fig
 
 
@@ -189,8 +202,9 @@ def vs_dim(rows: list[dict], col: str, ylabel: str, title: str) -> Figure | None
     for key, rs in _series(pts).items():
         rs = sorted(rs, key=lambda r: pos[str(r.get("dims"))])
         ax.plot([pos[str(r.get("dims"))] for r in rs], [r[col] for r in rs], lw=1, ms=4, **pal(rs[0]))
+    flagged = _flagged(ax, [(pos[str(r.get("dims"))], r[col], r, col) for r in pts])
     ax.set_xticks(range(len(order)), [dims_label(d) for d in order], rotation=30 if len(order) > 6 else 0)
-    _legend(ax, pal.entries)
+    _legend(ax, pal.entries + flagged)
     return fig
 
 
@@ -245,16 +259,17 @@ def latency_vs_batch(rows: list[dict]) -> Figure | None:
     fig, ax = _new("Forward latency vs batch size (each method at its largest dims)", "batch size",
                    "latency, whole model (ms)", logx=True, logy=True)
     pal = _Palette(list(largest.values()))
-    n = 0
+    drawn = []
     for key, r in largest.items():
         xy = [(b, r[col[b]]) for b in batches if _num(r.get(col[b])) is not None]
         if len(xy) >= 2:
             ax.plot(*zip(*xy), lw=1, ms=4, **pal(r, f"{key} (dims {dims_label(r.get('dims'))})"))
-            n += 1
-    if not n:
+            drawn += [(b, y, r, col[b]) for b, y in xy]
+    if not drawn:
         return None
+    flagged = _flagged(ax, drawn)
     _ticks(ax, batches)
-    _legend(ax, pal.entries)
+    _legend(ax, pal.entries + flagged)
     return fig
 
 
