@@ -39,11 +39,12 @@ def make_run(root: Path, name: str, *, suite: str = "fake", specs: list[dict] | 
              acc_delta: dict[str, float] | None = None, started: str | None = None, rounds: int = 5,
              run_factor: float = 1.0, contended: set[str] = frozenset(), noisy: set[str] = frozenset(),
              quick: bool = False, threads: int = 1, seeds: int = 3, host: float | None = 1.0,
-             host_slow: set[str] = frozenset()) -> Path:
+             host_slow: set[str] = frozenset(), partial: dict[str, float] | None = None) -> Path:
     """A run directory <root>/<suite>/<name>. ``slow``: trial id → latency factor; ``fail``: ids that fail;
     ``run_factor``: every latency of this run × it (a process-level shift, as between two runs of the same code);
     ``contended``/``noisy``/``host_slow``: ids whose timed metrics are flagged so (and, contended, slowed 2×); ``host``: the host's
-    speed as the reference workload saw it (its `host_ref_ms` × this; None: no reference column)."""
+    speed as the reference workload saw it (its `host_ref_ms` × this; None: no reference column); ``partial``: trial
+    id → factor on the last 60% of its samples only (a slow stretch of the machine over part of its rounds)."""
     specs = specs if specs is not None else trials()
     rng = np.random.default_rng(seed)
     path = root / suite / name
@@ -77,6 +78,8 @@ def make_run(root: Path, name: str, *, suite: str = "fake", specs: list[dict] | 
             for prefix in ("fusion_", ""):
                 base = 1e-3 * fusion_params ** 0.5 * (1 + b / 8) * (1.3 if prefix == "" else 1.0)
                 xs = base * factor * rng.lognormal(0.0, 0.03, n_samples)
+                if tid in (partial or {}):
+                    xs[int(0.4 * n_samples):] *= partial[tid]
                 name = f"{prefix}latency"
                 row[f"{name}_ms_b{b}"] = float(np.median(xs))
                 row[f"{name}_iqr_ms_b{b}"] = float(np.subtract(*np.percentile(xs, [75, 25])))

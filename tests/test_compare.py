@@ -210,6 +210,21 @@ def test_history_judges_against_its_run_to_run_spread(tmp_path):
     assert any(C.TOO_SMALL in e.detail and "2 unflagged run(s)" in e.detail for e in cmp.entries)
 
 
+def test_a_run_whose_median_moved_with_only_part_of_its_rounds_is_noise_against_history(tmp_path):
+    # 3 of the 5 rounds 30% slow (a slow stretch of the machine): the median moves +30%, the fastest rounds not at all
+    db = tmp_path / "h.sqlite"
+    for i in range(5):
+        H.record_run(db, make_run(tmp_path, f"r{i}", seed=i, started=f"2026-01-0{i + 1}T00:00"))
+    part = make_run(tmp_path, "part", seed=9, partial={IDS[5]: 1.3}, started="2026-01-09T00:00")
+    cmp = C.compare(*C.load_sides("history:fake", str(part), db))
+    e = next(e for e in cmp.entries if e.trial_id == IDS[5] and e.metric == "latency_ms_b1")
+    assert e.change > 0.2 and e.state == C.NOISE and "part of the run moved, not all of it" in e.detail
+    assert not cmp.regressions
+    whole = make_run(tmp_path, "whole", seed=9, slow={IDS[5]: 1.3}, started="2026-01-09T00:00")
+    cmp = C.compare(*C.load_sides("history:fake", str(whole), db))
+    assert {t for t, _ in _states(cmp, C.REGRESSED)} == {IDS[5]}
+
+
 def test_history_leaves_flagged_runs_out_of_its_spread(tmp_path):
     db = tmp_path / "h.sqlite"
     for i in range(6):  # the newest history run was contended on IDS[5]: left out, five clean runs remain
