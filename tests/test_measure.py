@@ -162,7 +162,7 @@ def test_host_reference_reads_blocks_and_judges_against_its_usual_best():
     assert ref.read() == pytest.approx(1e-4) and ref.calls == 10
     ref.readings += [1e-4] * 8 + [1.3e-4]  # eight more quiet readings and one slow one
     assert ref.best == pytest.approx(1e-4) and ref.slow(1.3e-4) and not ref.slow(1.1e-4, None)
-    assert ref.median_ms == pytest.approx(0.1)  # the host's speed while it was not slow
+    assert ref.median_ms == pytest.approx(0.1)  # the host's speed over the trial: the median of every reading
     ref.readings += [0.5e-4]  # one lucky reading does not make every other one slow
     assert ref.best == pytest.approx(1e-4)
 
