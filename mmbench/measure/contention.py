@@ -149,7 +149,8 @@ def free_cores(window_s: float = 0.2) -> tuple[int, str]:
 # moved with the machine, not the code).
 REFERENCE = "host_ref"
 # A reading this much slower than the trial's usual best says the host was slow. On this project's 2-core VM a quiet
-# host's readings lie within it ~90% of the time; its slow stretches run the reference 30-70% slower.
+# host's readings lie within it ~90% of the time; its slow stretches run the reference 30-70% slower (each vCPU
+# switches between a fast and a slow speed, for a fraction of a second to minutes: a small model's step 1.6× slower).
 HOST_GATE = 0.15
 
 
@@ -189,11 +190,14 @@ class HostReference:
 
     @property
     def median_ms(self) -> float | None:
-        """The host's speed over the whole trial: the median of every reading. (Not of the readings within the gate
-        alone: a slow stretch the gate could not separate from the rest, because it slowed the trial's functions
-        more than the reference, must still show when compare sets this run against others.)"""
-        ordered = sorted(self.readings)
-        return statistics.median(ordered) * 1e3 if ordered else None
+        """The host's speed the trial's figures were taken at: the median of the readings within the gate (only
+        rounds beside those stay in a figure, unless it is flagged host_slow). The host switches between speeds for
+        minutes at a time: a trial timed wholly in a slow stretch keeps slow rounds (they are its usual best) and a
+        trial that saw both keeps its fast ones, so this reading, set against another run's, says whether the two
+        figures were taken at one speed of the host. (The median of every reading said the first and the second
+        alike: on this project's VMs a figure 1.6× faster than the history's beside a host_ref_ms 1% apart.)"""
+        kept = sorted(r for r in self.readings if not self.slow(r))
+        return statistics.median(kept) * 1e3 if kept else None
 
     @property
     def readings_ms(self) -> list[float]:
