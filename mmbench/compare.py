@@ -53,6 +53,11 @@ RUN_ALLOWANCE = 0.10    # two single runs: a move must exceed threshold + this (
 # two sides: a timing that moved the same way is the machine's, not the code's. Back-to-back quiet runs on this
 # project's VMs: see benchmarks/compare_floors.py.
 HOST_TOLERANCE = 0.05
+# A timing judged against a history is set against the runs of its trial taken at the host speed of the run judged
+# (host_ref_ms within HOST_TOLERANCE), the last N of up to this many times N: a VM's vCPUs switch between a fast and
+# a slow speed for minutes (this project's: a small model's step 1.6× apart), and a history of both spreads ~30%,
+# too wide to find a 25% slowdown in.
+SPEED_POOL = 4
 EXACT_MEMORY = ("cuda_allocated", "cpu_live_tensors")
 TOO_SMALL = "budget too small to judge"
 
@@ -66,6 +71,8 @@ class Side:
     rows: dict[str, dict[str, Any]]              # trial id → row
     rounds: dict[str, dict[str, list[float]]] = field(default_factory=dict)  # trial → metric → per-round medians
     runs: dict[str, dict[str, list[float]]] | None = None  # history: trial → metric → per-run values (else None)
+    at_speed: dict[str, list[tuple[float | None, dict[str, float]]]] | None = None  # history: history.Baseline's
+    last: int = 0                                # history: runs a trial's baseline is made of
     env: dict[str, Any] = field(default_factory=dict)
     quick: bool | None = None                    # resolved.json's `quick` (None: unknown, or a history)
     note: str = ""
@@ -117,8 +124,9 @@ def side_from_history(spec: str, db: str | Path, other: Side) -> Side:
             raise UserError(f"'{spec}': N must be a positive integer")
         last = int(parts[2])
     b = history.baseline(db, parts[1], other.fingerprint, last=last, exclude_run_key=other.run_key,
-                         trials=list(other.rows))
-    return Side(spec, b.suite, b.fingerprint, None, b.rows, runs=b.per_run, env=other.env,
+                         trials=list(other.rows), pool=SPEED_POOL * last)
+    return Side(spec, b.suite, b.fingerprint, None, b.rows, runs=b.per_run, at_speed=b.at_speed, last=last,
+                env=other.env,
                 note=f"per trial, the last {last} of {len(b.run_keys)} run(s): {', '.join(b.run_keys)}")
 
 
@@ -333,6 +341,9 @@ def _score(e: Entry, b: dict, c: dict, col: V.Column) -> None:
 
 def _timing(e: Entry, b: dict, c: dict, base: Side, cur: Side, threshold: float, alpha: float,
             allowance: float) -> None:
+    timed = V.timing(e.metric) is not None
+    matched = _at_host_speed(e, base, b, cur, c) if timed else None
+    at_speed = matched is not None and len(matched) >= MIN_RUNS
     if e.current == e.baseline:  # e.g. no memory above the baseline level on either side
         return
     if e.baseline <= 0:
@@ -347,8 +358,7 @@ def _timing(e: Entry, b: dict, c: dict, base: Side, cur: Side, threshold: float,
     if flagged:
         e.state, e.detail = NOISE, "flagged in the " + "; ".join(flagged)
         return
-    host = _host_shift(b, c)
-    timed = V.timing(e.metric) is not None
+    host = None if at_speed else _host_shift(b, c)  # matched: the same speed by construction
     if timed and host is not None and (host > HOST_TOLERANCE if worse else host < -HOST_TOLERANCE):
         e.state, e.detail = NOISE, (f"the host ran its fixed reference workload {host * 100:+.0f}% against the "
                                     f"baseline, beside this trial: the machine's speed moved, not (only) the code")
@@ -364,7 +374,10 @@ def _timing(e: Entry, b: dict, c: dict, base: Side, cur: Side, threshold: float,
     tid = e.trial_id
     hist = base.runs if base.runs is not None else cur.runs
     if hist is not None:
-        runs = hist.get(tid, {}).get(e.metric) or []
+        if matched is not None and not at_speed:  # e.detail says how many were found
+            e.state = NOISE
+            return
+        runs = matched if at_speed else hist.get(tid, {}).get(e.metric) or []
         single, side = (e.current, cur) if base.runs is not None else (e.baseline, base)
         higher = worse if base.runs is not None else not worse
         significant = _vs_runs(e, runs, single, higher, alpha) and _whole_shift(
@@ -377,6 +390,28 @@ def _timing(e: Entry, b: dict, c: dict, base: Side, cur: Side, threshold: float,
         e.state = REGRESSED if worse else IMPROVED
     else:
         e.state = NOISE
+
+
+def _at_host_speed(e: Entry, base: Side, b: dict, cur: Side, c: dict) -> list[float] | None:
+    """Against a history: the trial's last runs (its Side.last) taken at the host speed of the run judged, whose
+    median becomes the history's figure (e.baseline, or e.current where the history is the current side). None where
+    there is no speed to match on (CUDA trials, runs before host_ref_ms): the history's last runs, as they are."""
+    hist, row = (base, c) if base.at_speed is not None else (cur, b) if cur.at_speed is not None else (None, None)
+    ref = _f(row.get(V.HOST_REF)) if hist is not None else None
+    pool = hist.at_speed.get(e.trial_id) if hist is not None else None
+    if not ref or not pool or not any(r for r, _ in pool):
+        return None
+    matched = [v[e.metric] for r, v in pool if r and abs(r / ref - 1) <= HOST_TOLERANCE and e.metric in v]
+    matched = matched[:hist.last]
+    if len(matched) < MIN_RUNS:
+        e.detail = (f"{TOO_SMALL}: the history holds {len(matched)} unflagged run(s) of this trial at this run's host "
+                    f"speed (host_ref_ms within {HOST_TOLERANCE:.0%} of {ref:.3g}), {MIN_RUNS} needed")
+        return matched
+    if hist is base:
+        e.baseline = statistics.median(matched)
+    else:
+        e.current = statistics.median(matched)
+    return matched
 
 
 def _host_shift(b: dict, c: dict) -> float | None:

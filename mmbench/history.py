@@ -17,7 +17,7 @@ import json
 import math
 import sqlite3
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -414,12 +414,17 @@ class Baseline:
     run_keys: list[str]                          # every run used, newest first
     rows: dict[str, dict[str, Any]]              # trial id → {label, task, dims, status, metric: median …}
     per_run: dict[str, dict[str, list[float]]]   # trial id → metric → each run's value (flagged timings left out)
+    # trial id → (its host_ref_ms, its unflagged timings) in each of up to ``pool`` runs, newest first: compare matches
+    # a timing with the runs taken at the host speed of the run it judges (a VM's vCPUs switch speeds for minutes)
+    at_speed: dict[str, list[tuple[float | None, dict[str, float]]]] = field(default_factory=dict)
 
 
 def baseline(db: str | Path, suite: str, env_fingerprint: str, last: int = 5,
-             exclude_run_key: str | None = None, trials: list[str] | None = None) -> Baseline:
+             exclude_run_key: str | None = None, trials: list[str] | None = None, pool: int = 0) -> Baseline:
     """The last ``last`` complete runs of a suite on one environment. With ``trials``: per trial, the last runs that
-    hold it (a --quick run's trials have other ids than a full run's, so each is matched with its own budget)."""
+    hold it (a --quick run's trials have other ids than a full run's, so each is matched with its own budget).
+    ``pool``: per trial, the timings and host speed of up to that many last runs too (Baseline.at_speed)."""
+    depth = max(last, pool)
     con = open_db(db)
     try:
         runs = con.execute("SELECT id, run_key FROM runs WHERE suite = ? AND env_fingerprint = ? AND state = "
@@ -433,25 +438,25 @@ def baseline(db: str | Path, suite: str, env_fingerprint: str, last: int = 5,
         keys = dict(runs)
         chosen: dict[str, list[int]] = {}  # trial → its runs, newest first
         if trials is None:
-            for run_id, _ in runs[:last]:
+            for run_id, _ in runs[:depth]:
                 for (tid,) in con.execute("SELECT trial_id FROM results WHERE run_id = ?", (run_id,)):
                     chosen.setdefault(tid, []).append(run_id)
         else:
             wanted = set(trials)
             for run_id, _ in runs:
                 for (tid,) in con.execute("SELECT trial_id FROM results WHERE run_id = ?", (run_id,)):
-                    if tid in wanted and len(chosen.setdefault(tid, [])) < last:
+                    if tid in wanted and len(chosen.setdefault(tid, [])) < depth:
                         chosen[tid].append(run_id)
             if not chosen:
                 raise UserError(f"nothing was comparable: none of the {len(wanted)} trials is in a complete run of "
                                 f"suite '{suite}' on this environment (a changed suite or budget, --quick or not, "
                                 f"gives new trial ids)", file=str(db))
-        picked = {r for rs in chosen.values() for r in rs}
-        used = [r for r, _ in runs if r in picked]  # newest first
+        picked = {r for rs in chosen.values() for r in rs[:last]}
+        used = [r for r, _ in runs if r in picked]  # newest first: the runs of the medians
         per_run_values: dict[tuple[int, str], dict[str, float]] = {}
         info: dict[tuple[int, str], tuple[str, str | None]] = {}
         trial_info: dict[str, dict[str, Any]] = {}
-        for run_id in used:
+        for run_id in {r for rs in chosen.values() for r in rs}:
             for tid, metric, value in con.execute("SELECT trial_id, metric, value FROM measurements WHERE run_id = ?",
                                                   (run_id,)):
                 if tid in chosen and run_id in chosen[tid] and value is not None:
@@ -464,7 +469,13 @@ def baseline(db: str | Path, suite: str, env_fingerprint: str, last: int = 5,
                     trial_info.setdefault(tid, {"trial_id": tid, "task": task, "label": label, "dims": dims})
         rows: dict[str, dict[str, Any]] = {}
         per_run: dict[str, dict[str, list[float]]] = {}
-        for tid, run_ids in chosen.items():
+        at_speed: dict[str, list[tuple[float | None, dict[str, float]]]] = {}
+        for tid, pooled in chosen.items():
+            if pool:
+                ok_runs = [per_run_values.get((r, tid), {}) for r in pooled[:pool] if info.get((r, tid), ("",))[0] == "ok"]
+                at_speed[tid] = [(v.get(V.HOST_REF), {m: x for m, x in v.items() if V.timing(m)
+                                                      and not evidence.flags(v, m)}) for v in ok_runs]
+            run_ids = pooled[:last]
             statuses = [info[(r, tid)][0] for r in run_ids if (r, tid) in info]
             if not statuses:
                 continue
@@ -486,6 +497,6 @@ def baseline(db: str | Path, suite: str, env_fingerprint: str, last: int = 5,
                         row[t.evidence(flag)] = not clean and any(v.get(t.evidence(flag)) for v in vals)
                     if not clean and V.CONTENDED in {f for v in vals for f in evidence.flags(v, metric)}:
                         row[t.evidence(V.CONTENDED)] = True
-        return Baseline(suite, env_fingerprint, [keys[r] for r in used], rows, per_run)
+        return Baseline(suite, env_fingerprint, [keys[r] for r in used], rows, per_run, at_speed)
     finally:
         con.close()

@@ -193,6 +193,39 @@ def test_history_baseline_matches_the_current_environment_and_leaves_the_current
         C.load_sides("history:fake", "history:fake", db)
 
 
+def test_history_is_matched_to_the_host_speed_of_the_run_judged(tmp_path):
+    """A host that switches between two speeds (the reference 40% slower, the timings 60%): a history of both is
+    ~25% apart run to run, where a 25% slowdown hides; matched on host_ref_ms, the runs at this run's speed find it."""
+    db = tmp_path / "h.sqlite"
+    for i in range(10):
+        slow = i % 2 == 1
+        H.record_run(db, make_run(tmp_path, f"r{i}", seed=i, started=f"2026-01-{i + 1:02d}T00:00",
+                                  run_factor=1.6 if slow else 1.0, host=1.4 if slow else 1.0))
+    fast = make_run(tmp_path, "fast", seed=20, slow={IDS[5]: 1.25}, started="2026-01-20T00:00")
+    cmp = C.compare(*C.load_sides("history:fake", str(fast), db))
+    assert {t for t, _ in _states(cmp, C.REGRESSED)} == {IDS[5]}
+    assert all("runs as the unit: 5 history runs" in e.detail for e in cmp.regressions)
+    unmatched = make_run(tmp_path, "nohost", seed=20, slow={IDS[5]: 1.25}, host=None, started="2026-01-20T00:00")
+    assert not C.compare(*C.load_sides("history:fake", str(unmatched), db)).regressions  # the last 5, both speeds
+    # unchanged code at the slow speed: judged against the slow runs, unchanged (not noise "the host moved")
+    slowed = make_run(tmp_path, "slow", seed=21, run_factor=1.6, host=1.4, started="2026-01-21T00:00")
+    cmp = C.compare(*C.load_sides("history:fake", str(slowed), db))
+    timed = [e for e in cmp.entries if "latency_ms_b" in e.metric]
+    assert not cmp.regressions and timed and all(e.state == C.UNCHANGED for e in timed)
+    # a speed the history never ran at: noise, the host's move named
+    other = make_run(tmp_path, "other", seed=22, slow={IDS[5]: 1.25}, host=1.2, started="2026-01-22T00:00")
+    cmp = C.compare(*C.load_sides("history:fake", str(other), db))
+    timed = [e for e in cmp.entries if e.trial_id == IDS[5] and "latency_ms_b" in e.metric]
+    assert not cmp.regressions and all(e.state == C.NOISE and "host ran" in e.detail for e in timed)
+    # four runs at this speed: too few to judge, said so
+    few = tmp_path / "few.sqlite"
+    for i in range(4):
+        H.record_run(few, make_run(tmp_path / "few", f"r{i}", seed=i, started=f"2026-01-{i + 1:02d}T00:00"))
+    cmp = C.compare(*C.load_sides("history:fake", str(fast), few))
+    assert not cmp.regressions and any("4 unflagged run(s) of this trial at this run's host speed" in e.detail
+                                       for e in cmp.entries if e.trial_id == IDS[5])
+
+
 def test_history_judges_against_its_run_to_run_spread(tmp_path):
     db = tmp_path / "h.sqlite"
     # a history whose runs differ by up to 30% (a shared host): a 25% slower run lies inside it
