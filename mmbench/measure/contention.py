@@ -205,26 +205,53 @@ class HostReference:
 
 
 def reference_workload():
-    """A fixed, seeded CPU workload (~90 µs), the same in every run and process, in two halves of about equal time: a
-    chain of small matmuls and tanh (the arithmetic of a fusion layer) and a chain of tiny elementwise ops (the
-    per-op dispatch that dominates a small model's forward and training step). A host's slow stretches do not slow
-    both alike: on this project's VMs the dispatch-bound chain tracked a small training step's slowdowns more closely
-    (correlation 0.80, against 0.71 for the matmuls alone). Runs on torch's intra-op threads, as the trial's functions
-    do."""
+    """A fixed, seeded CPU workload (~220 µs), the same in every run and process: its three parts (reference_parts)
+    called in turn. Runs on torch's intra-op threads, as the trial's functions do."""
+    parts = list(reference_parts().values())
+
+    def call():
+        for part in parts:
+            part()
+
+    return call
+
+
+def reference_parts() -> dict:
+    """The reference's parts, name → call: a chain of small matmuls and tanh (the arithmetic of a fusion layer), a
+    chain of tiny elementwise ops (the per-op dispatch that dominates a small model's forward) and a training step
+    of a two-layer perceptron (autograd's backward and an Adam update: what a small model's training step is bound
+    by). A host's slow stretches do not slow these alike: on this project's VMs some slowed a small training step
+    4-5× more than the first two parts, inside the 5% match compare makes on this reading; benchmarks/
+    host_reference.py measures how each part tracks the trials' timings. The step's learning rate is 0: the weights,
+    and so the work, stay the same call after call."""
     import torch
 
     g = torch.Generator().manual_seed(0)
     w, x = torch.randn(64, 64, generator=g) / 8, torch.randn(16, 64, generator=g)
     tiny = torch.ones(4)
+    w1 = (torch.randn(16, 16, generator=g) / 4).requires_grad_()
+    w2 = (torch.randn(16, 2, generator=g) / 4).requires_grad_()
+    xs, ys = torch.randn(8, 16, generator=g), torch.randint(0, 2, (8,), generator=g)
+    opt = torch.optim.Adam([w1, w2], lr=0.0)
 
-    def call():
-        with torch.inference_mode():
-            y = x
-            for _ in range(8):
-                y = torch.tanh(y @ w)
-            z = tiny
-            for _ in range(6):
-                z = z * 1.0001 + 0.0001
-            return y, z
+    @torch.inference_mode()
+    def matmuls():
+        y = x
+        for _ in range(8):
+            y = torch.tanh(y @ w)
+        return y
 
-    return call
+    @torch.inference_mode()
+    def dispatch():
+        z = tiny
+        for _ in range(6):
+            z = z * 1.0001 + 0.0001
+        return z
+
+    @torch.enable_grad()
+    def train_step():
+        opt.zero_grad(set_to_none=True)
+        torch.nn.functional.cross_entropy(torch.relu(xs @ w1) @ w2, ys).backward()
+        opt.step()
+
+    return {"matmuls": matmuls, "dispatch": dispatch, "train_step": train_step}
