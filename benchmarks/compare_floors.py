@@ -17,6 +17,7 @@ Every run is a fresh `mmbench run` process, as in the workflow. Every comparison
 small to judge, so a floor that holds only because nothing was judged shows as such.
 Run on a quiet machine (nothing else running):  python benchmarks/compare_floors.py [--pairs 10] [--nights 10]
 (about 1-1.5 hours on 2 cores). --smoke: one of each on tiny budgets, to check the script works (minutes).
+--rejudge DIR: the nights and detection run kept by an earlier --keep DIR, judged again by this checkout's compare.
 """
 from __future__ import annotations
 
@@ -104,6 +105,64 @@ def _gating(run_dir: Path) -> str:
     return f"{sum(counts)} rounds left out beside a slow host over {len(counts)} figures, {flags} flagged host_slow"
 
 
+def host_spread(run_dirs: list[Path]) -> str:
+    """How far the host's own speed wandered over these runs: per trial, p90/p10 of its host_ref_ms run to run, and
+    of one timing (fusion latency at the first batch size) raw and divided by host_ref_ms. A floor that fails on a
+    host wandering far more than the suite's threshold says so beside it."""
+    import numpy as np
+    from mmbench.store import load_run
+
+    by: dict[str, list[dict]] = {}
+    for d in run_dirs:
+        for r in load_run(d).rows:
+            if r.get("host_ref_ms"):
+                by.setdefault(r["trial_id"], []).append(r)
+    ratio = lambda v: float(np.percentile(v, 90) / np.percentile(v, 10))  # noqa: E731
+    metric = next((k for rows in by.values() for k in rows[0] if k.startswith("fusion_latency_ms_b")), None)
+    ref = [ratio([r["host_ref_ms"] for r in rows]) for rows in by.values() if len(rows) >= 3]
+    if not ref or metric is None:
+        return "no host reference in these runs"
+    raw = [ratio([r[metric] for r in rows]) for rows in by.values() if len(rows) >= 3]
+    rel = [ratio([r[metric] / r["host_ref_ms"] for r in rows]) for rows in by.values() if len(rows) >= 3]
+    return (f"the host over {len(run_dirs)} runs, p90/p10 per trial (median, max): host_ref_ms {np.median(ref):.2f}, "
+            f"{max(ref):.2f}; {metric} {np.median(raw):.2f}, {max(raw):.2f}; {metric} / host_ref_ms "
+            f"{np.median(rel):.2f}, {max(rel):.2f}")
+
+
+def rejudge(keep: Path) -> None:
+    """The nights and the detection run kept in ``keep`` (--keep), judged again by the compare of this checkout: a
+    change to compare measured on recorded runs, with no run taken again (a change to the measurement needs new
+    runs)."""
+    from mmbench import history
+    from mmbench.compare import compare, load_sides
+
+    runs = sorted((keep / "nights" / "nightly").glob("2*"))
+    if not runs:
+        raise SystemExit(f"{keep}: no nights kept (run with --keep {keep} first)")
+    db = keep / "rejudge-history.sqlite"
+    db.unlink(missing_ok=True)
+    clean = 0
+    for night, run_dir in enumerate(runs):
+        history.record_run(db, run_dir)
+        if night == 0:
+            continue
+        cmp = compare(*load_sides("history:nightly", str(run_dir), db))
+        reg = _regressions(cmp)
+        clean += not reg and not cmp.refusal
+        print(f"  night {night:2d}: {len(reg)} trial(s) regressed · {_summary(cmp)}", flush=True)
+        _print_regressions(reg)
+    print(f"  {clean}/{len(runs) - 1} nights with 0 regressions · {host_spread(runs)}")
+    for run_dir in sorted((keep / "detect" / "nightly").glob("2*")):
+        copy = keep / "rejudge-detection.sqlite"
+        shutil.copy(db, copy)
+        history.record_run(copy, run_dir)
+        reg = _regressions(compare(*load_sides("history:nightly", str(run_dir), copy)))
+        want = f"lmf(rank={SLOW['rank']}) {'x'.join(map(str, SLOW['dims']))}"
+        found = len(reg) == 1 and next(iter(reg)).startswith(want)
+        print(f"  detection ({run_dir.name}): {'PASS' if found else 'FAIL'}")
+        _print_regressions(reg)
+
+
 def _regressions(cmp) -> dict[str, set[str]]:
     out: dict[str, set[str]] = {}
     for e in cmp.regressions:
@@ -169,6 +228,7 @@ def nights(work: Path, n: int, smoke: bool) -> tuple[int, Path, Path]:
         print(f"  night {night:2d}: {len(reg)} trial(s) regressed · {_summary(cmp)} · "
               f"{time.perf_counter() - t0:.0f} s · {_gating(run_dir)}", flush=True)
         _print_regressions(reg)
+    print(f"  {host_spread(sorted((work / 'nights' / 'nightly').glob('2*')))}", flush=True)
     return clean, db, suite
 
 
@@ -244,7 +304,12 @@ def main() -> None:
     ap.add_argument("--smoke", action="store_true", help="tiny budgets: check that the script works, not the floors")
     ap.add_argument("--skip", nargs="*", default=[], choices=["report", "quick", "nights", "hog"])
     ap.add_argument("--keep", type=Path, help="work in this folder and keep it (the runs, the history database)")
+    ap.add_argument("--rejudge", type=Path, metavar="DIR", help="judge the nights and detection run kept in DIR "
+                    "again with this checkout's compare, and stop (no runs)")
     args = ap.parse_args()
+    if args.rejudge:
+        rejudge(args.rejudge)
+        return
     work = args.keep or Path(tempfile.mkdtemp(prefix="mmbench-floors-"))
     work.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()

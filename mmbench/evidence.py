@@ -33,8 +33,9 @@ def describe(row: dict[str, Any], metric: str) -> str:
     extra = []
     if _number(wait) and V.CONTENDED in fs:
         extra.append(f"waited {wait:.0%} of its time for a CPU")
-    if _number(slow) and "host_slow" in fs:
-        extra.append(f"{slow:.0f} rounds left out beside a slow host reading")
+    if _number(slow) and "host_slow" in fs:  # none left out: every round was beside one, and the figure is all of them
+        extra.append(f"{slow:.0f} rounds left out beside a slow host reading" if slow else
+                     "a slow host reading beside every round")
     if _number(util):
         extra.append(f"CPU utilisation {util:.2f}")
     return ", ".join(fs) + (f" ({', '.join(extra)})" if extra else "")

@@ -226,6 +226,18 @@ def test_history_is_matched_to_the_host_speed_of_the_run_judged(tmp_path):
                                        for e in cmp.entries if e.trial_id == IDS[5])
 
 
+def test_a_timing_flagged_in_one_night_leaves_the_history_its_other_runs(tmp_path):
+    """The last 5 runs in which the timing is unflagged (at this run's host speed), of up to SPEED_POOL × 5: one
+    flagged night does not leave the trial with a history too small to judge."""
+    db = tmp_path / "h.sqlite"
+    for i in range(6):
+        H.record_run(db, make_run(tmp_path, f"r{i}", seed=i, started=f"2026-01-{i + 1:02d}T00:00",
+                                  host_slow={IDS[5]} if i == 4 else frozenset()))
+    cur = make_run(tmp_path, "cur", seed=20, slow={IDS[5]: 1.25}, started="2026-01-20T00:00")
+    cmp = C.compare(*C.load_sides("history:fake", str(cur), db))
+    assert {t for t, _ in _states(cmp, C.REGRESSED)} == {IDS[5]}
+
+
 def test_history_judges_against_its_run_to_run_spread(tmp_path):
     db = tmp_path / "h.sqlite"
     # a history whose runs differ by up to 30% (a shared host): a 25% slower run lies inside it

@@ -129,3 +129,13 @@ def test_the_layers_below_the_report_never_import_it(tmp_path):
             "assert not bad, bad")
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+
+
+def test_a_host_slow_figure_says_how_many_rounds_were_left_out_or_that_none_could_be():
+    from mmbench import evidence
+
+    row = {"latency_ms_b1": 1.0, "latency_host_slow_b1": True, "latency_slow_rounds_b1": 4}
+    assert "4 rounds left out beside a slow host reading" in evidence.describe(row, "latency_ms_b1")
+    row["latency_slow_rounds_b1"] = 0  # a slow reading beside every round: the figure is all of them
+    text = evidence.describe(row, "latency_ms_b1")
+    assert "a slow host reading beside every round" in text and "0 rounds" not in text

@@ -165,7 +165,7 @@ class _Sampler:
         self.rejudge(host)
 
     def rejudge(self, host) -> None:
-        """Judge every round again against the host's best so far (it only gets better as readings come in)."""
+        """Judge every round again against the host's usual speed so far (it moves as readings come in)."""
         self.slow = [host.slow(*b) for b in self.brackets]
         # the calibration sample, taken before any reading, goes: nothing says what the host was doing then
         self.samples = [x for r, slow in zip(self.rounds, self.slow) if not slow for x in r]
