@@ -347,6 +347,8 @@ def _record_latency(row: dict, raw: dict, stats: dict, lat: LatencySpec) -> None
         raw[f"{name}_ms_b{b}"] = list(st.samples_ms)
         raw[f"{name}_rounds_ms_b{b}"] = list(st.rounds_ms)
         raw[f"{name}_slow_rounds_ms_b{b}"] = list(st.slow_rounds_ms)
+        if st.rounds_host_ms:  # each kept round's own host speed: a figure relative to the host can be made from it
+            raw[f"{name}_rounds_host_ms_b{b}"] = [list(pair) for pair in st.rounds_host_ms]
         if st.contended:
             why.append(f"{name}_ms_b{b}: " + (f"waited {wait:.0%} of its time for a CPU" if wait is not None else
                                               "timing thread starved of CPU"))

@@ -137,6 +137,8 @@ def test_rounds_beside_a_slow_host_reading_are_left_out_and_made_up():
     assert len(a.slow_rounds_ms) == 2 and len(a.rounds_ms) == 2 and all(r == pytest.approx(4.0) for r in a.slow_rounds_ms)
     assert len(b.slow_rounds_ms) == 1 and len(b.rounds_ms) == 2 and not a.host_slow and not b.host_slow
     assert max(a.samples_ms) == pytest.approx(2.0)  # the figure's samples are the kept rounds'
+    # each kept round with the readings beside it, in the kept rounds' order: both quiet
+    assert len(a.rounds_host_ms) == len(a.rounds_ms) and all(p == (1e3, 1e3) for p in a.rounds_host_ms)
     clock = FakeClock([0.0])
     ungated = measure.latency_rounds(_two_functions(clock, slow), clock=clock, **kw)
     # without the reference, two of a's three rounds (compare's unit) are the slow ones

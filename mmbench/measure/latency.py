@@ -35,6 +35,8 @@ class LatencyStats:
     probes: tuple[dict, ...] = ()            # other probes' reports (GPU state), one per round
     slow_rounds_ms: tuple[float, ...] = ()   # medians of the rounds left out: the host ran slow beside them
     host_slow: bool = False                  # too few rounds were left once those were out: flag, don't trust
+    rounds_host_ms: tuple[tuple[float, float], ...] = ()  # the host reference's readings before and after each kept
+    #                                                        round (rounds_ms's order): each round's own host speed
 
     @property
     def contended(self) -> bool:
@@ -190,8 +192,9 @@ class _Sampler:
     def stats(self, target_rel_ci: float) -> LatencyStats:
         kept = [r for r, slow in zip(self.rounds, self.slow) if not slow]
         left_out = [r for r, slow in zip(self.rounds, self.slow) if slow]
+        kept_brackets = [b for b, slow in zip(self.brackets, self.slow) if not slow]
         if not kept:  # the host ran slow beside every round: the figure is all of them, flagged
-            kept, left_out = self.rounds, []
+            kept, left_out, kept_brackets = self.rounds, [], self.brackets
         samples = ([] if self.brackets else self.samples[:1]) + [x for r in kept for x in r]
         return LatencyStats(tuple(s * 1e3 for s in samples), self.calls, target_rel_ci,
                             "cuda_event" if self.cuda else "perf_counter",
@@ -199,7 +202,8 @@ class _Sampler:
                             evidence=RegionEvidence.pooled(self.evidence) if self.evidence else None,
                             probes=tuple(self.reports),
                             slow_rounds_ms=tuple(float(np.median(r)) * 1e3 for r in left_out),
-                            host_slow=bool(self.rounds) and self.kept < _enough(len(self.rounds)))
+                            host_slow=bool(self.rounds) and self.kept < _enough(len(self.rounds)),
+                            rounds_host_ms=tuple((b * 1e3, a * 1e3) for b, a in kept_brackets))
 
 
 @contextlib.contextmanager
