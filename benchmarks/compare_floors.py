@@ -13,8 +13,8 @@
    `rounds: 5` (so that two single runs can be judged at all: with 3 rounds a side the smallest possible p is 0.05),
    compared. Floor: 0 regressions (timings flagged contended become noise).
 
-Every run is a fresh `mmbench run` process, as in the workflow. Every comparison prints its counts per state and how many of its `noise` entries were flagged or had a budget too
-small to judge, so a floor that holds only because nothing was judged shows as such.
+Every run is a fresh `mmbench run` process, as in the workflow. Every comparison prints its counts per state and why its `noise` entries are noise (flagged, the host's speed, a
+budget too small to judge, …), so a floor that holds only because nothing was judged shows as such.
 Run on a quiet machine (nothing else running):  python benchmarks/compare_floors.py [--pairs 10] [--nights 10]
 (about 1-1.5 hours on 2 cores). --smoke: one of each on tiny budgets, to check the script works (minutes).
 --rejudge DIR: the nights and detection run kept by an earlier --keep DIR, judged again by this checkout's compare.
@@ -84,15 +84,8 @@ def _runner(suite_path: Path, out: Path, *, quick: bool, db: Path | None = None)
 
 
 def _summary(cmp) -> str:
-    from mmbench import compare as C
-
-    counts = ", ".join(f"{cmp.count(s)} {s}" for s in C.STATES if cmp.count(s))
-    noise = [e for e in cmp.entries if e.state == C.NOISE]
-    flagged = sum(e.detail.startswith("flagged") for e in noise)
-    small = sum(C.TOO_SMALL in e.detail for e in noise)
-    host = sum(e.detail.startswith("the host ran") for e in noise)
     refusal = f" · REFUSED (exit 2): {cmp.refusal}" if cmp.refusal else ""
-    return f"{counts} (noise: {flagged} flagged, {host} with the host's speed, {small} budget too small){refusal}"
+    return f"{cmp.counts_text()}{refusal}"  # noise with its causes: a floor held by judging nothing shows as such
 
 
 def _gating(run_dir: Path) -> str:

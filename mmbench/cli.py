@@ -324,9 +324,8 @@ def _compare_table(result) -> None:
         out.print(f"[yellow]note[/]: {escape(note)}")
     if shown:
         out.print(table)
-    counts = ", ".join(f"{result.count(s)} {s}" for s in C.STATES if result.count(s))
     n = len(result.regressions)
-    out.print(f"[{'red' if n else 'green'}]{n} regression(s)[/] · {counts or 'nothing compared'} "
+    out.print(f"[{'red' if n else 'green'}]{n} regression(s)[/] · {escape(result.counts_text()) or 'nothing compared'} "
               f"(threshold {result.threshold * 100:g}%, p < {result.alpha:g}, two-run allowance "
               f"{result.allowance * 100:g}%)")
 

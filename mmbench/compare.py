@@ -60,6 +60,11 @@ HOST_TOLERANCE = 0.05
 SPEED_POOL = 4
 EXACT_MEMORY = ("cuda_allocated", "cpu_live_tensors")
 TOO_SMALL = "budget too small to judge"
+# Why an entry is noise, a short name each (Entry.cause): the summary counts them, so that "113 noise" says whether
+# the flags, the host's speed, the budget or the test held the verdict back.
+FLAGGED, HOST_MOVED, SMALL, ALLOWED, PARTIAL, INSIDE, NOT_SIGNIFICANT, SEED_SPREAD = (
+    "flagged", "host speed moved", "budget too small", "within the two-run allowance", "part of the run moved",
+    "inside the history's range", "not significant", "within the seed spread")
 
 
 @dataclass
@@ -154,6 +159,7 @@ class Entry:
     change: float | None = None     # relative (timing, counts) or absolute (accuracy)
     p_value: float | None = None
     detail: str = ""
+    cause: str = ""                 # a noise entry's reason, one of the names above
 
     @property
     def ratio(self) -> float | None:
@@ -177,6 +183,21 @@ class Comparison:
     def count(self, state: str) -> int:
         return sum(1 for e in self.entries if e.state == state)
 
+    def noise_causes(self) -> dict[str, int]:
+        """How many noise entries each cause holds, most first."""
+        n: dict[str, int] = {}
+        for e in self.entries:
+            if e.state == NOISE:
+                n[e.cause] = n.get(e.cause, 0) + 1
+        return dict(sorted(n.items(), key=lambda kv: -kv[1]))
+
+    def counts_text(self) -> str:
+        """'2 regressed, 113 noise (62 flagged, 40 host speed moved, 11 not significant), 727 unchanged'."""
+        def one(s: str) -> str:
+            causes = ", ".join(f"{k} {c}" for c, k in self.noise_causes().items()) if s == NOISE else ""
+            return f"{self.count(s)} {s}" + (f" ({causes})" if causes else "")
+        return ", ".join(one(s) for s in STATES if self.count(s))
+
     @property
     def regressions(self) -> list[Entry]:
         return [e for e in self.entries if e.state in (REGRESSED, FAILED)]
@@ -189,6 +210,7 @@ class Comparison:
         return {"baseline": self.baseline, "current": self.current, "suite": self.suite,
                 "threshold": self.threshold, "alpha": self.alpha, "allowance": self.allowance, "notes": self.notes,
                 "refusal": self.refusal, "counts": {s: self.count(s) for s in STATES},
+                "noise_causes": self.noise_causes(),
                 "regressions": len(self.regressions), "entries": [{**asdict(e), "ratio": e.ratio}
                                                                   for e in self.entries]}
 
@@ -333,7 +355,7 @@ def _score(e: Entry, b: dict, c: dict, col: V.Column) -> None:
         return
     worse = e.change < 0 if col.better == V.HIGHER else e.change > 0
     if abs(e.change) <= spread:
-        e.state, e.detail = NOISE, f"within the seed spread ({spread:.3g})"
+        e.state, e.cause, e.detail = NOISE, SEED_SPREAD, f"within the seed spread ({spread:.3g})"
     else:
         e.state = REGRESSED if worse else IMPROVED
         e.detail = f"{'worse' if worse else 'better'} by more than the seed spread ({spread:.3g})"
@@ -356,11 +378,11 @@ def _timing(e: Entry, b: dict, c: dict, base: Side, cur: Side, threshold: float,
     flagged = [f"{what}: {d}" for what, row in (("baseline", b), ("current run", c))
                if (d := evidence.describe(row, e.metric))]
     if flagged:
-        e.state, e.detail = NOISE, "flagged in the " + "; ".join(flagged)
+        e.state, e.cause, e.detail = NOISE, FLAGGED, "flagged in the " + "; ".join(flagged)
         return
     host = None if at_speed else _host_shift(b, c)  # matched: the same speed by construction
     if timed and host is not None and (host > HOST_TOLERANCE if worse else host < -HOST_TOLERANCE):
-        e.state, e.detail = NOISE, (f"the host ran its fixed reference workload {host * 100:+.0f}% against the "
+        e.state, e.cause, e.detail = NOISE, HOST_MOVED, (f"the host ran its fixed reference workload {host * 100:+.0f}% against the "
                                     f"baseline, beside this trial: the machine's speed moved, not (only) the code")
         return
     if not timed:  # memory: one number per run
@@ -368,14 +390,14 @@ def _timing(e: Entry, b: dict, c: dict, base: Side, cur: Side, threshold: float,
             e.state = REGRESSED if worse else IMPROVED
             e.detail = f"exact memory measure ({b.get('mem_measure')})"
         else:
-            e.state, e.detail = NOISE, f"{TOO_SMALL}: one memory figure a run from an inexact measure " \
+            e.state, e.cause, e.detail = NOISE, SMALL, f"{TOO_SMALL}: one memory figure a run from an inexact measure " \
                                        f"({b.get('mem_measure') or c.get('mem_measure') or 'unknown'})"
         return
     tid = e.trial_id
     hist = base.runs if base.runs is not None else cur.runs
     if hist is not None:
         if matched is not None and not at_speed:  # e.detail says how many were found
-            e.state = NOISE
+            e.state, e.cause = NOISE, SMALL
             return
         runs = matched if at_speed else hist.get(tid, {}).get(e.metric) or []
         single, side = (e.current, cur) if base.runs is not None else (e.baseline, base)
@@ -387,9 +409,9 @@ def _timing(e: Entry, b: dict, c: dict, base: Side, cur: Side, threshold: float,
         significant = _vs_rounds(e, base.rounds.get(tid, {}).get(e.metric), cur.rounds.get(tid, {}).get(e.metric),
                                  worse, alpha, threshold + allowance)
     if significant:
-        e.state = REGRESSED if worse else IMPROVED
+        e.state, e.cause = REGRESSED if worse else IMPROVED, ""
     else:
-        e.state = NOISE
+        e.state, e.cause = NOISE, e.cause or NOT_SIGNIFICANT  # a helper that held it back named why
 
 
 def _at_host_speed(e: Entry, base: Side, b: dict, cur: Side, c: dict) -> list[float] | None:
@@ -426,7 +448,8 @@ def _vs_runs(e: Entry, runs: list[float], single: float, higher: bool, alpha: fl
     prediction test on logs (``higher``: is it above them), and outside their range."""
     runs = [v for v in runs if v > 0]
     if len(runs) < MIN_RUNS:
-        e.detail = f"{TOO_SMALL}: the history holds {len(runs)} unflagged run(s) of this trial, {MIN_RUNS} needed"
+        e.cause, e.detail = SMALL, f"{TOO_SMALL}: the history holds {len(runs)} unflagged run(s) of this trial, " \
+                                   f"{MIN_RUNS} needed"
         return False
     from scipy.stats import t as student
 
@@ -439,7 +462,7 @@ def _vs_runs(e: Entry, runs: list[float], single: float, higher: bool, alpha: fl
     outside = single > max(runs) if higher else single < min(runs)
     e.detail = f"runs as the unit: {k} history runs, spread {sd * 100:.1f}% (sd of log medians)"
     if e.p_value < alpha and not outside:
-        e.detail += ", but inside the history's range"
+        e.cause, e.detail = INSIDE, e.detail + ", but inside the history's range"
     return e.p_value < alpha and outside
 
 
@@ -454,6 +477,7 @@ def _whole_shift(e: Entry, rounds: list[float] | None, history: float, higher: b
     moved = q / history - 1
     if (moved > threshold) if higher else (moved < -threshold):
         return True
+    e.cause = PARTIAL
     e.detail += (f"; but its {'fastest' if higher else 'slowest'} quarter of rounds moved only {moved * 100:+.0f}% "
                  f"(within the threshold): part of the run moved, not all of it")
     return False
@@ -464,11 +488,11 @@ def _vs_rounds(e: Entry, bs: list[float] | None, cs: list[float] | None, worse: 
     """Rounds as the unit (two single runs): exact one-sided Mann-Whitney U on the per-round medians, and a move
     beyond threshold + the run-to-run allowance."""
     if not bs or not cs:
-        e.detail = f"{TOO_SMALL}: no per-round medians on {'either side' if not bs and not cs else 'one side'}"
+        e.cause, e.detail = SMALL, f"{TOO_SMALL}: no per-round medians on {'either side' if not bs and not cs else 'one side'}"
         return False
     smallest = 1 / math.comb(len(bs) + len(cs), len(bs))
     if smallest >= alpha:
-        e.detail = (f"{TOO_SMALL}: {len(bs)}/{len(cs)} rounds (the smallest possible p is {smallest:.2g} ≥ alpha "
+        e.cause, e.detail = SMALL, (f"{TOO_SMALL}: {len(bs)}/{len(cs)} rounds (the smallest possible p is {smallest:.2g} ≥ alpha "
                     f"{alpha:g}; more rounds, or a history baseline)")
         return False
     from scipy.stats import mannwhitneyu
@@ -476,7 +500,7 @@ def _vs_rounds(e: Entry, bs: list[float] | None, cs: list[float] | None, worse: 
     e.p_value = float(mannwhitneyu(cs, bs, alternative="greater" if worse else "less", method="exact").pvalue)
     e.detail = f"rounds as the unit: Mann-Whitney U on {len(bs)}/{len(cs)} round medians"
     if e.p_value < alpha and abs(e.change) <= needed:
-        e.detail += f", within the threshold + run-to-run allowance ({needed * 100:g}%)"
+        e.cause, e.detail = ALLOWED, e.detail + f", within the threshold + run-to-run allowance ({needed * 100:g}%)"
         return False
     return e.p_value < alpha
 
@@ -534,6 +558,8 @@ def to_markdown(cmp: Comparison) -> str:
     out += [f"> {note}" for note in cmp.notes] + ([""] if cmp.notes else [])
     out += ["| " + " | ".join(STATES) + " |", "|" + "---:|" * len(STATES),
             "| " + " | ".join(str(cmp.count(s)) for s in STATES) + " |", ""]
+    if cmp.count(NOISE):
+        out += ["noise, by why: " + ", ".join(f"{k} {c}" for c, k in cmp.noise_causes().items()), ""]
     titles = {REGRESSED: "Regressions", FAILED: "Failed trials (ok in the baseline)", IMPROVED: "Improvements",
               NOISE: "Noise (moved beyond the threshold without significance, flagged, a budget too small to judge, "
                      "or within the seed spread)",

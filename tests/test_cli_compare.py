@@ -24,6 +24,10 @@ def test_exit_codes_and_outputs(tmp_path, capsys, monkeypatch):
     assert md.read_text().startswith("## mmbench compare · fake: ❌ 4 regressions")
     code, out, _ = cli(capsys, monkeypatch, "compare", a, slow, "--threshold", "30%")  # 25% is within 30%
     assert code == 0 and "0 regression(s)" in out
+    shifted = make_run(tmp_path, "shifted", seed=4, run_factor=1.15)  # the whole process slower: noise, and why
+    code, out, _ = cli(capsys, monkeypatch, "compare", a, shifted)
+    n = 4 * len(IDS)
+    assert code == 0 and f"0 regression(s) · {n} noise ({n} within the two-run allowance)" in out
 
 
 def test_history_baseline(tmp_path, capsys, monkeypatch):

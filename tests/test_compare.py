@@ -111,6 +111,30 @@ def test_a_timing_that_moved_with_the_host_s_own_speed_is_noise(tmp_path):
     assert {t for t, _ in _states(cmp, C.REGRESSED)} == {IDS[4]}
 
 
+def test_the_summary_counts_noise_by_why(tmp_path):
+    # each way a move is held back names its cause, and the counts of the causes add up to the noise count
+    n = 4 * len(IDS)  # every timing of every trial
+    cases = [({"run_factor": 1.15}, {}, C.ALLOWED),
+             ({"run_factor": 1.3, "host": 1.3}, {}, C.HOST_MOVED),
+             ({"slow": {IDS[4]: 1.25}, "rounds": 3}, {"rounds": 3}, C.SMALL),
+             ({"contended": {IDS[2]}}, {}, C.FLAGGED)]
+    for i, (cur_kw, base_kw, cause) in enumerate(cases):
+        cmp = _cmp(tmp_path / str(i), base_kw=base_kw, cur_kw=cur_kw)
+        causes = cmp.noise_causes()
+        assert set(causes) == {cause} and sum(causes.values()) == cmp.count(C.NOISE) > 0, (cause, causes)
+        assert f"{cmp.count(C.NOISE)} noise ({cmp.count(C.NOISE)} {cause})" in cmp.counts_text()
+        assert cmp.to_dict()["noise_causes"] == causes
+    assert cmp.count(C.NOISE) == 4 and _cmp(tmp_path / "a", cur_kw={"run_factor": 1.15}).count(C.NOISE) == n
+    # two causes in one comparison: most first, both named, in the markdown too
+    cmp = _cmp(tmp_path / "two", cur_kw={"run_factor": 1.15, "contended": {IDS[2]}})
+    causes = cmp.noise_causes()
+    assert list(causes) == [C.ALLOWED, C.FLAGGED] and causes[C.FLAGGED] == 4 and sum(causes.values()) == n
+    assert f"noise, by why: {n - 4} {C.ALLOWED}, 4 {C.FLAGGED}" in C.to_markdown(cmp)
+    # a score within the seed spread names its own (a history's causes: the history tests below)
+    acc = _cmp(tmp_path / "acc", cur_kw={"acc_delta": {IDS[3]: -0.001}})
+    assert next(e.cause for e in acc.entries if (e.trial_id, e.metric) == (IDS[3], "acc_mean")) == C.SEED_SPREAD
+
+
 def test_exact_memory_is_judged_by_the_threshold_alone(tmp_path):
     a = make_run(tmp_path, "a", seed=1)
     b = make_run(tmp_path, "b", seed=2)
@@ -246,6 +270,7 @@ def test_history_judges_against_its_run_to_run_spread(tmp_path):
     cur = make_run(tmp_path, "cur", seed=9, slow={IDS[5]: 1.25}, started="2026-01-09T00:00")
     cmp = C.compare(*C.load_sides("history:fake", str(cur), db))
     assert not cmp.regressions and cmp.exit_code == 0
+    assert set(cmp.noise_causes()) <= {C.NOT_SIGNIFICANT, C.INSIDE} and cmp.noise_causes()
     # two runs in the history: too few to know the run-to-run spread
     db2 = tmp_path / "h2.sqlite"
     for i in range(2):
@@ -253,6 +278,7 @@ def test_history_judges_against_its_run_to_run_spread(tmp_path):
     cmp = C.compare(*C.load_sides("history:fake", str(cur), db2))
     assert not cmp.regressions
     assert any(C.TOO_SMALL in e.detail and "2 unflagged run(s)" in e.detail for e in cmp.entries)
+    assert all(e.cause == C.SMALL for e in cmp.entries if C.TOO_SMALL in e.detail and e.state == C.NOISE)
 
 
 def test_a_run_whose_median_moved_with_only_part_of_its_rounds_is_noise_against_history(tmp_path):
@@ -264,6 +290,7 @@ def test_a_run_whose_median_moved_with_only_part_of_its_rounds_is_noise_against_
     cmp = C.compare(*C.load_sides("history:fake", str(part), db))
     e = next(e for e in cmp.entries if e.trial_id == IDS[5] and e.metric == "latency_ms_b1")
     assert e.change > 0.2 and e.state == C.NOISE and "part of the run moved, not all of it" in e.detail
+    assert e.cause == C.PARTIAL
     assert not cmp.regressions
     whole = make_run(tmp_path, "whole", seed=9, slow={IDS[5]: 1.3}, started="2026-01-09T00:00")
     cmp = C.compare(*C.load_sides("history:fake", str(whole), db))

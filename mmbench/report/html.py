@@ -103,9 +103,8 @@ def _versus(rep: Report) -> str:
             out.append(f'<p class="note">Not compared: {escape(v.error)}</p></section>')
             continue
         cmp = v.comparison
-        counts = ", ".join(f"{cmp.count(s)} {s}" for s in versus.C.STATES if cmp.count(s))
         out.append(f'<p class="note">Trials matched by id; per metric the delta, the ratio and compare\'s verdict '
-                   f"({escape(counts)}).</p>")
+                   f"({escape(cmp.counts_text())}).</p>")
         if cmp.refusal:
             out.append(f'<p class="note"><b>`mmbench compare` would refuse this pair (exit 2):</b> '
                        f"{escape(cmp.refusal)}</p>")
