@@ -144,6 +144,8 @@ def validate(suite: Path = typer.Argument(..., help="Suite YAML file."),
     from mmbench.run import prepare
 
     prepared = prepare(s)
+    for warning in prepared.warnings:
+        err.print(f"[yellow]warning[/]: {escape(warning)}", highlight=False)
     _data_notes(prepared)
     methods = len({t.label for t in prepared.trials})
     typer.echo(f"{suite}: ok, {len(prepared.trials)} trials ({methods} method configurations, "
@@ -215,7 +217,12 @@ def history(suite: Optional[str] = typer.Option(None, "--suite", help="Suite nam
                                               "else the one OUT/history.sqlite under this folder]."),
             as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
             record: Optional[list[Path]] = typer.Option(None, "--record", help="Record this run directory in the "
-                                                        "database first (again if it is there); repeatable.")):
+                                                        "database first (again if it is there); repeatable."),
+            accept: Optional[str] = typer.Option(None, "--accept", help="Accept the regressions of this run (run "
+                                                 "directory or SUITE/RUN key): a meant change; the run joins the "
+                                                 "baselines again."),
+            why: Optional[str] = typer.Option(None, "--why", help="With --accept: why the change is meant "
+                                              "(recorded with who and when).")):
     """Show the recorded runs, or one metric's trend over a suite's runs (a row per trial, a column per run)."""
     from mmbench import history as H
 
@@ -225,6 +232,15 @@ def history(suite: Optional[str] = typer.Option(None, "--suite", help="Suite nam
         H.record_run(db, run_dir)
         if not as_json:
             err.print(f"recorded {run_dir} in {db}", highlight=False)
+    if accept is not None:
+        if not why:
+            raise UserError("--accept needs --why: the reason is kept with the acceptance")
+        v = H.accept(db, accept, why)
+        err.print(f"accepted {v.regressions} regression(s) of {v.run_key} ({v.accepted_by}, {v.accepted}): it "
+                  "joins the baselines again", highlight=False)
+        return
+    if why is not None:
+        raise UserError("--why goes with --accept")
 
     if suite is None:
         runs = H.list_runs(db)
@@ -240,13 +256,16 @@ def history(suite: Optional[str] = typer.Option(None, "--suite", help="Suite nam
         _out().print(table)
         return
     series = H.trend(db, suite, metric, trial, last)
+    counted = _counts_beside(db, suite, metric, trial, last)  # a timing's instruction count, where recorded
     if as_json:
         typer.echo(json.dumps({"suite": suite, "metric": metric, "trials": [
-            {"trial_id": tid, "label": label, "points": [p.__dict__ for p in pts]}
+            {"trial_id": tid, "label": label, "points": [p.__dict__ for p in pts],
+             **({"instructions": [p.__dict__ for p in counted[1].get((tid, label), [])]} if counted else {})}
             for (tid, label), pts in series.items()]}))
         return
     runs = list(dict.fromkeys(p.run_key for pts in series.values() for p in pts))
-    table = Table(title=f"{suite}: {metric} over the last {len(runs)} run(s)", header_style="bold")
+    beside = f" · {counted[0]} (instructions per call)" if counted else ""
+    table = Table(title=f"{suite}: {metric}{beside} over the last {len(runs)} run(s)", header_style="bold")
     table.add_column("trial")
     table.add_column("method · dims")
     for key in runs:
@@ -255,8 +274,32 @@ def history(suite: Optional[str] = typer.Option(None, "--suite", help="Suite nam
         by_run = {p.run_key: p for p in pts}
         cells = [("—" if by_run[k].value is None else f"{by_run[k].value:.4g}") if by_run[k].status == "ok"
                  else by_run[k].status if k in by_run else "" for k in runs]
+        if counted:
+            n = {p.run_key: p.value for p in counted[1].get((tid, label), [])}
+            cells = [f"{c} · {_compact(n[k])}" if n.get(k) is not None else c for c, k in zip(cells, runs)]
         table.add_row(tid, escape(label), *cells)
     _out().print(table)
+
+
+def _counts_beside(db, suite: str, metric: str, trial, last: int):
+    """(column, trend) of the instruction count of a timing's calls, when the history holds it; else None."""
+    from mmbench import history as H
+    from mmbench import vocabulary as V
+
+    col = V.counted_by(metric)
+    if col is None:
+        return None
+    try:
+        return col, H.trend(db, suite, col, trial, last)
+    except UserError:  # not counted in this suite's runs
+        return None
+
+
+def _compact(v: float) -> str:
+    for div, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(v) >= div:
+            return f"{v / div:.4g}{unit}"
+    return f"{v:.4g}"
 
 
 def _find_db() -> Path:
@@ -281,7 +324,9 @@ def compare(baseline: str = typer.Argument(..., help="Run directory, or history:
             markdown: Optional[Path] = typer.Option(None, "--markdown", help="Also write a markdown summary here "
                                                     "(ready for a CI job summary)."),
             db: Optional[Path] = typer.Option(None, "--db", help="History database (for history:) [default: as "
-                                              "`history` finds it].")):
+                                              "`history` finds it]."),
+            instr_threshold: str = typer.Option("1%", "--instr-threshold", help="Smallest change of an instruction "
+                                                "count that counts (counts repeat to ~0.1% run to run).")):
     """Compare two runs trial by trial; exit 1 when anything regressed, 0 otherwise, 2 for bad input or when
     (nearly) nothing was comparable."""
     from mmbench import compare as C
@@ -293,7 +338,8 @@ def compare(baseline: str = typer.Argument(..., help="Run directory, or history:
         from mmbench.history import DEFAULT_DB
 
         db = _find_db() if any(side.startswith("history:") for side in (baseline, current)) else DEFAULT_DB
-    result = C.compare(*C.load_sides(baseline, current, db), threshold=thr, alpha=alpha, allowance=allow)
+    ithr = C.parse_threshold(instr_threshold, "--instr-threshold")
+    result = C.judge(baseline, current, db, threshold=thr, alpha=alpha, allowance=allow, instr_threshold=ithr)
     if markdown is not None:
         if not markdown.parent.exists():
             raise UserError("output folder does not exist", file=str(markdown.parent))
@@ -386,6 +432,9 @@ class _RichProgress:
     def skipped(self, n: int) -> None:
         self.bar.console.print(f"resuming: {n} trial(s) already recorded")
         self.bar.advance(self.task, n)
+
+    def note(self, text: str) -> None:
+        self.bar.console.print(escape(text), highlight=False)
 
     def start(self, trial) -> None:
         self.bar.update(self.task, description=f"{trial.task_label} · {trial.label} · dims {'x'.join(map(str, trial.dims))}")

@@ -17,6 +17,13 @@ memory, counts and scores, and which way each is better, is mmbench.vocabulary's
     allowance (the run-to-run spread that two single runs cannot show);
   · a budget that cannot reach p < alpha (too few rounds or runs; --quick runs, for one) is noise, "budget too
     small to judge", never a guess.
+- instructions per call (valgrind; what the nightly gate judges): exact to ~0.1% on one code path, so no statistics:
+  beyond the instruction threshold (default INSTR_THRESHOLD) regressed or improved, within it unchanged; compared
+  only where the counts' own environment (instr_env: torch, Python, libc, pinned capability, valgrind, CPU vendor)
+  agrees, whatever the wall-time environment. Against a history the figure is the newest clean run's, and that
+  history is chosen by instr_env, so a runner's new CPU model does not restart it. In a comparison with counts, a
+  timing that regressed or improved while its call's count did not move is noise, "not confirmed by the
+  instruction count": information a person reads, not a failure.
 - memory: an exact measure (CUDA allocator, CPU live-tensor tracker) by the threshold alone; any other: noise.
 - parameters and FLOPs (deterministic): any change (an increase regressed, a decrease improved).
 - accuracy and every other test metric averaged over seeds (X_mean beside X_std): a move for the worse larger than
@@ -24,7 +31,9 @@ memory, counts and scores, and which way each is better, is mmbench.vocabulary's
 - a trial that was ok and now fails: failed (a regression); on one side only, failing on both, a metric measured on
   one side only, timings taken with different threads or on different environments: not comparable.
 A comparison in which under MIN_COMPARABLE of the entries were comparable is refused (exit 2) with the reason: an
-empty comparison must not pass.
+empty comparison must not pass. With counts, the counts are what must be comparable; a history that holds counts
+judged against a run with none (valgrind gone) is refused too: the gate must not vanish quietly. Trials new to a
+history (an edited suite) are not refusals: they start their history, and the summary names them.
 
 Either side is a run directory or ``history:SUITE[:N]``: per trial, its last N (default 5) complete runs of that suite
 on the other side's environment fingerprint.
@@ -58,6 +67,9 @@ HOST_TOLERANCE = 0.05
 # a slow speed for minutes (this project's: a small model's step 1.6× apart), and a history of both spreads ~30%,
 # too wide to find a 25% slowdown in.
 SPEED_POOL = 4
+# Instructions: the same trial counted in separate processes agrees to ~0.05% (benchmarks/instr_floors.py); a real
+# change of a fusion module's code moves its count by far more than this.
+INSTR_THRESHOLD = 0.01
 EXACT_MEMORY = ("cuda_allocated", "cpu_live_tensors")
 TOO_SMALL = "budget too small to judge"
 # Why an entry is noise, a short name each (Entry.cause): the summary counts them, so that "113 noise" says whether
@@ -65,6 +77,8 @@ TOO_SMALL = "budget too small to judge"
 FLAGGED, HOST_MOVED, SMALL, ALLOWED, PARTIAL, INSIDE, NOT_SIGNIFICANT, SEED_SPREAD = (
     "flagged", "host speed moved", "budget too small", "within the two-run allowance", "part of the run moved",
     "inside the history's range", "not significant", "within the seed spread")
+UNCONFIRMED = "not confirmed by the instruction count"
+NEW = "new"   # a trial (or a count) the history does not hold yet: it starts its history with this run
 
 
 @dataclass
@@ -81,6 +95,8 @@ class Side:
     env: dict[str, Any] = field(default_factory=dict)
     quick: bool | None = None                    # resolved.json's `quick` (None: unknown, or a history)
     note: str = ""
+    instr: str | None = None                     # the instruction counts' environment fingerprint (None: none)
+    history_counts: int = 0                      # history: trials whose baseline held instruction counts
 
 
 def parse_threshold(text: str | float, what: str = "--threshold") -> float:
@@ -90,7 +106,7 @@ def parse_threshold(text: str | float, what: str = "--threshold") -> float:
         v = float(s[:-1]) / 100 if s.endswith("%") else float(s)
     except ValueError:
         raise UserError(f"{what}: '{text}' is not a fraction or a percentage (e.g. 10% or 0.1)") from None
-    if not (0 < v < 10 or (what != "--threshold" and v == 0)):
+    if not (0 < v < 10 or (what == "--allowance" and v == 0)):
         raise UserError(f"{what}: {text} is out of range (give a positive percentage, e.g. 10%)")
     return v
 
@@ -107,7 +123,8 @@ def side_from_run(path: str | Path) -> Side:
     quick = run.resolved.get("quick") if isinstance(run.resolved.get("quick"), bool) else None
     note = "" if run.meta.get("state") == "complete" else f"run is {run.meta.get('state')}"
     return Side(str(path), run.suite, history.fingerprint(run.env), f"{run.suite}/{run.path.name}",
-                {r["trial_id"]: r for r in run.rows}, rounds=rounds, env=run.env, quick=quick, note=note)
+                {r["trial_id"]: r for r in run.rows}, rounds=rounds, env=run.env, quick=quick, note=note,
+                instr=history.instr_fingerprint(run.env))
 
 
 def _floats(v: Any) -> list[float] | None:
@@ -128,11 +145,51 @@ def side_from_history(spec: str, db: str | Path, other: Side) -> Side:
         if not parts[2].isdigit() or int(parts[2]) < 1:
             raise UserError(f"'{spec}': N must be a positive integer")
         last = int(parts[2])
-    b = history.baseline(db, parts[1], other.fingerprint, last=last, exclude_run_key=other.run_key,
-                         trials=list(other.rows), pool=SPEED_POOL * last)
-    return Side(spec, b.suite, b.fingerprint, None, b.rows, runs=b.per_run, at_speed=b.at_speed, last=last,
-                env=other.env,
-                note=f"per trial, the last {last} of {len(b.run_keys)} run(s): {', '.join(b.run_keys)}")
+    suite, common = parts[1], dict(exclude_run_key=other.run_key, trials=list(other.rows))
+    try:
+        b = history.baseline(db, suite, other.fingerprint, last=last, pool=SPEED_POOL * last, **common)
+    except UserError as exc:  # no runs on this environment: with counts, their own history may still judge
+        if not (other.instr and exc.message.startswith("no baseline")):
+            raise
+        b, missing = history.Baseline(suite, other.fingerprint, [], {}, {}, {}), exc
+    else:
+        missing = None
+    ib = None
+    if other.instr:
+        try:
+            ib = history.baseline(db, suite, other.instr, last=last, by="instr_fingerprint", **common)
+        except UserError as exc:
+            if missing is not None or not exc.message.startswith("no baseline"):
+                raise missing or exc from None
+    rows, per_run = _merge_counts(b, ib, other.instr)
+    note = f"per trial, the last {last} of {len(b.run_keys)} run(s): {', '.join(b.run_keys) or 'none'}"
+    if missing is not None:
+        note = f"timings: {missing.message} (a new runner model?); they start their history with this run"
+    if ib is not None:
+        note += f"; instruction counts: the newest of {len(ib.run_keys)} run(s) on their environment"
+    elif other.instr:
+        note += "; instruction counts: none in the history on their environment yet (they start it with this run)"
+    counted = sum(1 for r in b.rows.values() if any(_is_instr(k) for k in r))
+    return Side(spec, b.suite, b.fingerprint, None, rows, runs=per_run, at_speed=b.at_speed, last=last,
+                env=other.env, note=note, instr=other.instr if ib is not None else None, history_counts=counted)
+
+
+def _is_instr(metric: str) -> bool:
+    c = V.column(metric)
+    return c is not None and c.term.kind == V.INSTRUCTIONS
+
+
+def _merge_counts(b, ib, instr: str | None) -> tuple[dict, dict]:
+    """A history side's rows: timings, memory, counts and scores from the runs on the run's environment; instruction
+    counts only from the runs on the counts' environment (``ib``), whatever CPU model those ran on."""
+    keep = ("trial_id", "task", "label", "dims", "status", "error")
+    rows = {t: {k: v for k, v in r.items() if not _is_instr(k)} for t, r in b.rows.items()}
+    per_run = {t: {k: v for k, v in m.items() if not _is_instr(k)} for t, m in b.per_run.items()}
+    for tid, r in (ib.rows.items() if ib is not None else ()):
+        row = rows.setdefault(tid, {k: r[k] for k in keep if k in r})
+        row.update({k: v for k, v in r.items() if _is_instr(k)}, **{V.INSTR_ENV: instr})
+        per_run.setdefault(tid, {}).update({k: v for k, v in ib.per_run.get(tid, {}).items() if _is_instr(k)})
+    return rows, per_run
 
 
 def load_sides(baseline: str, current: str, db: str | Path) -> tuple[Side, Side]:
@@ -144,6 +201,33 @@ def load_sides(baseline: str, current: str, db: str | Path) -> tuple[Side, Side]
         return side_from_history(baseline, db, cur), cur
     base = side_from_run(baseline)
     return base, side_from_history(current, db, base) if is_hist[1] else side_from_run(current)
+
+
+def judge(baseline: str, current: str, db: str | Path, **options) -> Comparison:
+    """Load both sides, compare them, and, where one side is the history and the other a run recorded in it, keep
+    the verdict in the history (history.record_verdict): a run with regressions is then left out of every baseline
+    until someone accepts it, so a regression stays red night after night. The notes name every run of the suite
+    whose regressions are still unaccepted."""
+    from mmbench import history
+
+    base, cur = load_sides(baseline, current, db)
+    result = compare(base, cur, **options)
+    hist, run = (base, cur) if base.runs is not None else (cur, base) if cur.runs is not None else (None, None)
+    if hist is None or result.refusal or not run.run_key:
+        return result
+    regressed = [(e.trial_id, e.label, e.metric, e.change) for e in result.regressions]
+    history.record_verdict(db, run.run_key, hist.name, regressed)
+    open_ = history.verdicts(db, run.suite, unaccepted_only=True)
+    if open_:
+        def one(v) -> str:
+            first = v.regressed[0] if v.regressed else None
+            what = f"; e.g. {first[1]} {first[2]}" + (f" {first[3] * 100:+.1f}%" if first and first[3] is not None
+                                                       else "") if first else ""
+            return f"{v.run_key} ({v.regressions} regression(s){what})"
+        result.notes.append("regressions not accepted yet (these runs stay out of the baseline): "
+                            + "; ".join(one(v) for v in open_)
+                            + " — when a change is meant: mmbench history --accept RUN --why '…'")
+    return result
 
 
 @dataclass
@@ -216,7 +300,8 @@ class Comparison:
 
 
 def compare(base: Side, cur: Side, *, threshold: float = 0.10, alpha: float = 0.01,
-            allowance: float = RUN_ALLOWANCE, same_suite: bool = True) -> Comparison:
+            allowance: float = RUN_ALLOWANCE, same_suite: bool = True,
+            instr_threshold: float = INSTR_THRESHOLD) -> Comparison:
     """Every trial and metric of two sides. ``same_suite=False`` (a report of runs of several suites) matches trial
     ids across suites."""
     if same_suite and base.suite != cur.suite:
@@ -235,8 +320,10 @@ def compare(base: Side, cur: Side, *, threshold: float = 0.10, alpha: float = 0.
         ident = dict(trial_id=tid, label=str(r.get("label", "?")), task=str(r.get("task", "?")),
                      dims=str(r.get("dims", "?")))
         if b is None or c is None:
-            out.entries.append(Entry(**ident, metric="—", state=NOT_COMPARABLE,
-                                     detail=f"only in the {'current run' if b is None else 'baseline'}"))
+            new = b is None and base.runs is not None
+            out.entries.append(Entry(**ident, metric="—", state=NOT_COMPARABLE, cause=NEW if new else "",
+                                     detail="new trial: not in the history yet, it starts its history with this run"
+                                     if new else f"only in the {'current run' if b is None else 'baseline'}"))
             continue
         b_ok, c_ok = b.get("status") == "ok", c.get("status") == "ok"
         if not c_ok:
@@ -254,11 +341,16 @@ def compare(base: Side, cur: Side, *, threshold: float = 0.10, alpha: float = 0.
         own = b.get("env_fingerprint") or c.get("env_fingerprint")
         envs = _row_envs(base, b, cur, c) if own else None
         diff = (f"{envs[0]} vs {envs[1]}" if envs else "") if own else env_diff
+        trial_entries = []
         for col in _metrics(b, c):
             metric = col.column
             e = Entry(**ident, metric=metric, state=UNCHANGED, baseline=_f(b.get(metric)), current=_f(c.get(metric)))
-            if e.baseline is None or e.current is None:
+            if e.baseline is None and e.current is not None and base.runs is not None and _is_instr(metric):
+                e.state, e.cause, e.detail = NOT_COMPARABLE, NEW, "a new count: it starts its history with this run"
+            elif e.baseline is None or e.current is None:
                 e.state, e.detail = NOT_COMPARABLE, f"measured in the {'baseline' if e.current is None else 'current run'} only"
+            elif col.term.kind == V.INSTRUCTIONS:  # before the environment check: counts have their own
+                _instructions(e, b, c, instr_threshold)
             elif col.term.kind == V.COUNT:
                 _count(e)
             elif col.term.kind == V.SCORE:
@@ -268,9 +360,68 @@ def compare(base: Side, cur: Side, *, threshold: float = 0.10, alpha: float = 0.
                 e.state, e.detail = NOT_COMPARABLE, threads or f"different environments ({diff})"
             else:
                 _timing(e, b, c, base, cur, threshold, alpha, allowance)
-            out.entries.append(e)
-    out.refusal = _refusal(out, base, cur, env_diff)
+            trial_entries.append(e)
+        _confirm_by_counts(trial_entries)
+        out.entries += trial_entries
+    new = [e for e in out.entries if e.cause == NEW and e.metric == "—"]
+    if new:
+        out.notes.append(f"{len(new)} new trial(s) start their history with this run: "
+                         + ", ".join(f"{e.label} {e.dims} ({e.trial_id})" for e in new[:20])
+                         + (" …" if len(new) > 20 else ""))
+    out.refusal = _counts_vanished(base, cur) or _refusal(out, base, cur, env_diff)
     return out
+
+
+def _instructions(e: Entry, b: dict, c: dict, threshold: float) -> None:
+    """Instructions per call: deterministic on one code path, so judged by the threshold alone, where both sides
+    counted on the same code path (instr_env)."""
+    eb, ec = b.get(V.INSTR_ENV), c.get(V.INSTR_ENV)
+    if eb and ec and eb != ec:
+        e.state, e.detail = NOT_COMPARABLE, (f"instruction counts from different code paths (instr_env {eb} vs {ec}: "
+                                             "torch, Python, libc, capability, valgrind or CPU vendor changed)")
+        return
+    if e.baseline <= 0:
+        e.state, e.detail = NOT_COMPARABLE, "baseline count is not positive"
+        return
+    e.change = e.current / e.baseline - 1
+    if abs(e.change) <= threshold:
+        e.detail = f"instruction count within ±{threshold * 100:g}%"
+        return
+    e.state = REGRESSED if e.change > 0 else IMPROVED
+    e.detail = (f"instruction count {e.change * 100:+.2f}%, beyond ±{threshold * 100:g}% (counts repeat to ~0.1% "
+                "run to run)")
+
+
+def _confirm_by_counts(entries: list[Entry]) -> None:
+    """A timing that regressed or improved while the instruction count of the same calls did not: wall time on a
+    shared host moves for reasons of its own, so it is information, not a verdict. A timing without a count (a
+    CUDA graph, a trial that was not counted) keeps its own verdict."""
+    by_metric = {e.metric: e for e in entries}
+    for e in entries:
+        if e.state not in (REGRESSED, IMPROVED) or not V.timing(e.metric):
+            continue
+        count = by_metric.get(V.counted_by(e.metric) or "")
+        if count is None or count.state == NOT_COMPARABLE or count.state == e.state:
+            continue
+        moved = f"{count.change * 100:+.2f}%" if count.change is not None else "unchanged"
+        e.state, e.cause = NOISE, UNCONFIRMED
+        e.detail = (f"wall time {e.change * 100:+.1f}%, but the instruction count of the same calls moved {moved} "
+                    f"({count.metric}): information, not a failure; " + e.detail).rstrip("; ")
+
+
+def _counts_vanished(base: Side, cur: Side) -> str | None:
+    """The history judged with instruction counts and this run brought none: refusing keeps the gate from
+    vanishing when valgrind does (or a suite drops measure.instructions)."""
+    hist, run = (base, cur) if base.runs is not None else (cur, base) if cur.runs is not None else (None, None)
+    if hist is None or not hist.history_counts:
+        return None
+    if any(_is_instr(k) for r in run.rows.values() for k in r if r.get(k) is not None):
+        return None
+    notes = {r.get("instr_note") for r in run.rows.values() if r.get("instr_note")}
+    why = f" ({sorted(notes)[0]})" if notes else ""
+    return (f"the history holds instruction counts for {hist.history_counts} trial(s) but this run has none{why}: "
+            "the gate would vanish; count them (measure.instructions with valgrind installed) or compare with a "
+            "history of runs without counts")
 
 
 def _env_diff(base: Side, cur: Side) -> str:
@@ -291,15 +442,22 @@ def _threads_diff(b: dict, c: dict) -> str:
 
 
 def _refusal(out: Comparison, base: Side, cur: Side, env_diff: str) -> str | None:
-    n = len(out.entries)
-    bad = [e for e in out.entries if e.state == NOT_COMPARABLE]
-    timed = [e for e in out.entries if V.timing(e.metric)]
+    judged = [e for e in out.entries if e.cause != NEW]  # new trials start their history: not a refusal
+    if not judged and out.entries:
+        return None
+    counts = [e for e in judged if _is_instr(e.metric)]
+    if counts:  # with instruction counts, they are what the gate judges: timings on another runner may not compare
+        judged = counts + [e for e in judged if e.metric == "—"]
+    n = len(judged)
+    bad = [e for e in judged if e.state == NOT_COMPARABLE]
+    timed = counts or [e for e in judged if V.timing(e.metric)]
     timed_bad = [e for e in timed if e.state == NOT_COMPARABLE]
+    what = "instruction counts" if counts else "timings"
     if n and len(bad) < MIN_COMPARABLE * n and len(timed_bad) <= (1 - MIN_COMPARABLE) * len(timed):
         return None
-    if len(bad) < MIN_COMPARABLE * n:  # the timings, what compare is for, were not comparable
+    if len(bad) < MIN_COMPARABLE * n:  # the timings (or counts), what compare is for, were not comparable
         n, bad = len(timed), timed_bad
-        head = f"only {n - len(bad)} of {n} timings were comparable"
+        head = f"only {n - len(bad)} of {n} {what} were comparable"
     else:
         head = "nothing was comparable" if len(bad) == n else f"only {n - len(bad)} of {n} comparisons were comparable"
     if base.quick is not None and cur.quick is not None and base.quick != cur.quick:

@@ -5,6 +5,9 @@ Tables (schema version in PRAGMA user_version; MIGRATIONS[i] takes a database fr
   trials        one per trial id (the hash of its config, so the same in every run): task, method, label, config
   results       run × trial: status and error
   measurements  run × trial × metric: the value and its raw samples (JSON list) when the run kept them
+  verdicts      a run judged by `compare history:…` (the nightly gate): how many regressions, which, and whether a
+                person accepted them (who, when, why). A run with unaccepted regressions is left out of every
+                baseline, so a regression stays red night after night until someone accepts it.
 
 Reading never writes: the database is opened read-only for history and compare, so a missing or newer database is an
 error that leaves the file as it was. (One exception: after a writer was killed mid-transaction, the first open rolls
@@ -15,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import sqlite3
 import statistics
 from dataclasses import dataclass, field
@@ -64,6 +68,19 @@ MIGRATIONS: list[str] = [
     CREATE INDEX runs_by_suite ON runs (suite, env_fingerprint, started);
     CREATE INDEX measurements_by_metric ON measurements (trial_id, metric);
     """,
+    # 2 → 3: instruction counts' own environment (their history survives a runner's CPU model changing); verdicts
+    """
+    ALTER TABLE runs ADD COLUMN instr_fingerprint TEXT;
+    CREATE INDEX runs_by_instr ON runs (suite, instr_fingerprint, started);
+    CREATE TABLE verdicts (
+        run_id INTEGER PRIMARY KEY REFERENCES runs(id) ON DELETE CASCADE,
+        judged TEXT NOT NULL,
+        baseline TEXT,
+        regressions INTEGER NOT NULL,
+        regressed_json TEXT,                   -- [[trial id, label, metric, change], ...]
+        accepted TEXT, accepted_by TEXT, accepted_why TEXT
+    );
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 DEFAULT_DB = Path("results/history.sqlite")
@@ -93,6 +110,13 @@ def fingerprint(env: dict[str, Any]) -> str:
     if isinstance(parts["python"], str):
         parts["python"] = ".".join(parts["python"].split(".")[:2])
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def instr_fingerprint(env: dict[str, Any]) -> str | None:
+    """The fingerprint of the instruction counts' environment (measure/instructions.py: torch, Python, libc, the
+    pinned capability, valgrind, the CPU vendor; not the CPU model), None for a run that counted none."""
+    info = env.get("instructions")
+    return info.get("fingerprint") if isinstance(info, dict) else None
 
 
 def row_fingerprint(env: dict[str, Any], row: dict[str, Any]) -> str:
@@ -309,14 +333,18 @@ def _insert_run(con: sqlite3.Connection, run, resolved: dict[str, Any]) -> int:
     """One transaction: a run is recorded whole or not at all."""
     with con:
         key = f"{run.suite}/{run.path.name}"
+        verdict = con.execute("SELECT v.* FROM verdicts v JOIN runs r ON r.id = v.run_id WHERE r.run_key = ?",
+                              (key,)).fetchone()  # a run recorded again keeps its verdict and its acceptance
         con.execute("DELETE FROM runs WHERE run_key = ?", (key,))
         cur = con.execute(
-            "INSERT INTO runs (run_key, suite, state, started, finished, git_sha, env_fingerprint, env_json, path)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO runs (run_key, suite, state, started, finished, git_sha, env_fingerprint, env_json, path, "
+            "instr_fingerprint) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (key, run.suite, run.meta.get("state", "?"), run.meta.get("started"), run.meta.get("finished"),
              run.env.get("mmbench_git_sha") or run.env.get("git_sha"), fingerprint(run.env),
-             json.dumps(run.env, default=str), str(run.path.resolve())))
+             json.dumps(run.env, default=str), str(run.path.resolve()), instr_fingerprint(run.env)))
         run_id = cur.lastrowid
+        if verdict is not None:
+            con.execute("INSERT INTO verdicts VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (run_id, *verdict[1:]))
         for r in run.rows:
             tid = r["trial_id"]
             config = resolved.get(tid)
@@ -346,6 +374,93 @@ class RunInfo:
     git_sha: str | None
     fingerprint: str
     trials: int
+
+
+def _has_table(con: sqlite3.Connection, name: str) -> bool:
+    """An older database read as it is (reads never migrate) may lack a table of this version."""
+    return con.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone() is not None
+
+
+def _now() -> str:
+    import datetime
+
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def record_verdict(db: str | Path, run_key: str, baseline_name: str, regressed: list[tuple[str, str, str, float | None]]
+                   ) -> bool:
+    """The gate's verdict on a recorded run (compare against the history): its regressions, [(trial id, label,
+    metric, change)]. A run with regressions then stays out of every baseline until accepted. False when the run is
+    not in this database (a run directory compared against someone else's history: nothing to mark)."""
+    con = open_db(db, write=True)
+    try:
+        with con:
+            row = con.execute("SELECT id FROM runs WHERE run_key = ?", (run_key,)).fetchone()
+            if row is None:
+                return False
+            old = con.execute("SELECT accepted, accepted_by, accepted_why FROM verdicts WHERE run_id = ?",
+                              (row[0],)).fetchone()
+            con.execute("INSERT OR REPLACE INTO verdicts VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        (row[0], _now(), baseline_name, len(regressed), json.dumps(regressed),
+                         *(old if old and regressed else (None, None, None))))
+        return True
+    except sqlite3.Error as exc:
+        raise UserError(f"cannot record the verdict in the history database: {exc}", file=str(db)) from None
+    finally:
+        con.close()
+
+
+@dataclass
+class Verdict:
+    run_key: str
+    judged: str
+    regressions: int
+    regressed: list[list[Any]]
+    accepted: str | None
+    accepted_by: str | None
+    accepted_why: str | None
+
+
+def verdicts(db: str | Path, suite: str, unaccepted_only: bool = False) -> list[Verdict]:
+    """The suite's judged runs with regressions, oldest first (``unaccepted_only``: those nobody accepted)."""
+    con = open_db(db)
+    try:
+        if not _has_table(con, "verdicts"):
+            return []
+        q = ("SELECT r.run_key, v.judged, v.regressions, v.regressed_json, v.accepted, v.accepted_by, v.accepted_why "
+             "FROM verdicts v JOIN runs r ON r.id = v.run_id WHERE r.suite = ? AND v.regressions > 0"
+             + (" AND v.accepted IS NULL" if unaccepted_only else "") + " ORDER BY r.started, r.id")
+        return [Verdict(k, j, n, json.loads(rj or "[]"), a, ab, aw) for k, j, n, rj, a, ab, aw in con.execute(q, (suite,))]
+    finally:
+        con.close()
+
+
+def accept(db: str | Path, run: str, why: str, who: str | None = None) -> Verdict:
+    """A person accepts a run's regressions (a change that was meant): the run joins the baselines again, and its
+    figures become the instruction counts' baseline. ``run``: a run key (suite/run-dir name) or a run directory."""
+    import getpass
+
+    key = run
+    p = Path(run)
+    if (p / "run.json").is_file():
+        key = f"{json.loads((p / 'run.json').read_text()).get('suite', p.parent.name)}/{p.name}"
+    who = who or os.environ.get("GITHUB_ACTOR") or getpass.getuser()
+    con = open_db(db, write=True)
+    try:
+        with con:
+            row = con.execute("SELECT v.run_id, v.regressions, v.accepted FROM verdicts v JOIN runs r ON "
+                              "r.id = v.run_id WHERE r.run_key = ?", (key,)).fetchone()
+            if row is None or not row[1]:
+                known = [v.run_key for v in verdicts(db, key.split("/")[0], unaccepted_only=True)] if "/" in key else []
+                raise UserError(f"run '{key}' has no regressions to accept"
+                                + (f"; unaccepted: {', '.join(known)}" if known else ""), file=str(db))
+            con.execute("UPDATE verdicts SET accepted = ?, accepted_by = ?, accepted_why = ? WHERE run_id = ?",
+                        (_now(), who, why, row[0]))
+    except sqlite3.Error as exc:
+        raise UserError(f"cannot record the acceptance in the history database: {exc}", file=str(db)) from None
+    finally:
+        con.close()
+    return next(v for v in verdicts(db, key.split("/")[0]) if v.run_key == key)
 
 
 def list_runs(db: str | Path, suite: str | None = None) -> list[RunInfo]:
@@ -420,19 +535,32 @@ class Baseline:
 
 
 def baseline(db: str | Path, suite: str, env_fingerprint: str, last: int = 5,
-             exclude_run_key: str | None = None, trials: list[str] | None = None, pool: int = 0) -> Baseline:
-    """The last ``last`` complete runs of a suite on one environment. With ``trials``: per trial, the last runs that
-    hold it (a --quick run's trials have other ids than a full run's, so each is matched with its own budget).
-    ``pool``: per trial, the timings and host speed of up to that many last runs too (Baseline.at_speed)."""
+             exclude_run_key: str | None = None, trials: list[str] | None = None, pool: int = 0,
+             by: str = "env_fingerprint") -> Baseline:
+    """The last ``last`` complete runs of a suite on one environment, leaving out runs whose regressions nobody
+    accepted (verdicts). With ``trials``: per trial, the last runs that hold it (a --quick run's trials have other
+    ids than a full run's, so each is matched with its own budget); none of them there: "no baseline", as when there
+    is no run at all (every trial is new). ``pool``: per trial, the timings and host speed of up to that many last
+    runs too (Baseline.at_speed).
+    ``by``: which fingerprint selects the runs: the environment's (timings, memory), or ``instr_fingerprint`` (the
+    instruction counts', which a runner's new CPU model does not change; their figure is the newest run's)."""
+    if by not in ("env_fingerprint", "instr_fingerprint"):
+        raise ValueError(by)
     depth = max(last, pool)
     con = open_db(db)
     try:
-        runs = con.execute("SELECT id, run_key FROM runs WHERE suite = ? AND env_fingerprint = ? AND state = "
-                           "'complete' AND run_key IS NOT ? ORDER BY started DESC, id DESC",
+        if by == "instr_fingerprint" and not _has_table(con, "verdicts"):
+            raise UserError("no baseline: no instruction counts in this history database (recorded by an older "
+                            "mmbench)", file=str(db))
+        open_regressions = ("AND id NOT IN (SELECT run_id FROM verdicts WHERE regressions > 0 AND accepted IS NULL)"
+                            if _has_table(con, "verdicts") else "")
+        runs = con.execute(f"SELECT id, run_key FROM runs WHERE suite = ? AND {by} = ? AND state = "
+                           f"'complete' AND run_key IS NOT ? {open_regressions} ORDER BY started DESC, id DESC",
                            (suite, env_fingerprint, exclude_run_key)).fetchall()
         if not runs:
             any_suite = con.execute("SELECT COUNT(*) FROM runs WHERE suite = ?", (suite,)).fetchone()[0]
-            why = ("on this environment (fingerprint " + env_fingerprint + ")") if any_suite else "at all"
+            what = "instruction-count environment" if by == "instr_fingerprint" else "environment"
+            why = f"on this {what} (fingerprint {env_fingerprint})" if any_suite else "at all"
             raise UserError(f"no baseline: no complete runs of suite '{suite}' {why} in the history database",
                             file=str(db))
         keys = dict(runs)
@@ -447,10 +575,10 @@ def baseline(db: str | Path, suite: str, env_fingerprint: str, last: int = 5,
                 for (tid,) in con.execute("SELECT trial_id FROM results WHERE run_id = ?", (run_id,)):
                     if tid in wanted and len(chosen.setdefault(tid, [])) < depth:
                         chosen[tid].append(run_id)
-            if not chosen:
-                raise UserError(f"nothing was comparable: none of the {len(wanted)} trials is in a complete run of "
-                                f"suite '{suite}' on this environment (a changed suite or budget, --quick or not, "
-                                f"gives new trial ids)", file=str(db))
+            if not chosen:  # said as "no baseline": the nightly job starts a new history then, as on its first night
+                raise UserError(f"no baseline: none of the {len(wanted)} trials is in a complete run of suite "
+                                f"'{suite}' on this environment (a changed suite or budget, --quick or not, gives new "
+                                "trial ids): they start their history with this run", file=str(db))
         picked = {r for rs in chosen.values() for r in rs[:last]}
         used = [r for r, _ in runs if r in picked]  # newest first: the runs of the medians
         per_run_values: dict[tuple[int, str], dict[str, float]] = {}
@@ -491,7 +619,10 @@ def baseline(db: str | Path, suite: str, env_fingerprint: str, last: int = 5,
                 all_v = [v[metric] for v in vals if metric in v]
                 clean = [v[metric] for v in vals if metric in v and not evidence.flags(v, metric)]
                 per_run.setdefault(tid, {})[metric] = clean
-                row.setdefault(metric, statistics.median(clean or all_v))
+                # an instruction count is exact: the newest run's is the figure (an accepted change is the
+                # baseline from the next night on, not once it outnumbers the older runs in a median)
+                newest = by == "instr_fingerprint" and V.column(metric) and V.column(metric).term.kind == V.INSTRUCTIONS
+                row.setdefault(metric, all_v[0] if newest else statistics.median(clean or all_v))
                 if t := V.timing(metric):  # flagged only when every run was: the baseline says so
                     for flag in V.FLAGS:
                         row[t.evidence(flag)] = not clean and any(v.get(t.evidence(flag)) for v in vals)

@@ -24,6 +24,8 @@ class TrialMeasure(MeasureSpec):
     sweep axes. The device is the trial's own (Trial.device, resolved once for the run), so it is not repeated here:
     left out of dumps, the id and to_dict."""
     device: None = Field(None, exclude=True)
+    # Counting instructions changes no figure a trial measures: turning it on must not start new ids (histories).
+    instructions: bool = Field(False, exclude=True)
 
 
 @dataclass(frozen=True)

@@ -96,7 +96,19 @@ def _prepare(suite: Suite, dev: str, suite_dir: Path) -> Prepared:
 
     fits.check_trials(trials, tasks, task_key, method_at)  # what cannot fit in memory fails now, not inside torch
     check_measure_axes(suite, trials)
-    return Prepared(suite, dev, tasks, trials, threads, tuple(warnings))
+    return Prepared(suite, dev, tasks, trials, threads, tuple(warnings + _instruction_warnings(trials)))
+
+
+def _instruction_warnings(trials: list[Trial]) -> list[str]:
+    """Said before a run (and by validate) when trials ask for instruction counts this machine cannot take."""
+    from mmbench.measure import instructions
+
+    asked = [t for t in trials if instructions.wanted(t)]
+    why = instructions.unavailable() if asked else None
+    if why:
+        return [f"measure.instructions: {why}; the instruction columns of {len(asked)} trial(s) will be empty"]
+    skipped = {r for t in asked if (r := instructions.skip_reason(t))}
+    return [f"measure.instructions: {r}" for r in sorted(skipped)]
 
 
 def _check_inputs(suite: Suite, trials: list[Trial], tasks: dict[str, datasets.TaskData]) -> None:
@@ -226,7 +238,10 @@ def run_suite(prepared: Prepared, out: str | Path, *, suite_text: str = "", quic
         progress.skipped(done)
     restore = interrupt.install()  # a real Ctrl-C is told apart from a KeyboardInterrupt raised by a trial
     try:
+        counts = count_instructions(run, todo, prepared, progress)  # before any timing, never beside it
         for trial, result in executor.run(todo, prepared.tasks, on_start=progress.start if progress else None):
+            result.row.update(counts.columns.get(trial.id, {}))
+            result.raw.update(counts.raw.get(trial.id, {}))
             run.append(result.row, result.raw)
             _record_nodes(run, executor)
             done += 1
@@ -259,6 +274,40 @@ def run_suite(prepared: Prepared, out: str | Path, *, suite_text: str = "", quic
     if failed is not None:
         raise failed
     return run
+
+
+def count_instructions(run: RunDir, todo: list[Trial], prepared: Prepared, progress=None):
+    """Instruction counts of the trials that ask for them, in one valgrind process for the run (measure/
+    instructions.py), kept in the run directory (instructions.json) so that a resumed run counts only what is
+    missing. Its environment goes into env.json."""
+    import tempfile
+
+    from mmbench.measure import instructions
+
+    kept = instructions.Counts.from_dict(run.read_json("instructions.json")) \
+        if (run.path / "instructions.json").exists() else instructions.Counts()
+    need = [t for t in todo if instructions.wanted(t) and t.id not in kept.columns]
+    if need:
+        if progress is not None and hasattr(progress, "note"):
+            progress.note(f"counting instructions of {len(need)} trial(s) under valgrind (one process, ~1 min to "
+                          "start)")
+        with tempfile.TemporaryDirectory(prefix="mmbench-callgrind-") as tmp:
+            new = instructions.count_trials(need, prepared.tasks, Path(tmp))
+        kept.columns.update(new.columns)
+        kept.raw.update(new.raw)
+        kept.env, kept.note = new.env or kept.env, new.note or kept.note
+        kept.seconds = (kept.seconds or 0) + (new.seconds or 0)
+        run.write_json("instructions.json", kept.to_dict())
+        if kept.env:
+            env = run.read_json("env.json")
+            env["instructions"] = {**kept.env, "fingerprint": instructions.fingerprint(kept.env),
+                                   "pass_s": kept.seconds}
+            run.write_json("env.json", env)
+        said = f"instruction counts left empty: {new.note}" if new.note else \
+            f"instructions counted in {new.seconds:.0f} s" if new.seconds else None
+        if said and progress is not None and hasattr(progress, "note"):
+            progress.note(said)
+    return kept
 
 
 def _record_pending(db: str | Path, run: RunDir) -> None:

@@ -106,6 +106,15 @@ class MeasureSpec(_Strict):
     latency: LatencySpec | None = LatencySpec()
     robustness: RobustnessSpec | None = None  # test-time noise / missing modality curves (needs accuracy)
     retrieval: bool = True                    # recall@1/5/10 for methods with per-modality embeddings
+    # instructions per call of the timed functions, counted under valgrind (measure/instructions.py): exact to ~0.1%
+    # run to run on any host, what the nightly gate judges. Not part of a trial's id (plan.TrialMeasure).
+    instructions: bool = False
+
+    @model_validator(mode="after")
+    def _instructions_count_the_timed_calls(self):
+        if self.instructions and self.latency is None:
+            raise ValueError("instructions counts the timed calls at latency.batch_sizes: it needs measure.latency")
+        return self
 
 
 class ExecutionSpec(_Strict):

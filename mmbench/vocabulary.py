@@ -6,8 +6,11 @@ they all pick it up. Plain strings only: no torch.
 
 Kinds (KINDS): a timing `{name}_ms_b{B}` (the median over timed rounds at batch size B; beside it its evidence, and
 in the raw samples every sample and `{name}_rounds_ms_b{B}`, each round's median); a memory
-peak `{name}_mib_b{B}` (one figure a run); a deterministic count `{name}` (parameters, FLOPs); a score `{name}_mean`
-beside `{name}_std`, averaged over seeds (accuracy, F1, errors, robustness: any measured name, not only the Terms).
+peak `{name}_mib_b{B}` (one figure a run); a deterministic count `{name}` (parameters, FLOPs); instructions per call
+`{name}_b{B}` of a timed function, counted under valgrind (exact to ~0.1% on one code path, but bound to that path:
+torch, the C library, the pinned CPU capability — compared only where those agree, never across them); a score
+`{name}_mean` beside `{name}_std`, averaged over seeds (accuracy, F1, errors, robustness: any measured name, not only
+the Terms).
 """
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ from dataclasses import dataclass
 from typing import Container
 
 LOWER, HIGHER = "lower", "higher"
-TIMING, MEMORY, COUNT, SCORE = "timing", "memory", "count", "score"
+TIMING, MEMORY, COUNT, SCORE, INSTRUCTIONS = "timing", "memory", "count", "score", "instructions"
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,7 @@ KINDS = {
     MEMORY: Kind(MEMORY, "{name}_mib_b{b}", None, "MiB", ".4g", ".2f", None, True, True),
     COUNT: Kind(COUNT, "{name}", None, "", ",.0f", None, None, True, False),
     SCORE: Kind(SCORE, "{name}_mean", "{name}_std", "", ".4f", ".3f", ".3f", False, False),
+    INSTRUCTIONS: Kind(INSTRUCTIONS, "{name}_b{b}", None, "instructions", ",.0f", None, None, True, True),
 }
 
 
@@ -47,6 +51,7 @@ class Term:
     title: str                   # what the report calls it
     better: str = LOWER          # costs are better lower
     tabled: bool = True          # the report gives it a table (compare and history take every term)
+    counts: str | None = None    # an instruction count: the timing term whose calls it counts
 
     def column(self, b: int | None = None) -> str:
         return KINDS[self.kind].pattern.format(name=self.name, b=b)
@@ -59,6 +64,10 @@ METRICS: tuple[Term, ...] = (
     Term("fusion_graph_latency", TIMING, "CUDA-graph replay latency, fusion layer"),
     Term("graph_latency", TIMING, "CUDA-graph replay latency, whole model"),
     Term("train_step", TIMING, "Training step latency, whole model"),
+    # instructions per call of the same timed functions, under valgrind: what the nightly gate judges
+    Term("instr_fusion", INSTRUCTIONS, "Instructions per call, fusion layer forward", counts="fusion_latency"),
+    Term("instr", INSTRUCTIONS, "Instructions per call, whole-model forward", counts="latency"),
+    Term("instr_train_step", INSTRUCTIONS, "Instructions per call, training step", counts="train_step"),
     # memory peaks of a forward and of a training step (allocator and reserved pool on CUDA)
     Term("peak_mem", MEMORY, "Peak forward memory above the baseline"),
     Term("peak_alloc", MEMORY, "Peak allocated memory, forward (weights and inputs included)"),
@@ -97,6 +106,7 @@ FLAGS = {
 }
 CPU_UTIL, WAIT = "cpu_util", "wait"
 CONTENDED = "contended"                   # the row-level flag: any of its timings was contended
+INSTR_ENV = "instr_env"                   # the fingerprint of what decides an instruction count's code path
 HOST_REF = "host_ref_ms"                  # the host's own speed: a fixed workload read between a CPU trial's rounds
 SLOW_ROUNDS = "slow_rounds"               # a timing's rounds left out because the host ran slow beside them
 
@@ -161,6 +171,13 @@ def timing(col: str) -> Column | None:
     return c if c is not None and c.term.kind == TIMING else None
 
 
+def counted_by(col: str) -> str | None:
+    """The instruction-count column that counts a timing column's calls (latency_ms_b1 → instr_b1), else None."""
+    t = timing(col)
+    term = next((x for x in METRICS if x.counts == t.term.name), None) if t else None
+    return term.column(t.batch) if term else None
+
+
 def column_of(term: str, b: int | None = None) -> str:
     """A term's column (at batch size b): column_of("latency", 16) == "latency_ms_b16"."""
     return _index().terms[term].column(b)
@@ -186,7 +203,7 @@ class _Index:
         self.metrics = metrics
         self.terms = {t.name: t for t in metrics}
         self.batched = []
-        for kind in (TIMING, MEMORY):
+        for kind in (TIMING, MEMORY, INSTRUCTIONS):
             names = "|".join(re.escape(t.name) for t in metrics if t.kind == kind)
             if names:
                 rx = re.escape(KINDS[kind].pattern).replace(r"\{name\}", f"({names})").replace(r"\{b\}", r"(\d+)")

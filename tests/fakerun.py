@@ -39,12 +39,16 @@ def make_run(root: Path, name: str, *, suite: str = "fake", specs: list[dict] | 
              acc_delta: dict[str, float] | None = None, started: str | None = None, rounds: int = 5,
              run_factor: float = 1.0, contended: set[str] = frozenset(), noisy: set[str] = frozenset(),
              quick: bool = False, threads: int = 1, seeds: int = 3, host: float | None = 1.0,
-             host_slow: set[str] = frozenset(), partial: dict[str, float] | None = None) -> Path:
+             host_slow: set[str] = frozenset(), partial: dict[str, float] | None = None,
+             counts: bool = False, counts_slow: dict[str, float] | None = None, instr_env: str = "instr-env-1"
+             ) -> Path:
     """A run directory <root>/<suite>/<name>. ``slow``: trial id → latency factor; ``fail``: ids that fail;
     ``run_factor``: every latency of this run × it (a process-level shift, as between two runs of the same code);
     ``contended``/``noisy``/``host_slow``: ids whose timed metrics are flagged so (and, contended, slowed 2×); ``host``: the host's
     speed as the reference workload saw it (its `host_ref_ms` × this; None: no reference column); ``partial``: trial
-    id → factor on the last 60% of its samples only (a slow stretch of the machine over part of its rounds)."""
+    id → factor on the last 60% of its samples only (a slow stretch of the machine over part of its rounds).
+    ``counts``: instruction counts per call as the valgrind pass writes them (repeating to ±0.02% run to run, as
+    measured), on the counts' environment ``instr_env``; ``counts_slow``: trial id → factor on its counts."""
     specs = specs if specs is not None else trials()
     rng = np.random.default_rng(seed)
     path = root / suite / name
@@ -52,7 +56,9 @@ def make_run(root: Path, name: str, *, suite: str = "fake", specs: list[dict] | 
     run = RunDir(path)
     run.write_json("run.json", {"schema": 1, "suite": suite, "state": "running",
                                 "started": started or f"2026-01-01T00:00:{seed % 60:02d}+00:00", "finished": None})
-    run.write_json("env.json", {**ENV, **(env or {})})
+    run.write_json("env.json", {**ENV, **(env or {}),
+                                **({"instructions": {"fingerprint": instr_env, "capability": "avx2"}} if counts
+                                   else {})})
     run.write_json("tasks.json", [{"label": "synthetic-synergy", "modalities": ["m0", "m1", "m2"],
                                    "sizes": {"train": 3000, "val": 1000, "test": 2000},
                                    "bayes_accuracy": 0.9, "bayes_accuracy_se": 0.0067, "bayes_accuracy_mc": 0.901,
@@ -91,6 +97,12 @@ def make_run(root: Path, name: str, *, suite: str = "fake", specs: list[dict] | 
                 row[f"{name}_cpu_util_b{b}"] = 0.45 if tid in contended else 0.98
                 raw[f"{name}_ms_b{b}"] = xs.tolist()
                 raw[f"{name}_rounds_ms_b{b}"] = [float(np.median(c)) for c in np.array_split(xs, min(rounds, n_samples))]
+            if counts:
+                for name in ("instr_fusion", "instr"):
+                    exact = 2e4 * fusion_params ** 0.5 * (1 + b / 8) * (1.4 if name == "instr" else 1.0)
+                    exact *= (counts_slow or {}).get(tid, 1.0)
+                    row[f"{name}_b{b}"] = round(exact * (1 + rng.uniform(-2e-4, 2e-4)), 1)
+                row.update(instr_env=instr_env, instr_capability="avx2", instr_calls=20)
             row[f"peak_mem_mib_b{b}"] = 0.01 * fusion_params * b / 1e3
             row[f"peak_alloc_mib_b{b}"] = row[f"peak_mem_mib_b{b}"] + 4 * fusion_params / 2 ** 20
         row["contended"] = tid in contended

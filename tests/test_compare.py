@@ -314,7 +314,7 @@ def test_a_history_without_the_current_trials_is_not_a_pass(tmp_path):
     db = tmp_path / "h.sqlite"
     H.record_run(db, make_run(tmp_path, "full", seed=1))
     quick = make_run(tmp_path, "quick", quick=True, specs=[{**s, "trial_id": s["trial_id"][:-1] + "q"} for s in SPECS])
-    with pytest.raises(UserError, match="nothing was comparable: none of the 12 trials.*--quick or not"):
+    with pytest.raises(UserError, match="no baseline: none of the 12 trials.*--quick or not"):
         C.load_sides("history:fake", str(quick), db)
 
 

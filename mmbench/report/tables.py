@@ -90,7 +90,8 @@ def metrics(rows: list[dict]) -> list[Metric]:
            if not c.term.name.startswith(V.ROBUSTNESS)]
     out += [metric(cols[t.column()], t.title) for t in V.terms(V.COUNT) if t.column() in cols]
     batches = batch_sizes(rows)
-    for kind, unit in ((V.TIMING, f"median {V.KINDS[V.TIMING].unit} ± IQR"), (V.MEMORY, V.KINDS[V.MEMORY].unit)):
+    for kind, unit in ((V.TIMING, f"median {V.KINDS[V.TIMING].unit} ± IQR"),
+                       (V.INSTRUCTIONS, f"{V.KINDS[V.INSTRUCTIONS].unit}, valgrind"), (V.MEMORY, V.KINDS[V.MEMORY].unit)):
         out += [metric(cols[t.column(b)], f"{t.title}, batch {b} ({unit})") for b in batches for t in V.terms(kind)
                 if t.column(b) in cols]
     # robustness scores (the robustness measure's rob_<modality>_{auc,rel,missing}), titled by what they average
