@@ -248,11 +248,11 @@ def history(suite: Optional[str] = typer.Option(None, "--suite", help="Suite nam
             typer.echo(json.dumps([r.__dict__ for r in runs]))
             return
         table = Table(title=f"runs in {db}", header_style="bold")
-        for col in ("suite", "run", "state", "started", "git sha", "environment", "trials"):
+        for col in ("suite", "run", "state", "started", "git sha", "environment", "trials", "verdict"):
             table.add_column(col)
         for r in runs:
             table.add_row(r.suite, r.run_key.split("/", 1)[1], r.state, r.started or "?", (r.git_sha or "?")[:12],
-                          r.fingerprint, str(r.trials))
+                          r.fingerprint, str(r.trials), r.verdict or "—")
         _out().print(table)
         return
     series = H.trend(db, suite, metric, trial, last)

@@ -374,6 +374,7 @@ class RunInfo:
     git_sha: str | None
     fingerprint: str
     trials: int
+    verdict: str | None = None    # the gate's: "3 regressions", "3 regressions, accepted", "clean"; None: not judged
 
 
 def _has_table(con: sqlite3.Connection, name: str) -> bool:
@@ -466,12 +467,20 @@ def accept(db: str | Path, run: str, why: str, who: str | None = None) -> Verdic
 def list_runs(db: str | Path, suite: str | None = None) -> list[RunInfo]:
     con = open_db(db)
     try:
+        judged = _has_table(con, "verdicts")
         q = ("SELECT r.id, r.run_key, r.suite, r.state, r.started, r.git_sha, r.env_fingerprint, "
-             "(SELECT COUNT(*) FROM results x WHERE x.run_id = r.id) FROM runs r")
+             "(SELECT COUNT(*) FROM results x WHERE x.run_id = r.id)"
+             + (", v.regressions, v.accepted FROM runs r LEFT JOIN verdicts v ON v.run_id = r.id" if judged
+                else ", NULL, NULL FROM runs r"))
         args: tuple = ()
         if suite:
             q, args = q + " WHERE r.suite = ?", (suite,)
-        return [RunInfo(*row) for row in con.execute(q + " ORDER BY r.started, r.id", args)]
+
+        def verdict(n, accepted) -> str | None:
+            if n is None:
+                return None
+            return "clean" if not n else f"{n} regression(s)" + (", accepted" if accepted else "")
+        return [RunInfo(*row[:8], verdict(*row[8:])) for row in con.execute(q + " ORDER BY r.started, r.id", args)]
     finally:
         con.close()
 
