@@ -46,6 +46,8 @@ def test_a_dump_with_the_cache_simulation_keeps_every_event():
         "summary: 1419748", "summary: 100 40 20 3 2 1 1 0 0")
     assert I.parse_dump(text)[1] == {"Ir": 100, "Dr": 40, "Dw": 20, "I1mr": 3, "D1mr": 2, "D1mw": 1, "ILmr": 1,
                                      "DLmr": 0, "DLmw": 0}
+    # the cycle estimate: instructions + 10 per L1 miss + 100 per last-level miss
+    assert I.cycles(I.parse_dump(text)[1]) == 100 + 10 * (3 + 2 + 1) + 100 * (1 + 0 + 0)
 
 
 class _Trial:

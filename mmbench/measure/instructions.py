@@ -134,10 +134,12 @@ class Counts:
         return cls(d.get("columns", {}), d.get("raw", {}), d.get("env", {}), d.get("seconds"), d.get("note"))
 
 
-def count_trials(trials, tasks: dict, workdir: Path, on_line=None) -> Counts:
+def count_trials(trials, tasks: dict, workdir: Path, on_line=None, cache_sim: bool = False) -> Counts:
     """Count every trial that asks for it, in one valgrind process. Never raises for a failure of the pass: the
     trials' columns are then empty with the reason in ``instr_note`` (a run still measures everything else).
-    ``tasks``: task key → TaskData. ``on_line``: called with each progress line of the pass."""
+    ``tasks``: task key → TaskData. ``on_line``: called with each progress line of the pass. ``cache_sim``: also
+    simulate the caches and put a cycle estimate per call in the raw samples (``{column}_cycles``; benchmarks only:
+    it doubles the pass's cost)."""
     from mmbench.plan import task_key
 
     asked = [t for t in trials if wanted(t)]
@@ -169,7 +171,7 @@ def count_trials(trials, tasks: dict, workdir: Path, on_line=None) -> Counts:
         pickle.dump({"trials": [t.to_dict() for t in todo], "tasks": {k: v for k, v in tasks.items() if k in needed},
                      "calls": CALLS, "warmup": WARMUP}, f)
     t0 = time.perf_counter()
-    failed = _run_valgrind(job, workdir, START_S + PER_TRIAL_S * len(todo), on_line)
+    failed = _run_valgrind(job, workdir, START_S + PER_TRIAL_S * len(todo), on_line, cache_sim)
     out.seconds = time.perf_counter() - t0
     dumps = parse_dumps(workdir)
     for t in todo:
@@ -185,7 +187,7 @@ def count_trials(trials, tasks: dict, workdir: Path, on_line=None) -> Counts:
     return out
 
 
-def _run_valgrind(job: Path, workdir: Path, timeout: float, on_line) -> str | None:
+def _run_valgrind(job: Path, workdir: Path, timeout: float, on_line, cache_sim: bool = False) -> str | None:
     """Run the pass; None when it exited cleanly, else why not (one line)."""
     cap = pinned_capability()
     env = {**os.environ, "ATEN_CPU_CAPABILITY": cap, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
@@ -195,6 +197,7 @@ def _run_valgrind(job: Path, workdir: Path, timeout: float, on_line) -> str | No
                                                         os.environ.get("PYTHONPATH")]))}
     cmd = ["valgrind", "--tool=callgrind", "--instr-atstart=no", "--collect-atstart=no",
            f"--callgrind-out-file={workdir / 'cg.out'}", "--dump-instr=no", "--dump-line=no",
+           *(["--cache-sim=yes"] if cache_sim else []),
            f"--log-file={workdir / 'valgrind.log'}", sys.executable, "-m", "mmbench.measure.instructions", str(job)]
     log = workdir / "pass.log"
     with open(log, "w") as f:
@@ -259,6 +262,14 @@ def parse_dumps(workdir: Path) -> dict[str, dict[str, int]]:
     return out
 
 
+def cycles(ev: dict[str, int]) -> int:
+    """Callgrind's cycle estimate (KCachegrind's): instructions + 10 × L1 misses + 100 × last-level misses. It sees a
+    change that adds memory traffic without instructions, which the count alone cannot."""
+    l1 = ev.get("I1mr", 0) + ev.get("D1mr", 0) + ev.get("D1mw", 0)
+    ll = ev.get("ILmr", 0) + ev.get("DLmr", 0) + ev.get("DLmw", 0)
+    return ev["Ir"] + 10 * l1 + 100 * ll
+
+
 def label(tid: str, name: str, b: int, what: str) -> str:
     return f"{tid} {name} {b} {what}"
 
@@ -279,6 +290,8 @@ def _columns(trial, dumps: dict[str, dict[str, int]], calls: int) -> tuple[dict[
                 continue
             cols[col] = round((fn["Ir"] - empty["Ir"]) / calls, 1)
             raw[col] = [fn["Ir"], empty["Ir"], calls]  # the two dumps' totals and the calls: the figure re-derivable
+            if "D1mr" in fn:
+                raw[f"{col}_cycles"] = round((cycles(fn) - cycles(empty)) / calls, 1)
     return cols, raw
 
 
