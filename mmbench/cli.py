@@ -434,7 +434,8 @@ class _RichProgress:
         self.bar.advance(self.task, n)
 
     def note(self, text: str) -> None:
-        self.bar.console.print(escape(text), highlight=False)
+        if self.enabled:
+            self.bar.console.print(escape(text), highlight=False)
 
     def start(self, trial) -> None:
         self.bar.update(self.task, description=f"{trial.task_label} · {trial.label} · dims {'x'.join(map(str, trial.dims))}")
