@@ -58,15 +58,19 @@ class _Trial:
         self.measure = NS(latency=NS(batch_sizes=list(batch_sizes)), compile=compile, instructions=instructions)
 
 
-def test_per_call_count_is_the_function_minus_the_empty_loop_over_the_calls():
-    dumps = {I.label("t1", "latency", 1, "fn"): {"Ir": 20_000 + 20 * 5_000},
+def test_per_call_count_is_the_median_block_minus_the_empty_loop_over_the_calls():
+    dumps = {I.label("t1", "latency", 1, "fn0"): {"Ir": 20_000 + 20 * 5_000},
+             I.label("t1", "latency", 1, "fn1"): {"Ir": 20_000 + 20 * 5_010},
+             I.label("t1", "latency", 1, "fn2"): {"Ir": 20_000 + 20 * 4_000},   # an odd block: not the figure
              I.label("t1", "latency", 1, "empty"): {"Ir": 20_000 + 20 * 100},
-             I.label("t1", "train_step", 8, "fn"): {"Ir": 3_000_000},
+             I.label("t1", "train_step", 8, "fn0"): {"Ir": 3_000_000},
+             I.label("t1", "train_step", 8, "fn1"): {"Ir": 3_000_000},
+             I.label("t1", "train_step", 8, "fn2"): {"Ir": 500},                 # below the empty loop: no count
              I.label("t1", "train_step", 8, "empty"): {"Ir": 1_000}}
-    cols, raw = I._columns(_Trial(), dumps, 20)
-    assert cols == {"instr_b1": 4_900.0, "instr_train_step_b8": (3_000_000 - 1_000) / 20}
-    assert raw["instr_b1"] == [120_000, 22_000, 20]  # the figure can be derived again from the raw samples
-    assert "instr_fusion_b1" not in cols  # not counted: empty, never 0
+    cols, raw = I._columns(_Trial(), dumps, 20, 3)
+    assert cols == {"instr_b1": 4_900.0}
+    assert raw["instr_b1"] == [120_000, 120_200, 100_000, 22_000, 20]  # the figure can be derived again
+    assert "instr_fusion_b1" not in cols and "instr_train_step_b8" not in cols  # not counted: empty, never 0
 
 
 def test_without_valgrind_the_columns_are_empty_with_one_note_and_how_to_get_it(monkeypatch, tmp_path):
@@ -102,10 +106,11 @@ def test_instructions_change_no_trial_id_and_need_latency(tmp_path):
     from mmbench.suite import load_suite
 
     text = Path("suites/nightly.yaml").read_text()
+    assert "  instructions: true" in text  # the nightly gate counts
     base = tmp_path / "a.yaml"
-    base.write_text(text)
+    base.write_text(text.replace("  instructions: true", "  instructions: false"))
     on = tmp_path / "b.yaml"
-    on.write_text(text.replace("  threads: 1 ", "  instructions: true\n  threads: 1 "))
+    on.write_text(text)
     ids = [t.id for t in prepare(load_suite(base)).trials]
     with_counts = prepare(load_suite(on)).trials
     assert [t.id for t in with_counts] == ids and all(t.measure.instructions for t in with_counts)

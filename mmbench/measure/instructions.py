@@ -12,8 +12,8 @@ Instrumentation starts only once torch is imported and the first model is built 
 requests issued from Python (``_Requests``: the few machine instructions valgrind.h's macros expand to, placed in an
 executable page; natively they do nothing). For each trial, batch size and timed function (the fusion layer's
 forward, the whole model's forward, the training step: trial._Bench's, so exactly what is timed):
-warm-up calls, then CALLS calls with collection on and a dump, then CALLS calls of an empty function through the same
-loop and a dump; per call = (function − empty) / CALLS. One thread, the CPU capability pinned (ATEN_CPU_CAPABILITY;
+warm-up calls, then BLOCKS blocks of CALLS calls, each with collection on and a dump, then CALLS calls of an empty
+function through the same loop and a dump; per call = the median over blocks of (block − empty) / CALLS. One thread, the CPU capability pinned (ATEN_CPU_CAPABILITY;
 valgrind does not emulate AVX-512 in any case), MKL and oneDNN pinned to AVX2 code paths, Python's hash seed fixed.
 
 Columns (vocabulary: the INSTRUCTIONS kind): ``instr_fusion_b{B}``, ``instr_b{B}``, ``instr_train_step_b{B}``;
@@ -40,8 +40,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-CALLS = 10          # counted calls per function: the fixed costs of a dump spread thin (stable to ~0.01%)
+CALLS = 10          # counted calls per block
+BLOCKS = 3          # blocks per function: the figure is their median (a block's count varies ~0.1-0.3% with the
+                    # state of the C library's heap, within a process and between processes)
 WARMUP = 3          # calls before counting: lazy initialisation, the allocator's first blocks
+# glibc's malloc adapts its mmap threshold and trims the heap as a process runs: a count then depends on what ran
+# before. Fixed here, so the heap behaves the same in every process (measured: block-to-block spread 0.16% → 0.03%).
+MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "1048576", "MALLOC_TRIM_THRESHOLD_": "1073741824",
+              "MALLOC_TOP_PAD_": "67108864"}
 # Per trial the pass should need far less (a nightly trial: ~5-15 s); a hung valgrind still ends.
 START_S, PER_TRIAL_S = 300, 240
 INSTALL = "install valgrind (Debian/Ubuntu: apt-get install valgrind)"
@@ -94,7 +100,7 @@ def environment() -> dict[str, Any]:
 
     return {"torch": torch.__version__, "python": platform.python_version(), "libc": "-".join(platform.libc_ver()),
             "machine": platform.machine(), "cpu_vendor": _cpu_vendor(), "capability": pinned_capability(),
-            "valgrind": _valgrind_version(), "calls": CALLS}
+            "valgrind": _valgrind_version(), "calls": CALLS, "blocks": BLOCKS}
 
 
 def fingerprint(env: dict[str, Any]) -> str:
@@ -169,13 +175,13 @@ def count_trials(trials, tasks: dict, workdir: Path, on_line=None, cache_sim: bo
     needed = {task_key(t.task) for t in todo}
     with open(job, "wb") as f:
         pickle.dump({"trials": [t.to_dict() for t in todo], "tasks": {k: v for k, v in tasks.items() if k in needed},
-                     "calls": CALLS, "warmup": WARMUP}, f)
+                     "calls": CALLS, "blocks": BLOCKS, "warmup": WARMUP}, f)
     t0 = time.perf_counter()
     failed = _run_valgrind(job, workdir, START_S + PER_TRIAL_S * len(todo), on_line, cache_sim)
     out.seconds = time.perf_counter() - t0
     dumps = parse_dumps(workdir)
     for t in todo:
-        cols, raw = _columns(t, dumps, CALLS)
+        cols, raw = _columns(t, dumps, CALLS, BLOCKS)
         if cols:
             out.columns[t.id] = {**cols, "instr_env": fp, "instr_capability": out.env["capability"],
                                  "instr_calls": CALLS}
@@ -191,7 +197,7 @@ def _run_valgrind(job: Path, workdir: Path, timeout: float, on_line, cache_sim: 
     """Run the pass; None when it exited cleanly, else why not (one line)."""
     cap = pinned_capability()
     env = {**os.environ, "ATEN_CPU_CAPABILITY": cap, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-           "PYTHONHASHSEED": "0", "MKL_CBWR": "AVX2" if cap == "avx2" else "COMPATIBLE",
+           "PYTHONHASHSEED": "0", **MALLOC_ENV, "MKL_CBWR": "AVX2" if cap == "avx2" else "COMPATIBLE",
            "ONEDNN_MAX_CPU_ISA": "AVX2" if cap == "avx2" else "DEFAULT",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[2]),
                                                         os.environ.get("PYTHONPATH")]))}
@@ -278,20 +284,23 @@ def label(tid: str, name: str, b: int, what: str) -> str:
 COLUMN = {"fusion_latency": "instr_fusion_b{b}", "latency": "instr_b{b}", "train_step": "instr_train_step_b{b}"}
 
 
-def _columns(trial, dumps: dict[str, dict[str, int]], calls: int) -> tuple[dict[str, Any], dict[str, Any]]:
+def _columns(trial, dumps: dict[str, dict[str, int]], calls: int, blocks: int = 1
+             ) -> tuple[dict[str, Any], dict[str, Any]]:
+    import statistics
+
     cols, raw = {}, {}
     for b in trial.measure.latency.batch_sizes:
         for name, pattern in COLUMN.items():
-            fn, empty = dumps.get(label(trial.id, name, b, "fn")), dumps.get(label(trial.id, name, b, "empty"))
-            if fn is None or empty is None:
-                continue
+            fns = [dumps.get(label(trial.id, name, b, f"fn{k}")) for k in range(blocks)]
+            empty = dumps.get(label(trial.id, name, b, "empty"))
+            if empty is None or any(f is None or f["Ir"] <= empty["Ir"] for f in fns):
+                continue  # not counted (or not a count of the calls): left empty
             col = pattern.format(b=b)
-            if fn["Ir"] <= empty["Ir"]:  # cannot be a count of the calls: left empty
-                continue
-            cols[col] = round((fn["Ir"] - empty["Ir"]) / calls, 1)
-            raw[col] = [fn["Ir"], empty["Ir"], calls]  # the two dumps' totals and the calls: the figure re-derivable
-            if "D1mr" in fn:
-                raw[f"{col}_cycles"] = round((cycles(fn) - cycles(empty)) / calls, 1)
+            cols[col] = round(statistics.median((f["Ir"] - empty["Ir"]) / calls for f in fns), 1)
+            # each block's total, the empty loop's and the calls: the figure can be derived again
+            raw[col] = [*(f["Ir"] for f in fns), empty["Ir"], calls]
+            if "D1mr" in empty:
+                raw[f"{col}_cycles"] = round(statistics.median((cycles(f) - cycles(empty)) / calls for f in fns), 1)
     return cols, raw
 
 
@@ -337,18 +346,19 @@ def _empty() -> None:
     return None
 
 
-def count_one(cg: _Requests, fn, context, calls: int, warmup: int, tag: str) -> None:
-    """Warm-up, then the function's calls and the empty calls, each between a collection toggle and a labelled
-    dump (a dump zeroes the counters). The collector is off, as in the timed region."""
+def count_one(cg: _Requests, fn, context, calls: int, warmup: int, tag: str, blocks: int = 1) -> None:
+    """Warm-up, then blocks of the function's calls and one of empty calls, each between a collection toggle and a
+    labelled dump (a dump zeroes the counters). The collector is off, as in the timed region."""
     with context() if context else _null():
         _loop(fn, warmup)
         gc.collect()
         gc.disable()
         try:
-            cg.toggle()
-            _loop(fn, calls)
-            cg.toggle()
-            cg.dump(f"{tag} fn")
+            for k in range(blocks):
+                cg.toggle()
+                _loop(fn, calls)
+                cg.toggle()
+                cg.dump(f"{tag} fn{k}")
             cg.toggle()
             _loop(_empty, calls)
             cg.toggle()
@@ -398,7 +408,7 @@ def _child(job_path: str) -> int:
                     started = True
                 for (name, bb), (fn, ctx) in fns.items():
                     if name in COLUMN:
-                        count_one(cg, fn, ctx, job["calls"], job["warmup"], label(trial.id, name, bb, "")[:-1])
+                        count_one(cg, fn, ctx, job["calls"], job["warmup"], f"{trial.id} {name} {bb}", job["blocks"])
             print(f"counted {trial.id} {time.perf_counter() - t0:.1f}", flush=True)
         except Exception as exc:  # one trial's failure is its note; the others are still counted
             print(f"failed {trial.id}: {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}",
