@@ -40,6 +40,8 @@ figure img{max-width:100%;height:auto;display:block}figcaption{font-size:12px;co
 .note{color:#444}footer{color:#777;font-size:12px;margin-top:32px}
 .decision{background:#fff;border:1px solid #d7dbe0;border-radius:4px;padding:4px 16px 8px;margin:8px 0}
 .decision li{margin:2px 0}.flags{font-weight:600}
+.recommend{background:#eef7f0;border-left:4px solid #1d7a3a;padding:2px 12px;margin:6px 0}
+ul.recommend li{font-weight:600}
 td.regressed,td.failed-v{color:#b3261e;font-weight:700}td.improved{color:#1d7a3a;font-weight:700}
 td.noise{color:#8a6d00}tr.group td{background:#eef1f4;font-weight:600;text-align:left}
 """
@@ -83,9 +85,18 @@ def _decisions(rep: Report) -> str:
         if d is None:
             out.append('<p class="note">Nothing to decide: no accuracy measured, or fewer than two configurations.</p>')
             continue
-        over, front, dominated = decide.lines(d)
-        out.append(f"<p>Pareto front ({escape(over)}): {len(front)} configuration(s)</p>"
+        head, recs = decide.recommendation_lines(d)
+        if head:
+            out.append(f'<div class="recommend"><p><b>Recommended</b> — {escape(head)}</p>'
+                       + ('<ul class="recommend">' + "".join(f"<li>{escape(x)}</li>" for x in recs) + "</ul>"
+                          if recs else "") + "</div>")
+        over, front, unlearned, dominated = decide.lines(d)
+        out.append(f"<p>Pareto front ({escape(over)}): {len(front) + len(unlearned)} configuration(s)</p>"
                    '<ul class="front">' + "".join(f"<li>{escape(x)}</li>" for x in front) + "</ul>")
+        if unlearned:
+            out.append(f"<details><summary>On the front only by being cheap, at chance or did not learn: "
+                       f'{len(unlearned)}</summary><ul class="front-unlearned">'
+                       + "".join(f"<li>{escape(x)}</li>" for x in unlearned) + "</ul></details>")
         if dominated:
             items = '<ul class="dominated">' + "".join(f"<li>{escape(x)}</li>" for x in dominated) + "</ul>"
             head = f"Dominated: {len(dominated)} configuration(s), each with what dominates it"

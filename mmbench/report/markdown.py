@@ -36,8 +36,15 @@ def _decisions(rep: Report) -> list[str]:
         if d is None:
             out += ["Nothing to decide: no accuracy measured, or fewer than two configurations.", ""]
             continue
-        over, front, dominated = decide.lines(d)
-        out += [f"Pareto front ({over}): {len(front)} configuration(s)", ""] + [f"- {x}" for x in front] + [""]
+        head, recs = decide.recommendation_lines(d)
+        if head:
+            out += [f"**Recommended** — {head}", ""] + [f"- **{x}**" for x in recs] + [""]
+        over, front, unlearned, dominated = decide.lines(d)
+        out += [f"Pareto front ({over}): {len(front) + len(unlearned)} configuration(s)", ""]
+        out += [f"- {x}" for x in front] + [""]
+        if unlearned:
+            out += [f"On the front only by being cheap, at chance or did not learn: {len(unlearned)}", ""]
+            out += [f"- {x}" for x in unlearned] + [""]
         if dominated:
             out += [f"Dominated: {len(dominated)} configuration(s), each with what dominates it", ""]
             out += [f"- {x}" for x in dominated] + [""]
