@@ -18,7 +18,9 @@ from mmbench.report.tables import Table
 LEGEND = ("★ the best value of a column, only where it beats the runner-up beyond both spreads (std over seeds or the "
           "test split's standard error, the larger; a latency's IQR); ⚠ a flagged timing (noisy: the median was not "
           "pinned down within the target; contended: the timed region was descheduled; host_slow: the host ran slow "
-          "beside most of its rounds); ± — one seed, so no spread. Columns and "
+          "beside most of its rounds); ± — one seed, so no spread. In the figures, accuracy bars are ± the larger of the "
+          "seed std and the test split's standard error, timing bars the IQR (its length, centred on the median), and a "
+          "ringed point is a flagged timing. Columns and "
           "tables holding only zeros or empties are left out.")
 MANY = 20  # more dominated configurations than this: folded away
 
