@@ -10,7 +10,7 @@ from html import escape
 
 from mmbench import __version__
 from mmbench.report import plots as P
-from mmbench.report import decide, versus
+from mmbench.report import decide, laws, versus
 from mmbench.report.build import Report
 from mmbench.report.summary import run_summary, state_note, task_note
 from mmbench.report.tables import Table
@@ -108,6 +108,36 @@ def _decisions(rep: Report) -> str:
     return "".join(out)
 
 
+def _rows_table(cls: str, header: list[str], rows: list[list[str]]) -> str:
+    return (f'<div class="wrap"><table class="{cls}"><thead><tr>'
+            + "".join(f'<th class="key">{escape(h)}</th>' for h in header) + "</tr></thead><tbody>"
+            + "".join("<tr>" + "".join(f'<td class="key">{escape(c)}</td>' for c in r) + "</tr>" for r in rows)
+            + "</tbody></table></div>")
+
+
+def _scaling(rep: Report, task: str) -> str:
+    fits = [f for f in rep.fits if f.task == task]
+    if not fits:
+        return ""
+    many = len(rep.runs) > 1
+    out = ['<h3>Scaling laws (fitted on the rows)</h3>', f'<p class="note">{escape(laws.NOTE)}</p>',
+           _rows_table("scaling", laws.FIT_HEADER, laws.fit_rows(fits, many))]
+    figs = [p for p in rep.scaling_plots if p.task == task]
+    if figs:
+        out.append('<div class="figs">' + "".join(_img(p) for p in figs) + "</div>")
+    found, rest = laws.crossover_rows([x for x in rep.crossovers if x.task == task], many)
+    if found or rest:
+        out.append(f"<h3>Crossovers: where one method becomes cheaper than another ({len(found)} inside the range "
+                   "run)</h3>")
+        if found:
+            out.append(_rows_table("crossovers", laws.CROSS_HEADER, found))
+        if rest:
+            out.append(f"<details><summary>{len(rest)} pair(s) and cost(s) that never cross in the range run, or "
+                       f"whose crossing the fits cannot tell apart</summary>"
+                       + _rows_table("no-crossovers", laws.CROSS_HEADER, rest) + "</details>")
+    return "".join(out)
+
+
 def _versus(rep: Report) -> str:
     out = []
     for v in rep.versus:
@@ -159,6 +189,7 @@ def render(rep: Report) -> str:
         figs = [p for p in rep.plots if p.task == task]
         if figs:
             out.append('<div class="figs">' + "".join(_img(p) for p in figs) + "</div>")
+        out.append(_scaling(rep, task))
         for t in (t for t in rep.tables if t.task == task):
             out.append(f"<h3>{escape(t.metric.title)}</h3>{_table(t)}")
         bad = rep.failed(task)

@@ -144,7 +144,8 @@ def iqr(r: dict, col: str) -> float:
 def _bars(ax, xs, ys, err, colors, *, horizontal=False, log=False) -> None:
     """Error bars as one line collection (a 500-point figure stays fast): ± err around each point, or, a timing's
     IQR, its length centred on the median (on a log axis kept above 0)."""
-    lo = [max(y - e, y * 0.05) if log else y - e for y, e in zip(ys, err)]
+    # on a log axis a bar longer than its value below it is mirrored (y²/(y+e): as far down as up, in log)
+    lo = [y * y / (y + e) if log and y - e <= 0 else y - e for y, e in zip(ys, err)]
     hi = [y + e for y, e in zip(ys, err)]
     keep = [i for i, e in enumerate(err) if e > 0]
     if not keep:
@@ -437,6 +438,39 @@ def history_trend(trend: dict[str, list[tuple[str, float]]], metric: str, title:
     ax.set_xticks(range(len(runs)))
     ax.set_xticklabels([t[:16].replace("T", " ") for t in runs], rotation=30, ha="right", fontsize=6)
     _legend(ax, len(trend))
+    return fig
+
+
+def scaling_fit(rows: list[dict], fits: list, cost: str) -> Figure | None:
+    """A cost against each method's own size variable (log-log): every row's point (its IQR, ringed when flagged),
+    and each method's fitted law as a line over the sizes it was fitted on."""
+    from mmbench import scaling, sizes
+
+    mine = [f for f in fits if f.cost == cost]
+    if not mine:
+        return None
+    many = len({f.run for f in mine}) > 1
+    fig, ax = _new(f"Scaling: {cost} against each method's size variable", "size variable (each method's own)",
+                   f"{V.column(cost).term.title.split(',')[0].lower()} ({V.column(cost).kind.unit})", logx=True,
+                   logy=True)
+    drawn, n = [], 0
+    for i, f in enumerate(mine):
+        colour = _style(i, 0)["color"]
+        pts = [(s, r) for r in rows if r.get("status") == "ok" and str(r.get("task")) == f.task
+               and str(r.get("_run", "")) == f.run and scaling.group_of(r) == f.group
+               and (s := sizes.size_of(r)) is not None and (_num(r.get(cost)) or 0) > 0]
+        xs, ys = [s for s, _ in pts], [float(r[cost]) for _, r in pts]
+        ax.scatter(xs, ys, s=14, color=colour, zorder=3)
+        _bars(ax, xs, ys, [iqr(r, cost) / 2 for _, r in pts], [colour] * len(pts), log=True)
+        drawn += [(s, float(r[cost]), r, cost) for s, r in pts]
+        grid = [min(f.sizes) * (max(f.sizes) / min(f.sizes)) ** (j / 60) for j in range(61)]
+        line = [f.predict(g)[0] for g in grid]
+        k, lo, hi = f.exponent
+        ax.plot(grid, line, color=colour, lw=1.2,
+                label=f"{f.name}{f' · {f.run}' if many else ''} ({f.size_name}): k = {k:.2f} [{lo:.2f}, {hi:.2f}]")
+        n += 1
+    flagged = _flagged(ax, drawn)
+    _legend(ax, n + flagged)
     return fig
 
 
