@@ -294,6 +294,19 @@ def _size_at(row: dict, d: float, m: int) -> float | None:
     return sizes.SIZES[method].of([d] * m, sizes.rank_of(row))
 
 
+def _edge(outside, at: float, end: float, steps: int = 60) -> float:
+    """Walking from ``at`` towards ``end`` (geometrically), the first d where ``outside`` turns positive, found to
+    precision; ``end`` when it never does."""
+    from scipy.optimize import brentq
+
+    prev = at
+    for d in np.geomspace(at, end, steps)[1:]:
+        if outside(d) > 0:
+            return float(brentq(outside, prev, d)) if outside(prev) < 0 else float(prev)
+        prev = d
+    return float(end)
+
+
 def crossovers(rows: list[dict], fits: list[Fit]) -> list[Crossover]:
     """For each pair of series of different methods in one task and run, and each cost both have fits for: where
     their fitted costs cross along the uniform modality dim, within the dims both were run at."""
@@ -346,13 +359,11 @@ def crossovers(rows: list[dict], fits: list[Fit]) -> list[Crossover]:
                 x.at = float(brentq(diff, grid[j], grid[j + 1]))
                 x.cheaper_below = a.name if vals[j] < 0 else b.name
                 t = max(fa.law.t, fb.law.t)
-                band = [abs(v) <= t * se for v, se in (diff(d, True) for d in grid)]
-                left = right = j
-                while left > 0 and band[left - 1]:
-                    left -= 1
-                while right < len(grid) - 1 and band[right + 1]:
-                    right += 1
-                x.interval = (float(grid[left]) if band[left] else x.at, float(grid[right]) if band[right] else x.at)
-                x.interval = (min(x.interval[0], x.at), max(x.interval[1], x.at))
+
+                def outside(d: float) -> float:  # > 0 where the two bands no longer overlap
+                    v, se = diff(d, True)
+                    return abs(v) - t * se
+
+                x.interval = (_edge(outside, x.at, lo), _edge(outside, x.at, hi))
                 out.append(x)
     return out

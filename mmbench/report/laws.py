@@ -4,7 +4,7 @@ from __future__ import annotations
 from mmbench import scaling
 from mmbench import vocabulary as V
 
-FIT_HEADER = ["method", "size variable", "cost", "law", "exponent k (95% CI)", "overhead c", "sizes (flagged)",
+FIT_HEADER = ["fitted method", "size variable", "cost", "law", "exponent k (95% CI)", "overhead c", "sizes (flagged)",
               "leave-one-out error"]
 CROSS_HEADER = ["cost", "pair", "crossover (uniform modality dim d)"]
 NOTE = ("Least squares in log space of each cost against the method's own size variable s, per method, task and "
