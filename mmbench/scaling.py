@@ -30,6 +30,7 @@ MIN_SIZES = 3                               # distinct sizes a fit needs (one de
 OVERHEAD_SIZES = 5                          # ... and the overhead model
 MIN_UNFLAGGED = 4                           # distinct sizes with unflagged timings to fit on those alone
 LEVEL = 0.95
+GOOD_ENOUGH = 0.03                          # a power law predicting left-out sizes this well needs no overhead term
 
 
 def _num(v: Any) -> float | None:
@@ -58,10 +59,11 @@ MODELS = {"power": _power, "overhead + power": _overhead}
 
 @functools.lru_cache(maxsize=None)
 def _t(dof: int) -> float:
-    """Student's t at the interval's level: a 95% interval is ± t·SE."""
-    from scipy import stats
+    """Student's t at the interval's level: a 95% interval is ± t·SE (scipy.special: scipy.stats takes a second to
+    import)."""
+    from scipy.special import stdtrit
 
-    return float(stats.t.ppf(0.5 + LEVEL / 2, dof))
+    return float(stdtrit(dof, 0.5 + LEVEL / 2))
 
 
 @dataclass
@@ -180,7 +182,7 @@ def fit_points(x: np.ndarray, y: np.ndarray) -> tuple[Law, float | None] | None:
         return None
     best = None
     for model in ("power", "overhead + power"):
-        if model != "power" and len(x) < OVERHEAD_SIZES:
+        if model != "power" and (len(x) < OVERHEAD_SIZES or (best and best[1] is not None and best[1] < GOOD_ENOUGH)):
             continue
         law = _fit(model, x, y)
         if law is None:
@@ -310,8 +312,6 @@ def _edge(outside, at: float, end: float, steps: int = 60) -> float:
 def crossovers(rows: list[dict], fits: list[Fit]) -> list[Crossover]:
     """For each pair of series of different methods in one task and run, and each cost both have fits for: where
     their fitted costs cross along the uniform modality dim, within the dims both were run at."""
-    from scipy.optimize import brentq
-
     index = {(f.task, f.run, f.group, f.cost): f for f in fits}
     series: dict[tuple[str, str, str], _Series] = {}
     for r in rows:
@@ -356,6 +356,8 @@ def crossovers(rows: list[dict], fits: list[Fit]) -> list[Crossover]:
                     out.append(x)
                     continue
                 j = int(change[0])
+                from scipy.optimize import brentq  # here: a second's import on a loaded host, when something crosses
+
                 x.at = float(brentq(diff, grid[j], grid[j + 1]))
                 x.cheaper_below = a.name if vals[j] < 0 else b.name
                 t = max(fa.law.t, fb.law.t)

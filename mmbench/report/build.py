@@ -71,15 +71,15 @@ def build(run_dirs: list[str | Path], db: str | Path | None = None) -> Report:
 
 
 def _add_scaling(rep: Report) -> None:
-    """The scaling laws, the crossovers, and a figure per plotted cost: latency at each batch size, the training
-    step and memory at the largest."""
+    """The scaling laws, the crossovers, and a figure per plotted cost: latency, the training step and memory at the
+    largest batch size (the table holds every batch size; a figure costs most of a second to draw)."""
     rep.fits = scaling.fit_rows(rep.rows)
     rep.crossovers = scaling.crossovers(rep.rows, rep.fits)
     for task in rep.tasks:
         fits = [f for f in rep.fits if f.task == task]
         costs = list(dict.fromkeys(f.cost for f in fits))
-        shown = [c for c in costs if V.column(c).term.name == "latency"]
-        for name in ("train_step", *scaling.MEMORY):
+        shown = []
+        for name in ("latency", "train_step", *scaling.MEMORY):
             shown += [c for c in costs if V.column(c).term.name == name][-1:]
         rows = [r for r in rep.rows if r.get("task") == task]
         for c in shown:
