@@ -26,10 +26,10 @@ def test_cheapest_within_one_se_of_the_best_per_cost_and_never_at_chance():
     head, lines = D.recommendation_lines(d)
     assert head.startswith("One-standard-error rule") and "tfn · 16: acc 0.898, SE 0.007" in head
     assert "acc at least 0.891" in head and "late · 8" in head
-    by_params = next(x for x in lines if x.startswith("by params"))
-    assert "lmf(rank=1) · 8 — acc 0.892" in by_params and "params 465 against 552,516" in by_params
-    by_latency = next(x for x in lines if x.startswith("by latency b256"))
-    assert "latency b256 0.07 ms against 5.2 ms (74.3× cheaper)" in by_latency
+    assert lines == ["lmf(rank=1) · 8 — acc 0.892 ± 0.007, within SE of the best 0.898: the cheapest by params",
+                     "lmf(rank=4) · 8 — acc 0.894 ± 0.007, within SE of the best 0.898: the cheapest by latency b256"]
+    assert D.recommendation_table(d) == [["params", "lmf(rank=1) · 8", "465", "552,516", "1,188×"],
+                                         ["latency b256", "lmf(rank=4) · 8", "0.07 ms", "5.2 ms", "74.3×"]]
     # late (at chance) and early (did not learn) are on the front by being cheapest: folded apart, not hidden
     _, front, unlearned, _ = D.lines(d)
     assert [x.split(":")[0] for x in unlearned] == ["late · 8", "early · 8"]

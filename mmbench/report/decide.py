@@ -253,16 +253,21 @@ def recommendation_lines(d: Decision) -> tuple[str, list[str]]:
     for name, recs in groups.items():
         p = recs[0].pick
         where = "the most accurate itself" if p is b else f"within SE of the best {b.score:.3f}"
-        spread = f" ± {p.spread:.3f}"
-        parts = []
-        for r in recs:
-            mine, theirs = p.costs[r.cost], b.costs.get(r.cost)
-            if p is b:
-                parts.append(f"{cost_label(r.cost)} {_cost_text(r.cost, mine)}")
-                continue
-            ratio = f" ({theirs / mine:.3g}× cheaper)" if theirs and mine > 0 and theirs > mine else ""
-            parts.append(f"{cost_label(r.cost)} {_cost_text(r.cost, mine)} against {_cost_text(r.cost, theirs)}"
-                         f"{ratio}")
-        out.append(f"by {', '.join(cost_label(r.cost) for r in recs)}: {name} — {d.metric} {p.score:.3f}{spread}, "
-                   f"{where}; " + "; ".join(parts))
+        out.append(f"{name} — {d.metric} {p.score:.3f} ± {p.spread:.3f}, {where}: the cheapest by "
+                   f"{', '.join(cost_label(r.cost) for r in recs)}")
     return head, out
+
+
+RECOMMEND_HEADER = ["cost", "recommended", "its cost", "the most accurate's", "cheaper by"]
+
+
+def recommendation_table(d: Decision) -> list[list[str]]:
+    """A row per cost: the configuration recommended, what it costs, what the most accurate one costs, the ratio."""
+    out = []
+    for r in d.recommended:
+        mine, theirs = r.pick.costs[r.cost], r.best.costs.get(r.cost)
+        x = theirs / mine if theirs and mine > 0 and r.pick is not r.best else None
+        ratio = "—" if x is None else f"{x:,.0f}×" if x >= 100 else f"{x:.3g}×"
+        out.append([cost_label(r.cost), r.pick.name, _cost_text(r.cost, mine),
+                    _cost_text(r.cost, theirs) + (" (itself)" if r.pick is r.best else ""), ratio])
+    return out

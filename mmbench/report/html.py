@@ -89,9 +89,11 @@ def _decisions(rep: Report) -> str:
             continue
         head, recs = decide.recommendation_lines(d)
         if head:
+            table = decide.recommendation_table(d)
             out.append(f'<div class="recommend"><p><b>Recommended</b> — {escape(head)}</p>'
                        + ('<ul class="recommend">' + "".join(f"<li>{escape(x)}</li>" for x in recs) + "</ul>"
-                          if recs else "") + "</div>")
+                          if recs else "")
+                       + (_rows_table("recommend", decide.RECOMMEND_HEADER, table) if table else "") + "</div>")
         over, front, unlearned, dominated = decide.lines(d)
         out.append(f"<p>Pareto front ({escape(over)}): {len(front) + len(unlearned)} configuration(s)</p>"
                    '<ul class="front">' + "".join(f"<li>{escape(x)}</li>" for x in front) + "</ul>")

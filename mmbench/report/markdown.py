@@ -39,6 +39,8 @@ def _decisions(rep: Report) -> list[str]:
         head, recs = decide.recommendation_lines(d)
         if head:
             out += [f"**Recommended** — {head}", ""] + [f"- **{x}**" for x in recs] + [""]
+            table = decide.recommendation_table(d)
+            out += [*_rows_table(decide.RECOMMEND_HEADER, table), ""] if table else []
         over, front, unlearned, dominated = decide.lines(d)
         out += [f"Pareto front ({over}): {len(front) + len(unlearned)} configuration(s)", ""]
         out += [f"- {x}" for x in front] + [""]
