@@ -85,3 +85,15 @@ def test_no_crossover_in_the_range_run_says_so():
     (x,) = scaling.crossovers(rows, scaling.fit_rows(rows))
     assert x.at is None and not x.found
     assert x.text == "never in the range run (dims 4–32): early cheaper throughout"
+
+
+def test_reports_fits_and_frames_need_no_torch(tmp_path):
+    import subprocess
+    import sys
+
+    run = make_run(tmp_path, "a")
+    code = (f"import sys, mmbench; from mmbench.report import make_report; make_report([{str(run)!r}], 'html'); "
+            f"mmbench.load_run({str(run)!r}).frame(); print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=str(tmp_path), env={**__import__("os").environ})
+    assert out.stdout.strip() == "False"
