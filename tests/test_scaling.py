@@ -97,3 +97,25 @@ def test_reports_fits_and_frames_need_no_torch(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=str(tmp_path), env={**__import__("os").environ})
     assert out.stdout.strip() == "False"
+
+
+def test_a_run_merged_across_devices_shows_each_devices_crossover(tmp_path):
+    specs = trials(methods=("tfn", "lmf"), dims=(4, 6, 8, 12, 16), ranks=(16,))
+    cpu = make_run(tmp_path, "cpu", specs=specs)
+    # on the other device LMF is 1.5× slower: its crossover with TFN moves to larger dims
+    gpu = make_run(tmp_path, "gpu", specs=specs, env={"device": "cuda"}, seed=1,
+                   slow={s["trial_id"]: 1.5 for s in specs if s["method"] == "lmf"})
+    rows = tagged_rows(load_runs([cpu, gpu]))
+    xs = [x for x in scaling.crossovers(rows, scaling.fit_rows(rows)) if x.cost == "latency_ms_b16"]
+    by_run = {x.run: x for x in xs}
+    assert set(by_run) == {"cpu", "cuda"} and all(x.found for x in xs)
+    # the fake's latency ∝ sqrt(fusion params): 2(d+1)³ (tfn) against 6·16·(d+1)+18 (lmf, rank 16)
+    true_cpu = next(d for d in np.linspace(4, 16, 12001) if 2 * (d + 1) ** 3 >= 96 * (d + 1) + 18)
+    assert abs(by_run["cpu"].at - true_cpu) < 0.1 * true_cpu and by_run["cuda"].at > by_run["cpu"].at
+    from mmbench.report import make_report
+
+    html = make_report([cpu, gpu], "html", tmp_path / "both.html").read_text()
+    import re
+
+    table = re.search(r'<table class="crossovers">(.*?)</table>', html, flags=re.S).group(1)
+    assert "lmf(rank=16) · cpu vs tfn · cpu" in table and "lmf(rank=16) · cuda vs tfn · cuda" in table

@@ -35,6 +35,6 @@ def crossover_rows(xs: list[scaling.Crossover], many_runs: bool) -> tuple[list[l
     """(crossovers found inside the range run, the pairs that never cross there or are not told apart)."""
     found, rest = [], []
     for x in xs:
-        row = [_cost(x.cost), f"{x.a} vs {x.b}" + (f" · {x.run}" if many_runs else ""), x.text]
+        row = [_cost(x.cost), f"{x.a} vs {x.b}", x.text]  # the series' names carry their run where there are several
         (found if x.found else rest).append(row)
     return found, rest
