@@ -127,7 +127,7 @@ def _scaling(rep: Report, task: str) -> str:
     figs = [p for p in rep.scaling_plots if p.task == task]
     if figs:
         out.append('<div class="figs">' + "".join(_img(p) for p in figs) + "</div>")
-    found, rest = laws.crossover_rows([x for x in rep.crossovers if x.task == task], many)
+    found, rest = laws.crossover_rows([x for x in rep.crossovers if x.task == task])
     if found or rest:
         out.append(f"<h3>Crossovers: where one method becomes cheaper than another ({len(found)} inside the range "
                    "run)</h3>")

@@ -31,7 +31,7 @@ def fit_rows(fits: list[scaling.Fit], many_runs: bool) -> list[list[str]]:
     return out
 
 
-def crossover_rows(xs: list[scaling.Crossover], many_runs: bool) -> tuple[list[list[str]], list[list[str]]]:
+def crossover_rows(xs: list[scaling.Crossover]) -> tuple[list[list[str]], list[list[str]]]:
     """(crossovers found inside the range run, the pairs that never cross there or are not told apart)."""
     found, rest = [], []
     for x in xs:

@@ -91,7 +91,7 @@ def _scaling(rep: Report, task: str, fig_dir: Path | None, fig_rel: str) -> list
             name = f"{P._slug(task)}-{p.key}.png"
             P.save_png(p, fig_dir / name)
             out += [f"![{p.title}]({fig_rel}/{name})", ""]
-    found, rest = laws.crossover_rows([x for x in rep.crossovers if x.task == task], many)
+    found, rest = laws.crossover_rows([x for x in rep.crossovers if x.task == task])
     if found or rest:
         out += [f"### Crossovers: where one method becomes cheaper than another ({len(found)} inside the range run)",
                 ""]
