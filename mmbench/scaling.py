@@ -195,6 +195,12 @@ def fit_points(x: np.ndarray, y: np.ndarray) -> tuple[Law, float | None] | None:
     return best
 
 
+def run_of(row: dict) -> str:
+    """Where a row's costs were measured: its run, and its device where one run's rows span several (a cluster)."""
+    run = str(row.get("_run", ""))
+    return run + (f" · {row.get('gpu_name') or row.get('device')}" if row.get("_env") else "")
+
+
 def group_of(row: dict) -> str:
     """The method configuration a row belongs to: its method and every hyperparameter but the size's own (rank)."""
     hp = row.get("hparams") if isinstance(row.get("hparams"), dict) else {}
@@ -222,7 +228,7 @@ def fit_rows(rows: list[dict]) -> list[Fit]:
             continue
         s = sizes.size_of(r)
         if s is not None and s > 0:
-            groups.setdefault((str(r.get("task")), str(r.get("_run", "")), group_of(r)), []).append((r, s))
+            groups.setdefault((str(r.get("task")), run_of(r), group_of(r)), []).append((r, s))
     out = []
     costs = cost_columns(rows)
     for (task, run, group), members in groups.items():
@@ -318,7 +324,7 @@ def crossovers(rows: list[dict], fits: list[Fit]) -> list[Crossover]:
         dims = sizes.parse_dims(r.get("dims"))
         if r.get("status") != "ok" or dims is None or str(r.get("method")) not in sizes.SIZES:
             continue
-        key = (str(r.get("task")), str(r.get("_run", "")), str(r.get("_key", r.get("label"))))
+        key = (str(r.get("task")), run_of(r), str(r.get("_key", r.get("label"))))
         s = series.get(key)
         if s is None:
             g = group_of(r)

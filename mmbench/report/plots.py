@@ -457,7 +457,7 @@ def scaling_fit(rows: list[dict], fits: list, cost: str) -> Figure | None:
     for i, f in enumerate(mine):
         colour = _style(i, 0)["color"]
         pts = [(s, r) for r in rows if r.get("status") == "ok" and str(r.get("task")) == f.task
-               and str(r.get("_run", "")) == f.run and scaling.group_of(r) == f.group
+               and scaling.run_of(r) == f.run and scaling.group_of(r) == f.group
                and (s := sizes.size_of(r)) is not None and (_num(r.get(cost)) or 0) > 0]
         xs, ys = [s for s, _ in pts], [float(r[cost]) for _, r in pts]
         ax.scatter(xs, ys, s=14, color=colour, zorder=3)
