@@ -43,6 +43,13 @@ def test_a_flagged_timing_is_no_cost_to_recommend_by():
             row("lmf", "16", 0.896, params=900, lat=0.2)]
     picks = {r.cost: r.pick.name for r in D.decide("t", rows).recommended}
     assert picks == {"params": "lmf · 8", "latency_ms_b256": "lmf · 16"}
+    # every timing within SE flagged: no recommendation by latency, and the report says so
+    rows = [row("tfn", "16", 0.898, params=552_516, lat=5.2, flagged=True),
+            row("lmf", "8", 0.895, params=465, lat=0.07, flagged=True)]
+    d = D.decide("t", rows)
+    assert [r.cost for r in d.recommended] == ["params"]
+    assert "No recommendation by latency b256: no configuration within SE has it measured unflagged." \
+        in D.recommendation_lines(d)[0]
 
 
 def test_lower_is_better_scores_use_the_bar_above_the_best():

@@ -246,6 +246,10 @@ def recommendation_lines(d: Decision) -> tuple[str, list[str]]:
     if d.unlearned:
         head += (f" {len(d.unlearned)} configuration(s) at chance or flagged did-not-learn are never recommended "
                  f"({', '.join(p.name for p in d.unlearned[:6])}{' …' if len(d.unlearned) > 6 else ''}).")
+    missing = [c for c in d.costs if c not in {r.cost for r in d.recommended}]
+    if missing:
+        head += (f" No recommendation by {', '.join(cost_label(c) for c in missing)}: no configuration within SE has "
+                 f"it measured unflagged.")
     groups: dict[str, list[Recommendation]] = {}
     for r in d.recommended:
         groups.setdefault(r.pick.name, []).append(r)
