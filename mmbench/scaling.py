@@ -324,12 +324,15 @@ def crossovers(rows: list[dict], fits: list[Fit]) -> list[Crossover]:
         dims = sizes.parse_dims(r.get("dims"))
         if r.get("status") != "ok" or dims is None or str(r.get("method")) not in sizes.SIZES:
             continue
-        key = (str(r.get("task")), run_of(r), str(r.get("_key", r.get("label"))))
+        name, rank = str(r.get("_key", r.get("label"))), sizes.rank_of(r)
+        if rank is not None and "rank" not in name:  # one label over a rank sweep: a series per rank
+            name += f" (rank {rank})"
+        key = (str(r.get("task")), run_of(r), name)
         s = series.get(key)
         if s is None:
             g = group_of(r)
-            s = series[key] = _Series(key[2], {c: f for (t, run, grp, c), f in index.items()
-                                               if (t, run, grp) == (key[0], key[1], g)}, r, len(dims))
+            s = series[key] = _Series(name, {c: f for (t, run, grp, c), f in index.items()
+                                             if (t, run, grp) == (key[0], key[1], g)}, r, len(dims))
         if len(set(dims)) == 1:
             s.ds.append(dims[0])
     out = []
