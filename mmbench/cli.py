@@ -234,7 +234,7 @@ def predict(suite: Path = typer.Argument(..., help="Suite YAML file: its trials 
         table.add_column(f"{c} ({V.column(c).kind.unit})", justify="right")
     for p in preds:
         cells = {e.cost: f"{e.value:.3g} [{e.low:.3g}–{e.high:.3g}]{' *' if e.extrapolated else ''}"
-                 for e in p.estimates}
+                         + (f" (measured {e.measured:.3g})" if e.measured is not None else "") for e in p.estimates}
         size = "—" if p.size is None else f"{p.size_name} = {p.size:.4g}"
         table.add_row(p.task, p.label, p.dims, size, *[cells.get(c, "—") for c in costs])
     _out().print(table)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from mmbench import scaling, sizes
+from mmbench import vocabulary as V
 from mmbench.errors import UserError
 
 
@@ -20,6 +21,7 @@ class Estimate:
     low: float
     high: float
     extrapolated: bool       # beyond the sizes the law was fitted on
+    measured: float | None = None   # what the run measured for this trial (predict --all), else None
 
 
 @dataclass
@@ -36,7 +38,8 @@ class Prediction:
     def to_dict(self) -> dict[str, Any]:
         return {"task": self.task, "label": self.label, "method": self.method, "dims": self.dims,
                 "size_variable": self.size_name, "size": self.size, "predicted": True,
-                "estimates": {e.cost: {"value": e.value, "low": e.low, "high": e.high, "extrapolated": e.extrapolated}
+                "estimates": {e.cost: {"value": e.value, "low": e.low, "high": e.high, "extrapolated": e.extrapolated,
+                                       **({"measured": e.measured} if e.measured is not None else {})}
                               for e in self.estimates}, **({"no_estimate": self.why_none} if self.why_none else {})}
 
 
@@ -59,7 +62,9 @@ def predict_rows(configs: list[dict[str, Any]], fits: list[scaling.Fit]) -> list
             p.why_none = f"no scaling law for {scaling.group_of(c)} on {p.task} in the run (it needs {scaling.MIN_SIZES} sizes)"
         for f in mine if size is not None else []:
             v, lo, hi = f.predict(size)
-            p.estimates.append(Estimate(f.cost, v, lo, hi, not min(f.sizes) <= size <= max(f.sizes)))
+            m = c.get(f.cost)
+            p.estimates.append(Estimate(f.cost, v, lo, hi, not min(f.sizes) <= size <= max(f.sizes),
+                                        float(m) if isinstance(m, (int, float)) and not isinstance(m, bool) else None))
         out.append(p)
     return out
 
@@ -79,11 +84,14 @@ def predict_suite(suite_path: str | Path, run_dir: str | Path, *, quick: bool = 
         raise UserError(f"no scaling law can be fitted from this run: no method has costs at {scaling.MIN_SIZES} "
                         "sizes or more", file=str(run_dir))
     prepared = prepare(load_suite(suite_path, quick=quick))
-    have = {(r.get("task"), r.get("label"), r.get("dims")) for r in rows if r.get("status") == "ok"}
+    have = {(r.get("task"), r.get("label"), r.get("dims")): r for r in rows if r.get("status") == "ok"}
     configs = []
     for t in prepared.trials:
         c = {"task": t.task_label, "method": t.method, "label": t.label, "dims": "x".join(map(str, t.dims)),
              "hparams": t.hparams, "rank": t.rank, "_run": runs[0].label}
-        if every or (c["task"], c["label"], c["dims"]) not in have:
+        held = have.get((c["task"], c["label"], c["dims"]))
+        if held is None:
             configs.append(c)
+        elif every:  # its measured costs ride along, to be set beside the estimates
+            configs.append({**{k: v for k, v in held.items() if V.column(k) is not None}, **c})
     return predict_rows(configs, fits)

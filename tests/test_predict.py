@@ -75,5 +75,16 @@ def test_cli_predicts_the_suites_trials_the_run_does_not_hold(tmp_path, capsys, 
         assert e["low"] < e["value"] < e["high"] and e["extrapolated"] is False
     code, out, err = cli(capsys, monkeypatch, "predict", suite, "--from", run)
     assert code == 0 and "12x12x12" in out and "Π(d_m+1) = 2197" in out
+    # --all: the run's own trials too, each estimate beside what was measured
+    code, out, err = cli(capsys, monkeypatch, "predict", suite, "--from", run, "--json", "--all")
+    doc = json.loads(out)
+    assert len(doc["predictions"]) == 12
+    measured = {r["label"] + r["dims"]: r for r in load_runs([run])[0].rows}
+    for p in doc["predictions"]:
+        e = p["estimates"]["latency_ms_b16"]
+        if p["dims"] == "12x12x12":
+            assert "measured" not in e
+        else:
+            assert e["measured"] == measured[p["label"] + p["dims"]]["latency_ms_b16"]
     code, _, err = cli(capsys, monkeypatch, "predict", suite, "--from", tmp_path / "nope")
     assert code == 2 and one_line_error(err) and "not a run directory" in err
