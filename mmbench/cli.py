@@ -209,6 +209,42 @@ def report(run_dirs: list[Path] = typer.Argument(..., help="One or more run dire
 
 
 @app.command()
+def predict(suite: Path = typer.Argument(..., help="Suite YAML file: its trials are the configurations estimated."),
+            from_run: Path = typer.Option(..., "--from", help="Run directory whose rows the scaling laws are fitted "
+                                          "on."),
+            quick: bool = typer.Option(False, "--quick", help="The suite's --quick variant."),
+            every: bool = typer.Option(False, "--all", help="Also the trials the run holds (to set estimates beside "
+                                       "what was measured)."),
+            as_json: bool = typer.Option(False, "--json", help="Print one JSON document and nothing else.")):
+    """Estimate the costs of a suite's configurations that a run did not measure, from the run's scaling laws."""
+    from mmbench import vocabulary as V
+    from mmbench.predict import predict_suite
+
+    preds = predict_suite(suite, from_run, quick=quick, every=every)
+    if as_json:
+        typer.echo(json.dumps({"from": str(from_run), "predictions": [p.to_dict() for p in preds]}, indent=1))
+        return
+    if not preds:
+        typer.echo(f"every trial of {suite} is in {from_run}: nothing to predict (--all to estimate them anyway)")
+        return
+    costs = list(dict.fromkeys(e.cost for p in preds for e in p.estimates))
+    table = Table(title=f"predicted from {from_run} (95% prediction intervals; * extrapolated beyond the sizes fitted)",
+                  header_style="bold")
+    for col in ("task", "method", "dims", "size"):
+        table.add_column(col)
+    for c in costs:
+        table.add_column(f"{c} ({V.column(c).kind.unit})", justify="right")
+    for p in preds:
+        cells = {e.cost: f"{e.value:.3g} [{e.low:.3g}–{e.high:.3g}]{' *' if e.extrapolated else ''}"
+                         + (f" (measured {e.measured:.3g})" if e.measured is not None else "") for e in p.estimates}
+        size = "—" if p.size is None else f"{p.size_name} = {p.size:.4g}"
+        table.add_row(p.task, p.label, p.dims, size, *[cells.get(c, "—") for c in costs])
+    _out().print(table)
+    for p in (p for p in preds if p.why_none):
+        err.print(f"no estimate for {escape(p.label)} · {p.dims}: {escape(p.why_none)}", highlight=False)
+
+
+@app.command()
 def history(suite: Optional[str] = typer.Option(None, "--suite", help="Suite name; without it: the recorded runs."),
             trial: Optional[str] = typer.Option(None, "--trial", help="Trial id (or a prefix of it)."),
             metric: str = typer.Option("fusion_latency_ms_b1", "--metric", help="A results column."),

@@ -306,6 +306,12 @@ class Run:
         value = _json_file(self.path / "resolved.json", {})
         return value if isinstance(value, dict) else {}
 
+    def frame(self):
+        """The rows as a pandas DataFrame: typed columns, each metric's unit in ``.attrs["units"]`` (frames.py)."""
+        from mmbench.frames import rows_frame
+
+        return rows_frame(self.rows)
+
 
 def _json_file(path: Path, default: Any) -> Any:
     if not path.exists():

@@ -51,14 +51,28 @@ def test_html_report_renders_with_tables_and_figures_and_no_console_errors(tmp_p
     assert console == []
     assert dom.count('<table class="cmp"') >= 10 and '<table class="summary">' in dom
     # the summary that decides comes first, before any table: the front, the dominated, the ceiling, the flags
-    top = dom[:dom.index("<table")]
+    top = dom[:dom.index("<table class=\"summary\"")]
     assert 'id="decision"' in top and "Pareto front (acc against params, FLOPs" in top and "dominated by" in top
     assert "Bayes-optimal accuracy on the test split 0.900 ± 0.007" in top
     assert "Timing evidence: 1 of 11 timed rows have a flagged timing" in top and "1 contended" in top
+    # the recommendation opens the task, before the front: the one-standard-error rule, per cost, never at chance
+    rec = top[top.index('<div class="recommend">'):top.index("Pareto front")]
+    assert "One-standard-error rule" in rec and "the cheapest by params" in rec
+    assert "never recommended (late · 4x4x4, late · 8x8x8, late · 16x16x16)" in rec
+    picks = [row for row in _cells(re.search(r'<table class="recommend">(.*?)</table>', rec, flags=re.S).group(1))
+             if row]
+    assert [row[0] for row in picks][:2] == ["params", "FLOPs"] and not any(row[1].startswith("late") for row in picks)
+    # uncertainty drawn: said under the figures (the bars themselves are in the PNGs: tests/test_uncertainty_drawn.py)
+    assert "accuracy bars are ± the larger of the seed std and the test split" in dom
+    # the scaling table: an exponent with its interval and a leave-one-out error per method and cost
+    scaling = [row for row in _cells(re.search(r"<table class=\"scaling\">(.*?)</table>", dom, flags=re.S).group(1)) if row]
+    assert {row[0] for row in scaling} == {"lmf", "late"}  # tfn: one of its three sizes failed, two are no law
+    lmf = next(row for row in scaling if row[0] == "lmf" and row[2] == "latency b16 (ms)")
+    assert lmf[1] == "r·Σ(d_m+1)" and re.fullmatch(r"0\.\d{3} \[0\.\d{3}, 0\.\d{3}\]", lmf[4]) and lmf[7].endswith("%")
     imgs = re.findall(r'<img alt="([^"]+)" src="data:image/png;base64,', dom)
     assert {"Parameters vs modality dim", "FLOPs vs modality dim", "Accuracy vs parameters", "Accuracy vs rank",
             "Accuracy vs latency", "Latency vs modality dim", "Latency vs batch size", "Parameters vs rank",
-            "Memory vs batch size"} <= set(imgs)
+            "Memory vs batch size", "Scaling: latency_ms_b16"} <= set(imgs)
     assert "Failed trials" in dom
     # no column holding only zeros or empties, in any table (head_flops is 0 in every row: no table at all)
     tables = re.findall(r'<table class="cmp" data-metric="([^"]+)">(.*?)</table>', dom, flags=re.S)

@@ -90,14 +90,14 @@ def test_the_report_decides_before_any_table(tmp_path):
     # nothing on the front is dominated, everything dominated is beaten by something
     assert front.isdisjoint(dominated) and len(front) + len(dominated) == len(trials())
     md = markdown.render(rep)
-    top = md[:md.index("|")]  # everything before the first table
+    top = md[:md.index("| method |")]  # everything before the first comparison table
     assert "## What this run decides" in top and "Pareto front (acc against params, FLOPs, latency b1" in top
     assert "Bayes-optimal accuracy on the test split 0.900 ± 0.007 (binomial SE, n = 2000); expected (Monte " \
            "Carlo) 0.901 ± 0.0007" in top
     assert "dominated by" in top and "acc 0.8" in top
     assert "Timing evidence: 1 of 12 timed rows have a flagged timing" in top and "CPU utilisation down to 0.45" in top
     html = (write_report(run), (run / "report.html").read_text())[1]
-    assert html.index('id="decision"') < html.index("<table")
+    assert html.index('id="decision"') < html.index('<table class="recommend"') < html.index("<table class=\"summary\"")
     # the threads column shows the rows' real threads, not the process default (env.json says 1 here)
     from mmbench.report.summary import run_summary
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mmbench import scaling
 from mmbench import vocabulary as V
 from mmbench.report import plots as P
 from mmbench.report.decide import Decision, decide
@@ -27,6 +28,9 @@ class Report:
     decisions: dict[str, Decision] = field(default_factory=dict)   # task → its Pareto front and dominated
     versus: list[Versus] = field(default_factory=list)             # several runs: each later one against the first
     flags: str = ""                                                # how many rows carry a flagged timing, and why
+    fits: list[scaling.Fit] = field(default_factory=list)          # scaling laws per task, run, method and cost
+    crossovers: list[scaling.Crossover] = field(default_factory=list)
+    scaling_plots: list[P.Plot] = field(default_factory=list)      # a cost against each method's size, fitted
 
     @property
     def tasks(self) -> list[str]:
@@ -60,9 +64,28 @@ def build(run_dirs: list[str | Path], db: str | Path | None = None) -> Report:
         d = decide(task, [r for r in rows if r.get("task") == task])
         if d is not None:
             rep.decisions[task] = d
+    _add_scaling(rep)
     if db is not None and Path(db).exists():
         _add_history(rep, Path(db))
     return rep
+
+
+def _add_scaling(rep: Report) -> None:
+    """The scaling laws, the crossovers, and a figure per plotted cost: latency, the training step and memory at the
+    largest batch size (the table holds every batch size; a figure costs most of a second to draw)."""
+    rep.fits = scaling.fit_rows(rep.rows)
+    rep.crossovers = scaling.crossovers(rep.rows, rep.fits)
+    for task in rep.tasks:
+        fits = [f for f in rep.fits if f.task == task]
+        costs = list(dict.fromkeys(f.cost for f in fits))
+        shown = []
+        for name in ("latency", "train_step", *scaling.MEMORY):
+            shown += [c for c in costs if V.column(c).term.name == name][-1:]
+        rows = [r for r in rep.rows if r.get("task") == task]
+        for c in shown:
+            fig = P.scaling_fit(rows, fits, c)
+            if fig is not None:
+                rep.scaling_plots.append(P.Plot(f"scaling-{c}", f"Scaling: {c}", task, fig))
 
 
 def _add_history(rep: Report, db: Path) -> None:

@@ -8,6 +8,12 @@ B is at least as accurate (not worse beyond the spread: the larger std over seed
 two), costs no more in every cost both have, and is strictly better somewhere (a lower cost, or more accurate beyond
 the spread). So a method whose extra accuracy is within the noise and that costs more is dominated, and two methods
 can never dominate each other.
+
+The recommendation, per cost: the one-standard-error rule. The most accurate configuration sets the bar (its score
+less one standard error: the larger of its std over seeds and the test split's standard error); of the
+configurations that clear it, the one cheapest in that cost is recommended, named with what it costs against the most
+accurate. A configuration at chance (within two standard errors of the task's chance accuracy) or flagged
+did-not-learn is never recommended: cheapest, it would be picked for learning nothing.
 """
 from __future__ import annotations
 
@@ -32,6 +38,16 @@ class Point:
     se: float | None
     costs: dict[str, float]
     chance: float | None = None
+    did_not_learn: bool = False
+
+    @property
+    def at_chance(self) -> bool:
+        return self.chance is not None and abs(self.score - self.chance) <= 2 * max(self.spread, 1e-9)
+
+    @property
+    def learned(self) -> bool:
+        """Neither at chance nor flagged did-not-learn: a configuration that may be recommended."""
+        return not (self.did_not_learn or self.at_chance)
 
     @property
     def name(self) -> str:
@@ -50,6 +66,17 @@ class Decision:
     costs: list[str]              # cost columns used, in reading order
     front: list[Point] = field(default_factory=list)
     dominated: list[tuple[Point, list[tuple[Point, list[str]]]]] = field(default_factory=list)
+    best: Point | None = None     # the most accurate configuration that learned
+    bar: float | None = None      # the one-standard-error rule's bar: best's score less (or, lower better, plus) its SE
+    recommended: list["Recommendation"] = field(default_factory=list)  # per cost, in the order of ``costs``
+    unlearned: list[Point] = field(default_factory=list)  # at chance or did-not-learn: never recommended
+
+
+@dataclass
+class Recommendation:
+    cost: str
+    pick: Point                   # the cheapest configuration in this cost within one SE of the best
+    best: Point                   # the most accurate one, for its cost
 
 
 # The costs a configuration is judged by (vocabulary terms): the whole model's counts, its forward latency at each
@@ -101,7 +128,8 @@ def decide(task: str, rows: list[dict]) -> Decision | None:
         pts.append(Point(str(r.get("_key")), str(r.get("dims")), s, _num(r.get(f"{metric}_std")),
                          _num(r.get(f"{metric}_se")),
                          {c: float(r[c]) for c in costs if _num(r.get(c)) is not None and not evidence.flags(r, c)},
-                         _num(r.get("chance_accuracy")) if metric.startswith("acc") else None))
+                         _num(r.get("chance_accuracy")) if metric.startswith("acc") else None,
+                         r.get("did_not_learn") is True))
     if len(pts) < 2 or not costs:
         return None
     d = Decision(task, metric, V.score_better(metric), costs)
@@ -125,7 +153,25 @@ def decide(task: str, rows: list[dict]) -> Decision | None:
         else:
             d.front.append(p)
     d.front.sort(key=lambda p: tuple(p.costs.get(c, math.inf) for c in costs))
+    _recommend(d, pts)
     return d
+
+
+def _recommend(d: Decision, pts: list[Point]) -> None:
+    """The one-standard-error rule, per cost (see the module's docstring)."""
+    d.unlearned = [p for p in pts if not p.learned]
+    learned = [p for p in pts if p.learned]
+    if not learned:
+        return
+    sign = 1.0 if d.better == V.HIGHER else -1.0
+    d.best = max(learned, key=lambda p: (sign * p.score, -p.spread))
+    d.bar = d.best.score - sign * d.best.spread
+    within = [p for p in learned if sign * (p.score - d.bar) >= 0]
+    for c in d.costs:
+        have = [p for p in within if c in p.costs]
+        if have:
+            pick = min(have, key=lambda p: (p.costs[c], -sign * p.score))
+            d.recommended.append(Recommendation(c, pick, d.best))
 
 
 def _dominates(q: Point, p: Point, better: str, costs: list[str]) -> list[str] | None:
@@ -151,7 +197,7 @@ def _dominates(q: Point, p: Point, better: str, costs: list[str]) -> list[str] |
 def describe(p: Point, costs: list[str], metric: str) -> str:
     spread = "—" if p.std is None else f"{p.std:.3f}"
     se = f", SE {p.se:.3f}" if p.se is not None else ""
-    chance = " (≈ chance)" if p.chance is not None and abs(p.score - p.chance) <= 2 * max(p.spread, 1e-9) else ""
+    chance = " (≈ chance)" if p.at_chance else " (did not learn)" if p.did_not_learn else ""
     parts = [f"{metric} {p.score:.3f} ± {spread}{se}{chance}"]
     for c in costs:
         if c in p.costs:
@@ -167,11 +213,65 @@ def _num(v) -> float | None:
     return float(v)
 
 
-def lines(d: Decision) -> tuple[str, list[str], list[str]]:
-    """(what the front is over, a line per front configuration, a line per dominated one), for both renderers."""
+def lines(d: Decision) -> tuple[str, list[str], list[str], list[str]]:
+    """(what the front is over, a line per front configuration that learned, a line per one at chance or that did
+    not learn — on the front only by being cheap, shown folded —, a line per dominated one), for both renderers."""
     over = f"{d.metric} against {', '.join(cost_label(c) for c in d.costs)}"
-    front = [f"{p.name}: {describe(p, d.costs, d.metric)}" for p in d.front]
+    front = [f"{p.name}: {describe(p, d.costs, d.metric)}" for p in d.front if p.learned]
+    unlearned = [f"{p.name}: {describe(p, d.costs, d.metric)}" for p in d.front if not p.learned]
     dominated = [f"{p.name} ({d.metric} {p.score:.3f}): dominated by "
                  + "; ".join(f"{q.name} ({q.score:.3f}, {' and '.join(why)})" for q, why in by)
                  for p, by in d.dominated]
-    return over, front, dominated
+    return over, front, unlearned, dominated
+
+
+def _cost_text(c: str, v: float | None) -> str:
+    if v is None:
+        return "not measured (or flagged)"
+    unit = V.column(c).kind.unit
+    return f"{v:.3g} {unit}" if unit else f"{v:,.0f}"
+
+
+def recommendation_lines(d: Decision) -> tuple[str, list[str]]:
+    """(the rule and the bar, a line per recommended configuration with the costs it is cheapest in and what each
+    costs against the most accurate), for both renderers; ('', []) when no configuration learned."""
+    if d.best is None:
+        return (f"No recommendation: every configuration is at chance or did not learn ({len(d.unlearned)})."
+                if d.unlearned else ""), []
+    b = d.best
+    word = "at least" if d.better == V.HIGHER else "at most"
+    head = (f"One-standard-error rule: per cost, the cheapest configuration whose {d.metric} is within one standard "
+            f"error of the most accurate one ({b.name}: {d.metric} {b.score:.3f}, SE {b.spread:.3f}, the larger of its "
+            f"std over seeds and the test split's standard error), i.e. {d.metric} {word} {d.bar:.3f}.")
+    if d.unlearned:
+        head += (f" {len(d.unlearned)} configuration(s) at chance or flagged did-not-learn are never recommended "
+                 f"({', '.join(p.name for p in d.unlearned[:6])}{' …' if len(d.unlearned) > 6 else ''}).")
+    missing = [c for c in d.costs if c not in {r.cost for r in d.recommended}]
+    if missing:
+        head += (f" No recommendation by {', '.join(cost_label(c) for c in missing)}: no configuration within SE has "
+                 f"it measured unflagged.")
+    groups: dict[str, list[Recommendation]] = {}
+    for r in d.recommended:
+        groups.setdefault(r.pick.name, []).append(r)
+    out = []
+    for name, recs in groups.items():
+        p = recs[0].pick
+        where = "the most accurate itself" if p is b else f"within SE of the best {b.score:.3f}"
+        out.append(f"{name} — {d.metric} {p.score:.3f} ± {p.spread:.3f}, {where}: the cheapest by "
+                   f"{', '.join(cost_label(r.cost) for r in recs)}")
+    return head, out
+
+
+RECOMMEND_HEADER = ["cost", "recommended", "its cost", "the most accurate's", "cheaper by"]
+
+
+def recommendation_table(d: Decision) -> list[list[str]]:
+    """A row per cost: the configuration recommended, what it costs, what the most accurate one costs, the ratio."""
+    out = []
+    for r in d.recommended:
+        mine, theirs = r.pick.costs[r.cost], r.best.costs.get(r.cost)
+        x = theirs / mine if theirs and mine > 0 and r.pick is not r.best else None
+        ratio = "—" if x is None else f"{x:,.0f}×" if x >= 100 else f"{x:.3g}×"
+        out.append([cost_label(r.cost), r.pick.name, _cost_text(r.cost, mine),
+                    _cost_text(r.cost, theirs) + (" (itself)" if r.pick is r.best else ""), ratio])
+    return out

@@ -10,7 +10,7 @@ from html import escape
 
 from mmbench import __version__
 from mmbench.report import plots as P
-from mmbench.report import decide, versus
+from mmbench.report import decide, laws, versus
 from mmbench.report.build import Report
 from mmbench.report.summary import run_summary, state_note, task_note
 from mmbench.report.tables import Table
@@ -18,7 +18,9 @@ from mmbench.report.tables import Table
 LEGEND = ("★ the best value of a column, only where it beats the runner-up beyond both spreads (std over seeds or the "
           "test split's standard error, the larger; a latency's IQR); ⚠ a flagged timing (noisy: the median was not "
           "pinned down within the target; contended: the timed region was descheduled; host_slow: the host ran slow "
-          "beside most of its rounds); ± — one seed, so no spread. Columns and "
+          "beside most of its rounds); ± — one seed, so no spread. In the figures, accuracy bars are ± the larger of the "
+          "seed std and the test split's standard error, timing bars the IQR (its length, centred on the median), and a "
+          "ringed point is a flagged timing. Columns and "
           "tables holding only zeros or empties are left out.")
 MANY = 20  # more dominated configurations than this: folded away
 
@@ -40,6 +42,8 @@ figure img{max-width:100%;height:auto;display:block}figcaption{font-size:12px;co
 .note{color:#444}footer{color:#777;font-size:12px;margin-top:32px}
 .decision{background:#fff;border:1px solid #d7dbe0;border-radius:4px;padding:4px 16px 8px;margin:8px 0}
 .decision li{margin:2px 0}.flags{font-weight:600}
+.recommend{background:#eef7f0;border-left:4px solid #1d7a3a;padding:2px 12px;margin:6px 0}
+ul.recommend li{font-weight:600}
 td.regressed,td.failed-v{color:#b3261e;font-weight:700}td.improved{color:#1d7a3a;font-weight:700}
 td.noise{color:#8a6d00}tr.group td{background:#eef1f4;font-weight:600;text-align:left}
 """
@@ -83,15 +87,56 @@ def _decisions(rep: Report) -> str:
         if d is None:
             out.append('<p class="note">Nothing to decide: no accuracy measured, or fewer than two configurations.</p>')
             continue
-        over, front, dominated = decide.lines(d)
-        out.append(f"<p>Pareto front ({escape(over)}): {len(front)} configuration(s)</p>"
+        head, recs = decide.recommendation_lines(d)
+        if head:
+            table = decide.recommendation_table(d)
+            out.append(f'<div class="recommend"><p><b>Recommended</b> — {escape(head)}</p>'
+                       + ('<ul class="recommend">' + "".join(f"<li>{escape(x)}</li>" for x in recs) + "</ul>"
+                          if recs else "")
+                       + (_rows_table("recommend", decide.RECOMMEND_HEADER, table) if table else "") + "</div>")
+        over, front, unlearned, dominated = decide.lines(d)
+        out.append(f"<p>Pareto front ({escape(over)}): {len(front) + len(unlearned)} configuration(s)</p>"
                    '<ul class="front">' + "".join(f"<li>{escape(x)}</li>" for x in front) + "</ul>")
+        if unlearned:
+            out.append(f"<details><summary>On the front only by being cheap, at chance or did not learn: "
+                       f'{len(unlearned)}</summary><ul class="front-unlearned">'
+                       + "".join(f"<li>{escape(x)}</li>" for x in unlearned) + "</ul></details>")
         if dominated:
             items = '<ul class="dominated">' + "".join(f"<li>{escape(x)}</li>" for x in dominated) + "</ul>"
             head = f"Dominated: {len(dominated)} configuration(s), each with what dominates it"
             out.append(f"<details><summary>{head}</summary>{items}</details>" if len(dominated) > MANY
                        else f"<p>{head}</p>{items}")
     out.append("</section>")
+    return "".join(out)
+
+
+def _rows_table(cls: str, header: list[str], rows: list[list[str]]) -> str:
+    return (f'<div class="wrap"><table class="{cls}"><thead><tr>'
+            + "".join(f'<th class="key">{escape(h)}</th>' for h in header) + "</tr></thead><tbody>"
+            + "".join("<tr>" + "".join(f'<td class="key">{escape(c)}</td>' for c in r) + "</tr>" for r in rows)
+            + "</tbody></table></div>")
+
+
+def _scaling(rep: Report, task: str) -> str:
+    fits = [f for f in rep.fits if f.task == task]
+    if not fits:
+        return ""
+    many = len(rep.runs) > 1
+    out = ['<h3>Scaling laws (fitted on the rows)</h3>', f'<p class="note">{escape(laws.NOTE)}</p>',
+           _rows_table("scaling", laws.FIT_HEADER, laws.fit_rows(fits, many))]
+    figs = [p for p in rep.scaling_plots if p.task == task]
+    if figs:
+        out.append('<div class="figs">' + "".join(_img(p) for p in figs) + "</div>")
+    found, rest = laws.crossover_rows([x for x in rep.crossovers if x.task == task])
+    if found or rest:
+        out.append(f"<h3>Crossovers: where one method becomes cheaper than another ({len(found)} inside the range "
+                   "run)</h3>")
+        if found:
+            out.append(_rows_table("crossovers", laws.CROSS_HEADER, found))
+        if rest:
+            out.append(f"<details><summary>{len(rest)} pair(s) and cost(s) that never cross in the range run, or "
+                       f"whose crossing the fits cannot tell apart</summary>"
+                       + _rows_table("no-crossovers", laws.CROSS_HEADER, rest) + "</details>")
     return "".join(out)
 
 
@@ -146,6 +191,7 @@ def render(rep: Report) -> str:
         figs = [p for p in rep.plots if p.task == task]
         if figs:
             out.append('<div class="figs">' + "".join(_img(p) for p in figs) + "</div>")
+        out.append(_scaling(rep, task))
         for t in (t for t in rep.tables if t.task == task):
             out.append(f"<h3>{escape(t.metric.title)}</h3>{_table(t)}")
         bad = rep.failed(task)

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from mmbench.report import plots as P
-from mmbench.report import decide, versus
+from mmbench.report import decide, laws, versus
 from mmbench.report.build import Report
 from mmbench.report.html import LEGEND
 from mmbench.report.summary import run_summary, state_note, task_note
@@ -36,8 +36,17 @@ def _decisions(rep: Report) -> list[str]:
         if d is None:
             out += ["Nothing to decide: no accuracy measured, or fewer than two configurations.", ""]
             continue
-        over, front, dominated = decide.lines(d)
-        out += [f"Pareto front ({over}): {len(front)} configuration(s)", ""] + [f"- {x}" for x in front] + [""]
+        head, recs = decide.recommendation_lines(d)
+        if head:
+            out += [f"**Recommended** — {head}", ""] + [f"- **{x}**" for x in recs] + [""]
+            table = decide.recommendation_table(d)
+            out += [*_rows_table(decide.RECOMMEND_HEADER, table), ""] if table else []
+        over, front, unlearned, dominated = decide.lines(d)
+        out += [f"Pareto front ({over}): {len(front) + len(unlearned)} configuration(s)", ""]
+        out += [f"- {x}" for x in front] + [""]
+        if unlearned:
+            out += [f"On the front only by being cheap, at chance or did not learn: {len(unlearned)}", ""]
+            out += [f"- {x}" for x in unlearned] + [""]
         if dominated:
             out += [f"Dominated: {len(dominated)} configuration(s), each with what dominates it", ""]
             out += [f"- {x}" for x in dominated] + [""]
@@ -65,6 +74,34 @@ def _versus(rep: Report) -> list[str]:
     return out
 
 
+def _rows_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"] + \
+        ["| " + " | ".join(c.replace("|", "/") for c in r) + " |" for r in rows]
+
+
+def _scaling(rep: Report, task: str, fig_dir: Path | None, fig_rel: str) -> list[str]:
+    fits = [f for f in rep.fits if f.task == task]
+    if not fits:
+        return []
+    many = len(rep.runs) > 1
+    out = ["### Scaling laws (fitted on the rows)", "", laws.NOTE, "", *_rows_table(laws.FIT_HEADER,
+                                                                                  laws.fit_rows(fits, many)), ""]
+    if fig_dir is not None:
+        for p in (p for p in rep.scaling_plots if p.task == task):
+            name = f"{P._slug(task)}-{p.key}.png"
+            P.save_png(p, fig_dir / name)
+            out += [f"![{p.title}]({fig_rel}/{name})", ""]
+    found, rest = laws.crossover_rows([x for x in rep.crossovers if x.task == task])
+    if found or rest:
+        out += [f"### Crossovers: where one method becomes cheaper than another ({len(found)} inside the range run)",
+                ""]
+        out += [*_rows_table(laws.CROSS_HEADER, found), ""] if found else []
+        if rest:
+            out += [f"{len(rest)} pair(s) and cost(s) never cross in the range run, or the fits cannot tell their "
+                    "crossing apart:", "", *_rows_table(laws.CROSS_HEADER, rest), ""]
+    return out
+
+
 def render(rep: Report, fig_dir: Path | None = None, fig_rel: str = "figures") -> str:
     """The markdown text; when ``fig_dir`` is given the figures are written there as PNG and linked as fig_rel/…"""
     out = [f"# {rep.title}", ""]
@@ -76,7 +113,7 @@ def render(rep: Report, fig_dir: Path | None = None, fig_rel: str = "figures") -
     out += ["## Suite and environment", "", "| " + " | ".join(cols) + " |", "|---" * len(cols) + "|"]
     out += ["| " + " | ".join(str(v) for v in r) + " |" for r in rows]
     out += ["", LEGEND, ""]
-    if fig_dir is not None and (rep.plots or rep.history):
+    if fig_dir is not None and (rep.plots or rep.history or rep.scaling_plots):
         fig_dir.mkdir(parents=True, exist_ok=True)
     for task in rep.tasks:
         out += [f"## Task: {task}", ""]
@@ -85,6 +122,7 @@ def render(rep: Report, fig_dir: Path | None = None, fig_rel: str = "figures") -
                 name = f"{P._slug(task)}-{p.key}.png"
                 P.save_png(p, fig_dir / name)
                 out += [f"![{p.title}]({fig_rel}/{name})", ""]
+        out += _scaling(rep, task, fig_dir, fig_rel)
         for t in (t for t in rep.tables if t.task == task):
             out += [f"### {t.metric.title}", "", *_table(t), ""]
         bad = rep.failed(task)

@@ -130,6 +130,31 @@ def _flagged(ax, points: list[tuple[float, float, dict, str]]) -> int:
     return 1
 
 
+def acc_err(r: dict) -> float:
+    """An accuracy's error bar: the larger of its std over seeds and the test split's standard error (0: neither)."""
+    return max(_num(r.get("acc_std")) or 0.0, _num(r.get("acc_se")) or 0.0)
+
+
+def iqr(r: dict, col: str) -> float:
+    """A timing's IQR (0 for anything else, or where none was written)."""
+    c = V.timing(col)
+    return (_num(r.get(c.spread)) or 0.0) if c is not None else 0.0
+
+
+def _bars(ax, xs, ys, err, colors, *, horizontal=False, log=False) -> None:
+    """Error bars as one line collection (a 500-point figure stays fast): ± err around each point, or, a timing's
+    IQR, its length centred on the median (on a log axis kept above 0)."""
+    # on a log axis a bar longer than its value below it is mirrored (y²/(y+e): as far down as up, in log)
+    lo = [y * y / (y + e) if log and y - e <= 0 else y - e for y, e in zip(ys, err)]
+    hi = [y + e for y, e in zip(ys, err)]
+    keep = [i for i, e in enumerate(err) if e > 0]
+    if not keep:
+        return
+    pick = lambda v: [v[i] for i in keep]  # noqa: E731
+    draw = ax.hlines if horizontal else ax.vlines
+    draw(pick(xs), pick(lo), pick(hi), colors=pick(colors), lw=0.9, alpha=0.7, zorder=2)
+
+
 def _ticks(ax, ticks: list[float]) -> None:
     ax.set_xticks(ticks, [f"{t:.3g}" for t in ticks])
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
@@ -168,6 +193,10 @@ def accuracy_vs(rows: list[dict], cost: str, xlabel: str, title: str) -> Figure 
         group = [r for r in pts if str(r.get("dims")) == dims]
         ax.scatter([r[cost] for r in group], [r["acc_mean"] for r in group], s=24, zorder=3,
                    c=[colour[r["_key"]] for r in group], marker=_MARKERS[j % len(_MARKERS)])
+    # uncertainty drawn: accuracy ± max(seed std, test SE); a timing cost its IQR
+    xs, ys, cs = [r[cost] for r in pts], [r["acc_mean"] for r in pts], [colour[r["_key"]] for r in pts]
+    _bars(ax, xs, ys, [acc_err(r) for r in pts], cs)
+    _bars(ax, ys, xs, [iqr(r, cost) / 2 for r in pts], cs, horizontal=True, log=True)
     if len(pts) <= 40:
         for r in pts:
             ax.annotate(dims_label(r.get("dims")), (r[cost], r["acc_mean"]), fontsize=6, xytext=(3, 2),
@@ -201,7 +230,10 @@ def vs_dim(rows: list[dict], col: str, ylabel: str, title: str) -> Figure | None
     pos = {d: i for i, d in enumerate(order)}
     for key, rs in _series(pts).items():
         rs = sorted(rs, key=lambda r: pos[str(r.get("dims"))])
-        ax.plot([pos[str(r.get("dims"))] for r in rs], [r[col] for r in rs], lw=1, ms=4, **pal(rs[0]))
+        style = pal(rs[0])
+        xs, ys = [pos[str(r.get("dims"))] for r in rs], [r[col] for r in rs]
+        ax.plot(xs, ys, lw=1, ms=4, **style)
+        _bars(ax, xs, ys, [iqr(r, col) / 2 for r in rs], [style["color"]] * len(rs), log=True)
     flagged = _flagged(ax, [(pos[str(r.get("dims"))], r[col], r, col) for r in pts])
     ax.set_xticks(range(len(order)), [dims_label(d) for d in order], rotation=30 if len(order) > 6 else 0)
     _legend(ax, pal.entries + flagged)
@@ -218,7 +250,7 @@ def accuracy_vs_rank(rows: list[dict]) -> Figure | None:
     groups = {k: v for k, v in groups.items() if len({r["rank"] for r in v}) >= 2}
     if not groups:
         return None
-    fig, ax = _new("Test accuracy vs rank (a line per method and modality dims)", "rank", "test accuracy",
+    fig, ax = _new("Test accuracy vs rank (± the larger of seed std and test SE)", "rank", "test accuracy",
                    logx=True)
     order = dims_order([r for v in groups.values() for r in v])
     methods = list(dict.fromkeys(m for m, _ in groups))
@@ -227,7 +259,7 @@ def accuracy_vs_rank(rows: list[dict]) -> Figure | None:
         rs = sorted(rs, key=lambda r: r["rank"])
         first = next(k for k in groups if k[0] == method) == (method, dims)
         ax.errorbar([r["rank"] for r in rs], [r["acc_mean"] for r in rs],
-                    yerr=[_num(r.get("acc_std")) or 0.0 for r in rs], lw=1, ms=4, capsize=2,
+                    yerr=[acc_err(r) for r in rs], lw=1, ms=4, capsize=2,
                     color=_style(i if few else methods.index(method), 0)["color"],
                     marker=_MARKERS[order.index(dims) % len(_MARKERS)],
                     label=f"{method} · dims {dims_label(dims)}" if few else method if first else "_nolegend_")
@@ -263,7 +295,10 @@ def latency_vs_batch(rows: list[dict]) -> Figure | None:
     for key, r in largest.items():
         xy = [(b, r[col[b]]) for b in batches if _num(r.get(col[b])) is not None]
         if len(xy) >= 2:
-            ax.plot(*zip(*xy), lw=1, ms=4, **pal(r, f"{key} (dims {dims_label(r.get('dims'))})"))
+            style = pal(r, f"{key} (dims {dims_label(r.get('dims'))})")
+            ax.plot(*zip(*xy), lw=1, ms=4, **style)
+            _bars(ax, [b for b, _ in xy], [y for _, y in xy], [iqr(r, col[b]) / 2 for b, _ in xy],
+                  [style["color"]] * len(xy), log=True)
             drawn += [(b, y, r, col[b]) for b, y in xy]
     if not drawn:
         return None
@@ -403,6 +438,39 @@ def history_trend(trend: dict[str, list[tuple[str, float]]], metric: str, title:
     ax.set_xticks(range(len(runs)))
     ax.set_xticklabels([t[:16].replace("T", " ") for t in runs], rotation=30, ha="right", fontsize=6)
     _legend(ax, len(trend))
+    return fig
+
+
+def scaling_fit(rows: list[dict], fits: list, cost: str) -> Figure | None:
+    """A cost against each method's own size variable (log-log): every row's point (its IQR, ringed when flagged),
+    and each method's fitted law as a line over the sizes it was fitted on."""
+    from mmbench import scaling, sizes
+
+    mine = [f for f in fits if f.cost == cost]
+    if not mine:
+        return None
+    many = len({f.run for f in mine}) > 1
+    fig, ax = _new(f"Scaling: {cost} against each method's size variable", "size variable (each method's own)",
+                   f"{V.column(cost).term.title.split(',')[0].lower()} ({V.column(cost).kind.unit})", logx=True,
+                   logy=True)
+    drawn, n = [], 0
+    for i, f in enumerate(mine):
+        colour = _style(i, 0)["color"]
+        pts = [(s, r) for r in rows if r.get("status") == "ok" and str(r.get("task")) == f.task
+               and scaling.run_of(r) == f.run and scaling.group_of(r) == f.group
+               and (s := sizes.size_of(r)) is not None and (_num(r.get(cost)) or 0) > 0]
+        xs, ys = [s for s, _ in pts], [float(r[cost]) for _, r in pts]
+        ax.scatter(xs, ys, s=14, color=colour, zorder=3)
+        _bars(ax, xs, ys, [iqr(r, cost) / 2 for _, r in pts], [colour] * len(pts), log=True)
+        drawn += [(s, float(r[cost]), r, cost) for s, r in pts]
+        grid = [min(f.sizes) * (max(f.sizes) / min(f.sizes)) ** (j / 60) for j in range(61)]
+        line = [f.predict(g)[0] for g in grid]
+        k, lo, hi = f.exponent
+        ax.plot(grid, line, color=colour, lw=1.2,
+                label=f"{f.name}{f' · {f.run}' if many else ''} ({f.size_name}): k = {k:.2f} [{lo:.2f}, {hi:.2f}]")
+        n += 1
+    flagged = _flagged(ax, drawn)
+    _legend(ax, n + flagged)
     return fig
 
 
