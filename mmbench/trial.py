@@ -480,7 +480,11 @@ def _accuracy(trial: Trial, data: TaskData, result: TrialResult) -> None:
         per_seed.append(values)
         raw_seeds.append({**score.__dict__, "test": values, "did_not_learn": train_mod.did_not_learn(info, data.target),
                           "initial_loss": info.initial_loss, "epoch_losses": info.epoch_losses,
-                          "val_chance": info.val_chance, "val_chance_se": info.val_chance_se})
+                          "val_chance": info.val_chance, "val_chance_se": info.val_chance_se,
+                          "trained_loss": info.trained_loss,
+                          "train_chance_loss": info.train_chance_loss, "val_loss": info.val_loss,
+                          "val_chance_loss": info.val_chance_loss, "val_loss_gain_se": info.val_loss_gain_se,
+                          "val_rows": info.val_rows})
         del model
     for key in per_seed[0]:
         v = np.array([p[key] for p in per_seed], dtype=np.float64)

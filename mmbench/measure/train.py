@@ -35,12 +35,21 @@ class FitInfo:
     val_score: float            # the selection score of the kept epoch: accuracy, or −loss for regression
     train_time_s: float
     epoch_times_s: list[float] = field(default_factory=list)
-    # Did it learn at all? The untrained model's training loss, each epoch's mean training loss, and
-    # the validation score of the best constant prediction with its standard error (see ``did_not_learn``).
+    # Did it learn at all (see ``did_not_learn``)? The validation score of the best constant prediction with its
+    # standard error (None where the split is too small to give one), and the training split's task loss of the
+    # untrained model, the kept one and the constant, measured alike. Each epoch's mean loss is for the record only.
     initial_loss: float | None = None
     epoch_losses: list[float] = field(default_factory=list)
     val_chance: float | None = None
     val_chance_se: float | None = None
+    trained_loss: float | None = None
+    train_chance_loss: float | None = None  # the best constant prediction's loss on the training split
+    # The kept model's validation loss (the task's loss, per row) against the best constant prediction's, and the
+    # standard error of their per-row difference: a paired test that sees learning the accuracy's SE hides.
+    val_loss: float | None = None
+    val_chance_loss: float | None = None
+    val_loss_gain_se: float | None = None
+    val_rows: int | None = None
 
 
 @dataclass(frozen=True)
@@ -212,61 +221,126 @@ def fit(make_model: Callable[[], nn.Module], train: Split, val: Split, spec: Tra
         times.append(time.perf_counter() - t0)
         epoch_losses.append(total / n)
         if val_score > best[0]:  # model selection on validation only
-            best = (val_score, epoch, copy.deepcopy(model.state_dict()))
+            best, best_out = (val_score, epoch, copy.deepcopy(model.state_dict())), out
         elif spec.patience is not None and epoch - best[1] >= spec.patience:
             break
     model.load_state_dict(best[2])
-    model.eval()
+    trained_loss = _mean_loss(model, xtr, ytr, mtr, loss_fn, spec.batch_size, precision, device)
     chance, chance_se = chance_score(ytr, yva, target, spec.loss)
+    out = best_out  # the kept epoch's validation outputs
+    train_chance = constant_losses(ytr, ytr, target, spec.loss, out.shape[1]).mean().item()
     return model, FitInfo(best[1], epoch, best[0], float(sum(times)), times, initial_loss, epoch_losses,
-                          chance, chance_se)
+                          chance, chance_se, trained_loss, train_chance,
+                          *loss_against_chance(out, ytr, yva, target, spec.loss), len(yva))
 
 
 @torch.no_grad()
 def _mean_loss(model, xs, y, masks, loss_fn, batch_size: int, precision: str, device: str) -> float:
-    """The untrained model's training loss over the whole train split (eval mode: no batch-norm statistics move, no
-    random number is drawn, so the training that follows is exactly as without it)."""
+    """The model's task loss (no method's own objective) over the whole train split, the untrained model's and the
+    kept one's alike (eval mode: no batch-norm statistics move, no random number is drawn, so the training that
+    follows is exactly as without it)."""
     model.eval()
     total = 0.0
     for i in range(0, len(y), batch_size):
         idx = slice(i, i + batch_size)
         with precision_region(precision, device):
-            total += loss_with_aux(model, _rows(xs, idx), y[idx], loss_fn, _rows(masks, idx)).item() * len(y[idx])
+            total += loss_fn(_call(model, _rows(xs, idx), _rows(masks, idx)), y[idx]).item() * len(y[idx])
     return total / len(y)
 
 
-# A trial "did not learn" when its best validation score is within this many standard errors of the best constant
-# prediction's, or when no epoch's mean training loss fell below the untrained model's by LOSS_FALL of its size.
+# Did a seed learn (``did_not_learn``)? Validation decides where it can tell, at CHANCE_SE standard errors from the
+# best constant prediction; where it cannot, the kept model's training loss must be LOSS_FALL below the untrained
+# model's and the constant's. Under MIN_VAL_ROWS validation rows there is no SE (the normal approximation fails);
+# under AT_CHANCE_ROWS a score within 2 SE of chance does not show that nothing was learned (the band is wider than
+# ±0.05 accuracy around an even chance: 0.6 on 100 rows is inside it).
 CHANCE_SE = 2.0
 LOSS_FALL = 0.01
+MIN_VAL_ROWS = 30
+AT_CHANCE_ROWS = 400
 
 
-def chance_score(ytr: torch.Tensor, yva: torch.Tensor, target: str, loss: str = "auto") -> tuple[float, float]:
+def chance_score(ytr: torch.Tensor, yva: torch.Tensor, target: str, loss: str = "auto") -> tuple[float, float | None]:
     """The validation score (as ``fit`` selects on it) of the best prediction that ignores the inputs, and its
     standard error over validation rows: the majority class's share (binomial SE), or −loss of predicting the
-    train mean (median for L1) with the SE of the per-row losses."""
+    train mean (median for L1) with the SE of the per-row losses. The SE is None under MIN_VAL_ROWS rows."""
     n = len(yva)
     if target == "classification":
         p = torch.bincount(yva.long().cpu()).max().item() / n
-        return p, math.sqrt(p * (1 - p) / n)
+        return p, math.sqrt(p * (1 - p) / n) if n >= MIN_VAL_ROWS else None
     ytr, yva = ytr.double().cpu(), yva.double().cpu()
     per_row = (yva - ytr.median()).abs() if loss == "l1" else (yva - ytr.mean()) ** 2
-    return -per_row.mean().item(), (per_row.std().item() / math.sqrt(n)) if n > 1 else 0.0
+    return -per_row.mean().item(), (per_row.std().item() / math.sqrt(n)) if n >= MIN_VAL_ROWS else None
+
+
+def constant_losses(ytr: torch.Tensor, y: torch.Tensor, target: str, loss: str, classes: int) -> torch.Tensor:
+    """Per row of ``y``, the task loss of the best prediction that ignores the inputs: the training split's class
+    shares (add-one smoothed, so that a class train lacks costs a finite loss), or its mean (median for L1)."""
+    y = y.cpu()
+    if target == "classification":
+        counts = torch.bincount(ytr.long().cpu(), minlength=classes).double() + 1
+        return -torch.log(counts / counts.sum())[y.long()]
+    ytr, y = ytr.double().cpu(), y.double()
+    return (y - ytr.median()).abs() if loss == "l1" else (y - ytr.mean()) ** 2
+
+
+def loss_against_chance(out: torch.Tensor, ytr: torch.Tensor, yva: torch.Tensor, target: str,
+                        loss: str = "auto") -> tuple[float, float, float | None]:
+    """(the model's mean validation task loss, the best constant prediction's, the SE of their per-row difference;
+    None under MIN_VAL_ROWS rows)."""
+    out, yva = out.double().cpu(), yva.cpu()
+    if target == "classification":
+        model = nn.functional.cross_entropy(out, yva.long(), reduction="none")
+    else:
+        model = (out[:, 0] - yva.double()).abs() if loss == "l1" else (out[:, 0] - yva.double()) ** 2
+    constant = constant_losses(ytr, yva, target, loss, out.shape[1])
+    n = len(yva)
+    se = (constant - model).std().item() / math.sqrt(n) if n >= MIN_VAL_ROWS else None
+    return model.mean().item(), constant.mean().item(), se
 
 
 def did_not_learn(info: FitInfo, target: str = "classification") -> str:
-    """Why this seed learned nothing ('' when it did): validation never left chance, or the training loss did not
-    fall. The trial is still measured and kept; its row says so."""
-    why = []
-    if info.val_chance is not None and info.val_score <= info.val_chance + CHANCE_SE * (info.val_chance_se or 0.0):
-        what = "accuracy" if target == "classification" else "score (−loss)"
-        why.append(f"best validation {what} {info.val_score:.4g} is within {CHANCE_SE:g} SE of chance "
-                   f"{info.val_chance:.4g} (SE {info.val_chance_se:.2g})")
-    if info.initial_loss is not None and info.epoch_losses:
-        low = min(info.epoch_losses)
-        if low >= info.initial_loss - LOSS_FALL * abs(info.initial_loss):
-            why.append(f"training loss did not fall ({info.initial_loss:.4g} untrained, lowest epoch mean {low:.4g})")
-    return "; ".join(why)
+    """Why this seed learned nothing ('' when it did). The trial is still measured and kept; its row says so.
+
+    Validation decides where it can tell (MIN_VAL_ROWS rows or more), against the best constant prediction:
+    - learned, whatever the training loss did, when the best validation score (accuracy; −loss for regression) is
+      beyond CHANCE_SE standard errors of the constant's, or the kept model's validation loss is below the
+      constant's by more than CHANCE_SE SE of their per-row difference (a paired test: it sees a real gain that the
+      score's SE hides, as on a regression target whose mean is hard to beat);
+    - did not learn when the validation loss is above the constant's by that margin: whatever it fit (the reason
+      says whether the training loss fell, as when a model memorises noise) does not carry to new data;
+    - did not learn when both are within the margins on a split of AT_CHANCE_ROWS rows or more: it is at chance,
+      whatever its training loss did.
+    Where validation cannot tell (within the margins on a smaller split, or under MIN_VAL_ROWS rows, which give no
+    SE), the training loss decides: the kept model's task loss on the whole training split, in eval mode, must be
+    LOSS_FALL below both the untrained model's and the constant's, measured the same way — not an epoch's running
+    mean, which averages the steps taken while learning. A constant output never gets below the constant's."""
+    loss, fell, rows = "", None, info.val_rows or 0
+    if info.initial_loss is not None and info.trained_loss is not None:
+        bar = min(info.initial_loss, info.train_chance_loss if info.train_chance_loss is not None else math.inf)
+        fell = info.trained_loss < bar - LOSS_FALL * abs(bar)
+        loss = (f"training loss {'fell' if fell else 'did not fall'} ({info.initial_loss:.4g} untrained, "
+                f"{info.trained_loss:.4g} trained"
+                + (f", {info.train_chance_loss:.4g} constant" if info.train_chance_loss is not None else "") + ")")
+    what = "accuracy" if target == "classification" else "score (−loss)"
+    if info.val_chance is not None and info.val_chance_se is not None:
+        if info.val_score > info.val_chance + CHANCE_SE * info.val_chance_se:
+            return ""
+        score = (f"best validation {what} {info.val_score:.4g} is within {CHANCE_SE:g} SE of chance "
+                 f"{info.val_chance:.4g} (SE {info.val_chance_se:.2g})")
+        if info.val_loss is not None and info.val_chance_loss is not None and info.val_loss_gain_se is not None:
+            gain, margin = info.val_chance_loss - info.val_loss, CHANCE_SE * info.val_loss_gain_se
+            if gain > margin:
+                return ""
+            if gain < -margin:
+                return (f"{score} and its validation loss {info.val_loss:.4g} is worse than the constant "
+                        f"prediction's {info.val_chance_loss:.4g} by more than {CHANCE_SE:g} SE "
+                        f"({info.val_loss_gain_se:.2g})" + (f"; {loss}" if loss else ""))
+            score += (f", its validation loss {info.val_loss:.4g} within {CHANCE_SE:g} SE of the constant's "
+                      f"{info.val_chance_loss:.4g}")
+        if rows >= AT_CHANCE_ROWS or fell is False:
+            return score + (f"; {loss}" if loss else "") + (", validation did not follow" if fell else "")
+        return ""  # a small split's band holds a model that learned a little: its training loss fell
+    return "" if fell is not False else f"{loss}; validation cannot tell (too few rows for an SE)"
 
 
 def evaluate_seed(model: nn.Module, info: FitInfo, test: Split, seed: int, target: str, num_classes: int,
