@@ -292,6 +292,8 @@ def _timing(trial: Trial, data: TaskData, model: torch.nn.Module, result: TrialR
     for b in lat.batch_sizes:
         fns.update(bench.build(b, opt))
     stats = _time(fns, trial, lat, result.row, result.raw)
+    if opt is not None:
+        result.row["optimizer_impl"] = train_mod.optimizer_impl(opt)
     result.row.update(bench.comp.columns())
     if bench.graph_error:
         result.row["graph_error"] = bench.graph_error
@@ -484,7 +486,8 @@ def _accuracy(trial: Trial, data: TaskData, result: TrialResult) -> None:
                           "trained_loss": info.trained_loss,
                           "train_chance_loss": info.train_chance_loss, "val_loss": info.val_loss,
                           "val_chance_loss": info.val_chance_loss, "val_loss_gain_se": info.val_loss_gain_se,
-                          "val_rows": info.val_rows})
+                          "val_rows": info.val_rows,
+                          "optimizer_impl": info.optimizer_impl})
         del model
     for key in per_seed[0]:
         v = np.array([p[key] for p in per_seed], dtype=np.float64)
@@ -493,7 +496,8 @@ def _accuracy(trial: Trial, data: TaskData, result: TrialResult) -> None:
     row.update(n_seeds=len(per_seed), train_time_s=float(sum(r["train_time_s"] for r in raw_seeds)),
                epoch_time_s=float(np.mean([r["epoch_time_s"] for r in raw_seeds])),
                epochs_run_mean=float(np.mean([r["epochs_run"] for r in raw_seeds])),
-               best_epoch_mean=float(np.mean([r["best_epoch"] for r in raw_seeds])))
+               best_epoch_mean=float(np.mean([r["best_epoch"] for r in raw_seeds])),
+               optimizer_impl=", ".join(sorted({r["optimizer_impl"] for r in raw_seeds})))
     why = [f"seed {r['seed']}: {r['did_not_learn']}" for r in raw_seeds if r["did_not_learn"]]
     row.update(did_not_learn=bool(why), did_not_learn_why="; ".join(why))  # still measured and kept
     if curves:

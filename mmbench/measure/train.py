@@ -4,7 +4,6 @@ The test split is never looked at while training or selecting: ``fit`` does not 
 """
 from __future__ import annotations
 
-import copy
 import math
 import time
 from dataclasses import dataclass, field
@@ -50,6 +49,7 @@ class FitInfo:
     val_chance_loss: float | None = None
     val_loss_gain_se: float | None = None
     val_rows: int | None = None
+    optimizer_impl: str | None = None  # "fused", "foreach" or "for-loop" (``optimizer_impl``)
 
 
 @dataclass(frozen=True)
@@ -141,9 +141,14 @@ class TrainStep:
     scaler: torch.amp.GradScaler | None = None  # fp16 on CUDA (gradients underflow without it); else None
 
     def optimizer(self) -> torch.optim.Optimizer:
-        """A new optimizer of the spec's kind, learning rate and weight decay (no state until its first step)."""
-        return OPTIMIZERS[self.spec.optimizer](self.model.parameters(), lr=self.spec.lr,
-                                               weight_decay=self.spec.weight_decay)
+        """A new optimizer of the spec's kind, learning rate and weight decay (no state until its first step): the
+        fused implementation (one kernel for every parameter's update) where the installed torch has it for these
+        parameters, else torch's default (``optimizer_impl`` says which)."""
+        kind, params = OPTIMIZERS[self.spec.optimizer], list(self.model.parameters())
+        try:
+            return kind(params, lr=self.spec.lr, weight_decay=self.spec.weight_decay, fused=True)
+        except (RuntimeError, ValueError, TypeError):  # no fused kernel for this device, dtype or torch
+            return kind(params, lr=self.spec.lr, weight_decay=self.spec.weight_decay)
 
     def __call__(self, opt: torch.optim.Optimizer, xs: list[torch.Tensor], y: torch.Tensor,
                  masks: list[torch.Tensor] | None = None) -> torch.Tensor:
@@ -164,6 +169,16 @@ class TrainStep:
         return matmul_flags(self.precision, self.device)
 
 
+def optimizer_impl(opt: torch.optim.Optimizer) -> str:
+    """Which implementation of the optimizer's update ran: fused, foreach (torch's default on CUDA) or for-loop."""
+    if opt.defaults.get("fused"):
+        return "fused"
+    foreach = opt.defaults.get("foreach")
+    if foreach is None:  # torch's own choice: foreach where every parameter is a CUDA tensor
+        foreach = all(p.is_cuda for g in opt.param_groups for p in g["params"])
+    return "foreach" if foreach else "for-loop"
+
+
 def training_step(model: nn.Module, spec: TrainSpec, target: str, precision: str = "fp32",
                   device: str = "cpu") -> TrainStep:
     """The training step of a suite's ``train:`` block for this task: its loss (``loss_function``) and optimizer, at
@@ -177,6 +192,29 @@ def score(out: np.ndarray, y: np.ndarray, target: str, num_classes: int, kind: s
     if target == "classification":
         return metrics.classification(out, y, num_classes)
     return metrics.affect(out[:, 0], y) if kind == "affect" else metrics.regression(out[:, 0], y)
+
+
+class BestWeights:
+    """The best epoch's weights, copied into buffers allocated once (a deep copy of the state each time allocates
+    and walks the module tree); the live state is read again at each copy, so a module that replaces a buffer is
+    still followed."""
+
+    def __init__(self, model: nn.Module):
+        self.model, self.score, self.epoch, self.out = model, -math.inf, 0, None
+        self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}  # the untrained weights
+
+    def keep(self, score: float, epoch: int, out: torch.Tensor | None = None) -> None:
+        """This epoch is the best so far: copy its weights (and keep its validation outputs)."""
+        self.score, self.epoch, self.out = score, epoch, out
+        for k, v in self.model.state_dict().items():
+            kept = self.state.get(k)
+            if kept is not None and kept.shape == v.shape and kept.dtype == v.dtype:
+                kept.copy_(v)
+            else:
+                self.state[k] = v.detach().clone()
+
+    def restore(self) -> None:
+        self.model.load_state_dict(self.state)
 
 
 def fit(make_model: Callable[[], nn.Module], train: Split, val: Split, spec: TrainSpec, *, seed: int,
@@ -193,24 +231,27 @@ def fit(make_model: Callable[[], nn.Module], train: Split, val: Split, spec: Tra
     if target == "regression":
         ytr, yva = ytr.float(), yva.float()
     gen = torch.Generator().manual_seed(seed)
-    best = (-math.inf, 0, copy.deepcopy(model.state_dict()))
+    best = BestWeights(model)
     times: list[float] = []
     n = len(ytr)
     epoch = 0
     initial_loss = _mean_loss(model, xtr, ytr, mtr, loss_fn, spec.batch_size, precision, device)
     epoch_losses = []
+    sizes = torch.tensor([min(spec.batch_size, n - i) for i in range(0, n, spec.batch_size)], dtype=torch.float64,
+                         device=device)
     for epoch in range(1, spec.epochs + 1):
         t0 = time.perf_counter()
         model.train()
         order = torch.randperm(n, generator=gen).to(device)
-        total = 0.0
-        for i in range(0, n, spec.batch_size):
-            idx = order[i:i + spec.batch_size]
-            with step.flags():  # TF32 held through forward and backward alike
-                batch_loss = step(opt, _rows(xtr, idx), ytr[idx], _rows(mtr, idx)).item()
-            if not math.isfinite(batch_loss):
-                raise NonFiniteLoss(f"loss became {batch_loss} at epoch {epoch}")
-            total += batch_loss * len(idx)
+        losses = []  # on the device: read once per epoch, not once per step (a host sync on a GPU)
+        with step.flags():  # TF32 held through forward and backward alike
+            for i in range(0, n, spec.batch_size):
+                idx = order[i:i + spec.batch_size]
+                losses.append(step(opt, _rows(xtr, idx), ytr[idx], _rows(mtr, idx)).detach())
+        per_step = torch.stack(losses).double()
+        bad = (~torch.isfinite(per_step)).nonzero()
+        if len(bad):  # a NaN stops the trial at the epoch it happened, as a per-step check would
+            raise NonFiniteLoss(f"loss became {per_step[bad[0, 0]].item()} at epoch {epoch}")
         out = outputs(model, xva, masks=mva, precision=precision).float()
         if target == "classification":
             val_score = (out.argmax(1) == yva).float().mean().item()
@@ -219,19 +260,20 @@ def fit(make_model: Callable[[], nn.Module], train: Split, val: Split, spec: Tra
             if not math.isfinite(val_score):
                 raise NonFiniteLoss(f"validation loss became {-val_score} at epoch {epoch}")
         times.append(time.perf_counter() - t0)
-        epoch_losses.append(total / n)
-        if val_score > best[0]:  # model selection on validation only
-            best, best_out = (val_score, epoch, copy.deepcopy(model.state_dict())), out
-        elif spec.patience is not None and epoch - best[1] >= spec.patience:
+        epoch_losses.append((per_step * sizes).sum().item() / n)
+        if val_score > best.score:  # model selection on validation only
+            best.keep(val_score, epoch, out)
+        elif spec.patience is not None and epoch - best.epoch >= spec.patience:
             break
-    model.load_state_dict(best[2])
+    best.restore()
     trained_loss = _mean_loss(model, xtr, ytr, mtr, loss_fn, spec.batch_size, precision, device)
     chance, chance_se = chance_score(ytr, yva, target, spec.loss)
-    out = best_out  # the kept epoch's validation outputs
+    out = best.out  # the kept epoch's validation outputs
     train_chance = constant_losses(ytr, ytr, target, spec.loss, out.shape[1]).mean().item()
-    return model, FitInfo(best[1], epoch, best[0], float(sum(times)), times, initial_loss, epoch_losses,
+    return model, FitInfo(best.epoch, epoch, best.score, float(sum(times)), times, initial_loss, epoch_losses,
                           chance, chance_se, trained_loss, train_chance,
-                          *loss_against_chance(out, ytr, yva, target, spec.loss), len(yva))
+                          *loss_against_chance(out, ytr, yva, target, spec.loss), len(yva),
+                          optimizer_impl(opt))
 
 
 @torch.no_grad()
@@ -244,8 +286,8 @@ def _mean_loss(model, xs, y, masks, loss_fn, batch_size: int, precision: str, de
     for i in range(0, len(y), batch_size):
         idx = slice(i, i + batch_size)
         with precision_region(precision, device):
-            total += loss_fn(_call(model, _rows(xs, idx), _rows(masks, idx)), y[idx]).item() * len(y[idx])
-    return total / len(y)
+            total = total + loss_fn(_call(model, _rows(xs, idx), _rows(masks, idx)), y[idx]).double() * len(y[idx])
+    return float(total) / len(y)  # one host read, not one a batch
 
 
 # Did a seed learn (``did_not_learn``)? Validation decides where it can tell, at CHANCE_SE standard errors from the
