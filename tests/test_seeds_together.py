@@ -125,3 +125,14 @@ def test_a_trial_with_seeds_together_gives_the_row_of_one_by_one_and_keeps_its_i
     assert (a["seeds_trained"], b["seeds_trained"]) == ("one by one", "together")
     for key in ("acc_mean", "acc_std", "f1_mean", "best_epoch_mean", "did_not_learn"):
         assert b[key] == pytest.approx(a[key], abs=1e-6), key
+
+
+def test_the_seeds_times_add_up_to_the_joint_time():
+    spec = TrainSpec(epochs=12, batch_size=64, lr=0.05, seeds=[0, 1, 2, 3], patience=2)
+    tog, _ = fit_seeds(_make("lmf"), TRAIN, VAL, spec, spec.seeds)
+    for _, info in tog:
+        assert len(info.epoch_times_s) == info.epochs_run and info.train_time_s == pytest.approx(
+            sum(info.epoch_times_s))
+    longest = max(i.epochs_run for _, i in tog)
+    # each epoch's time is shared by the seeds that ran it: the first epoch, run by all, equally
+    assert len({round(i.epoch_times_s[0], 12) for _, i in tog}) == 1 and longest > min(i.epochs_run for _, i in tog)

@@ -138,7 +138,9 @@ def _together(make_model, train: Split, val: Split, spec: TrainSpec, seeds: list
                 stopped[j] = epoch
         if all(s is not None for s in stopped):
             break
-    share = sum(times) / k  # the seeds' joint time, shared out: the row's total is still the wall time
+    # Each epoch's joint time shared among the seeds that ran it: the seeds' times add up to the wall time.
+    ran = [[e for e in range(1, epoch + 1) if stopped[j] is None or e <= stopped[j]] for j in range(k)]
+    share = {e: times[e - 1] / sum(e in r for r in ran) for e in range(1, epoch + 1)}
     results = []
     chance, chance_se = T.chance_score(ytr, yva, target, spec.loss)
     train_chance = T.constant_losses(ytr, ytr, target, spec.loss, kept_out[0].shape[-1]).mean().item()
@@ -147,10 +149,10 @@ def _together(make_model, train: Split, val: Split, spec: TrainSpec, seeds: list
             for name, p in model.named_parameters():
                 p.copy_(kept[name][j])
         model.eval()
-        run = stopped[j] or epoch
+        own = [share[e] for e in ran[j]]
         trained = T._mean_loss(model, xtr, ytr, None, loss_fn, spec.batch_size, "fp32", device)
-        results.append((model, T.FitInfo(best[j][1], run, best[j][0], share * run / epoch,
-                                         [share / 1] * run, initial[j], epoch_losses[j], chance, chance_se, trained,
+        results.append((model, T.FitInfo(best[j][1], len(own), best[j][0], sum(own), own, initial[j],
+                                         epoch_losses[j], chance, chance_se, trained,
                                          train_chance, *T.loss_against_chance(kept_out[j], ytr, yva, target,
                                                                                spec.loss), len(yva),
                                          T.optimizer_impl(opt))))
