@@ -135,7 +135,8 @@ def test_fitting_train_at_chance_on_validation_is_flagged_with_the_reason():
     assert "training loss fell" in why
     # at chance on a large split by both measures: did not learn, whatever the training loss did
     level = dataclasses.replace(info, val_loss=info.val_chance_loss, val_rows=1000)
-    assert "within 2 SE of the constant's" in did_not_learn(level) and "validation did not follow" in did_not_learn(level)
+    why = did_not_learn(level)
+    assert "within 2 SE of the constant's" in why and "validation did not follow" in why
     # on a small one the band also holds a model that learned a little: the training loss decides
     assert did_not_learn(dataclasses.replace(level, val_rows=100)) == ""
 

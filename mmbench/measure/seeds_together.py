@@ -79,8 +79,8 @@ def _together(make_model, train: Split, val: Split, spec: TrainSpec, seeds: list
     initial = [T._mean_loss(m, xtr, ytr, None, loss_fn, spec.batch_size, "fp32", device) for m in models]
     params, buffers = stack_module_state(models)
     base = copy.deepcopy(models[0]).to("meta")
-    step = T.training_step(models[0], spec, target)  # the optimizer fit would make, over the stacked parameters
-    opt = _optimizer(step, list(params.values()))
+    # fit's optimizer over the stacked parameters
+    opt = T.training_step(models[0], spec, target).optimizer(params.values())
 
     def forward(p, b, xs):
         return functional_call(base, (p, b), (xs,))
@@ -158,11 +158,3 @@ def _together(make_model, train: Split, val: Split, spec: TrainSpec, seeds: list
                                          T.optimizer_impl(opt))))
     return results
 
-
-def _optimizer(step: T.TrainStep, params: list[torch.Tensor]) -> torch.optim.Optimizer:
-    """fit's optimizer (kind, learning rate, weight decay, fused where it can be) over the stacked parameters."""
-    kind, spec = T.OPTIMIZERS[step.spec.optimizer], step.spec
-    try:
-        return kind(params, lr=spec.lr, weight_decay=spec.weight_decay, fused=True)
-    except (RuntimeError, ValueError, TypeError):
-        return kind(params, lr=spec.lr, weight_decay=spec.weight_decay)

@@ -140,11 +140,12 @@ class TrainStep:
     device: str = "cpu"
     scaler: torch.amp.GradScaler | None = None  # fp16 on CUDA (gradients underflow without it); else None
 
-    def optimizer(self) -> torch.optim.Optimizer:
-        """A new optimizer of the spec's kind, learning rate and weight decay (no state until its first step): the
-        fused implementation (one kernel for every parameter's update) where the installed torch has it for these
-        parameters, else torch's default (``optimizer_impl`` says which)."""
-        kind, params = OPTIMIZERS[self.spec.optimizer], list(self.model.parameters())
+    def optimizer(self, params=None) -> torch.optim.Optimizer:
+        """A new optimizer of the spec's kind, learning rate and weight decay (no state until its first step) over
+        the model's parameters (or ``params``): the fused implementation (one kernel for every parameter's update)
+        where the installed torch has it for these parameters, else torch's default (``optimizer_impl`` says which)."""
+        kind = OPTIMIZERS[self.spec.optimizer]
+        params = list(self.model.parameters() if params is None else params)
         try:
             return kind(params, lr=self.spec.lr, weight_decay=self.spec.weight_decay, fused=True)
         except (RuntimeError, ValueError, TypeError):  # no fused kernel for this device, dtype or torch
