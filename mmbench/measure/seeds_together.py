@@ -144,17 +144,18 @@ def _together(make_model, train: Split, val: Split, spec: TrainSpec, seeds: list
     results = []
     chance, chance_se = T.chance_score(ytr, yva, target, spec.loss)
     train_chance = T.constant_losses(ytr, ytr, target, spec.loss, kept_out[0].shape[-1]).mean().item()
-    for j, (model, s) in enumerate(zip(models, seeds)):
+    for j, model in enumerate(models):
         with torch.no_grad():
             for name, p in model.named_parameters():
                 p.copy_(kept[name][j])
         model.eval()
         own = [share[e] for e in ran[j]]
         trained = T._mean_loss(model, xtr, ytr, None, loss_fn, spec.batch_size, "fp32", device)
-        results.append((model, T.FitInfo(best[j][1], len(own), best[j][0], sum(own), own, initial[j],
-                                         epoch_losses[j], chance, chance_se, trained,
-                                         train_chance, *T.loss_against_chance(kept_out[j], ytr, yva, target,
-                                                                               spec.loss), len(yva),
-                                         T.optimizer_impl(opt))))
+        val_loss, val_chance_loss, gain_se = T.loss_against_chance(kept_out[j], ytr, yva, target, spec.loss)
+        results.append((model, T.FitInfo(
+            best[j][1], len(own), best[j][0], sum(own), own, initial_loss=initial[j], epoch_losses=epoch_losses[j],
+            val_chance=chance, val_chance_se=chance_se, trained_loss=trained, train_chance_loss=train_chance,
+            val_loss=val_loss, val_chance_loss=val_chance_loss, val_loss_gain_se=gain_se, val_rows=len(yva),
+            optimizer_impl=T.optimizer_impl(opt))))
     return results
 

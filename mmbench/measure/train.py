@@ -270,11 +270,13 @@ def fit(make_model: Callable[[], nn.Module], train: Split, val: Split, spec: Tra
     trained_loss = _mean_loss(model, xtr, ytr, mtr, loss_fn, spec.batch_size, precision, device)
     chance, chance_se = chance_score(ytr, yva, target, spec.loss)
     out = best.out  # the kept epoch's validation outputs
-    train_chance = constant_losses(ytr, ytr, target, spec.loss, out.shape[1]).mean().item()
-    return model, FitInfo(best.epoch, epoch, best.score, float(sum(times)), times, initial_loss, epoch_losses,
-                          chance, chance_se, trained_loss, train_chance,
-                          *loss_against_chance(out, ytr, yva, target, spec.loss), len(yva),
-                          optimizer_impl(opt))
+    val_loss, val_chance_loss, gain_se = loss_against_chance(out, ytr, yva, target, spec.loss)
+    return model, FitInfo(
+        best.epoch, epoch, best.score, float(sum(times)), times, initial_loss=initial_loss,
+        epoch_losses=epoch_losses, val_chance=chance, val_chance_se=chance_se, trained_loss=trained_loss,
+        train_chance_loss=constant_losses(ytr, ytr, target, spec.loss, out.shape[1]).mean().item(),
+        val_loss=val_loss, val_chance_loss=val_chance_loss, val_loss_gain_se=gain_se, val_rows=len(yva),
+        optimizer_impl=optimizer_impl(opt))
 
 
 @torch.no_grad()
