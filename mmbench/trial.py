@@ -16,7 +16,7 @@ import torch
 from mmbench import interrupt, measure
 from mmbench import vocabulary as V
 from mmbench.data.registry import TaskData
-from mmbench.measure import contention, gpu_state, metrics, nvml, robustness
+from mmbench.measure import contention, gpu_state, metrics, nvml, robustness, seeds_together
 from mmbench.measure import train as train_mod
 from mmbench.measure.latency import LatencyStats
 from mmbench.measure.train import NonFiniteLoss, loss_with_aux
@@ -292,6 +292,8 @@ def _timing(trial: Trial, data: TaskData, model: torch.nn.Module, result: TrialR
     for b in lat.batch_sizes:
         fns.update(bench.build(b, opt))
     stats = _time(fns, trial, lat, result.row, result.raw)
+    if opt is not None:
+        result.row["optimizer_impl"] = train_mod.optimizer_impl(opt)
     result.row.update(bench.comp.columns())
     if bench.graph_error:
         result.row["graph_error"] = bench.graph_error
@@ -462,9 +464,14 @@ def _accuracy(trial: Trial, data: TaskData, result: TrialResult) -> None:
 
     per_seed, raw_seeds, curves = [], [], []
     xte, _ = train_mod.tensors(data.test, trial.device)
-    for s in t.seeds:
-        model, info = train_mod.fit(make, data.train, data.val, t, seed=s, target=data.target, device=trial.device,
-                                    precision=prec)
+    fitted, how = [None] * len(t.seeds), "one by one"
+    if t.seeds_together:
+        fitted, how = seeds_together.fit_seeds(make, data.train, data.val, t, list(t.seeds), target=data.target,
+                                               device=trial.device, precision=prec)
+    for i, s in enumerate(t.seeds):
+        model, info = fitted[i] or train_mod.fit(make, data.train, data.val, t, seed=s, target=data.target,
+                                                 device=trial.device, precision=prec)
+        fitted[i] = None  # each model is dropped once evaluated, as one by one
         score = train_mod.evaluate_seed(model, info, data.test, s, data.target, data.num_classes, kind, trial.device,
                                         prec)
         values = dict(score.test)
@@ -480,7 +487,12 @@ def _accuracy(trial: Trial, data: TaskData, result: TrialResult) -> None:
         per_seed.append(values)
         raw_seeds.append({**score.__dict__, "test": values, "did_not_learn": train_mod.did_not_learn(info, data.target),
                           "initial_loss": info.initial_loss, "epoch_losses": info.epoch_losses,
-                          "val_chance": info.val_chance, "val_chance_se": info.val_chance_se})
+                          "val_chance": info.val_chance, "val_chance_se": info.val_chance_se,
+                          "trained_loss": info.trained_loss,
+                          "train_chance_loss": info.train_chance_loss, "val_loss": info.val_loss,
+                          "val_chance_loss": info.val_chance_loss, "val_loss_gain_se": info.val_loss_gain_se,
+                          "val_rows": info.val_rows,
+                          "optimizer_impl": info.optimizer_impl})
         del model
     for key in per_seed[0]:
         v = np.array([p[key] for p in per_seed], dtype=np.float64)
@@ -489,7 +501,8 @@ def _accuracy(trial: Trial, data: TaskData, result: TrialResult) -> None:
     row.update(n_seeds=len(per_seed), train_time_s=float(sum(r["train_time_s"] for r in raw_seeds)),
                epoch_time_s=float(np.mean([r["epoch_time_s"] for r in raw_seeds])),
                epochs_run_mean=float(np.mean([r["epochs_run"] for r in raw_seeds])),
-               best_epoch_mean=float(np.mean([r["best_epoch"] for r in raw_seeds])))
+               best_epoch_mean=float(np.mean([r["best_epoch"] for r in raw_seeds])),
+               optimizer_impl=", ".join(sorted({r["optimizer_impl"] for r in raw_seeds})), seeds_trained=how)
     why = [f"seed {r['seed']}: {r['did_not_learn']}" for r in raw_seeds if r["did_not_learn"]]
     row.update(did_not_learn=bool(why), did_not_learn_why="; ".join(why))  # still measured and kept
     if curves:

@@ -3,6 +3,8 @@ report's summary."""
 import dataclasses
 
 import numpy as np
+import torch
+from torch import nn
 
 from mmbench.data.registry import Split, TaskData
 from mmbench.measure.train import did_not_learn, fit
@@ -72,7 +74,71 @@ def test_chance_is_the_majority_share_and_its_standard_error():
     share = np.bincount(task.val.y).max() / len(task.val.y)
     assert abs(info.val_chance - share) < 1e-12
     assert abs(info.val_chance_se - np.sqrt(share * (1 - share) / len(task.val.y))) < 1e-12
-    assert did_not_learn(dataclasses.replace(info, val_score=share + 0.5, epoch_losses=[0.0])) == ""
+    assert did_not_learn(dataclasses.replace(info, val_score=share + 0.5)) == ""
+
+
+def test_high_validation_accuracy_after_one_short_epoch_is_learning():
+    """Three optimizer steps take late fusion from chance to over 0.8: the epoch's mean training loss (which averages
+    the steps taken while learning) fell under 1%, but validation says it learned."""
+    tr, va = _blobs(300, 0, classes=2), _blobs(200, 1, classes=2)
+    make = lambda: build("late", {}, [3, 3], [8, 8], 2)  # noqa: E731
+    _, info = fit(make, tr, va, TrainSpec(epochs=1, batch_size=128, lr=0.001), seed=0)
+    assert info.val_score > 0.8 and info.val_score > info.val_chance + 2 * info.val_chance_se
+    assert info.epoch_losses[0] > 0.99 * info.initial_loss  # what the old rule flagged
+    assert did_not_learn(info) == ""
+    # validation that cannot tell (no SE): the kept model's loss against the untrained one's, measured alike
+    assert info.trained_loss < 0.99 * info.initial_loss
+    assert did_not_learn(dataclasses.replace(info, val_chance_se=None)) == ""
+    assert "did not fall" in did_not_learn(dataclasses.replace(info, val_chance_se=None,
+                                                               trained_loss=info.initial_loss))
+
+
+class _Constant(nn.Module):
+    """Ignores its inputs: one learned bias per class, so every output row is the same."""
+
+    def __init__(self):
+        super().__init__()
+        self.b = nn.Parameter(torch.zeros(2))
+
+    def forward(self, xs):
+        return self.b.expand(len(xs[0]), 2)
+
+
+def test_a_model_whose_outputs_stay_constant_is_flagged():
+    tr, va = _blobs(300, 0, classes=2), _blobs(200, 1, classes=2)
+    _, info = fit(_Constant, tr, va, TrainSpec(epochs=5, batch_size=64, lr=0.05), seed=0)
+    why = did_not_learn(info)
+    assert abs(info.val_score - info.val_chance) < 1e-6
+    assert why.startswith("best validation accuracy") and "within 2 SE of chance" in why
+
+
+class _Memoriser(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(32, 256), nn.ReLU(), nn.Linear(256, 2))
+
+    def forward(self, xs):
+        return self.net(torch.cat(xs, 1))
+
+
+def _noise(n, seed):
+    """Labels independent of the inputs: nothing to learn, only to memorise."""
+    rng = np.random.default_rng(seed)
+    return Split([rng.normal(size=(n, 16)).astype(np.float32) for _ in range(2)], rng.integers(0, 2, n))
+
+
+def test_fitting_train_at_chance_on_validation_is_flagged_with_the_reason():
+    _, info = fit(_Memoriser, _noise(100, 0), _noise(400, 1), TrainSpec(epochs=40, batch_size=50, lr=0.01), seed=0)
+    assert info.trained_loss < 0.1 * info.initial_loss  # it fit the training labels
+    why = did_not_learn(info)
+    assert "within 2 SE of chance" in why and "worse than the constant prediction's" in why
+    assert "training loss fell" in why
+    # at chance on a large split by both measures: did not learn, whatever the training loss did
+    level = dataclasses.replace(info, val_loss=info.val_chance_loss, val_rows=1000)
+    why = did_not_learn(level)
+    assert "within 2 SE of the constant's" in why and "validation did not follow" in why
+    # on a small one the band also holds a model that learned a little: the training loss decides
+    assert did_not_learn(dataclasses.replace(level, val_rows=100)) == ""
 
 
 def test_report_summary_counts_trials_that_did_not_learn(tmp_path):

@@ -108,7 +108,7 @@ def test_the_timed_training_step_is_fits_step(write_suite, monkeypatch, loss, us
     assert "train_step_ms_b2" in row
     assert calls[used] and not calls[unused]
     assert set(calls[used]) == {((2,), (2,))}  # column 0 of the (B, 1) output against (B,) targets, as fit does
-    assert made == [{"lr": trial.train.lr, "weight_decay": 0.25}]  # one optimizer for the timed steps
+    assert made == [{"lr": trial.train.lr, "weight_decay": 0.25, "fused": True}]  # one optimizer for the timed steps
 
 
 def test_fit_takes_the_specs_optimizer_and_loss(monkeypatch):
@@ -127,6 +127,6 @@ def test_fit_takes_the_specs_optimizer_and_loss(monkeypatch):
     spec = TrainSpec(epochs=1, batch_size=8, lr=0.01, optimizer="sgd", weight_decay=0.5, loss="l1")
     train_mod.fit(lambda: build("late", {}, [3, 3], [4, 4], 1), split(16), split(8), spec, seed=0,
                   target="regression")
-    assert made == [{"lr": 0.01, "weight_decay": 0.5}]
+    assert made == [{"lr": 0.01, "weight_decay": 0.5, "fused": True}]
     step = train_mod.training_step(torch.nn.Linear(1, 1), spec, "regression")
     assert step.loss_fn(torch.zeros(2, 1), torch.tensor([1.0, -3.0])).item() == pytest.approx(2.0)  # L1, not MSE 5

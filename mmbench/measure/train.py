@@ -4,7 +4,6 @@ The test split is never looked at while training or selecting: ``fit`` does not 
 """
 from __future__ import annotations
 
-import copy
 import math
 import time
 from dataclasses import dataclass, field
@@ -35,12 +34,22 @@ class FitInfo:
     val_score: float            # the selection score of the kept epoch: accuracy, or −loss for regression
     train_time_s: float
     epoch_times_s: list[float] = field(default_factory=list)
-    # Did it learn at all? The untrained model's training loss, each epoch's mean training loss, and
-    # the validation score of the best constant prediction with its standard error (see ``did_not_learn``).
+    # Did it learn at all (see ``did_not_learn``)? The validation score of the best constant prediction with its
+    # standard error (None where the split is too small to give one), and the training split's task loss of the
+    # untrained model, the kept one and the constant, measured alike. Each epoch's mean loss is for the record only.
     initial_loss: float | None = None
     epoch_losses: list[float] = field(default_factory=list)
     val_chance: float | None = None
     val_chance_se: float | None = None
+    trained_loss: float | None = None
+    train_chance_loss: float | None = None  # the best constant prediction's loss on the training split
+    # The kept model's validation loss (the task's loss, per row) against the best constant prediction's, and the
+    # standard error of their per-row difference: a paired test that sees learning the accuracy's SE hides.
+    val_loss: float | None = None
+    val_chance_loss: float | None = None
+    val_loss_gain_se: float | None = None
+    val_rows: int | None = None
+    optimizer_impl: str | None = None  # "fused", "foreach" or "for-loop" (``optimizer_impl``)
 
 
 @dataclass(frozen=True)
@@ -131,10 +140,16 @@ class TrainStep:
     device: str = "cpu"
     scaler: torch.amp.GradScaler | None = None  # fp16 on CUDA (gradients underflow without it); else None
 
-    def optimizer(self) -> torch.optim.Optimizer:
-        """A new optimizer of the spec's kind, learning rate and weight decay (no state until its first step)."""
-        return OPTIMIZERS[self.spec.optimizer](self.model.parameters(), lr=self.spec.lr,
-                                               weight_decay=self.spec.weight_decay)
+    def optimizer(self, params=None) -> torch.optim.Optimizer:
+        """A new optimizer of the spec's kind, learning rate and weight decay (no state until its first step) over
+        the model's parameters (or ``params``): the fused implementation (one kernel for every parameter's update)
+        where the installed torch has it for these parameters, else torch's default (``optimizer_impl`` says which)."""
+        kind = OPTIMIZERS[self.spec.optimizer]
+        params = list(self.model.parameters() if params is None else params)
+        try:
+            return kind(params, lr=self.spec.lr, weight_decay=self.spec.weight_decay, fused=True)
+        except (RuntimeError, ValueError, TypeError):  # no fused kernel for this device, dtype or torch
+            return kind(params, lr=self.spec.lr, weight_decay=self.spec.weight_decay)
 
     def __call__(self, opt: torch.optim.Optimizer, xs: list[torch.Tensor], y: torch.Tensor,
                  masks: list[torch.Tensor] | None = None) -> torch.Tensor:
@@ -155,6 +170,16 @@ class TrainStep:
         return matmul_flags(self.precision, self.device)
 
 
+def optimizer_impl(opt: torch.optim.Optimizer) -> str:
+    """Which implementation of the optimizer's update ran: fused, foreach (torch's default on CUDA) or for-loop."""
+    if opt.defaults.get("fused"):
+        return "fused"
+    foreach = opt.defaults.get("foreach")
+    if foreach is None:  # torch's own choice: foreach where every parameter is a CUDA tensor
+        foreach = all(p.is_cuda for g in opt.param_groups for p in g["params"])
+    return "foreach" if foreach else "for-loop"
+
+
 def training_step(model: nn.Module, spec: TrainSpec, target: str, precision: str = "fp32",
                   device: str = "cpu") -> TrainStep:
     """The training step of a suite's ``train:`` block for this task: its loss (``loss_function``) and optimizer, at
@@ -168,6 +193,29 @@ def score(out: np.ndarray, y: np.ndarray, target: str, num_classes: int, kind: s
     if target == "classification":
         return metrics.classification(out, y, num_classes)
     return metrics.affect(out[:, 0], y) if kind == "affect" else metrics.regression(out[:, 0], y)
+
+
+class BestWeights:
+    """The best epoch's weights, copied into buffers allocated once (a deep copy of the state each time allocates
+    and walks the module tree); the live state is read again at each copy, so a module that replaces a buffer is
+    still followed."""
+
+    def __init__(self, model: nn.Module):
+        self.model, self.score, self.epoch, self.out = model, -math.inf, 0, None
+        self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}  # the untrained weights
+
+    def keep(self, score: float, epoch: int, out: torch.Tensor | None = None) -> None:
+        """This epoch is the best so far: copy its weights (and keep its validation outputs)."""
+        self.score, self.epoch, self.out = score, epoch, out
+        for k, v in self.model.state_dict().items():
+            kept = self.state.get(k)
+            if kept is not None and kept.shape == v.shape and kept.dtype == v.dtype:
+                kept.copy_(v)
+            else:
+                self.state[k] = v.detach().clone()
+
+    def restore(self) -> None:
+        self.model.load_state_dict(self.state)
 
 
 def fit(make_model: Callable[[], nn.Module], train: Split, val: Split, spec: TrainSpec, *, seed: int,
@@ -184,24 +232,27 @@ def fit(make_model: Callable[[], nn.Module], train: Split, val: Split, spec: Tra
     if target == "regression":
         ytr, yva = ytr.float(), yva.float()
     gen = torch.Generator().manual_seed(seed)
-    best = (-math.inf, 0, copy.deepcopy(model.state_dict()))
+    best = BestWeights(model)
     times: list[float] = []
     n = len(ytr)
     epoch = 0
     initial_loss = _mean_loss(model, xtr, ytr, mtr, loss_fn, spec.batch_size, precision, device)
     epoch_losses = []
+    sizes = torch.tensor([min(spec.batch_size, n - i) for i in range(0, n, spec.batch_size)], dtype=torch.float64,
+                         device=device)
     for epoch in range(1, spec.epochs + 1):
         t0 = time.perf_counter()
         model.train()
         order = torch.randperm(n, generator=gen).to(device)
-        total = 0.0
-        for i in range(0, n, spec.batch_size):
-            idx = order[i:i + spec.batch_size]
-            with step.flags():  # TF32 held through forward and backward alike
-                batch_loss = step(opt, _rows(xtr, idx), ytr[idx], _rows(mtr, idx)).item()
-            if not math.isfinite(batch_loss):
-                raise NonFiniteLoss(f"loss became {batch_loss} at epoch {epoch}")
-            total += batch_loss * len(idx)
+        losses = []  # on the device: read once per epoch, not once per step (a host sync on a GPU)
+        with step.flags():  # TF32 held through forward and backward alike
+            for i in range(0, n, spec.batch_size):
+                idx = order[i:i + spec.batch_size]
+                losses.append(step(opt, _rows(xtr, idx), ytr[idx], _rows(mtr, idx)).detach())
+        per_step = torch.stack(losses).double()
+        bad = (~torch.isfinite(per_step)).nonzero()
+        if len(bad):  # a NaN stops the trial at the epoch it happened, as a per-step check would
+            raise NonFiniteLoss(f"loss became {per_step[bad[0, 0]].item()} at epoch {epoch}")
         out = outputs(model, xva, masks=mva, precision=precision).float()
         if target == "classification":
             val_score = (out.argmax(1) == yva).float().mean().item()
@@ -210,63 +261,131 @@ def fit(make_model: Callable[[], nn.Module], train: Split, val: Split, spec: Tra
             if not math.isfinite(val_score):
                 raise NonFiniteLoss(f"validation loss became {-val_score} at epoch {epoch}")
         times.append(time.perf_counter() - t0)
-        epoch_losses.append(total / n)
-        if val_score > best[0]:  # model selection on validation only
-            best = (val_score, epoch, copy.deepcopy(model.state_dict()))
-        elif spec.patience is not None and epoch - best[1] >= spec.patience:
+        epoch_losses.append((per_step * sizes).sum().item() / n)
+        if val_score > best.score:  # model selection on validation only
+            best.keep(val_score, epoch, out)
+        elif spec.patience is not None and epoch - best.epoch >= spec.patience:
             break
-    model.load_state_dict(best[2])
-    model.eval()
+    best.restore()
+    trained_loss = _mean_loss(model, xtr, ytr, mtr, loss_fn, spec.batch_size, precision, device)
     chance, chance_se = chance_score(ytr, yva, target, spec.loss)
-    return model, FitInfo(best[1], epoch, best[0], float(sum(times)), times, initial_loss, epoch_losses,
-                          chance, chance_se)
+    out = best.out  # the kept epoch's validation outputs
+    val_loss, val_chance_loss, gain_se = loss_against_chance(out, ytr, yva, target, spec.loss)
+    return model, FitInfo(
+        best.epoch, epoch, best.score, float(sum(times)), times, initial_loss=initial_loss,
+        epoch_losses=epoch_losses, val_chance=chance, val_chance_se=chance_se, trained_loss=trained_loss,
+        train_chance_loss=constant_losses(ytr, ytr, target, spec.loss, out.shape[1]).mean().item(),
+        val_loss=val_loss, val_chance_loss=val_chance_loss, val_loss_gain_se=gain_se, val_rows=len(yva),
+        optimizer_impl=optimizer_impl(opt))
 
 
 @torch.no_grad()
 def _mean_loss(model, xs, y, masks, loss_fn, batch_size: int, precision: str, device: str) -> float:
-    """The untrained model's training loss over the whole train split (eval mode: no batch-norm statistics move, no
-    random number is drawn, so the training that follows is exactly as without it)."""
+    """The model's task loss (no method's own objective) over the whole train split, the untrained model's and the
+    kept one's alike (eval mode: no batch-norm statistics move, no random number is drawn, so the training that
+    follows is exactly as without it)."""
     model.eval()
     total = 0.0
     for i in range(0, len(y), batch_size):
         idx = slice(i, i + batch_size)
         with precision_region(precision, device):
-            total += loss_with_aux(model, _rows(xs, idx), y[idx], loss_fn, _rows(masks, idx)).item() * len(y[idx])
-    return total / len(y)
+            total = total + loss_fn(_call(model, _rows(xs, idx), _rows(masks, idx)), y[idx]).double() * len(y[idx])
+    return float(total) / len(y)  # one host read, not one a batch
 
 
-# A trial "did not learn" when its best validation score is within this many standard errors of the best constant
-# prediction's, or when no epoch's mean training loss fell below the untrained model's by LOSS_FALL of its size.
+# Did a seed learn (``did_not_learn``)? Validation decides where it can tell, at CHANCE_SE standard errors from the
+# best constant prediction; where it cannot, the kept model's training loss must be LOSS_FALL below the untrained
+# model's and the constant's. Under MIN_VAL_ROWS validation rows there is no SE (the normal approximation fails);
+# under AT_CHANCE_ROWS a score within 2 SE of chance does not show that nothing was learned (the band is wider than
+# ±0.05 accuracy around an even chance: 0.6 on 100 rows is inside it).
 CHANCE_SE = 2.0
 LOSS_FALL = 0.01
+MIN_VAL_ROWS = 30
+AT_CHANCE_ROWS = 400
 
 
-def chance_score(ytr: torch.Tensor, yva: torch.Tensor, target: str, loss: str = "auto") -> tuple[float, float]:
+def chance_score(ytr: torch.Tensor, yva: torch.Tensor, target: str, loss: str = "auto") -> tuple[float, float | None]:
     """The validation score (as ``fit`` selects on it) of the best prediction that ignores the inputs, and its
     standard error over validation rows: the majority class's share (binomial SE), or −loss of predicting the
-    train mean (median for L1) with the SE of the per-row losses."""
+    train mean (median for L1) with the SE of the per-row losses. The SE is None under MIN_VAL_ROWS rows."""
     n = len(yva)
     if target == "classification":
         p = torch.bincount(yva.long().cpu()).max().item() / n
-        return p, math.sqrt(p * (1 - p) / n)
+        return p, math.sqrt(p * (1 - p) / n) if n >= MIN_VAL_ROWS else None
     ytr, yva = ytr.double().cpu(), yva.double().cpu()
     per_row = (yva - ytr.median()).abs() if loss == "l1" else (yva - ytr.mean()) ** 2
-    return -per_row.mean().item(), (per_row.std().item() / math.sqrt(n)) if n > 1 else 0.0
+    return -per_row.mean().item(), (per_row.std().item() / math.sqrt(n)) if n >= MIN_VAL_ROWS else None
+
+
+def constant_losses(ytr: torch.Tensor, y: torch.Tensor, target: str, loss: str, classes: int) -> torch.Tensor:
+    """Per row of ``y``, the task loss of the best prediction that ignores the inputs: the training split's class
+    shares (add-one smoothed, so that a class train lacks costs a finite loss), or its mean (median for L1)."""
+    y = y.cpu()
+    if target == "classification":
+        counts = torch.bincount(ytr.long().cpu(), minlength=classes).double() + 1
+        return -torch.log(counts / counts.sum())[y.long()]
+    ytr, y = ytr.double().cpu(), y.double()
+    return (y - ytr.median()).abs() if loss == "l1" else (y - ytr.mean()) ** 2
+
+
+def loss_against_chance(out: torch.Tensor, ytr: torch.Tensor, yva: torch.Tensor, target: str,
+                        loss: str = "auto") -> tuple[float, float, float | None]:
+    """(the model's mean validation task loss, the best constant prediction's, the SE of their per-row difference;
+    None under MIN_VAL_ROWS rows)."""
+    out, yva = out.double().cpu(), yva.cpu()
+    if target == "classification":
+        model = nn.functional.cross_entropy(out, yva.long(), reduction="none")
+    else:
+        model = (out[:, 0] - yva.double()).abs() if loss == "l1" else (out[:, 0] - yva.double()) ** 2
+    constant = constant_losses(ytr, yva, target, loss, out.shape[1])
+    n = len(yva)
+    se = (constant - model).std().item() / math.sqrt(n) if n >= MIN_VAL_ROWS else None
+    return model.mean().item(), constant.mean().item(), se
 
 
 def did_not_learn(info: FitInfo, target: str = "classification") -> str:
-    """Why this seed learned nothing ('' when it did): validation never left chance, or the training loss did not
-    fall. The trial is still measured and kept; its row says so."""
-    why = []
-    if info.val_chance is not None and info.val_score <= info.val_chance + CHANCE_SE * (info.val_chance_se or 0.0):
-        what = "accuracy" if target == "classification" else "score (−loss)"
-        why.append(f"best validation {what} {info.val_score:.4g} is within {CHANCE_SE:g} SE of chance "
-                   f"{info.val_chance:.4g} (SE {info.val_chance_se:.2g})")
-    if info.initial_loss is not None and info.epoch_losses:
-        low = min(info.epoch_losses)
-        if low >= info.initial_loss - LOSS_FALL * abs(info.initial_loss):
-            why.append(f"training loss did not fall ({info.initial_loss:.4g} untrained, lowest epoch mean {low:.4g})")
-    return "; ".join(why)
+    """Why this seed learned nothing ('' when it did). The trial is still measured and kept; its row says so.
+
+    Validation decides where it can tell (MIN_VAL_ROWS rows or more), against the best constant prediction:
+    - learned, whatever the training loss did, when the best validation score (accuracy; −loss for regression) is
+      beyond CHANCE_SE standard errors of the constant's, or the kept model's validation loss is below the
+      constant's by more than CHANCE_SE SE of their per-row difference (a paired test: it sees a real gain that the
+      score's SE hides, as on a regression target whose mean is hard to beat);
+    - did not learn when the validation loss is above the constant's by that margin: whatever it fit (the reason
+      says whether the training loss fell, as when a model memorises noise) does not carry to new data;
+    - did not learn when both are within the margins on a split of AT_CHANCE_ROWS rows or more: it is at chance,
+      whatever its training loss did.
+    Where validation cannot tell (within the margins on a smaller split, or under MIN_VAL_ROWS rows, which give no
+    SE), the training loss decides: the kept model's task loss on the whole training split, in eval mode, must be
+    LOSS_FALL below both the untrained model's and the constant's, measured the same way — not an epoch's running
+    mean, which averages the steps taken while learning. A constant output never gets below the constant's."""
+    loss, fell, rows = "", None, info.val_rows or 0
+    if info.initial_loss is not None and info.trained_loss is not None:
+        bar = min(info.initial_loss, info.train_chance_loss if info.train_chance_loss is not None else math.inf)
+        fell = info.trained_loss < bar - LOSS_FALL * abs(bar)
+        loss = (f"training loss {'fell' if fell else 'did not fall'} ({info.initial_loss:.4g} untrained, "
+                f"{info.trained_loss:.4g} trained"
+                + (f", {info.train_chance_loss:.4g} constant" if info.train_chance_loss is not None else "") + ")")
+    what = "accuracy" if target == "classification" else "score (−loss)"
+    if info.val_chance is not None and info.val_chance_se is not None:
+        if info.val_score > info.val_chance + CHANCE_SE * info.val_chance_se:
+            return ""
+        score = (f"best validation {what} {info.val_score:.4g} is within {CHANCE_SE:g} SE of chance "
+                 f"{info.val_chance:.4g} (SE {info.val_chance_se:.2g})")
+        if info.val_loss is not None and info.val_chance_loss is not None and info.val_loss_gain_se is not None:
+            gain, margin = info.val_chance_loss - info.val_loss, CHANCE_SE * info.val_loss_gain_se
+            if gain > margin:
+                return ""
+            if gain < -margin:
+                return (f"{score} and its validation loss {info.val_loss:.4g} is worse than the constant "
+                        f"prediction's {info.val_chance_loss:.4g} by more than {CHANCE_SE:g} SE "
+                        f"({info.val_loss_gain_se:.2g})" + (f"; {loss}" if loss else ""))
+            score += (f", its validation loss {info.val_loss:.4g} within {CHANCE_SE:g} SE of the constant's "
+                      f"{info.val_chance_loss:.4g}")
+        if rows >= AT_CHANCE_ROWS or fell is False:
+            return score + (f"; {loss}" if loss else "") + (", validation did not follow" if fell else "")
+        return ""  # a small split's band holds a model that learned a little: its training loss fell
+    return "" if fell is not False else f"{loss}; validation cannot tell (too few rows for an SE)"
 
 
 def evaluate_seed(model: nn.Module, info: FitInfo, test: Split, seed: int, target: str, num_classes: int,

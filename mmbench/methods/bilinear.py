@@ -25,13 +25,18 @@ from mmbench.methods.registry import register_method
 class SignedSqrt(torch.autograd.Function):
     """sign(z)·√|z| with gradient 0 at z = 0 (where autograd's own would be 0·∞ = NaN; ReLU'd products such as MLB's
     are exactly 0 often). Written as a Function rather than √relu(z) − √relu(−z) because √ of exact zeros is slow on
-    CPU: that form costs ~8× more on a half-zero input."""
+    CPU: that form costs ~8× more on a half-zero input. Forward and context apart, so vmap can batch it (seeds
+    trained together)."""
+
+    generate_vmap_rule = True
 
     @staticmethod
-    def forward(ctx, z: torch.Tensor) -> torch.Tensor:
-        y = torch.sign(z) * torch.sqrt(torch.abs(z))
-        ctx.save_for_backward(y)
-        return y
+    def forward(z: torch.Tensor) -> torch.Tensor:
+        return torch.sign(z) * torch.sqrt(torch.abs(z))
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        ctx.save_for_backward(output)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
