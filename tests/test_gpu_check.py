@@ -1,0 +1,47 @@
+"""benchmarks/gpu_check.py cannot hang and keeps what it judged: children's output goes to files (a full pipe blocked
+the child), every child is killed at its limit, and each row is on disk the moment it is judged."""
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks import gpu_check as G  # noqa: E402
+
+
+def test_a_child_writing_more_than_a_pipe_holds_while_polled_finishes(tmp_path):
+    polled = []
+    code, out, err = G.run_proc([sys.executable, "-c", "import sys; sys.stdout.write('x' * 300_000); "
+                                 "sys.stderr.write('y' * 100_000)"], tmp_path, timeout=60, poll=polled.append)
+    assert code == 0 and len(out) == 300_000 and len(err) == 100_000
+
+
+def test_a_child_past_its_limit_is_killed_with_its_own_children(tmp_path):
+    t0 = time.monotonic()
+    code, _, _ = G.run_proc([sys.executable, "-c", "import subprocess, sys, time; "
+                             "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); time.sleep(60)"],
+                            tmp_path, timeout=1.5)
+    assert code is None and time.monotonic() - t0 < 30
+
+
+def test_the_budget_caps_every_limit():
+    b = G.Budget(10)
+    assert b.timeout(600) <= 10 and b.timeout(2) == 2
+
+
+def test_rows_and_verdicts_are_on_disk_as_they_are_judged(tmp_path):
+    rep = G.Report(tmp_path, "NVIDIA H100 80GB HBM3")
+    rep.row("grid", {"method": "tfn", "ratio": "1.01"}, values={"latency": {"ours": 1.01, "ref": 1.0}})
+    assert rep.md.name == "gpu_check_NVIDIA_H100_80GB_HBM3.md"
+    assert "| tfn | 1.01 |" in rep.md.read_text()  # before anything else is judged
+    rep.verdict("grid", "latency within 5%", True, "1/1")
+    lines = [json.loads(s) for s in rep.jsonl.read_text().splitlines()]
+    assert lines[0]["kind"] == "row" and lines[0]["values"]["latency"]["ours"] == 1.01
+    assert lines[1] == {"kind": "verdict", "part": "grid", "check": "latency within 5%", "ok": True, "detail": "1/1"}
+    assert rep.md.read_text().count("|---|---|") == 1 and "- PASS: latency within 5%" in rep.md.read_text()
+
+
+def test_quick_and_full_estimates_fit_their_budgets():
+    for quick, budget in ((True, 290), (False, 590)):
+        assert sum(G.Config(quick, dry=False).estimate().values()) < budget
