@@ -783,6 +783,15 @@ class Config:
                 + self.PROCESS_S}
 
 
+def _versions() -> dict[str, str]:
+    """Python, torch and pydantic (and where pydantic was found: the offline recipe's folder or site-packages), read in
+    a child so that this process never imports torch (nor touches CUDA)."""
+    code = ("import sys, json, torch, pydantic; print(json.dumps({'python': sys.version.split()[0], "
+            "'torch': torch.__version__, 'pydantic': pydantic.VERSION + ' from ' + pydantic.__file__}))")
+    status, out, err = run_proc([sys.executable, "-c", code], ROOT, 120)
+    return json.loads(out) if status == 0 else {"error": err.strip()[-300:]}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="fewer configurations, shorter budgets")
@@ -796,7 +805,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     cfg = Config(args.quick, args.dry_run)
     est = cfg.estimate()
-    budget_s = args.budget_s or (290.0 if args.quick else 590.0)
+    budget_s = args.budget_s or (900.0 if args.dry_run else 290.0 if args.quick else 590.0)  # a loaded CPU is slow
     if args.estimate:
         print(json.dumps({**{k: round(v) for k, v in est.items()}, "total": round(sum(est.values())),
                           "budget": budget_s}))
@@ -812,6 +821,9 @@ def main(argv: list[str] | None = None) -> int:
     rep.say(f"`python benchmarks/gpu_check.py {' '.join(sys.argv[1:] if argv is None else argv)}`; budget "
             f"{budget_s:.0f} s; estimate {sum(est.values()):.0f} s ({', '.join(f'{k} {v:.0f}' for k, v in est.items())}"
             "; from the configuration and assumed per-worker, per-trial and compile costs: Config.estimate)")
+    rep.say()
+    rep.record(kind="env", **_versions())
+    rep.say("versions: " + ", ".join(f"{k} {v}" for k, v in _versions().items()))
     rep.say()
     for name in args.parts.split(","):
         if est[name] > cfg.budget.left():
