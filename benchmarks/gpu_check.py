@@ -219,7 +219,8 @@ def suite(cfg, name: str, methods: str, sweep: str, latency: str, classes: int =
 
 def _ref_model(c):
     """The trial's model as mmbench builds it (the model is not a measure), random inputs of its shapes, and the
-    precision context written out here: TF32 flags for tf32, autocast with its cache off for bf16/fp16."""
+    precision context written out here: TF32 flags for tf32, autocast for bf16/fp16 (``ctx(cache)``: its weight-cast
+    cache off for inference, as a request runs; on for a training step, autocast's default)."""
     import contextlib
 
     import torch
@@ -236,8 +237,11 @@ def _ref_model(c):
     if c["device"].startswith("cuda"):
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = c["precision"] == "tf32"
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(c["precision"])
-    ctx = (lambda: torch.autocast(c["device"].split(":")[0], dtype=dtype, cache_enabled=False)) if dtype \
-        else contextlib.nullcontext
+    def ctx(cache: bool = False):
+        if dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(c["device"].split(":")[0], dtype=dtype, cache_enabled=cache)
+
     return model, xs, fs, y, ctx
 
 
@@ -254,7 +258,7 @@ def _hand_step(model, xs, y, c, ctx):
 
     def step(opt):
         opt.zero_grad(set_to_none=True)
-        with ctx():
+        with ctx(cache=True):
             loss = torch.nn.functional.cross_entropy(model(xs), y)
         if scaler is None:
             loss.backward()
