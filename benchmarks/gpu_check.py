@@ -184,10 +184,21 @@ def cli_run(cfg, name: str, suite: str, *extra: str, watch: bool = False) -> dic
     resolved = json.loads((run_dir / "resolved.json").read_text())
     cfg.rep.say(f"{name}: {len(doc['rows'])} trials through the CLI in {secs:.1f} s "
                 f"(statuses {sorted({r['status'] for r in doc['rows']})})")
+    cfg.rep.record(kind="mmbench_rows", run=name, rows=doc["rows"])  # kept even if the references never come back
     return {"rows": doc["rows"], "seconds": secs, "ok": True, "pid": cli[0] if cli else None, "seen_pids": seen,
             "tree": tree,
             "trials": {t["id"]: t for t in resolved["trials"]},
             "tasks": json.loads((run_dir / "tasks.json").read_text())}
+
+
+def refs_or_none(cfg, mode: str, payload, want_s: float):
+    """subprocess_json, or None (said in the report) when the reference process fails: mmbench's figures then stand
+    unjudged (n/a), not failed."""
+    try:
+        return subprocess_json(cfg, mode, payload, want_s)
+    except Exception as exc:
+        cfg.rep.say(f"**reference {mode} failed**: {exc}")
+        return None
 
 
 def subprocess_json(cfg, mode: str, payload, want_s: float) -> object:
@@ -518,7 +529,7 @@ def part_grid(cfg) -> None:
         rep.verdict("grid", "grid ran", False)
         return
     configs = ref_configs(run, cfg.batches, cfg, graph=True, train=True)
-    by = {tuple(t["key"]): t for t in subprocess_json(cfg, "--ref-timing", configs, want_s=cfg.cli_timeout)}
+    by = {tuple(t["key"]): t for t in refs_or_none(cfg, "--ref-timing", configs, want_s=cfg.cli_timeout) or []}
     mems: dict = {}
     if cfg.cuda:
         from concurrent.futures import ThreadPoolExecutor
@@ -527,8 +538,8 @@ def part_grid(cfg) -> None:
         for c in configs:
             per_trial.setdefault(c["key"][0], []).append(c)
         with ThreadPoolExecutor(4) as ex:  # memory needs no quiet GPU: four fresh processes at a time
-            for ms in ex.map(lambda cs: subprocess_json(cfg, "--ref-memory", cs, want_s=300), per_trial.values()):
-                mems.update({tuple(m["key"]): m for m in ms})
+            for ms in ex.map(lambda cs: refs_or_none(cfg, "--ref-memory", cs, want_s=300), per_trial.values()):
+                mems.update({tuple(m["key"]): m for m in ms or []})
     checks: dict[str, list] = {k: [] for k in ("latency", "fusion", "graph", "train", "memory", "train_memory")}
     for r in run["rows"]:
         for b in cfg.batches:
@@ -717,7 +728,8 @@ def part_faults(cfg) -> None:
     gpus = {r[0].lower(): r[1] for r in smi("uuid,name")}
     rep.verdict("faults", "NVML device matched by UUID (row gpu_uuid / gpu_name are nvidia-smi's)",
                 (bool(ok) and all(r.get("gpu_uuid") in gpus and gpus[r["gpu_uuid"]] == r.get("gpu_name")
-                                  for r in ok)) if cfg.cuda else None, f"{sorted(map(str, {r.get('gpu_uuid') for r in ok}))}")
+                                  for r in ok)) if cfg.cuda else None,
+                f"{sorted(map(str, {r.get('gpu_uuid') for r in ok}))}")
     if cfg.cuda:
         seen, tree, parent = grid.get("seen_pids", set()), grid.get("tree", set()), grid.get("pid")
         why = f"compute apps {sorted(seen)}, CLI {parent}, its children {sorted(tree)}"

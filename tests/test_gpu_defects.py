@@ -196,7 +196,8 @@ def _graph_setup(monkeypatch, oom_batch=None, breaks_allocator=False):
 def test_graphs_are_timed_and_freed_one_batch_size_at_a_time(monkeypatch):
     bench, fns, lat, timed, emptied = _graph_setup(monkeypatch, oom_batch=64)
     stats = T._graph_timing(bench, fns, types.SimpleNamespace(device="cuda"), lat)
-    assert [(keys, b) for keys, b, _ in timed] == [(["fusion_graph_latency", "graph_latency"], b) for b in (8, 64, 8192)]
+    pair = ["fusion_graph_latency", "graph_latency"]
+    assert [(keys, b) for keys, b, _ in timed] == [(pair, b) for b in (8, 64, 8192)]
     assert all(alive <= 2 for _, _, alive in timed)  # the two graphs of the batch timed, none of another batch's
     assert set(stats) == {(m, b) for b in (8, 8192) for m in ("graph_latency", "fusion_graph_latency")}
     assert bench.graph_error.startswith("batch 64: oom: CUDA out of memory")  # a graph_error, not a failed row
