@@ -295,8 +295,9 @@ class _Bench:
 
 
 def _timing(trial: Trial, data: TaskData, model: torch.nn.Module, result: TrialResult) -> None:
-    """Per batch size, build the timed functions; time them all together in interleaved rounds; then, per batch
-    size, the peak memory in its own scope."""
+    """Per batch size, build the timed functions; time them all together in interleaved rounds; on CUDA with
+    cuda_graph, the graph replays one batch size at a time (_graph_timing); then, per batch size, the peak memory in
+    its own scope."""
     lat, bench = trial.measure.latency, _Bench(trial, data, model)
     opt = bench.step.optimizer() if bench.step is not None else None  # one for every timed step, dropped before memory
     fns = {}
