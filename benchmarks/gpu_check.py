@@ -59,8 +59,9 @@ class Report:
         slug = re.sub(r"[^A-Za-z0-9]+", "_", gpu).strip("_") or "unknown"
         out_dir.mkdir(parents=True, exist_ok=True)
         self.md, self.jsonl = out_dir / f"gpu_check_{slug}.md", out_dir / f"gpu_check_{slug}.jsonl"
-        for p in (self.md, self.jsonl):
-            p.write_text("")
+        # appended, never truncated: a second call after a cut one keeps the first one's rows (each JSON line says
+        # which call wrote it)
+        self.run = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         self.verdicts: list[tuple[str, bool | None]] = []
         self._header: tuple | None = None
 
@@ -77,7 +78,7 @@ class Report:
         self._header = None if not line.startswith("|") else self._header
 
     def record(self, **doc) -> None:
-        self._append(self.jsonl, json.dumps(doc, default=str) + "\n")
+        self._append(self.jsonl, json.dumps({"run": self.run, **doc}, default=str) + "\n")
 
     def verdict(self, part: str, name: str, ok: bool | None, detail: str = "", **data) -> None:
         self.verdicts.append((name, ok))

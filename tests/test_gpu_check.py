@@ -38,8 +38,12 @@ def test_rows_and_verdicts_are_on_disk_as_they_are_judged(tmp_path):
     rep.verdict("grid", "latency within 5%", True, "1/1")
     lines = [json.loads(s) for s in rep.jsonl.read_text().splitlines()]
     assert lines[0]["kind"] == "row" and lines[0]["values"]["latency"]["ours"] == 1.01
-    assert lines[1] == {"kind": "verdict", "part": "grid", "check": "latency within 5%", "ok": True, "detail": "1/1"}
+    assert lines[1] == {"run": rep.run, "kind": "verdict", "part": "grid", "check": "latency within 5%", "ok": True,
+                        "detail": "1/1"}
     assert rep.md.read_text().count("|---|---|") == 1 and "- PASS: latency within 5%" in rep.md.read_text()
+    again = G.Report(tmp_path, "NVIDIA H100 80GB HBM3")  # a second call (after a cut one) keeps the first's rows
+    again.say("# second call")
+    assert "| tfn | 1.01 |" in again.md.read_text() and len(again.jsonl.read_text().splitlines()) == 2
 
 
 def test_quick_and_full_estimates_fit_their_budgets():
