@@ -49,3 +49,21 @@ def test_rows_and_verdicts_are_on_disk_as_they_are_judged(tmp_path):
 def test_quick_and_full_estimates_fit_their_budgets():
     for quick, budget in ((True, 290), (False, 590)):
         assert sum(G.Config(quick, dry=False).estimate().values()) < budget
+
+
+def test_the_reference_processes_run_their_code_on_cpu(monkeypatch):
+    """The references' own code (model, hand-written step, memory scopes) runs end to end on CPU; only CUDA's
+    allocator readings are faked, the calls themselves are made."""
+    calls = []
+    monkeypatch.setattr(G, "_peak_above", lambda fn, scope: calls.append(fn()) or G._scope_bytes(scope) / 2**20)
+    base = {"method": "tfn", "hparams": {}, "input_dims": [5, 6, 7], "dims": [3, 4, 5], "num_classes": 3,
+            "encoder_hidden": [], "batch": 4, "device": "cpu", "min_run_time": 0.001, "optimizer": "adam",
+            "lr": 1e-3, "weight_decay": 0.0, "graph": True, "train": True, "warm_s": 0.0}
+    for prec in ("fp32", "bf16"):
+        c = {**base, "precision": prec, "key": ["t", 4]}
+        timing, = G.ref_timing([c])
+        assert all(timing[k] > 0 for k in ("timer_ms", "fusion_timer_ms", "train_timer_ms"))
+        assert "graph_timer_ms" not in timing  # a hand-captured graph needs CUDA
+        mem, = G.ref_memory([c])
+        assert mem["peak_alloc_mib"] > 0 and mem["train_peak_alloc_mib"] > mem["peak_alloc_mib"]  # + the targets
+    assert len(calls) == 4
