@@ -241,11 +241,15 @@ def test_cuda_timing_counts_the_one_launching_thread(monkeypatch, device, thread
     seen = {}
     monkeypatch.setattr(measure, "latency_rounds", lambda fns, **kw: seen.update(kw) or {})
     monkeypatch.setattr(T.gpu_state, "GpuProbe", lambda device: types.SimpleNamespace(close=lambda: None))
-    torch.set_num_threads(2)
     lat = types.SimpleNamespace(warmup_s=None, rounds=1, warmup=1, min_samples=1, max_samples=1, min_time_s=0,
                                 max_time_s=0, target_rel_ci=0.1, min_block_ms=0, flush_l2=False)
-    T._rounds({}, types.SimpleNamespace(device=device), lat)
-    assert seen["threads"] == (threads or torch.get_num_threads())
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        T._rounds({}, types.SimpleNamespace(device=device), lat)
+    finally:
+        torch.set_num_threads(before)
+    assert seen["threads"] == (threads or 2)
 
 
 # --- defect 5: cuDNN's version without CUDA ------------------------------------------------------------------------
