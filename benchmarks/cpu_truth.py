@@ -42,17 +42,19 @@ def memory() -> None:
                   model=ModelSpec(), measure=measure, device="cpu", train=TrainSpec(lr=1e-3))
     row = run_trial(trial, data).row
     assert row["status"] == "ok", row["error"]
-    # Hand count of what is alive at the training step's peak (in the backward of the first contraction, where the
-    # saved h = x̃_3 W, (B, o·65·65), and its gradient coexist), in float32 elements:
+    # Hand count of what is alive at the training step's peak, in float32 elements. TFN runs split 1 at this shape
+    # (z = x̃_2 ⊗ x̃_3 times the weight, then x̃_1); the peak is in the outer product's backward, where autograd forms
+    # both products grad_z·x̃_3 and grad_z·x̃_2, (B, 65·65) each, before it sums either (z itself is freed by then):
     s = d + 1
     weights = 3 * (din * d + d) + (s**3 + 1) * o          # encoders + TFN Linear
     inputs = 3 * b * din                                   # the batch (targets: int64, below)
     relu_outs = 3 * b * d                                  # saved by ReLU for its backward
-    x_tilde = 3 * b * s                                    # [x; 1], saved by the contractions
-    h = b * o * s * s                                      # x̃_3 W, saved by the first bmm
-    grad_h = h                                             # its gradient, created while h is still saved
-    first = b * o * s                                      # the first contraction's output, saved by the second
-    hand = 4 * (weights + inputs + relu_outs + x_tilde + h + grad_h + first) + 8 * b
+    x_tilde = 2 * b * s                                    # x̃_2, x̃_3, saved by the outer product (x̃_1's is freed)
+    grad_z = b * s * s                                     # the matmul's input gradient
+    products = 2 * b * s * s                               # the outer product's backward, before its sums
+    grad_w = (s**3) * o                                    # the TFN weight's gradient
+    grad_x = 2 * b * s                                     # x̃_1's gradient (from the bmm) and the first sum
+    hand = 4 * (weights + inputs + relu_outs + x_tilde + grad_z + products + grad_w + grad_x) + 8 * b
     got = row[f"train_peak_alloc_mib_b{b}"] * MIB
     print(f"TFN 64³, batch {b}, Adam training step: tracker {got / MIB:.2f} MiB, hand count {hand / MIB:.2f} MiB "
           f"(ratio {got / hand:.3f}; floor: within 10 %)  [above the start: {row[f'train_peak_mem_mib_b{b}']:.2f} MiB]")

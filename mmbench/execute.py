@@ -5,7 +5,8 @@ new executor (a cluster, say) plugs in without touching the runner.
 - WorkerPool: N worker subprocesses. A trial that hangs past its timeout, or a worker that dies (segfault, abort,
   killed by the OS for memory), becomes a `timeout` / `crashed` row, and a fresh worker takes the next trial.
   The default on CUDA, one worker per visible GPU, each pinned to its GPU: a CUDA error poisons a process's context
-  for every later trial, so a worker whose trial saw one (`cuda_error` row) is retired and replaced.
+  for every later trial, so a worker whose trial saw one (`cuda_error` row), or a failed CUDA-graph capture
+  (`graph_error`), is retired and replaced.
 - RayExecutor (mmbench.ray_executor, optional extra `ray`): one Ray task per trial on a cluster.
 """
 from __future__ import annotations
@@ -22,7 +23,7 @@ from mmbench.data.registry import TaskData
 from mmbench.errors import UserError
 from mmbench.plan import Trial, task_key
 from mmbench.suite import ExecutionSpec
-from mmbench.trial import TrialResult, base_row, run_trial
+from mmbench.trial import TrialResult, base_row, retires_worker, run_trial
 
 OnStart = Callable[[Trial], None]
 STARTED = "started"   # a worker's message: the trial it was sent begins now
@@ -193,7 +194,7 @@ class WorkerPool:
                             result = TrialResult(row, raw)
                     except (EOFError, OSError):
                         pass
-                    if result is not None and result.row.get("status") == "cuda_error":
+                    if result is not None and retires_worker(result.row):
                         self._retire(w, kill=True)  # its CUDA context is poisoned: the next trial gets a fresh one
                     elif result is None:
                         w.process.join(timeout=5)
@@ -267,8 +268,8 @@ def _worker_main(conn) -> None:
             conn.send((result.row, result.raw))
         except (BrokenPipeError, OSError):
             return
-        if result.row.get("status") == "cuda_error":
-            return  # every later CUDA call here would fail: the parent replaces this worker
+        if retires_worker(result.row):
+            return  # every later CUDA call here would fail (or its allocator is mid-capture): the parent replaces it
 
 
 def gpu_slots() -> list[str]:

@@ -78,7 +78,7 @@ def run_trial(trial: Trial, data: TaskData) -> TrialResult:
         # peak-memory figure must not see them. A full collection costs ~0.1-0.5 s, so only when it matters.
         if trial.device.startswith("cuda") or result.row["status"] != "ok":
             gc.collect()
-        if trial.device.startswith("cuda") and result.row["status"] != "cuda_error":
+        if trial.device.startswith("cuda") and not retires_worker(result.row):
             torch.cuda.empty_cache()  # after a sticky CUDA error this raises it again: the worker is retired instead
     except Exception as exc:
         if result.row["status"] == "ok":
@@ -87,6 +87,17 @@ def run_trial(trial: Trial, data: TaskData) -> TrialResult:
         result.row["cuda_error"] = result.row["error"]
     return result
 
+
+def retires_worker(row: dict) -> bool:
+    """Whether the worker that measured this row must be replaced: a sticky CUDA error poisons its context, and a
+    failed CUDA-graph capture leaves torch ≤ 2.11's allocator believing a capture is under way (PyTorch #180395:
+    the next empty_cache raises an internal assert), so after either no later trial can trust that process."""
+    return row.get("status") == "cuda_error" or bool(row.get("graph_error"))
+
+
+# torch < 2.12 after a failed capture: the caching allocator is left mid-capture (see retires_worker), so this
+# trial's own memory figures (empty_cache, then the peak) cannot be taken either; they are left empty.
+_CAPTURE_FAILURE_BREAKS_ALLOCATOR = torch.__version__ < "2.12"
 
 # Sticky CUDA errors: after one, every CUDA call in the process fails, so its worker must be replaced.
 _CUDA_ERROR_TEXT = ("CUDA error", "device-side assert", "illegal memory access", "illegal address",
@@ -251,11 +262,11 @@ class _Bench:
         if self.step is not None:
             fns["train_step", b] = (partial(self.step, opt, xs, y, ms), self.training)
         self.comp.warm(fns.values())  # compile now, before any timed (or captured) call
-        if self.lat.cuda_graph and self.device.startswith("cuda"):
-            err = capture_graphs(fns, b, self.inference)
-            if err and self.graph_error is None:  # the first failure says why; other batch sizes still try
-                self.graph_error = f"batch {b}: {err}"
         return fns
+
+    def graph_failed(self, b: int, err: str) -> None:
+        if self.graph_error is None:  # the first failure says why; other batch sizes still try
+            self.graph_error = f"batch {b}: {err}"
 
     def memory(self, b: int) -> dict:
         """Peak memory of a forward and of a training step at batch size b, each in its own scope: the weights, this
@@ -284,8 +295,9 @@ class _Bench:
 
 
 def _timing(trial: Trial, data: TaskData, model: torch.nn.Module, result: TrialResult) -> None:
-    """Per batch size, build the timed functions; time them all together in interleaved rounds; then, per batch
-    size, the peak memory in its own scope."""
+    """Per batch size, build the timed functions; time them all together in interleaved rounds; on CUDA with
+    cuda_graph, the graph replays one batch size at a time (_graph_timing); then, per batch size, the peak memory in
+    its own scope."""
     lat, bench = trial.measure.latency, _Bench(trial, data, model)
     opt = bench.step.optimizer() if bench.step is not None else None  # one for every timed step, dropped before memory
     fns = {}
@@ -294,13 +306,23 @@ def _timing(trial: Trial, data: TaskData, model: torch.nn.Module, result: TrialR
     stats = _time(fns, trial, lat, result.row, result.raw)
     if opt is not None:
         result.row["optimizer_impl"] = train_mod.optimizer_impl(opt)
+    cuda = trial.device.startswith("cuda")
+    if lat.cuda_graph and cuda:
+        stats.update(_graph_timing(bench, fns, trial, lat))
     result.row.update(bench.comp.columns())
-    if bench.graph_error:
-        result.row["graph_error"] = bench.graph_error
     del fns, opt
     model.zero_grad(set_to_none=True)
+    if cuda:  # what NVML saw around every timed block
+        result.row.update(gpu_state.fold({key: list(st.probes) for key, st in stats.items()}))
     _record_latency(result.row, result.raw, stats, lat)
-    if trial.measure.memory:
+    measure_memory = trial.measure.memory
+    if bench.graph_error and _CAPTURE_FAILURE_BREAKS_ALLOCATOR:
+        measure_memory = False
+        bench.graph_error += f"; memory not measured (torch {torch.__version__}: a failed capture leaves the " \
+                             "allocator mid-capture)"
+    if bench.graph_error:
+        result.row["graph_error"] = bench.graph_error
+    if measure_memory:
         for b in lat.batch_sizes:
             result.row.update(bench.memory(b))
 
@@ -310,26 +332,55 @@ def _time(fns: dict, trial: Trial, lat: LatencySpec, row: dict, raw: dict) -> di
     contention; on CPU the host's reference workload read between rounds (contention.HostReference: rounds beside a
     slow reading are left out, and its figure goes in the row); on CUDA each round read by NVML too (clocks, throttle
     reasons, other processes on the GPU)."""
-    cuda = trial.device.startswith("cuda")
-    host = None if cuda else contention.HostReference()
+    host = None if trial.device.startswith("cuda") else contention.HostReference()
     row.update(measure.system_load())  # what the machine was doing as timing began
+    stats = _rounds(fns, trial, lat, host)
+    if host is not None:
+        row[V.HOST_REF] = host.median_ms
+        raw[f"{contention.REFERENCE}_rounds_ms"] = host.readings_ms
+    return stats
+
+
+def _rounds(fns: dict, trial: Trial, lat: LatencySpec, host=None) -> dict[Any, LatencyStats]:
+    cuda = trial.device.startswith("cuda")
     probes = (gpu_state.GpuProbe(trial.device),) if cuda else ()
     # warmup_s None: GPU clocks take a fraction of a second to ramp up; a CPU's are up in ms
     warmup_s = lat.warmup_s if lat.warmup_s is not None else 0.2 if cuda else 0.0
     try:
-        stats = measure.latency_rounds(
+        return measure.latency_rounds(
             fns, rounds=lat.rounds, warmup=lat.warmup, warmup_s=warmup_s, min_samples=lat.min_samples,
             max_samples=lat.max_samples, min_time_s=lat.min_time_s, max_time_s=lat.max_time_s,
             target_rel_ci=lat.target_rel_ci, min_block_ms=lat.min_block_ms, flush_l2=lat.flush_l2,
-            device=trial.device, threads=torch.get_num_threads(), probes=probes, host=host)
+            device=trial.device, probes=probes, host=host,
+            # the share of the CPU a timed call could use: on CUDA one thread launches the kernels
+            threads=1 if cuda else torch.get_num_threads())
     finally:
         for p in probes:
             p.close()
-    if probes:
-        row.update(gpu_state.fold({key: list(st.probes) for key, st in stats.items()}))
-    if host is not None:
-        row[V.HOST_REF] = host.median_ms
-        raw[f"{contention.REFERENCE}_rounds_ms"] = host.readings_ms
+
+
+def _graph_timing(bench: "_Bench", fns: dict, trial: Trial, lat: LatencySpec) -> dict[Any, LatencyStats]:
+    """CUDA-graph replays of each batch size's forward and fusion, after the eager timing, one batch size at a time:
+    its graphs are captured, timed, and freed before the next one's (each graph's private pool holds its forward's
+    peak; all batch sizes' alive at once needed ~3× the largest's). A capture or a replay that fails (a host sync,
+    out of memory) sets graph_error and leaves the eager figures standing."""
+    stats: dict[Any, LatencyStats] = {}
+    for b in lat.batch_sizes:
+        if bench.graph_error and _CAPTURE_FAILURE_BREAKS_ALLOCATOR:
+            break  # the allocator is mid-capture: a new capture would start with its empty_cache and fail
+        graphs = {key: fns[key] for key in (("latency", b), ("fusion_latency", b))}
+        err = capture_graphs(graphs, b, bench.inference)
+        if err is None:
+            try:
+                stats.update(_rounds({k: v for k, v in graphs.items() if k[0].endswith("graph_latency")}, trial, lat))
+            except torch.cuda.OutOfMemoryError as exc:
+                err = f"oom: {(str(exc).splitlines() or [''])[0][:300]}"
+        del graphs  # this batch size's graphs and their pools
+        if err:
+            bench.graph_failed(b, err)
+        if not (bench.graph_error and _CAPTURE_FAILURE_BREAKS_ALLOCATOR):
+            gc.collect()
+            torch.cuda.empty_cache()  # the freed pools go back before the next batch size's graphs
     return stats
 
 
@@ -403,11 +454,17 @@ def compile_scope(enabled: bool):
     handler = _LimitHits()
     log.addHandler(handler)
     try:
-        with torch._dynamo.config.patch(recompile_limit=max(64, torch._dynamo.config.recompile_limit)):
+        name = recompile_limit_name(torch._dynamo.config)
+        with torch._dynamo.config.patch(**{name: max(64, getattr(torch._dynamo.config, name))}):
             yield
     finally:
         log.removeHandler(handler)
         torch._dynamo.reset()  # free this trial's compiled code (and the model it guards on)
+
+
+def recompile_limit_name(config) -> str:
+    """dynamo's recompile limit: ``recompile_limit`` since torch 2.7, ``cache_size_limit`` before."""
+    return "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"
 
 
 _LIMIT_HITS: list[str] = []  # this trial's "hit config.recompile_limit" messages: code that then ran eager
@@ -428,7 +485,9 @@ class Compiled:
         self.enabled, self.seconds, self.calls = enabled, 0.0, 0
 
     def __call__(self, module):
-        return torch.compile(module) if self.enabled else module
+        # dynamic=False: each batch size gets its own static graph (on a recompile dynamo would otherwise mark the
+        # batch dimension dynamic, and the second batch size would time a dynamic-shape graph)
+        return torch.compile(module, dynamic=False) if self.enabled else module
 
     def warm(self, calls) -> None:
         if not self.enabled:

@@ -43,10 +43,15 @@ def make(gpus: list[dict], driver: str = "570.86.15") -> types.ModuleType:
 
     def by_uuid(u):
         u = u.decode() if isinstance(u, bytes) else u
-        for g in gpus:
+        for g in gpus + [m for g in gpus for m in g.get("migs", [])]:  # MIG instances by their 'MIG-…' UUID too
             if g["uuid"] == u:  # NVML wants its own spelling exactly: 'GPU-' + lower-case hex
                 return g
         raise NVMLError("Not Found")
+
+    def mig(h, i):
+        if i >= len(h.get("migs", [])):
+            raise NVMLError("Not Found")
+        return h["migs"][i]
 
     def counted(name, fn):
         def wrapped(*a):
@@ -75,6 +80,8 @@ def make(gpus: list[dict], driver: str = "570.86.15") -> types.ModuleType:
         "nvmlDeviceGetCurrentClocksEventReasons": lambda h: h["reasons"],
         "nvmlDeviceGetViolationStatus": lambda h, p: _Violation(0, h["violation"][p]),
         "nvmlDeviceGetPersistenceMode": lambda h: h["persistence"],
+        "nvmlDeviceGetMaxMigDeviceCount": lambda h: 7 if h.get("migs") is not None else 0,  # 7 slots on MIG GPUs
+        "nvmlDeviceGetMigDeviceHandleByIndex": mig,
     }
     for name, fn in fns.items():
         setattr(nv, name, counted(name, fn))

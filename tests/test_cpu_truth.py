@@ -30,16 +30,16 @@ def test_forward_peak_is_weights_inputs_and_output_of_a_linear():
 
 
 def test_tfn_forward_peak_matches_the_hand_count():
-    """Contracted TFN (o < d_M + 1): alive at the peak are the three x̃ = [x; 1], h = x̃_3 W (B, o·D1·D2) and the
-    first contraction's output (B, o·D1), besides weights and inputs."""
+    """Contracted TFN (split 1 at this shape): alive at the peak are the three x̃ = [x; 1], z = x̃_2 ⊗ x̃_3
+    (B, D2·D3) and h = z W (B, o·D1), besides weights and inputs."""
     dims, o, b = (8, 6, 10), 3, 32
     tfn = methods.create("tfn", list(dims), o)
-    assert tfn.contracts
+    assert tfn.contracts and tfn.split == 1
     xs = [torch.randn(b, d) for d in dims]
-    d1, d2 = dims[0] + 1, dims[1] + 1
+    d1, d2, d3 = (d + 1 for d in dims)
     with torch.no_grad():
         mem = measure.peak_memory(lambda: tfn(xs), "cpu", alive=[*tfn.parameters(), *xs])
-    own = F32 * b * (sum(d + 1 for d in dims) + o * d1 * d2 + o * d1)
+    own = F32 * b * (d1 + d2 + d3 + d2 * d3 + o * d1)
     weights = F32 * tfn.expected_params()
     assert mem["peak_mem_mib"] == pytest.approx(_mib(own))
     assert mem["peak_alloc_mib"] == pytest.approx(_mib(weights + F32 * b * sum(dims) + own))

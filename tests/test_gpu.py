@@ -329,7 +329,7 @@ def _assert_compiled(rows):
         assert r["compile_s"] > 0 and r["latency_ms_b2"] > 0
 
 
-def test_six_compiled_trials_in_one_process_all_compile(write_suite, tmp_path, monkeypatch):
+def test_six_compiled_trials_in_one_process_all_compile(write_suite, tmp_path):
     import torch._dynamo
 
     from mmbench.run import prepare, run_suite
@@ -337,9 +337,13 @@ def test_six_compiled_trials_in_one_process_all_compile(write_suite, tmp_path, m
 
     # A small recompile limit shows the old failure fast: without a clean compiler state per trial, the shared
     # forward's cache would fill after two trials and the rest would run eager.
-    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 2)
-    prepared = prepare(load_suite(write_suite(COMPILE_SUITE)))
-    _assert_compiled(run_suite(prepared, tmp_path / "r").rows())
+    # (config.patch, not monkeypatch: pytest's undo deletes a module attribute it did not find in __dict__, and a
+    # deleted dynamo config is hidden for every later test in the process)
+    from mmbench.trial import recompile_limit_name
+
+    with torch._dynamo.config.patch(**{recompile_limit_name(torch._dynamo.config): 2}):
+        prepared = prepare(load_suite(write_suite(COMPILE_SUITE)))
+        _assert_compiled(run_suite(prepared, tmp_path / "r").rows())
 
 
 def test_compiled_trials_through_the_cli_in_a_worker(write_suite, tmp_path):

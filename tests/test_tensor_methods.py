@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from mmbench import methods
+from mmbench import measure, methods
 from mmbench.measure import flops, params
 from mmbench.methods.tensor import LowRankFusion, TensorFusion
 
@@ -85,10 +85,56 @@ def test_flops_match_hand_derived_formula(name, hp, dims, out_dim, batch):
 
 
 def test_tfn_flops_formula_by_hand():
-    """2·B·o·(D1D2D3 + D1D2 + D1) for the contraction path, written out for one case."""
+    """2·B·o·(D1D2D3 + D1) at split 1 (x̃2 ⊗ x̃3 times the weight, then x̃1), 2·B·o·(D1D2D3 + D1D2 + D1) at split 2,
+    written out for one case."""
     m = methods.create("tfn", [3, 4, 5], 2)
-    assert m.contracts
-    assert flops(lambda: m([torch.randn(4, d) for d in [3, 4, 5]]), m)["total"] == 2 * 4 * 2 * (4 * 5 * 6 + 4 * 5 + 4)
+    xs = [torch.randn(4, d) for d in [3, 4, 5]]
+    assert m.split == 1
+    assert flops(lambda: m(xs), m)["total"] == 2 * 4 * 2 * (4 * 5 * 6 + 4)
+    m.split = 2
+    assert flops(lambda: m(xs), m)["total"] == 2 * 4 * 2 * (4 * 5 * 6 + 4 * 5 + 4) == m.expected_flops(4)
+
+
+@pytest.mark.parametrize("dims,out_dim", [([3, 4, 5], 2), ([3, 4, 5], 9), ([6, 2], 1), ([2, 3, 4, 5], 3),
+                                          ([9, 2, 7], 40)])
+def test_tfn_every_split_is_the_same_function(dims, out_dim):
+    """Every contraction order the weight's layout allows computes Linear(vec(x̃1 ⊗ … ⊗ x̃M)) with the same weight
+    (a state dict of the materialised form loads and gives the same outputs)."""
+    torch.manual_seed(3)
+    ref = TensorFusion(dims, out_dim).double()
+    ref.split = 0  # the materialised outer product: the definition
+    xs = [torch.randn(5, d, dtype=torch.float64) for d in dims]
+    for k in range(len(dims)):
+        tfn = TensorFusion(dims, out_dim).double()
+        tfn.load_state_dict(ref.state_dict())
+        tfn.split = k
+        torch.testing.assert_close(tfn(xs), ref(xs))
+        assert flops(lambda: tfn(xs), tfn)["total"] == tfn.expected_flops(5)
+
+
+@pytest.mark.parametrize("dims,out_dim", [([8, 6, 10], 3), ([4, 4, 4], 8), ([2, 3, 4, 5], 3), ([10, 30, 10], 8),
+                                          ([5, 5, 5], 200)])
+def test_tfn_peak_intermediates_match_the_closed_form_and_the_split_has_the_fewest(dims, out_dim):
+    """For every split the live-tensor peak of a forward is the x̃ plus peak_values(k) per sample, and the module
+    runs the split whose peak is smallest: the TFN-LMF comparison is never lost to a poor order."""
+    tfn, b = TensorFusion(dims, out_dim), 16
+    xs = [torch.randn(b, d) for d in dims]
+    chosen = tfn.split
+    assert tfn.peak_values(chosen) == min(tfn.peak_values(k) for k in range(len(dims)))
+    for k in range(len(dims)):
+        tfn.split = k
+        with torch.no_grad():
+            mem = measure.peak_memory(lambda: tfn(xs), "cpu", alive=[*tfn.parameters(), *xs])
+        assert mem["peak_mem_mib"] == pytest.approx(4 * b * (sum(d + 1 for d in dims) + tfn.peak_values(k)) / 2**20)
+
+
+def test_tfn_at_128_cubed_out_64_needs_under_a_gib_at_batch_8192():
+    """The shape of issue 30: the old order materialised (8192, 64·129·129) fp32 values, 32.5 GiB."""
+    with torch.device("meta"):  # the shape only: no 548 MB weight
+        tfn = TensorFusion([128] * 3, 64)
+    assert tfn.split == 1
+    assert 8192 * 4 * tfn.peak_values(tfn.split) < 2**30
+    assert 8192 * 4 * tfn.peak_values(2) > 32 * 2**30
 
 
 def test_lmf_flops_grow_with_sum_tfn_with_product():
@@ -133,3 +179,15 @@ def test_lmf_forward_reads_the_product_once(dims, rank, out_dim):
     assert [name for name, _ in rec.ops if name in ("mm", "bmm", "copy_", "clone")] == ["mm"]
     torch.testing.assert_close(y, torch.einsum("r,rbo->bo", m.fusion_weights[0], math.prod(
         torch.cat([x, torch.ones(64, 1)], 1) @ m.factor(i) for i, x in enumerate(xs))) + m.fusion_bias)
+
+
+@pytest.mark.parametrize("dims,out_dim", [([6, 5, 4], 3), ([10, 30, 10], 8), ([4, 4], 9)])
+def test_tfn_equals_its_best_order_reference(dims, out_dim):
+    """The benchmark's best-order reference (weight relaid out, its own choice of order) computes what TFN computes."""
+    from benchmarks.methods_vs_naive import tfn_best_order
+
+    torch.manual_seed(1)
+    m = TensorFusion(dims, out_dim)
+    xs = [torch.randn(7, d) for d in dims]
+    with torch.no_grad():
+        torch.testing.assert_close(m(xs), tfn_best_order(m, xs), rtol=1e-5, atol=1e-5)

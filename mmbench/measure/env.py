@@ -47,7 +47,7 @@ def _gpu(device: str) -> dict:
 
     if not device.startswith("cuda"):
         return {}
-    info = {"cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version(), "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
+    info = {"cuda": torch.version.cuda, "cudnn": _cudnn_version(), "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
             "tf32_cudnn": torch.backends.cudnn.allow_tf32,
             "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
     from mmbench.measure import nvml
@@ -71,6 +71,16 @@ def _gpu(device: str) -> dict:
             info.update(gpu_name=gpus[0]["name"], gpu_memory_mib=gpus[0]["mem_total_mib"],
                         gpu_capability=gpus[0]["capability"])
     return info
+
+
+def _cudnn_version() -> int | None:
+    """The cuDNN torch was built with, read without CUDA: torch.backends.cudnn.version() checks the devices'
+    compute capability on first use, which initialises CUDA in this (parent) process."""
+    try:
+        from torch._C import _cudnn
+    except ImportError:  # a build without cuDNN
+        return None
+    return int(_cudnn.getVersionInt())
 
 
 def _gpu_state(nv, h) -> dict:

@@ -56,9 +56,15 @@ class GpuProbe:
         return out
 
     def _others(self) -> int | None:
+        """Other processes with a context on this GPU. This process holds one (the probe runs in a worker whose
+        model is on the GPU), so an empty list means NVML cannot see this PID namespace: unknown, not 0; and when
+        NVML lists PIDs of another namespace (a container seeing host PIDs) one of them is this process."""
         if self.handle is None:
             return None
-        return sum(1 for pid, _ in nvml.processes(self.nv, self.handle) if pid != self.pid)
+        pids = {pid for pid, _ in nvml.processes(self.nv, self.handle)}
+        if not pids:
+            return None
+        return len(pids - {self.pid}) if self.pid in pids else len(pids) - 1
 
     def reading(self) -> dict[str, Any]:
         if self.handle is None:

@@ -369,16 +369,36 @@ def cuda_graph(fn: Callable[[], object], *, warmup: int = 3, outputs: list | Non
     tensor every replay overwrites), to check replay against eager."""
     import torch
 
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
+    stream = _capture_stream()
+    caller = torch.cuda.current_stream()
+    stream.wait_stream(caller)
     with torch.cuda.stream(stream):  # warm up on a side stream, as graph capture requires
         for _ in range(warmup):
             fn()
-    torch.cuda.current_stream().wait_stream(stream)
+    caller.wait_stream(stream)
     torch.cuda.synchronize()
     graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        out = fn()
+    try:
+        with torch.cuda.graph(graph, stream=stream):
+            out = fn()
+    finally:
+        # A capture that throws (a host sync in fn) raises again in capture_end, inside torch.cuda.graph's __exit__,
+        # which then never restores the stream: every later call would queue on the capture stream.
+        torch.cuda.set_stream(caller)
     if outputs is not None:
         outputs.append(out)
     return graph.replay
+
+
+_CAPTURE_STREAMS: dict = {}  # device index -> the one side stream this process warms up and captures on
+
+
+def _capture_stream():
+    """One side stream per device for every warm-up and capture of the process: each new stream gets its own cuBLAS
+    workspace, kept for the process's life (up to ~1 GiB over a trial's captures, in peak_reserved and NVML's used)."""
+    import torch
+
+    index = torch.cuda.current_device()
+    if index not in _CAPTURE_STREAMS:
+        _CAPTURE_STREAMS[index] = torch.cuda.Stream(index)
+    return _CAPTURE_STREAMS[index]

@@ -37,9 +37,15 @@ def _text(v) -> str:
 
 
 def norm_uuid(uuid) -> str:
-    """'GPU-8f6c…' (NVML) and torch's '8f6c…' (device properties: a UUID object or its string) as one form."""
+    """'GPU-8f6c…' (NVML) and torch's '8f6c…' (device properties: a UUID object or its string) as one form. torch
+    spells a MIG instance's UUID the same bare way, so the 'gpu-' given it here may be 'mig-' in NVML: handle_by_uuid
+    tries both, and device_row records NVML's own spelling."""
     s = _text(uuid).strip().lower()
     return s if s.startswith(("gpu-", "mig-")) else f"gpu-{s}"
+
+
+def _bare(uuid: str) -> str:
+    return uuid[4:] if uuid.startswith(("gpu-", "mig-")) else uuid
 
 
 def _device(nv, h) -> dict[str, Any]:
@@ -80,15 +86,34 @@ def visible_gpus() -> list[dict[str, Any]] | None:
 def handle_by_uuid(nv, uuid):
     """The NVML handle of the device with this UUID (torch's or NVML's spelling), or None."""
     want = norm_uuid(uuid)
-    try:
-        return nv.nvmlDeviceGetHandleByUUID(want[:3].upper() + want[3:])  # NVML's spelling: 'GPU-' + lower-case hex
-    except Exception:
-        pass
-    for i in range(nv.nvmlDeviceGetCount()):  # older bindings or spellings: compare every device's UUID
-        h = nv.nvmlDeviceGetHandleByIndex(i)
-        if norm_uuid(nv.nvmlDeviceGetUUID(h)) == want:
-            return h
+    for prefix in dict.fromkeys((want[:3].upper(), "GPU", "MIG")):  # NVML's spelling: 'GPU-'/'MIG-' + lower-case hex
+        try:
+            return nv.nvmlDeviceGetHandleByUUID(f"{prefix}-{_bare(want)}")
+        except Exception:
+            pass
+    for h in _all_handles(nv):  # older bindings or spellings: compare every device's (and MIG instance's) UUID
+        try:
+            if _bare(norm_uuid(nv.nvmlDeviceGetUUID(h))) == _bare(want):
+                return h
+        except Exception:
+            continue
     return None
+
+
+def _all_handles(nv) -> Iterator[Any]:
+    """Every GPU's handle, each followed by its MIG instances' handles (when MIG is on)."""
+    for i in range(nv.nvmlDeviceGetCount()):
+        h = nv.nvmlDeviceGetHandleByIndex(i)
+        yield h
+        try:
+            count = nv.nvmlDeviceGetMaxMigDeviceCount(h)
+        except Exception:  # no MIG support, or an older binding
+            continue
+        for j in range(count):
+            try:
+                yield nv.nvmlDeviceGetMigDeviceHandleByIndex(h, j)
+            except Exception:  # an empty slot
+                continue
 
 
 def processes(nv, h) -> list[tuple[int, float | None]]:
@@ -129,6 +154,7 @@ def device_row(device: str) -> dict[str, Any]:
             h = handle_by_uuid(nv, uuid)
             if h is None:
                 return row
+            row["gpu_uuid"] = norm_uuid(nv.nvmlDeviceGetUUID(h))  # NVML's spelling: 'mig-…' for a MIG instance
             mem = nv.nvmlDeviceGetMemoryInfo(h)
             row.update(gpu_name=_text(nv.nvmlDeviceGetName(h)), gpu_driver=_text(nv.nvmlSystemGetDriverVersion()),
                        gpu_mem_total_mib=mem.total / 2**20, nvml_used_mib=mem.used / 2**20,

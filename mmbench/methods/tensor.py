@@ -16,29 +16,46 @@ class TensorFusion(Fusion):
     """Tensor Fusion Network: y = Linear(vec(x̃_1 ⊗ … ⊗ x̃_M)), x̃ = [x; 1]; parameters grow with Π(d_m+1).
 
     The weight is the Linear's, shape (o, D) with D = Π(d_m+1), and the function is exactly that Linear applied to the
-    outer product. When o < d_M+1 the outer product is never materialised: the weight, seen as an (o, D_1, …, D_M)
-    tensor, is contracted with x̃_M, then x̃_{M-1}, … (same function, B·o·D/D_M intermediate values instead of B·D).
+    outer product. The order of the contraction is chosen for the shape, among the splits the weight's layout allows
+    without a copy: seen as an (o·D_1⋯D_k, D_{k+1}⋯D_M) matrix, the weight multiplies the outer product of the last
+    M−k inputs, and the (B, o·D_1⋯D_k) result is contracted with x̃_k, then x̃_{k-1}, … x̃_1. k = 0 materialises the
+    whole outer product; k = M−1 never builds one. ``split`` is the k whose largest set of intermediates alive at once
+    is smallest (at 128³, o 64, k = 1: 25 k values per sample, against 1.06 M for k = 2 and 2.1 M for k = 0).
     """
 
     def __init__(self, dims: Sequence[int], out_dim: int):
         super().__init__(dims, out_dim)
         self.sizes = [d + 1 for d in self.dims]
         self.linear = nn.Linear(math.prod(self.sizes), out_dim)
+        self.split = min(range(len(self.sizes)), key=self.peak_values)  # ties: the smaller k, fewer FLOPs
 
     @property
     def contracts(self) -> bool:
-        return self.out_dim < self.sizes[-1]
+        """False when the whole outer product is materialised."""
+        return self.split > 0
+
+    def peak_values(self, k: int) -> int:
+        """Per sample, the most intermediate values alive at once in forward with split k (the x̃ excluded): at each
+        step of the suffix's outer product, at the matmul, at each contraction (each one's input and output)."""
+        o, s = self.out_dim, self.sizes
+        suffix = [math.prod(s[m:]) for m in range(k, len(s))]  # R_k, R_{k+1}, …, D_M
+        prefix = [o * math.prod(s[:j]) for j in range(k + 1)]  # o, o·D_1, …, o·D_1⋯D_k
+        live = [a + b for a, b in zip(suffix[:-1], suffix[1:-1] + [0])]  # the first step's input is x̃_M
+        live.append((suffix[0] if k < len(s) - 1 else 0) + prefix[-1])  # at k = M−1 the matmul's input is x̃_M
+        live += [a + b for a, b in zip(prefix[1:], prefix[:-1])]
+        return max(live + [2 * o] * (k > 0))  # the bias is added out of place
 
     def forward(self, xs: list[torch.Tensor]) -> torch.Tensor:
         xt = [with_ones(x) for x in xs]
-        if not self.contracts:
-            z = xt[0]
-            for x in xt[1:]:
-                z = (z.unsqueeze(-1) * x.unsqueeze(1)).flatten(1)
+        k = self.split
+        z = xt[-1]  # x̃_{k+1} ⊗ … ⊗ x̃_M, built from the back (the first index outermost, as the weight lays it out)
+        for x in reversed(xt[k:-1]):
+            z = (x.unsqueeze(-1) * z.unsqueeze(1)).flatten(1)
+        if k == 0:
             return self.linear(z)
-        w = self.linear.weight
-        h = torch.nn.functional.linear(xt[-1], w.reshape(-1, self.sizes[-1]))  # (B, o·D_1…D_{M-1})
-        for x, size in zip(reversed(xt[:-1]), reversed(self.sizes[:-1])):
+        h = torch.nn.functional.linear(z, self.linear.weight.reshape(-1, z.shape[1]))  # (B, o·D_1⋯D_k)
+        del z  # not alive during the contractions
+        for x, size in zip(reversed(xt[:k]), reversed(self.sizes[:k])):
             h = torch.bmm(h.reshape(h.shape[0], -1, size), x.unsqueeze(-1)).squeeze(-1)
         return h + self.linear.bias
 
@@ -46,10 +63,10 @@ class TensorFusion(Fusion):
         return (math.prod(self.sizes) + 1) * self.out_dim
 
     def expected_flops(self, batch: int) -> int:
+        """The matmul (2·B·o·D whatever the split) plus the contractions, 2·B·o·(D_1 + D_1·D_2 + … + D_1⋯D_k); the
+        outer products are elementwise: not counted."""
         o, total = self.out_dim, math.prod(self.sizes)
-        if not self.contracts:
-            return 2 * batch * total * o  # the outer products are elementwise: not counted
-        prefix = [math.prod(self.sizes[:k]) for k in range(1, len(self.sizes))]  # D_1, D_1·D_2, …
+        prefix = [math.prod(self.sizes[:j]) for j in range(1, self.split + 1)]
         return 2 * batch * o * (total + sum(prefix))
 
 
