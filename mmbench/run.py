@@ -221,6 +221,8 @@ def run_suite(prepared: Prepared, out: str | Path, *, suite_text: str = "", quic
         {"label": task_label(suite, i), "modalities": d.modalities, "input_dims": d.input_dims,
          "num_classes": d.num_classes, "sizes": {"train": len(d.train), "val": len(d.val), "test": len(d.test)},
          **d.info} for i, d in enumerate(prepared.tasks.values())])
+    # a tuned trial keeps its study in the run directory: a resumed run continues it (mmbench/tuning.py)
+    todo = [replace(t, tune_dir=str(run.path / "tuning")) if t.tune is not None else t for t in todo]
     total, done = len(trials), len(trials) - len(todo)
     if progress and done:
         progress.skipped(done)

@@ -171,10 +171,11 @@ def score(out: np.ndarray, y: np.ndarray, target: str, num_classes: int, kind: s
 
 
 def fit(make_model: Callable[[], nn.Module], train: Split, val: Split, spec: TrainSpec, *, seed: int,
-        target: str = "classification", device: str = "cpu", precision: str = "fp32") -> tuple[nn.Module, FitInfo]:
+        target: str = "classification", device: str = "cpu", precision: str = "fp32",
+        on_epoch: Callable[[int, float], None] | None = None) -> tuple[nn.Module, FitInfo]:
     """Train one seed as ``spec`` says (model init, batch order and everything random come from ``seed``); return the
     model holding the best-validation epoch's weights. With ``spec.patience``, stop after that many epochs without a
-    better one."""
+    better one. ``on_epoch(epoch, validation score)`` after each epoch (tuning's pruner; it may raise to stop)."""
     torch.manual_seed(seed)
     model = make_model().to(device)
     step = training_step(model, spec, target, precision, device)
@@ -211,6 +212,8 @@ def fit(make_model: Callable[[], nn.Module], train: Split, val: Split, spec: Tra
                 raise NonFiniteLoss(f"validation loss became {-val_score} at epoch {epoch}")
         times.append(time.perf_counter() - t0)
         epoch_losses.append(total / n)
+        if on_epoch is not None:
+            on_epoch(epoch, val_score)
         if val_score > best[0]:  # model selection on validation only
             best = (val_score, epoch, copy.deepcopy(model.state_dict()))
         elif spec.patience is not None and epoch - best[1] >= spec.patience:
