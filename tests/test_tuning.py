@@ -262,3 +262,21 @@ def test_a_tuned_run_resumes_its_studies(write_suite, tmp_path):
 
     study = optuna.load_study(study_name=row["trial_id"], storage=storage_at(logs[0]))
     assert len(study.get_trials()) == 3  # none was asked again
+
+
+def test_the_report_shows_tuned_against_untuned_and_the_best_so_far_curve(write_suite, tmp_path):
+    from mmbench.run import prepare, run_suite
+    from mmbench.suite import load_suite
+
+    text = BASE.replace("  - method: lmf\n", "").replace("    params: {hidden: 8}\n    tune: {space: {hidden: {int: "
+                                                           "[4, 16]}}}\n", "    params: {hidden: 8}\n")
+    run = run_suite(prepare(load_suite(write_suite(text)), "cpu"), tmp_path / "out")
+    md = (run.path / "report.md").read_text()
+    assert "Accuracy is tuned accuracy" in md and "### Tuning" in md
+    for r in run.rows():
+        section = md.split("### Tuning", 1)[1].splitlines()
+        line = next(x for x in section if x.startswith(f"| {r['label']} {r['dims']} |"))
+        assert f"{r['untuned_val']:.3f} → {r['tuned_val']:.3f}" in line and "3 of 3" in line
+        assert f"lr={r['tuned_params']['lr']:.3g}" in line
+    assert (run.path / "figures" / "synthetic-synergy-tuning-best-so-far.png").exists()
+    assert "Tuning: best validation score so far" in (run.path / "report.html").read_text()

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from mmbench.report import plots as P
-from mmbench.report import decide, versus
+from mmbench.report import decide, tuning, versus
 from mmbench.report.build import Report
 from mmbench.report.html import LEGEND
 from mmbench.report.summary import run_summary, state_note, task_note
@@ -32,6 +32,8 @@ def _decisions(rep: Report) -> list[str]:
         note = task_note(rep.task_info.get(task, {}))
         if note:
             out += [note, ""]
+        if tuning.rows([r for r in rep.rows if r.get("task") == task]):
+            out += [tuning.DECIDES, ""]
         d = rep.decisions.get(task)
         if d is None:
             out += ["Nothing to decide: no accuracy measured, or fewer than two configurations.", ""]
@@ -87,6 +89,11 @@ def render(rep: Report, fig_dir: Path | None = None, fig_rel: str = "figures") -
                 out += [f"![{p.title}]({fig_rel}/{name})", ""]
         for t in (t for t in rep.tables if t.task == task):
             out += [f"### {t.metric.title}", "", *_table(t), ""]
+        tuned = tuning.rows([r for r in rep.rows if r.get("task") == task])
+        if tuned:
+            out += ["### Tuning", "", tuning.NOTE, "", "| " + " | ".join(tuning.HEADER) + " |",
+                    "|---" * len(tuning.HEADER) + "|"] + ["| " + " | ".join(c.replace("|", "/") for c in line) + " |"
+                                                         for line in tuned] + [""]
         bad = rep.failed(task)
         if bad:
             out += ["### Failed trials", ""]

@@ -438,7 +438,27 @@ def task_plots(rows: list[dict], samples: dict[tuple[str, str], dict]) -> list[P
     add("memory-vs-batch", "Memory vs batch size", lambda: memory_vs_batch(rows))
     for name, fig in robustness_curves(rows, samples):
         out.append(Plot(f"robustness-{_slug(name)}", f"Robustness: {name}", task, fig))
+    add("tuning-best-so-far", "Tuning: best validation score so far", lambda: tuning_curves(rows, samples))
     return out
+
+
+def tuning_curves(rows: list[dict], samples: dict[tuple[str, str], dict]) -> Figure | None:
+    """Tuned suites: each configuration's best validation score after each tuning trial (which method needs how
+    much tuning to reach its accuracy); trial 1 is the untuned values."""
+    lines = []
+    for r in _ok(rows):
+        best = samples.get((r["_run"], r.get("trial_id")), {}).get("tuning_best_so_far")
+        if isinstance(best, list) and best:
+            lines.append((r, [i + 1 for i, v in enumerate(best) if v is not None], [v for v in best if v is not None]))
+    if not lines:
+        return None
+    fig, ax = _new("Tuning: best validation score so far", "tuning trials (1 = untuned values)", "validation score")
+    pal = _Palette([r for r, _, _ in lines])
+    for r, xs, ys in lines:
+        ax.step(xs, ys, where="post", lw=1.2, **{k: v for k, v in pal(r).items() if k != "marker"})
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    _legend(ax, pal.entries)
+    return fig
 
 
 def _slug(s: str) -> str:
