@@ -279,4 +279,5 @@ def test_the_report_shows_tuned_against_untuned_and_the_best_so_far_curve(write_
         assert f"{r['untuned_val']:.3f} → {r['tuned_val']:.3f}" in line and "3 of 3" in line
         assert f"lr={r['tuned_params']['lr']:.3g}" in line
     assert (run.path / "figures" / "synthetic-synergy-tuning-best-so-far.png").exists()
+    assert (run.path / "figures" / "synthetic-synergy-tuning-lr.png").exists()
     assert "Tuning: best validation score so far" in (run.path / "report.html").read_text()
