@@ -143,8 +143,8 @@ def tune(spec: TuneSpec, train_spec: TrainSpec, hparams: dict[str, Any], build: 
     study = optuna.create_study(study_name=name, storage=store, direction="maximize", load_if_exists=True,
                                 pruner=_pruner(spec))
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        study._storage.set_trial_user_attr(t._trial_id, "killed", True)  # its process died mid-trial: run it again
-        study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
+        store.set_trial_user_attr(t._trial_id, "killed", True)  # its process died mid-trial: run it again
+        store.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
     seed = train_spec.seeds[0]
     last_error: BaseException | None = None
     while True:
