@@ -149,6 +149,9 @@ def resume(tmp: Path, kills: int, trials: int, epochs: int, seeds: list[int], re
             return
     from mmbench.store import RunDir
 
+    # evidence that kills landed inside tuning: tuning trials the resumed studies found running and ran again
+    killed = sum(p.read_text().count('"killed"') for p in (run_dir / "tuning").glob("*.log"))
+    print(f"  {killed} tuning trial(s) were killed mid-way and run again")
     got = {r["trial_id"]: r for r in RunDir(run_dir).rows()}
     raw = {s["trial_id"]: s for s in map(json.loads, (run_dir / "samples.jsonl").read_text().splitlines())}
     for r in reference.rows():
