@@ -61,7 +61,8 @@ tune:
   seed: 0
   space:
     lr: {{loguniform: [0.0001, 0.3]}}
-"""
+{extra}"""
+WEIGHT_DECAY = "    weight_decay: {choice: [0.0, 0.0001, 0.001, 0.01]}\n"
 
 
 def check(name: str, ok: bool, figure: str) -> None:
@@ -75,9 +76,13 @@ def load() -> str:
     return f"load average {one:.2f} {five:.2f} {fifteen:.2f} on {os.cpu_count()} CPUs"
 
 
+EXTRA = ""  # --weight-decay: also search weight decay
+
+
 def write(tmp: Path, name: str, trials: int | None, epochs: int, seeds: list[int]) -> Path:
     path = tmp / f"{name}.yaml"
-    path.write_text(SUITE.format(epochs=epochs, seeds=seeds, tune=TUNE.format(trials=trials) if trials else ""))
+    tune = TUNE.format(trials=trials, extra=EXTRA) if trials else ""
+    path.write_text(SUITE.format(epochs=epochs, seeds=seeds, tune=tune))
     return path
 
 
@@ -93,7 +98,7 @@ def samples(run_dir) -> dict[str, dict]:
 
 
 def rescue_and_budget(tmp: Path, trials: int, epochs: int, seeds: list[int]):
-    print(f"rescue: train.lr 0.3, tuning lr in [1e-4, 0.3] with {trials} trials, {epochs} epochs, seeds {seeds}")
+    print(f"rescue: train.lr 0.3, tuning lr in [1e-4, 0.3]{' and weight decay' if EXTRA else ''} with {trials} trials, {epochs} epochs, seeds {seeds}")
     untuned = {r["label"]: r for r in run(write(tmp, "untuned", None, epochs, seeds), tmp / "out").rows()}
     tuned_run = run(write(tmp, "tuned", trials, epochs, seeds), tmp / "out")
     for r in tuned_run.rows():
@@ -205,8 +210,11 @@ def main() -> int:
     ap.add_argument("--seeds", type=int, default=3, help="seeds of the final fits")
     ap.add_argument("--kills", type=int, default=0, help="resume floor: SIGKILL this many times (0: skip)")
     ap.add_argument("--overhead-repeats", type=int, default=5)
+    ap.add_argument("--weight-decay", action="store_true", help="tune weight decay beside lr")
     ap.add_argument("--skip", nargs="*", default=[], choices=["rescue", "determinism", "overhead"])
     args = ap.parse_args()
+    global EXTRA
+    EXTRA = WEIGHT_DECAY if args.weight_decay else ""
     seeds = list(range(args.seeds))
     print(f"start: {load()}")
     with tempfile.TemporaryDirectory() as d:
