@@ -10,10 +10,11 @@ from html import escape
 
 from mmbench import __version__
 from mmbench.report import plots as P
-from mmbench.report import decide, tuning, versus
+from mmbench.report import decide, versus
 from mmbench.report.build import Report
 from mmbench.report.summary import run_summary, state_note, task_note
 from mmbench.report.tables import Table
+from mmbench.report import tuning
 
 LEGEND = ("★ the best value of a column, only where it beats the runner-up beyond both spreads (std over seeds or the "
           "test split's standard error, the larger; a latency's IQR); ⚠ a flagged timing (noisy: the median was not "

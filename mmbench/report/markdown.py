@@ -4,11 +4,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from mmbench.report import plots as P
-from mmbench.report import decide, tuning, versus
+from mmbench.report import decide, versus
 from mmbench.report.build import Report
 from mmbench.report.html import LEGEND
 from mmbench.report.summary import run_summary, state_note, task_note
 from mmbench.report.tables import Table
+from mmbench.report import tuning
 
 
 def _table(t: Table) -> list[str]:
