@@ -210,10 +210,10 @@ def fit(make_model: Callable[[], nn.Module], train: Split, val: Split, spec: Tra
             val_score = -loss_fn(out, yva).item()
             if not math.isfinite(val_score):
                 raise NonFiniteLoss(f"validation loss became {-val_score} at epoch {epoch}")
+        if on_epoch is not None:  # (only tuning's fits pass one: their epoch times are not reported)
+            on_epoch(epoch, val_score)
         times.append(time.perf_counter() - t0)
         epoch_losses.append(total / n)
-        if on_epoch is not None:
-            on_epoch(epoch, val_score)
         if val_score > best[0]:  # model selection on validation only
             best = (val_score, epoch, copy.deepcopy(model.state_dict()))
         elif spec.patience is not None and epoch - best[1] >= spec.patience:
