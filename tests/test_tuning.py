@@ -84,6 +84,13 @@ def test_the_space_is_resolved_per_method_and_ids_change_only_for_tuned_suites(w
     spaces = {t.method: sorted(t.tune.space) for t in tuned}
     assert spaces == {"tfn": ["lr"], "lmf": ["lr"], "early": ["hidden", "lr"]}
     assert {t.tune.trials for t in tuned} == {3}
+    own = prepare(load_suite(write_suite(BASE.replace("tune: {space: {hidden:", "tune: {trials: 5, sampler: random, "
+                                                      "space: {hidden:"), "own.yaml")), "cpu").trials
+    assert {t.method: (t.tune.trials, t.tune.sampler) for t in own} == {"tfn": (3, "tpe"), "lmf": (3, "tpe"),
+                                                                        "early": (5, "random")}
+    quick = prepare(load_suite(write_suite(BASE + "quick: {tune: {trials: 2}}\n", "quick.yaml"), quick=True),
+                    "cpu").trials
+    assert {t.tune.trials for t in quick} == {2}
     untuned_text = BASE.split("tune:\n  trials")[0] + "methods:\n  - method: tfn\n  - method: lmf\n" \
         "  - method: early\n    params: {hidden: 8}\n"
     plain = prepare(load_suite(write_suite(untuned_text, "plain.yaml")), "cpu").trials
