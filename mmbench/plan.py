@@ -14,7 +14,7 @@ from pydantic import Field, ValidationError
 from mmbench import data as datasets
 from mmbench import methods
 from mmbench.errors import UserError, closest
-from mmbench.suite import MeasureSpec, ModelSpec, Suite, TrainSpec, locate
+from mmbench.suite import TUNABLE_TRAIN, MeasureSpec, MethodTune, ModelSpec, Suite, TrainSpec, TuneSpec, locate
 
 MEASURE_AXES = ("precision", "compile")  # sweep axes that set how a trial is measured, for every method
 
@@ -45,12 +45,20 @@ class Trial:
     # The thread count the run resolved (measure.threads, or the machine's free cores when the suite leaves it to
     # the machine): how it was measured, not what; the row records it, and compare refuses to compare across it.
     threads: int | None = field(default=None, compare=False)
+    # The hyperparameter search this configuration gets (its space resolved for this method), or None: untuned.
+    tune: TuneSpec | None = None
+    # Where its study is stored (RUN_DIR/tuning) so that a resumed run continues it; None: in memory. Not the id's.
+    tune_dir: str | None = field(default=None, compare=False)
 
     def config(self) -> dict[str, Any]:
-        """The canonical form the id hashes: plain JSON-able values, the specs dumped (measure without the device)."""
-        return {"method": self.method, "hparams": copy.deepcopy(self.hparams), "dims": self.dims,
-                "task": copy.deepcopy(self.task), "model": self.model.model_dump(), "train": self.train.model_dump(),
-                "measure": self.measure.model_dump(), "device": self.device}
+        """The canonical form the id hashes: plain JSON-able values, the specs dumped (measure without the device).
+        ``tune`` only when set, so that an untuned trial's id is what it was before tuning existed."""
+        out = {"method": self.method, "hparams": copy.deepcopy(self.hparams), "dims": self.dims,
+               "task": copy.deepcopy(self.task), "model": self.model.model_dump(), "train": self.train.model_dump(),
+               "measure": self.measure.model_dump(), "device": self.device}
+        if self.tune is not None:
+            out["tune"] = self.tune.model_dump()
+        return out
 
     @property
     def id(self) -> str:
@@ -62,8 +70,11 @@ class Trial:
         return self.hparams.get(rp) if rp else None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "label": self.label, "task_label": self.task_label, "threads": self.threads,
-                **self.config()}
+        out = {"id": self.id, "label": self.label, "task_label": self.task_label, "threads": self.threads,
+               **self.config()}
+        if self.tune_dir is not None:
+            out["tune_dir"] = self.tune_dir
+        return out
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Trial":
@@ -71,7 +82,8 @@ class Trial:
         d = {k: v for k, v in d.items() if k != "id"}
         return cls(**{**d, "dims": tuple(d["dims"]), "model": ModelSpec.model_validate(d["model"]),
                       "train": TrainSpec.model_validate(d["train"]),
-                      "measure": TrialMeasure.model_validate(d["measure"])})
+                      "measure": TrialMeasure.model_validate(d["measure"]),
+                      "tune": TuneSpec.model_validate(d["tune"]) if d.get("tune") is not None else None})
 
 
 def trial_id(config: dict[str, Any]) -> str:
@@ -137,6 +149,7 @@ def expand(suite: Suite, n_modalities: list[int], device: str, threads: int | No
     trials: list[Trial] = []
     owners: dict[str, int] = {}  # label → the methods entry whose trials carry it
     check_suite_axes(suite)
+    check_suite_tune(suite)
     for ti, _ in enumerate(suite.task_list):
         task = resolve_task(suite, ti)
         for mi, spec in enumerate(suite.methods):
@@ -172,6 +185,7 @@ def expand(suite: Suite, n_modalities: list[int], device: str, threads: int | No
                     hp = {**defaults, **fixed, **dict(zip(names, combo))}
                     _check_types(entry, {**fixed, **dict(zip(names, combo))}, suite, mi)
                     _check_builds(spec.method, dims, hp, suite, mi)
+                    tune = resolve_tune(suite, mi, entry, axes, hp)
                     for how, measure in measures:
                         label = (spec.label or _auto_label(spec.method, dict(zip(names, combo)), fixed)) \
                             + _measure_suffix(how)
@@ -179,9 +193,106 @@ def expand(suite: Suite, n_modalities: list[int], device: str, threads: int | No
                         trials.append(Trial(
                             method=spec.method, hparams=hp, dims=dims, task=task,
                             model=suite.model, train=suite.train, measure=measure, device=device, label=label,
-                            task_label=task_label(suite, ti), threads=threads))
+                            task_label=task_label(suite, ti), threads=threads, tune=tune))
     _check_unique(trials, suite)
     return trials
+
+
+def check_suite_tune(suite: Suite) -> None:
+    """A suite-level `tune.space` name that is neither a train field nor any method's hyperparameter (a typo)."""
+    if suite.tune is None:
+        return
+    taken = {"rank", *TUNABLE_TRAIN}
+    for spec in suite.methods:
+        try:
+            taken.update(methods.info(spec.method).hyperparams)
+        except UserError:
+            return  # expand names the unknown method, with its place
+    for name in suite.tune.space:
+        if name in ("dims", *MEASURE_AXES) or name in suite.sweep:
+            raise UserError(f"'{name}' is a sweep axis (what the suite compares): it cannot also be tuned",
+                            key=f"tune.space.{name}", **locate(suite, "tune", "space", name))
+        if name not in taken:
+            raise UserError(f"neither a train field ({', '.join(TUNABLE_TRAIN)}) nor a hyperparameter of any method "
+                            f"in this suite{closest(name, taken)}", key=f"tune.space.{name}",
+                            **locate(suite, "tune", "space", name))
+
+
+def resolve_tune(suite: Suite, mi: int, entry, axes: dict[str, list], hp: dict[str, Any]) -> TuneSpec | None:
+    """One method's tuning: the suite's `tune:` with the method's own over it, its space cut to what this method
+    takes (suite level) and checked (method level: every name must apply), each distribution checked against the
+    value it searches (the type it must be; the untuned value, tuning trial 0, must lie inside it)."""
+    spec = suite.methods[mi]
+    own: MethodTune | None = spec.tune
+    if suite.tune is None and own is None:
+        return None
+    where = ("methods", mi, "tune")
+    if not suite.measure.accuracy:
+        path = where if own is not None else ("tune",)
+        raise UserError("tuning selects on validation accuracy: it needs measure.accuracy", key=".".join(map(str, path)),
+                        **locate(suite, *path))
+    base = suite.tune.model_dump(exclude={"space"}) if suite.tune is not None else {}
+    if own is not None:
+        base.update({k: v for k, v in own.model_dump(exclude={"space"}).items() if v is not None})
+    if "trials" not in base:
+        raise UserError("a tuned method needs a budget: give trials here or in the suite's tune:",
+                        key=".".join(map(str, where + ("trials",))), **locate(suite, *where))
+    space: dict[str, tuple[tuple, dict]] = {}  # name -> (key path of its distribution, distribution)
+    for name, dist in (suite.tune.space.items() if suite.tune is not None else ()):
+        target = entry.rank_param if name == "rank" else name
+        if name in TUNABLE_TRAIN or (target is not None and target in entry.hyperparams):
+            space[target] = (("tune", "space", name), dist)
+    for name, dist in (own.space.items() if own is not None else ()):
+        path = where + ("space", name)
+        target = entry.rank_param if name == "rank" else name
+        if name in ("dims", *MEASURE_AXES):
+            raise UserError(f"'{name}' is a sweep axis (what the suite compares): it cannot also be tuned",
+                            key=".".join(map(str, path)), **locate(suite, *path))
+        if name not in TUNABLE_TRAIN and (target is None or target not in entry.hyperparams):
+            raise UserError(f"method '{entry.name}' has no hyperparameter '{name}' and it is no train field; it takes: "
+                            f"{', '.join(entry.hyperparams) or 'none'}; train: {', '.join(TUNABLE_TRAIN)}",
+                            key=".".join(map(str, path)), **locate(suite, *path))
+        space[target] = (path, dist)
+    if not space:
+        path = where if own is not None else ("tune", "space")
+        raise UserError(f"nothing to tune for method '{entry.name}': the space names none of its hyperparameters "
+                        "or train fields", key=".".join(map(str, path)), **locate(suite, *path))
+    for target, (path, dist) in space.items():
+        _check_distribution(suite, entry, target, dist, path, axes, hp)
+    return TuneSpec.model_validate({**base, "space": {k: d for k, (_, d) in sorted(space.items())}})
+
+
+def _check_distribution(suite: Suite, entry, target: str, dist: dict, path: tuple, axes: dict, hp: dict) -> None:
+    from mmbench import params as typed
+
+    key = ".".join(map(str, path))
+    if target in axes:
+        raise UserError(f"'{path[-1]}' is a sweep axis of method '{entry.name}' (what the suite compares): it cannot "
+                        "also be tuned", key=key, **locate(suite, *path))
+    (kind, arg), = dist.items()
+    values = arg if kind == "choice" else [float(arg[0]), float(arg[1])] if kind != "int" else list(arg)
+    if target in TUNABLE_TRAIN:
+        untuned, what = getattr(suite.train, target), f"train.{target}"
+        for v in values:
+            try:
+                TrainSpec.model_validate({**suite.train.model_dump(), target: v})
+            except ValidationError as exc:
+                raise UserError(f"{kind} value {v!r} is no {what}: {exc.errors()[0]['msg']}", key=key,
+                                **locate(suite, *path)) from None
+    else:
+        untuned, what = hp.get(target), f"{entry.name}'s {target}"
+        try:
+            for v in values:
+                typed.check(entry.cls.__init__, {target: v}, f"method '{entry.name}'")
+        except UserError as exc:
+            raise UserError(f"{kind}: {exc.message}", key=key, **locate(suite, *path)) from None
+    if untuned is None:
+        raise UserError(f"{what} has no untuned value (its default is None): give one (tuning trial 0 runs the "
+                        "untuned values)", key=key, **locate(suite, *path))
+    inside = untuned in arg if kind == "choice" else arg[0] <= untuned <= arg[1]
+    if not inside:
+        raise UserError(f"the untuned {what} {untuned!r} lies outside {dist}: tuning trial 0 runs the untuned values, "
+                        "so the space must hold them", key=key, **locate(suite, *path))
 
 
 def _trial_measure(suite: Suite, mi: int, how: dict[str, Any]) -> TrialMeasure:

@@ -190,7 +190,8 @@ def open_run(prepared: Prepared, out: str | Path, resume: str | Path | None = No
     exactly the rows one uninterrupted run would. Nothing is touched until the directory passed every check."""
     suite, trials = prepared.suite, prepared.trials
     if resume is None:
-        return RunDir.create(out, suite.name), trials
+        run = RunDir.create(out, suite.name)
+        return run, _with_studies(run, trials)
     run = reopen_for_resume(resume, suite.name, quick, drop_damaged)  # a damaged line: keep what precedes it, or refuse
     started = run.read_json("resolved.json").get("threads") if (run.path / "resolved.json").exists() else None
     if started is not None and started != prepared.threads and suite.measure.threads is None:
@@ -203,7 +204,12 @@ def open_run(prepared: Prepared, out: str | Path, resume: str | Path | None = No
     keep = {r["trial_id"] for r in rows if not (retry_failed and r.get("status") != "ok")}
     run.keep_only(keep)
     run.resumed()
-    return run, [t for t in trials if t.id not in keep]
+    return run, _with_studies(run, [t for t in trials if t.id not in keep])
+
+
+def _with_studies(run: RunDir, todo: list[Trial]) -> list[Trial]:
+    """A tuned trial keeps its study in the run directory, so that a resumed run continues it (mmbench/tuning.py)."""
+    return [replace(t, tune_dir=str(run.path / "tuning")) if t.tune is not None else t for t in todo]
 
 
 def run_suite(prepared: Prepared, out: str | Path, *, suite_text: str = "", quick: bool = False,

@@ -134,6 +134,70 @@ class ExecutionSpec(_Strict):
     retries: int = Field(0, ge=0)                    # re-run a trial whose worker or node died, this many times
 
 
+# --- tuning ----------------------------------------------------------------------------------------------------
+
+# train fields a `tune.space` may search (seeds are the replication, not a hyperparameter; loss is the task's)
+TUNABLE_TRAIN = ("epochs", "batch_size", "lr", "weight_decay", "optimizer", "patience")
+DISTRIBUTIONS = ("loguniform", "uniform", "int", "choice")
+
+
+def _number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and x == x and abs(x) != float("inf")
+
+
+def _distribution(v: dict[str, Any]) -> dict[str, Any]:
+    """One typed distribution: {loguniform: [lo, hi]}, {uniform: [lo, hi]}, {int: [lo, hi]} or {choice: [...]}."""
+    if len(v) != 1 or next(iter(v)) not in DISTRIBUTIONS:
+        raise ValueError("a distribution is one of {loguniform: [lo, hi]}, {uniform: [lo, hi]}, {int: [lo, hi]}, "
+                         f"{{choice: [a, b, ...]}}; got keys {sorted(v)}")
+    kind, arg = next(iter(v.items()))
+    if kind == "choice":
+        if not isinstance(arg, list) or not arg:
+            raise ValueError("choice takes a non-empty list of values")
+        if not all(x is None or isinstance(x, (str, bool)) or _number(x) for x in arg):
+            raise ValueError("choice values are numbers, strings or booleans")
+        if len({repr(x) for x in arg}) != len(arg):
+            raise ValueError("choice lists a value twice")
+        return v
+    if not isinstance(arg, list) or len(arg) != 2:
+        raise ValueError(f"{kind} takes [lo, hi]")
+    lo, hi = arg
+    if kind == "int":
+        if not all(isinstance(x, int) and not isinstance(x, bool) for x in arg):
+            raise ValueError(f"int takes two integers, got {arg}")
+    elif not all(_number(x) for x in arg):
+        raise ValueError(f"{kind} takes two finite numbers, got {arg}")
+    if hi < lo or (hi == lo and kind != "int"):
+        raise ValueError(f"empty range [{lo}, {hi}]: lo must be below hi")
+    if kind == "loguniform" and lo <= 0:
+        raise ValueError(f"loguniform needs bounds above 0, got [{lo}, {hi}]")
+    return v
+
+
+Distribution = Annotated[dict[str, Any], AfterValidator(_distribution)]
+
+
+class TuneSpec(_Strict):
+    """How each swept configuration is tuned: ``trials`` tuning trials (one seed each, trained on train and scored on
+    validation), the first the untuned defaults; the best is then trained over ``train.seeds`` and tested once."""
+    trials: int = Field(gt=0)                          # the budget: the same for every configuration
+    sampler: Literal["tpe", "random"] = "tpe"          # seeded: the same suite chooses the same parameters
+    seed: int = 0
+    timeout_s: float | None = Field(None, gt=0)        # and stop starting tuning trials after this long
+    pruner: Literal["none", "median", "halving"] = "none"  # stop a tuning trial early on its validation curve
+    space: dict[str, Distribution] = {}                # train field or method hyperparameter -> distribution
+
+
+class MethodTune(_Strict):
+    """A method's own `tune:`: any key given overrides the suite's; its `space` adds to (and overrides) the suite's."""
+    trials: int | None = Field(None, gt=0)
+    sampler: Literal["tpe", "random"] | None = None
+    seed: int | None = None
+    timeout_s: float | None = Field(None, gt=0)
+    pruner: Literal["none", "median", "halving"] | None = None
+    space: dict[str, Distribution] = {}
+
+
 def _one_dims_value(sweep: Any) -> Any:
     """`dims: 16` and `dims: "16x16"` (one setting, not a list of them) are read as a one-value axis: unambiguous,
     and the spellings a user reaches for first (the second is the `dims` column's own format)."""
@@ -151,6 +215,7 @@ class MethodSpec(_Strict):
     label: Label | None = None
     params: dict[str, Any] = {}
     sweep: Sweep = {}
+    tune: MethodTune | None = None
 
 
 class Suite(_Strict):
@@ -163,8 +228,9 @@ class Suite(_Strict):
     measure: MeasureSpec = MeasureSpec()
     execution: ExecutionSpec = ExecutionSpec()
     sweep: Sweep = {}
+    tune: TuneSpec | None = None  # hyperparameter search per swept configuration (mmbench/tuning.py)
     methods: list[MethodSpec] = Field(min_length=1)
-    quick: dict[str, Any] | None = None  # overrides of task/tasks/train/measure/sweep for --quick
+    quick: dict[str, Any] | None = None  # overrides of task/tasks/train/measure/sweep/tune for --quick
 
     @field_validator("name")
     @classmethod
@@ -214,7 +280,7 @@ def load_suite(path: str | Path, *, quick: bool = False) -> Suite:
             overrides = default_quick(raw)
         elif not isinstance(overrides, dict):
             raise UserError("must be a mapping", file=shown, key="quick", line=lines.get(("quick",)))
-        bad = sorted(set(overrides) - {"task", "tasks", "train", "measure", "sweep", "model"})
+        bad = sorted(set(overrides) - {"task", "tasks", "train", "measure", "sweep", "model", "tune"})
         if bad:
             raise UserError(f"'{bad[0]}' cannot be overridden in quick mode", file=shown,
                             key=f"quick.{bad[0]}", line=lines.get(("quick", bad[0])))

@@ -141,6 +141,8 @@ def _measure(trial: Trial, data: TaskData, result: TrialResult) -> None:
         torch.set_num_threads(threads)
     row.update(threads=torch.get_num_threads(), threads_requested=m.threads, precision=m.precision,
                compile=m.compile)
+    if trial.tune is not None:  # first: what is counted, timed and tested is the configuration tuning chose
+        trial = _tuned(trial, data, result)
     torch.manual_seed(0)
     model = build(trial.method, trial.hparams, data.input_dims, trial.dims, data.num_classes,
                   trial.model.encoder_hidden).to(trial.device).eval()
@@ -509,6 +511,30 @@ class Compiled:
         return {"compile_graphs": graphs, "compile_graph_breaks": int(sum(counters["graph_break"].values())),
                 "compile_s": self.seconds, "compile_fallback": graphs == 0 or bool(_LIMIT_HITS),
                 "compile_note": "; ".join(_LIMIT_HITS)[:300] or None}
+
+
+def _tuned(trial: Trial, data: TaskData, result: TrialResult) -> Trial:
+    """Tune this configuration on train and validation only (mmbench/tuning.py: the test split is not passed);
+    the trial as tuned: its hyperparameters and train block with the chosen values (its id stays the planned one)."""
+    from dataclasses import replace
+
+    from mmbench import tuning
+
+    def build_with(hp: dict) -> torch.nn.Module:
+        return build(trial.method, hp, data.input_dims, trial.dims, data.num_classes, trial.model.encoder_hidden)
+
+    tuned = tuning.tune(trial.tune, trial.train, trial.hparams, build_with, data.train, data.val, target=data.target,
+                        device=trial.device, precision=trial.measure.precision,
+                        storage=tuning.storage_path(trial.tune_dir, trial.id), name=trial.id)
+    states = [t["state"] for t in tuned.trials]
+    result.row.update(tuned_params=tuned.params, tuned_val=tuned.best_val, untuned_val=tuned.untuned_val,
+                      tune_gain=None if tuned.untuned_val is None else tuned.best_val - tuned.untuned_val,
+                      tune_trials=len(tuned.trials), tune_budget=trial.tune.trials,
+                      tune_pruned=states.count("pruned"), tune_failed=states.count("fail"),
+                      tune_sampler=trial.tune.sampler, tune_time_s=tuned.seconds)
+    result.raw["tuning"] = tuned.trials
+    result.raw["tuning_best_so_far"] = tuned.best_so_far
+    return replace(trial, hparams=tuned.hparams, train=tuned.train)
 
 
 def _accuracy(trial: Trial, data: TaskData, result: TrialResult) -> None:

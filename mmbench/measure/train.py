@@ -219,10 +219,11 @@ class BestWeights:
 
 
 def fit(make_model: Callable[[], nn.Module], train: Split, val: Split, spec: TrainSpec, *, seed: int,
-        target: str = "classification", device: str = "cpu", precision: str = "fp32") -> tuple[nn.Module, FitInfo]:
+        target: str = "classification", device: str = "cpu", precision: str = "fp32",
+        on_epoch: Callable[[int, float], None] | None = None) -> tuple[nn.Module, FitInfo]:
     """Train one seed as ``spec`` says (model init, batch order and everything random come from ``seed``); return the
     model holding the best-validation epoch's weights. With ``spec.patience``, stop after that many epochs without a
-    better one."""
+    better one. ``on_epoch(epoch, validation score)`` after each epoch (tuning's pruner; it may raise to stop)."""
     torch.manual_seed(seed)
     model = make_model().to(device)
     step = training_step(model, spec, target, precision, device)
@@ -260,6 +261,8 @@ def fit(make_model: Callable[[], nn.Module], train: Split, val: Split, spec: Tra
             val_score = -loss_fn(out, yva).item()
             if not math.isfinite(val_score):
                 raise NonFiniteLoss(f"validation loss became {-val_score} at epoch {epoch}")
+        if on_epoch is not None:  # (only tuning's fits pass one: their epoch times are not reported)
+            on_epoch(epoch, val_score)
         times.append(time.perf_counter() - t0)
         epoch_losses.append((per_step * sizes).sum().item() / n)
         if val_score > best.score:  # model selection on validation only

@@ -14,6 +14,7 @@ from mmbench.report import decide, laws, versus
 from mmbench.report.build import Report
 from mmbench.report.summary import run_summary, state_note, task_note
 from mmbench.report.tables import Table
+from mmbench.report import tuning
 
 LEGEND = ("★ the best value of a column, only where it beats the runner-up beyond both spreads (std over seeds or the "
           "test split's standard error, the larger; a latency's IQR); ⚠ a flagged timing (noisy: the median was not "
@@ -83,6 +84,8 @@ def _decisions(rep: Report) -> str:
         note = task_note(rep.task_info.get(task, {}))
         if note:
             out.append(f'<p class="note">{escape(note)}</p>')
+        if tuning.rows([r for r in rep.rows if r.get("task") == task]):
+            out.append(f'<p class="note">{escape(tuning.DECIDES)}</p>')
         d = rep.decisions.get(task)
         if d is None:
             out.append('<p class="note">Nothing to decide: no accuracy measured, or fewer than two configurations.</p>')
@@ -194,6 +197,12 @@ def render(rep: Report) -> str:
         out.append(_scaling(rep, task))
         for t in (t for t in rep.tables if t.task == task):
             out.append(f"<h3>{escape(t.metric.title)}</h3>{_table(t)}")
+        tuned = tuning.rows([r for r in rep.rows if r.get("task") == task])
+        if tuned:
+            out.append(f'<h3>Tuning</h3><p class="note">{escape(tuning.NOTE)}</p><div class="wrap"><table><thead><tr>'
+                       + "".join(f'<th class="key">{escape(h)}</th>' for h in tuning.HEADER) + "</tr></thead><tbody>"
+                       + "".join("<tr>" + "".join(f'<td class="key">{escape(c)}</td>' for c in line) + "</tr>"
+                                 for line in tuned) + "</tbody></table></div>")
         bad = rep.failed(task)
         if bad:
             out.append("<h3>Failed trials</h3><ul>" + "".join(

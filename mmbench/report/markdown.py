@@ -9,6 +9,7 @@ from mmbench.report.build import Report
 from mmbench.report.html import LEGEND
 from mmbench.report.summary import run_summary, state_note, task_note
 from mmbench.report.tables import Table
+from mmbench.report import tuning
 
 
 def _table(t: Table) -> list[str]:
@@ -32,6 +33,8 @@ def _decisions(rep: Report) -> list[str]:
         note = task_note(rep.task_info.get(task, {}))
         if note:
             out += [note, ""]
+        if tuning.rows([r for r in rep.rows if r.get("task") == task]):
+            out += [tuning.DECIDES, ""]
         d = rep.decisions.get(task)
         if d is None:
             out += ["Nothing to decide: no accuracy measured, or fewer than two configurations.", ""]
@@ -125,6 +128,11 @@ def render(rep: Report, fig_dir: Path | None = None, fig_rel: str = "figures") -
         out += _scaling(rep, task, fig_dir, fig_rel)
         for t in (t for t in rep.tables if t.task == task):
             out += [f"### {t.metric.title}", "", *_table(t), ""]
+        tuned = tuning.rows([r for r in rep.rows if r.get("task") == task])
+        if tuned:
+            out += ["### Tuning", "", tuning.NOTE, "", "| " + " | ".join(tuning.HEADER) + " |",
+                    "|---" * len(tuning.HEADER) + "|"] + ["| " + " | ".join(c.replace("|", "/") for c in line) + " |"
+                                                         for line in tuned] + [""]
         bad = rep.failed(task)
         if bad:
             out += ["### Failed trials", ""]

@@ -506,7 +506,48 @@ def task_plots(rows: list[dict], samples: dict[tuple[str, str], dict]) -> list[P
     add("memory-vs-batch", "Memory vs batch size", lambda: memory_vs_batch(rows))
     for name, fig in robustness_curves(rows, samples):
         out.append(Plot(f"robustness-{_slug(name)}", f"Robustness: {name}", task, fig))
+    add("tuning-best-so-far", "Tuning: best validation score so far", lambda: tuning_curves(rows, samples))
+    add("tuning-lr", "Tuning: validation score vs learning rate", lambda: lr_sensitivity(rows, samples))
     return out
+
+
+def tuning_curves(rows: list[dict], samples: dict[tuple[str, str], dict]) -> Figure | None:
+    """Tuned suites: each configuration's best validation score after each tuning trial (which method needs how
+    much tuning to reach its accuracy); trial 1 is the untuned values."""
+    lines = []
+    for r in _ok(rows):
+        best = samples.get((r["_run"], r.get("trial_id")), {}).get("tuning_best_so_far")
+        if isinstance(best, list) and best:
+            lines.append((r, [i + 1 for i, v in enumerate(best) if v is not None], [v for v in best if v is not None]))
+    if not lines:
+        return None
+    fig, ax = _new("Tuning: best validation score so far", "tuning trials (1 = untuned values)", "validation score")
+    pal = _Palette([r for r, _, _ in lines])
+    for r, xs, ys in lines:
+        ax.step(xs, ys, where="post", lw=1.2, **{k: v for k, v in pal(r).items() if k != "marker"})
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    _legend(ax, pal.entries)
+    return fig
+
+
+def lr_sensitivity(rows: list[dict], samples: dict[tuple[str, str], dict]) -> Figure | None:
+    """Tuned suites that search lr: each complete tuning trial's validation score at its learning rate, a line per
+    configuration (how sensitive each method is to it; the other searched values vary along the line too)."""
+    lines = []
+    for r in _ok(rows):
+        tuning = samples.get((r["_run"], r.get("trial_id")), {}).get("tuning")
+        pts = sorted((t["params"]["lr"], t["val"]) for t in tuning or []
+                     if t.get("state") == "complete" and _num(t.get("params", {}).get("lr")) and _num(t.get("val")))
+        if len(pts) > 1:
+            lines.append((r, [x for x, _ in pts], [y for _, y in pts]))
+    if not lines:
+        return None
+    fig, ax = _new("Tuning: validation score vs learning rate", "learning rate", "validation score", logx=True)
+    pal = _Palette([r for r, _, _ in lines])
+    for r, xs, ys in lines:
+        ax.plot(xs, ys, lw=0.8, ms=4, **pal(r))
+    _legend(ax, pal.entries)
+    return fig
 
 
 def _slug(s: str) -> str:
