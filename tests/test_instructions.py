@@ -85,8 +85,11 @@ def test_without_valgrind_the_columns_are_empty_with_one_note_and_how_to_get_it(
     assert not list(tmp_path.iterdir())                         # nothing was started
 
 
-def test_compiled_trials_are_skipped_and_say_so():
+def test_compiled_and_tuned_trials_are_skipped_and_say_so():
     assert "compiled" in I.skip_reason(_Trial(compile=True))
+    tuned = _Trial()
+    tuned.tune = object()
+    assert "tuned" in I.skip_reason(tuned)
     assert I.skip_reason(_Trial()) is None
 
 

@@ -118,6 +118,8 @@ def skip_reason(trial) -> str | None:
         return "instruction counts are a CPU measure: not taken for a CUDA trial"
     if trial.measure.compile:
         return "compiled trials are not counted (inductor's generated code would be compiled under valgrind)"
+    if getattr(trial, "tune", None) is not None:
+        return "tuned trials are not counted (the configuration is chosen inside the trial, after the valgrind pass)"
     return None
 
 
