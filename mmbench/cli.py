@@ -67,11 +67,50 @@ def run(suite: Path = typer.Argument(..., help="Suite YAML file."),
 
     if (retry_failed or drop_damaged) and resume is None:
         raise UserError(f"{'--retry-failed' if retry_failed else '--drop-damaged'} needs --resume RUN_DIR")
+    _on_sigterm_interrupt()  # from the start: a SIGTERM while loading says so too, never a silent exit
+
+    def again(run_dir: Path | None, db: Path | None = None, out: Path = out) -> str:
+        cmd = ["mmbench", "run", str(suite)] + (["--resume", str(run_dir)] if run_dir else ["--out", str(out)])
+        cmd += (["--quick"] if quick else []) + (["--device", device.value] if device else [])
+        cmd += (["--workers", str(workers)] if workers is not None else []) + (["--isolate"] if isolate else [])
+        cmd += (["--trial-timeout", f"{trial_timeout:g}"] if trial_timeout is not None else [])
+        cmd += ["--drop-damaged"] if drop_damaged else []
+        cmd += (["--executor", executor_kind.value] if executor_kind else []) + (["--address", address] if address
+                                                                               else [])
+        cmd += ["--db", str(db)] if db is not None and db != out / "history.sqlite" else []
+        return shlex.join(cmd)
+
+    try:
+        run_dir, db = _run(suite, out, device, quick, as_json, db, resume, retry_failed, drop_damaged, workers,
+                           isolate, trial_timeout, executor_kind, address, again)
+    except KeyboardInterrupt:  # before the run directory was touched: nothing to mark
+        what = f"Resume with:\n  {again(resume, db)}" if resume else f"Start it again with:\n  {again(None, db)}"
+        err.print(f"[yellow]interrupted[/] before any trial ran; nothing was written. {what}", highlight=False,
+                  soft_wrap=True)
+        raise typer.Exit(143 if _TERMINATED else 130)
+    finally:
+        if resume is not None:
+            from mmbench.store import disown
+
+            disown(resume)
+    rows = run_dir.rows()
+    if as_json:
+        typer.echo(json.dumps({"run_dir": str(run_dir.path), "state": run_dir.meta()["state"], "rows": rows},
+                              default=str))
+        return
+    _summary(rows)
+    _out().print(f"results: [bold]{run_dir.path}[/] (results.csv, report.md, report.html); history: {db}")
+
+
+def _run(suite, out, device, quick, as_json, db, resume, retry_failed, drop_damaged, workers, isolate, trial_timeout,
+         executor_kind, address, again):
+    from mmbench.suite import load_suite
+
     s = load_suite(suite, quick=quick)  # read and checked before torch loads: a bad file answers at once
     from mmbench.execute import ExecutorOptions
     from mmbench.run import RunInterrupted, check_destination, prepare, run_suite
 
-    out, db = check_destination(s, out, db, resume, quick, drop_damaged)
+    out, db = check_destination(s, out, db, resume, quick, drop_damaged)  # --resume: this process owns it from now
     options = ExecutorOptions(executor=executor_kind.value if executor_kind else None, workers=workers,
                               isolate=isolate, trial_timeout=trial_timeout, address=address)
     prepared = prepare(s, device.value if device else None, executor=options)
@@ -86,31 +125,16 @@ def run(suite: Path = typer.Argument(..., help="Suite YAML file."),
     # messages about dead workers) goes to stderr.
     with _RichProgress(len(prepared.trials), enabled=not as_json) as progress, \
             contextlib.redirect_stdout(sys.stderr if as_json else sys.stdout):
-        _on_sigterm_interrupt()
         try:
             run_dir = run_suite(prepared, out, suite_text=suite.read_text(), quick=quick, progress=progress, db=db,
                                 resume=resume, retry_failed=retry_failed, drop_damaged=drop_damaged)
         except RunInterrupted as exc:
-            again = ["mmbench", "run", str(suite), "--resume", str(exc.run.path)]
-            again += (["--quick"] if quick else []) + (["--device", device.value] if device else [])
-            again += (["--workers", str(workers)] if workers is not None else []) + (["--isolate"] if isolate else [])
-            again += (["--trial-timeout", f"{trial_timeout:g}"] if trial_timeout is not None else [])
-            again += ["--drop-damaged"] if drop_damaged else []
-            again += (["--executor", executor_kind.value] if executor_kind else []) \
-                + (["--address", address] if address else [])
-            again += ["--db", str(db)] if db != out / "history.sqlite" else []
             progress.bar.stop()
-            err.print(f"[yellow]interrupted[/] after {exc.done} of {exc.total} trials; every finished trial is "
-                      f"recorded in {exc.run.path}. Resume with:\n  {shlex.join(again)}", highlight=False,
-                      soft_wrap=True)
+            err.print(f"[yellow]interrupted[/] while {exc.phase}, after {exc.done} of {exc.total} trials; the run is "
+                      f"marked interrupted and every finished trial is recorded in {exc.run.path}. Resume with:\n"
+                      f"  {again(exc.run.path, db, out)}", highlight=False, soft_wrap=True)
             raise typer.Exit(143 if _TERMINATED else 130)
-    rows = run_dir.rows()
-    if as_json:
-        typer.echo(json.dumps({"run_dir": str(run_dir.path), "state": run_dir.meta()["state"], "rows": rows},
-                              default=str))
-        return
-    _summary(rows)
-    _out().print(f"results: [bold]{run_dir.path}[/] (results.csv, report.md, report.html); history: {db}")
+    return run_dir, db
 
 
 _TERMINATED = False

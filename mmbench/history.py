@@ -317,7 +317,7 @@ def _insert_run(con: sqlite3.Connection, run, resolved: dict[str, Any]) -> int:
              run.env.get("mmbench_git_sha") or run.env.get("git_sha"), fingerprint(run.env),
              json.dumps(run.env, default=str), str(run.path.resolve())))
         run_id = cur.lastrowid
-        for r in run.rows:
+        for r in {r["trial_id"]: r for r in run.rows}.values():  # a trial twice (a resume's rows): the last one
             tid = r["trial_id"]
             config = resolved.get(tid)
             con.execute("INSERT INTO trials (id, task, method, label, dims, rank, config_json) "

@@ -8,9 +8,10 @@ taken for a real one, as Python does. SystemExit is never a signal.
 """
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
-from typing import Callable
+from typing import Callable, Iterator
 
 _received: int | None = None
 _watching = False
@@ -48,3 +49,22 @@ def install() -> Callable[[], None]:
     if old is None:  # not the main thread: nobody here sees signals, so none can be told apart
         _watching = False
     return restore
+
+
+@contextlib.contextmanager
+def deferred() -> Iterator[None]:
+    """SIGINT and SIGTERM only recorded (not raised) while a stop writes where it stopped: a second Ctrl-C, or a
+    scheduler's SIGTERM after a Ctrl-C, must not cut the state or the workers' shutdown short. Main thread only."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    for s, old in saved.items():
+        if old not in (signal.SIG_IGN, None):
+            signal.signal(s, lambda signum, frame: mark(signum))
+    try:
+        yield
+    finally:
+        for s, old in saved.items():
+            if old not in (signal.SIG_IGN, None):
+                signal.signal(s, old)

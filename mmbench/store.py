@@ -9,6 +9,7 @@ results/<suite>/<run-id>/
   samples.jsonl    raw samples per trial (every latency sample, every seed's scores), appended before its row
   results.csv      the rows as a table (rewritten atomically after each trial)
   report.md        comparison tables
+  .lock            held (flock) by the one process running or resuming the run; the kernel drops it when that dies
 """
 from __future__ import annotations
 
@@ -106,6 +107,45 @@ def free_bytes(folder: Path) -> int:
     return st.f_bavail * st.f_frsize
 
 
+LOCK_NAME = ".lock"
+_owned: dict[Path, int] = {}  # run directory → the descriptor whose flock makes this process its owner
+
+
+def own(path: str | Path) -> None:
+    """Make this process the one writer of a run directory until ``disown`` or its death: an flock on RUN_DIR/.lock,
+    which the kernel drops when the process dies (a kill -9 leaves no stale lock), and which workers never inherit
+    (close-on-exec). A directory another live process owns is a UserError naming its pid; taking it twice in one
+    process is a no-op."""
+    import fcntl
+
+    key = Path(path).resolve()
+    if key in _owned:
+        return
+    try:
+        fd = os.open(key / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        raise UserError(f"cannot lock the run directory: {exc.strerror}", file=str(path)) from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        try:
+            pid = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        finally:
+            os.close(fd)
+        raise UserError(f"this run directory is in use by another mmbench process (pid {pid}) that is running or "
+                        f"resuming it: wait for it to end, or stop it (kill {pid}) and then resume",
+                        file=str(path)) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    _owned[key] = fd
+
+
+def disown(path: str | Path) -> None:
+    fd = _owned.pop(Path(path).resolve(), None)
+    if fd is not None:
+        os.close(fd)  # closing the descriptor drops the flock
+
+
 class DamagedLine(UserError):
     """A complete line of a jsonl file that is not a record (not JSON, not an object, no trial id): a disk error, an
     edit. Not a torn last line, which is a kill mid-write."""
@@ -131,6 +171,7 @@ class RunDir:
         check_out(out)
         try:
             path.mkdir(parents=True, exist_ok=False)
+            own(path)
             run = cls(path)
             run.write_json("run.json", {"schema": SCHEMA_VERSION, "suite": suite_name, "state": "running",
                                         "started": _now(), "finished": None, "pid": os.getpid()})
@@ -184,10 +225,25 @@ class RunDir:
     def write_text(self, name: str, text: str) -> None:
         atomic_write(self.path / name, text)
 
-    def set_state(self, state: str) -> None:
+    def set_state(self, state: str, in_place_if_full: bool = False) -> None:
+        """``in_place_if_full``: a stop on a full disk, where no new file can be made: run.json is rewritten in
+        place (the new text fits the blocks the file already has), not atomically, so that it says where the run
+        stopped."""
         meta = self.meta()
         meta.update(state=state, finished=_now() if state != "running" else None)
-        self.write_json("run.json", meta)
+        try:
+            self.write_json("run.json", meta)
+        except UserError:
+            if not in_place_if_full:
+                raise
+            try:
+                with open(self.path / "run.json", "r+") as f:
+                    f.write(_json(meta))
+                    f.truncate()
+                    f.flush()
+                    os.fsync(f.fileno())
+            except OSError as exc:
+                raise UserError(f"cannot write: {exc.strerror or exc}", file=str(self.path / "run.json")) from None
 
     def append(self, row: dict[str, Any], raw: dict[str, Any]) -> None:
         """Raw samples first, then the row: a row in results.jsonl means its trial is fully recorded."""
