@@ -37,13 +37,15 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: Path, text: str) -> None:
+def atomic_write(path: Path, text: str | bytes) -> None:
     """The one way a whole file is written: a kill leaves the old file or the new one; a full disk or a read-only
-    folder is a UserError naming the file, and the old file stays."""
-    tmp = path.with_name(f".{path.name}.tmp")
+    folder is a UserError naming the file, and the old file stays. The temporary name beside the target is unique
+    (pid and random), so writers at once (eight `mmbench report` of one run) never take each other's: the last
+    rename wins, whole."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
     try:
-        with open(tmp, "w") as f:
-            f.write(text)
+        with open(tmp, "wb") as f:
+            f.write(text.encode() if isinstance(text, str) else text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -54,6 +56,21 @@ def atomic_write(path: Path, text: str) -> None:
         except OSError:
             pass
         raise UserError(f"cannot write: {exc.strerror or exc}", file=str(path)) from None
+
+
+def _writer_gone(tmp: Path) -> bool:
+    """A temporary file whose writer is dead (a kill cut its atomic write): .NAME.PID-RANDOM.tmp."""
+    try:
+        pid = int(tmp.name.rsplit(".", 2)[-2].split("-")[0])
+    except (ValueError, IndexError):
+        return True  # an older mmbench's .NAME.tmp
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 def _json(obj: Any) -> str:
@@ -210,8 +227,9 @@ class RunDir:
         rows = {tid: r for tid, r in rows.items() if tid in samples}  # its samples lost to damage: it runs again
         self.write_text("samples.jsonl", "".join(json.dumps(s, default=str) + "\n" for s in samples.values()))
         self.write_text("results.jsonl", "".join(json.dumps(r, default=str) + "\n" for r in rows.values()))
-        for tmp in self.path.glob(".*.tmp"):  # an atomic write cut by a kill
-            tmp.unlink()
+        for tmp in self.path.glob(".*.tmp"):  # an atomic write cut by a kill (not a live report writer's)
+            if _writer_gone(tmp):
+                tmp.unlink(missing_ok=True)
         self._rows = list(rows.values())
 
     def resumed(self) -> None:
