@@ -154,3 +154,131 @@ def test_resume_removes_a_dead_writers_temporary_file_and_keeps_a_live_ones(writ
     code, _, err = cli(capsys, monkeypatch, "run", suite, "--resume", run_dir, "--json")
     assert code == 0, err
     assert [p.name for p in run_dir.glob(".*.tmp")] == [f".report.html.{os.getppid()}-abcd.tmp"]
+
+
+# --- (c) a damaged database is named, never used --------------------------------------------------------------------
+
+def _digest(p: Path) -> str:
+    return hashlib.sha256(p.read_bytes()).hexdigest()
+
+
+def _damaged_db(tmp_path: Path) -> tuple[Path, Path]:
+    """A database of three runs with 4 KiB of noise written into its middle (a disk error); and a run of the suite
+    that is not in it."""
+    from mmbench import history as H
+
+    db = tmp_path / "h.sqlite"
+    for i in range(3):
+        H.record_run(db, make_run(tmp_path / "runs", f"r{i}", seed=i, started=f"2026-01-0{i + 1}T00:00:00"))
+    size = db.stat().st_size
+    assert size > 6 * 4096
+    with open(db, "r+b") as f:
+        f.seek(size // 2 // 4096 * 4096)
+        f.write(os.urandom(4096))
+    return db, make_run(tmp_path / "runs", "new", seed=9)
+
+
+@pytest.mark.parametrize("args", [
+    ["history"],
+    ["history", "--suite", "fake", "--metric", "fusion_latency_ms_b1"],
+    ["compare", "history:fake", "RUN"],
+    ["history", "--record", "RUN"],
+])
+def test_every_reader_and_writer_names_a_damaged_database_and_leaves_it_alone(args, tmp_path, capsys, monkeypatch):
+    db, run = _damaged_db(tmp_path)
+    before = _digest(db)
+    code, _, err = cli(capsys, monkeypatch, *[str(run) if a == "RUN" else a for a in args], "--db", db)
+    assert code == 2 and one_line_error(err), err
+    assert str(db) in err and "damaged" in err and "restore it from a backup, or give a new --db" in err
+    assert _digest(db) == before
+
+
+def test_a_run_never_starts_on_a_damaged_database(write_suite, tmp_path, capsys, monkeypatch):
+    db, _ = _damaged_db(tmp_path)
+    code, _, err = cli(capsys, monkeypatch, "run", write_suite(CHEAP), "--out", tmp_path / "out", "--db", db)
+    assert code == 2 and one_line_error(err) and "damaged" in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_database_damaged_during_the_run_is_not_recorded_into(tmp_path):
+    from mmbench import history as H
+
+    db, run = _damaged_db(tmp_path)
+    with pytest.raises(H.RecordFailed, match="damaged.*--db NEW"):
+        H.record_run(db, run)
+
+
+# --- (d) a busy database waits, and says so --------------------------------------------------------------------------
+
+def _locked(db: Path, how: str, monkeypatch) -> list[str]:
+    """Another connection holds ``how`` (IMMEDIATE: a writer; EXCLUSIVE: a person in sqlite3 mid-transaction) and
+    lets go as soon as mmbench says it is waiting: the wait is forced, not timed."""
+    from mmbench import history as H
+
+    other = sqlite3.connect(db, isolation_level=None)
+    other.execute(f"BEGIN {how}")
+    said = []
+    real = H._say_waiting
+
+    def waiting(path):
+        real(path)
+        said.append(str(path))
+        other.execute("COMMIT")
+        other.close()
+
+    monkeypatch.setattr(H, "_say_waiting", waiting)
+    return said
+
+
+@pytest.mark.parametrize("how", ["IMMEDIATE", "EXCLUSIVE"])
+def test_a_record_waits_for_a_lock_and_says_so(how, tmp_path, capsys, monkeypatch):
+    from mmbench import history as H
+
+    db = tmp_path / "h.sqlite"
+    H.record_run(db, make_run(tmp_path / "runs", "r0"))
+    said = _locked(db, how, monkeypatch)
+    H.record_run(db, make_run(tmp_path / "runs", "r1"))
+    assert said == [str(db)] and "waiting up to 30 s" in capsys.readouterr().err
+    assert [r.run_key for r in H.list_runs(db)] == ["fake/r0", "fake/r1"]
+
+
+def test_a_reader_waits_for_an_exclusive_lock_and_says_so(tmp_path, capsys, monkeypatch):
+    from mmbench import history as H
+
+    db = tmp_path / "h.sqlite"
+    H.record_run(db, make_run(tmp_path / "runs", "r0"))
+    said = _locked(db, "EXCLUSIVE", monkeypatch)
+    code, out, err = cli(capsys, monkeypatch, "history", "--db", db, "--json")
+    assert code == 0 and said == [str(db)] and "locked by another process; waiting" in err, err
+    assert [r["run_key"] for r in json.loads(out)] == ["fake/r0"]
+
+
+def test_a_lock_held_when_a_run_starts_does_not_refuse_it(write_suite, tmp_path, capsys, monkeypatch):
+    from mmbench import history as H
+
+    db = tmp_path / "history.sqlite"
+    H.record_run(db, make_run(tmp_path / "runs", "r0", suite="cheap"))
+    said = _locked(db, "EXCLUSIVE", monkeypatch)
+    code, out, err = cli(capsys, monkeypatch, "run", write_suite(CHEAP), "--out", tmp_path, "--json")
+    assert code == 0, err
+    assert said == [str(db)]  # the check at start did not wait; the record at the end did
+    run_dir = Path(json.loads(out)["run_dir"])
+    assert f"cheap/{run_dir.name}" in [r.run_key for r in H.list_runs(db)]
+
+
+def test_a_lock_held_past_the_bound_is_one_line(tmp_path, capsys, monkeypatch):
+    from mmbench import history as H
+
+    db = tmp_path / "h.sqlite"
+    H.record_run(db, make_run(tmp_path / "runs", "r0"))
+    monkeypatch.setattr(H, "BUSY_TIMEOUT_S", 0.05)
+    other = sqlite3.connect(db, isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")
+    try:
+        code, _, err = cli(capsys, monkeypatch, "history", "--db", db)
+        assert code == 2 and "waiting up to 0.05 s" in err and "still locked by another process" in err, err
+        assert one_line_error(err.split("\n", 1)[1])  # the waiting line, then the error
+        with pytest.raises(H.RecordFailed, match="still locked"):
+            H.record_run(db, make_run(tmp_path / "runs", "r1"))
+    finally:
+        other.close()
