@@ -305,7 +305,9 @@ def compare(baseline: str = typer.Argument(..., help="Run directory, or history:
             markdown: Optional[Path] = typer.Option(None, "--markdown", help="Also write a markdown summary here "
                                                     "(ready for a CI job summary)."),
             db: Optional[Path] = typer.Option(None, "--db", help="History database (for history:) [default: as "
-                                              "`history` finds it].")):
+                                              "`history` finds it]."),
+            partial: bool = typer.Option(False, "--partial", help="Compare a run that is not complete (running, "
+                                         "interrupted) on the trials it holds; without it such a run is refused.")):
     """Compare two runs trial by trial; exit 1 when anything regressed, 0 otherwise, 2 for bad input or when
     (nearly) nothing was comparable."""
     from mmbench import compare as C
@@ -317,7 +319,7 @@ def compare(baseline: str = typer.Argument(..., help="Run directory, or history:
         from mmbench.history import DEFAULT_DB
 
         db = _find_db() if any(side.startswith("history:") for side in (baseline, current)) else DEFAULT_DB
-    result = C.compare(*C.load_sides(baseline, current, db), threshold=thr, alpha=alpha, allowance=allow)
+    result = C.compare(*C.load_sides(baseline, current, db, partial), threshold=thr, alpha=alpha, allowance=allow)
     if markdown is not None:
         if not markdown.parent.exists():
             raise UserError("output folder does not exist", file=str(markdown.parent))
@@ -349,7 +351,9 @@ def _compare_table(result) -> None:
     if shown:
         out.print(table)
     n = len(result.regressions)
-    out.print(f"[{'red' if n else 'green'}]{n} regression(s)[/] · {escape(result.counts_text()) or 'nothing compared'} "
+    part = "[yellow]PARTIAL comparison (a run that is not complete)[/] · " if any(
+        note.split(": ", 1)[-1].startswith("PARTIAL") for note in result.notes) else ""
+    out.print(f"{part}[{'red' if n else 'green'}]{n} regression(s)[/] · {escape(result.counts_text()) or 'nothing compared'} "
               f"(threshold {result.threshold * 100:g}%, p < {result.alpha:g}, two-run allowance "
               f"{result.allowance * 100:g}%)")
 

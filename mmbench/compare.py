@@ -135,10 +135,48 @@ def side_from_history(spec: str, db: str | Path, other: Side) -> Side:
                 note=f"per trial, the last {last} of {len(b.run_keys)} run(s): {', '.join(b.run_keys)}")
 
 
-def load_sides(baseline: str, current: str, db: str | Path) -> tuple[Side, Side]:
+def unfinished(path: str | Path) -> str | None:
+    """Why a run directory is not a whole run ('interrupted, 4 of 9 trials'), or None when it is complete."""
+    from mmbench.store import RunDir, read_jsonl
+
+    p = Path(path)
+    meta = RunDir(p).meta()
+    if meta.get("state") == "complete":
+        return None
+    held = len({r["trial_id"] for r in read_jsonl(p / "results.jsonl")[0]})
+    try:
+        planned = len(RunDir(p).read_json("resolved.json").get("trials", []))
+    except (OSError, ValueError, AttributeError):
+        planned = "?"
+    return f"{meta.get('state', '?')}, {held} of {planned} trials"
+
+
+def _whole(path: str, partial: bool) -> str | None:
+    """A run directory compared must be complete: a gate never passes on part of a run. ``partial``: it may not
+    be, and the comparison says so."""
+    why = unfinished(path)
+    if why and not partial:
+        raise UserError(f"the run is not complete ({why}): compare it once it has finished (--resume it), or pass "
+                        "--partial to compare only the trials it holds", file=path)
+    return why
+
+
+def load_sides(baseline: str, current: str, db: str | Path, partial: bool = False) -> tuple[Side, Side]:
+    """``partial``: a run directory that is not complete is compared on the trials it holds, and its side's note
+    says so (otherwise: a UserError)."""
     is_hist = [s.startswith("history:") for s in (baseline, current)]
     if all(is_hist):
         raise UserError("one side must be a run directory (the history baseline matches its environment)")
+    whys = [None if hist or not (Path(p) / "run.json").is_file() else _whole(p, partial)  # refused before loading
+            for p, hist in zip((baseline, current), is_hist)]
+    sides = _load_sides(baseline, current, db, is_hist)
+    for side, why in zip(sides, whys):
+        if why:
+            side.note = f"PARTIAL: the run is {why}; only the trials it holds are compared"
+    return sides
+
+
+def _load_sides(baseline: str, current: str, db: str | Path, is_hist: list[bool]) -> tuple[Side, Side]:
     if is_hist[0]:
         cur = side_from_run(current)
         return side_from_history(baseline, db, cur), cur

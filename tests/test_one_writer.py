@@ -282,3 +282,38 @@ def test_a_lock_held_past_the_bound_is_one_line(tmp_path, capsys, monkeypatch):
             H.record_run(db, make_run(tmp_path / "runs", "r1"))
     finally:
         other.close()
+
+
+# --- (e) compare of a run that is not complete ----------------------------------------------------------------------
+
+def _half(run: Path, state: str) -> None:
+    """What a run still going (or stopped) holds: its first rows, and run.json's state."""
+    lines = (run / "results.jsonl").read_text().splitlines(keepends=True)
+    (run / "results.jsonl").write_text("".join(lines[:2]))
+    meta = json.loads((run / "run.json").read_text())
+    (run / "run.json").write_text(json.dumps({**meta, "state": state}))
+
+
+@pytest.mark.parametrize("state", ["running", "interrupted"])
+def test_compare_refuses_a_run_that_is_not_complete_unless_partial(state, tmp_path, capsys, monkeypatch):
+    from mmbench import history as H
+
+    base = make_run(tmp_path, "base", seed=1)
+    cur = make_run(tmp_path, "cur", seed=2)
+    db = tmp_path / "h.sqlite"
+    for i in range(5):
+        H.record_run(db, make_run(tmp_path, f"h{i}", seed=10 + i, started=f"2026-01-0{i + 1}T00:00"))
+    _half(cur, state)
+    for base_arg in (str(base), "history:fake"):
+        code, out, err = cli(capsys, monkeypatch, "compare", base_arg, cur, "--db", db)
+        assert code == 2 and one_line_error(err), err
+        assert f"not complete ({state}, 2 of {len(trials())} trials)" in err and "--partial" in err
+    code, out, err = cli(capsys, monkeypatch, "compare", base, cur, "--partial")
+    assert code in (0, 1), err
+    assert "PARTIAL comparison" in out and f"the run is {state}, 2 of {len(trials())} trials" in out
+    code, out, err = cli(capsys, monkeypatch, "compare", base, cur, "--partial", "--json",
+                         "--markdown", tmp_path / "c.md")
+    doc = json.loads(out)
+    assert any("PARTIAL" in n for n in doc["notes"]) and "PARTIAL" in (tmp_path / "c.md").read_text()
+    assert {e["trial_id"] for e in doc["entries"] if e["state"] != "not comparable"} <= \
+        {json.loads(x)["trial_id"] for x in (cur / "results.jsonl").read_text().splitlines()}
