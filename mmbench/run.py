@@ -241,8 +241,12 @@ def run_suite(prepared: Prepared, out: str | Path, *, suite_text: str = "", quic
     except BaseException as exc:
         from mmbench.history import RecordFailed
 
-        if run is not None and not isinstance(exc, RecordFailed):  # a failed record leaves a complete run
-            _stop(run, db)
+        if run is None or isinstance(exc, RecordFailed):  # a failed record leaves a complete run
+            raise
+        _stop(run, db)
+        if isinstance(exc, UserError) and "--resume" not in exc.message:  # e.g. a pool that cannot start
+            raise UserError(f"{exc.message}; the run is marked interrupted: finish it with --resume {run.path}",
+                            file=exc.file, key=exc.key, line=exc.line) from None
         raise
     finally:
         restore()

@@ -317,3 +317,67 @@ def test_compare_refuses_a_run_that_is_not_complete_unless_partial(state, tmp_pa
     assert any("PARTIAL" in n for n in doc["notes"]) and "PARTIAL" in (tmp_path / "c.md").read_text()
     assert {e["trial_id"] for e in doc["entries"] if e["state"] != "not comparable"} <= \
         {json.loads(x)["trial_id"] for x in (cur / "results.jsonl").read_text().splitlines()}
+
+
+# --- (g) a worker that dies at any moment ---------------------------------------------------------------------------
+
+def _prepared(write_suite):
+    from mmbench.run import prepare
+    from mmbench.suite import load_suite
+
+    return prepare(load_suite(write_suite(CHEAP)))
+
+
+def _kill(w) -> None:
+    w.process.kill()
+    w.process.join()
+
+
+def test_a_worker_killed_while_it_starts_is_replaced_and_no_trial_is_lost(write_suite):
+    from mmbench.execute import WorkerPool
+
+    prepared = _prepared(write_suite)
+    pool = WorkerPool(workers=2)
+    pool.start()
+    try:
+        _kill(pool._idle[0])  # before its first trial: it never received the task data
+        rows = [r.row for _, r in pool.run(prepared.trials, prepared.tasks)]
+    finally:
+        pool.close()
+    assert sorted(r["trial_id"] for r in rows) == sorted(t.id for t in prepared.trials)
+    assert {r["status"] for r in rows} == {"ok"} and pool.spawned == 3
+
+
+def test_a_worker_killed_while_idle_is_replaced(write_suite):
+    from mmbench.execute import WorkerPool
+
+    prepared = _prepared(write_suite)
+    pool = WorkerPool(workers=1)
+    pool.start()
+    rows = []
+    try:
+        for _, result in pool.run(prepared.trials, prepared.tasks):
+            rows.append(result.row)
+            if len(rows) == 1:
+                _kill(pool._idle[0])  # between two trials
+    finally:
+        pool.close()
+    assert len(rows) == len(prepared.trials) and {r["status"] for r in rows} == {"ok"} and pool.spawned == 2
+
+
+def test_a_pool_that_cannot_start_ends_the_run_in_one_line_marked_interrupted(write_suite, tmp_path, capsys,
+                                                                              monkeypatch):
+    from mmbench.execute import WorkerPool
+
+    spawn = WorkerPool._spawn
+
+    def stillborn(self):
+        w = spawn(self)
+        _kill(w)
+        return w
+
+    monkeypatch.setattr(WorkerPool, "_spawn", stillborn)
+    code, _, err = cli(capsys, monkeypatch, "run", write_suite(CHEAP), "--out", tmp_path, "--workers", "1", "--json")
+    assert code == 2 and one_line_error(err) and "worker pool cannot start" in err and "SIGKILL" in err, err
+    (run_dir,) = (tmp_path / "cheap").iterdir()
+    assert json.loads((run_dir / "run.json").read_text())["state"] == "interrupted" and f"--resume {run_dir}" in err
