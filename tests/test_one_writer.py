@@ -381,3 +381,121 @@ def test_a_pool_that_cannot_start_ends_the_run_in_one_line_marked_interrupted(wr
     assert code == 2 and one_line_error(err) and "worker pool cannot start" in err and "SIGKILL" in err, err
     (run_dir,) = (tmp_path / "cheap").iterdir()
     assert json.loads((run_dir / "run.json").read_text())["state"] == "interrupted" and f"--resume {run_dir}" in err
+
+
+# --- (f) every stop says where it stopped ---------------------------------------------------------------------------
+
+@pytest.fixture
+def restore_signals(monkeypatch):
+    import mmbench.cli as C
+
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    monkeypatch.setattr(C, "_TERMINATED", False)
+    yield
+    for s, h in saved.items():
+        signal.signal(s, h)
+
+
+def _signal_at(monkeypatch, owner, name: str, signum: int = signal.SIGTERM, nth: int = 1) -> None:
+    """Send ``signum`` to this process the nth time ``owner.name`` is called: the signal lands at that instant."""
+    real = getattr(owner, name)
+    calls = []
+
+    def hooked(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == nth:
+            os.kill(os.getpid(), signum)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, hooked)
+
+
+def _phases():
+    import mmbench.execute as E
+    import mmbench.history as H
+    import mmbench.report.html as html
+    import mmbench.run as R
+    from mmbench.store import RunDir
+
+    return {
+        "loading": (R, "_prepare", 1), "starting workers": (E.WorkerPool, "start", 1),
+        "run.json just written": (R, "_write_config", 1), "between trials": (RunDir, "append", 2),
+        "the results table": (R, "_finish", 1), "recording": (H, "record_run", 1),
+        "report.md written, report.html not yet": (html, "render", 1)}
+
+
+@pytest.mark.parametrize("phase", list(_phases()))
+def test_sigterm_at_any_phase_says_where_it_stopped_and_resume_finishes_what_is_missing(
+        phase, write_suite, tmp_path, capsys, monkeypatch, restore_signals):
+    from mmbench import history as H
+
+    owner, name, nth = _phases()[phase]
+    _signal_at(monkeypatch, owner, name, nth=nth)
+    suite = write_suite(CHEAP)
+    code, _, err = cli(capsys, monkeypatch, "run", suite, "--out", tmp_path, "--workers", "1", "--json")
+    monkeypatch.undo()  # the hook off; the signal handlers are the fixture's to restore
+    assert code == 143, err
+    command = err.strip().splitlines()[-1].strip()
+    assert command.startswith("mmbench run ") and "interrupted" in err and "Traceback" not in err
+    runs = list((tmp_path / "cheap").glob("*")) if (tmp_path / "cheap").exists() else []
+    if phase in ("loading", "starting workers"):
+        assert runs == [] and "nothing was written" in err and "--out" in command
+        return
+    (run_dir,) = runs
+    assert json.loads((run_dir / "run.json").read_text())["state"] == "interrupted"
+    assert f"--resume {run_dir}" in command
+    before = (run_dir / "results.jsonl").read_text().splitlines() if (run_dir / "results.jsonl").exists() else []
+    code, out, err = cli(capsys, monkeypatch, *shlex_split(command)[1:])
+    assert code == 0, err
+    after = (run_dir / "results.jsonl").read_text().splitlines()
+    assert after[:len(before)] == before and len(after) == len({json.loads(x)["trial_id"] for x in after}) == 4
+    assert json.loads((run_dir / "run.json").read_text())["state"] == "complete"
+    assert (run_dir / "report.html").exists() and (run_dir / "report.md").exists()
+    (info,) = [r for r in H.list_runs(tmp_path / "history.sqlite") if r.run_key == f"cheap/{run_dir.name}"]
+    assert info.state == "complete" and info.trials == 4
+
+
+def shlex_split(command: str) -> list[str]:
+    import shlex
+
+    return shlex.split(command)
+
+
+def test_ctrl_c_while_writing_the_reports_exits_130_marked_interrupted(write_suite, tmp_path, capsys, monkeypatch,
+                                                                       restore_signals):
+    import mmbench.report.html as html
+
+    _signal_at(monkeypatch, html, "render", signal.SIGINT)
+    code, _, err = cli(capsys, monkeypatch, "run", write_suite(CHEAP), "--out", tmp_path, "--json")
+    assert code == 130 and "while writing the results, the history record and the reports" in err, err
+    (run_dir,) = (tmp_path / "cheap").iterdir()
+    assert json.loads((run_dir / "run.json").read_text())["state"] == "interrupted"
+
+
+def test_a_full_disk_leaves_the_state_interrupted_even_when_no_new_file_can_be_made(write_suite, tmp_path, capsys,
+                                                                                    monkeypatch):
+    """From the third row on, the disk is full: no append and no new file (every atomic write makes one); run.json
+    is rewritten in place, in the blocks it has."""
+    import errno
+
+    import mmbench.store as store
+
+    real, appends = os.fsync, []
+
+    def fsync(fd):
+        name = os.readlink(f"/proc/self/fd/{fd}")
+        if name.endswith("results.jsonl"):
+            appends.append(fd)
+        if len(appends) >= 3 and (name.endswith(".tmp") or name.endswith(".jsonl")):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(fd)
+
+    monkeypatch.setattr(store.os, "fsync", fsync)
+    suite = write_suite(CHEAP)
+    code, _, err = cli(capsys, monkeypatch, "run", suite, "--out", tmp_path, "--json")
+    assert code == 2 and one_line_error(err) and "No space left on device" in err and "--resume" in err, err
+    (run_dir,) = (tmp_path / "cheap").iterdir()
+    assert json.loads((run_dir / "run.json").read_text())["state"] == "interrupted"
+    monkeypatch.setattr(store.os, "fsync", real)
+    code, out, err = cli(capsys, monkeypatch, "run", suite, "--resume", run_dir, "--json")
+    assert code == 0 and json.loads(out)["state"] == "complete" and len(json.loads(out)["rows"]) == 4, err
