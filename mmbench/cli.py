@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from mmbench import interrupt
 from mmbench.errors import UserError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -67,7 +68,7 @@ def run(suite: Path = typer.Argument(..., help="Suite YAML file."),
 
     if (retry_failed or drop_damaged) and resume is None:
         raise UserError(f"{'--retry-failed' if retry_failed else '--drop-damaged'} needs --resume RUN_DIR")
-    _on_sigterm_interrupt()  # from the start: a SIGTERM while loading says so too, never a silent exit
+    interrupt.on_sigterm()  # (again: main() installed it) a SIGTERM while loading says so too
 
     def again(run_dir: Path | None, db: Path | None = None, out: Path = out) -> str:
         cmd = ["mmbench", "run", str(suite)] + (["--resume", str(run_dir)] if run_dir else ["--out", str(out)])
@@ -87,7 +88,7 @@ def run(suite: Path = typer.Argument(..., help="Suite YAML file."),
         what = f"Resume with:\n  {again(resume, db)}" if resume else f"Start it again with:\n  {again(None, db)}"
         err.print(f"[yellow]interrupted[/] before any trial ran; nothing was written. {what}", highlight=False,
                   soft_wrap=True)
-        raise typer.Exit(143 if _TERMINATED else 130)
+        raise typer.Exit(143 if interrupt.terminated else 130)
     finally:
         if resume is not None:
             from mmbench.store import disown
@@ -133,29 +134,8 @@ def _run(suite, out, device, quick, as_json, db, resume, retry_failed, drop_dama
             err.print(f"[yellow]interrupted[/] while {exc.phase}, after {exc.done} of {exc.total} trials; the run is "
                       f"marked interrupted and every finished trial is recorded in {exc.run.path}. Resume with:\n"
                       f"  {again(exc.run.path, db, out)}", highlight=False, soft_wrap=True)
-            raise typer.Exit(143 if _TERMINATED else 130)
+            raise typer.Exit(143 if interrupt.terminated else 130)
     return run_dir, db
-
-
-_TERMINATED = False
-
-
-def _on_sigterm_interrupt() -> None:
-    """A job killed with SIGTERM (CI cancelling, a scheduler) stops like Ctrl-C: finished trials kept, exit 143."""
-    import signal
-
-    from mmbench import interrupt
-
-    def handler(signum, frame):
-        global _TERMINATED
-        _TERMINATED = True
-        interrupt.mark(signum)  # a real signal: the run stops (a trial's own KeyboardInterrupt would not)
-        raise KeyboardInterrupt
-
-    try:
-        signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread (an embedding application): leave its handlers alone
-        pass
 
 
 @app.command()
@@ -427,6 +407,7 @@ class _RichProgress:
 
 def main() -> None:
     """Entry point: user errors are one line and exit code 2, never a traceback."""
+    interrupt.on_sigterm()  # first: a SIGTERM at any instant says where it stopped
     try:
         code = app(standalone_mode=False)  # without standalone mode click returns a typer.Exit's code
         if isinstance(code, int) and code:
@@ -437,7 +418,8 @@ def main() -> None:
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
-        sys.exit(130)
+        print("mmbench: interrupted", file=sys.stderr)
+        sys.exit(143 if interrupt.terminated else 130)
     except Exception as exc:
         # click's usage errors (typer may vendor its own click, so matched by shape): one line, exit code 2
         if type(exc).__name__ == "Abort":

@@ -15,6 +15,7 @@ from typing import Callable, Iterator
 
 _received: int | None = None
 _watching = False
+terminated = False  # a SIGTERM arrived: the command exits 143 (130 for Ctrl-C)
 
 
 def mark(signum: int) -> None:
@@ -25,6 +26,21 @@ def mark(signum: int) -> None:
 def is_signal(exc: BaseException) -> bool:
     """Whether ``exc`` (not an Exception) is a real interrupt that must end the run."""
     return isinstance(exc, KeyboardInterrupt) and (not _watching or _received is not None)
+
+
+def on_sigterm() -> None:
+    """A job killed with SIGTERM (CI cancelling, a scheduler) stops like Ctrl-C: a KeyboardInterrupt recorded as a
+    real signal, so the command says where it stopped and exits 143. Installed first thing by the command line."""
+    def handler(signum, frame):
+        global terminated
+        terminated = True
+        mark(signum)  # a real signal: the run stops (a trial's own KeyboardInterrupt would not)
+        raise KeyboardInterrupt
+
+    try:
+        signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread (an embedding application): leave its handlers alone
+        pass
 
 
 def _on_sigint(signum, frame) -> None:

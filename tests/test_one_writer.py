@@ -387,10 +387,10 @@ def test_a_pool_that_cannot_start_ends_the_run_in_one_line_marked_interrupted(wr
 
 @pytest.fixture
 def restore_signals(monkeypatch):
-    import mmbench.cli as C
+    from mmbench import interrupt
 
     saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    monkeypatch.setattr(C, "_TERMINATED", False)
+    monkeypatch.setattr(interrupt, "terminated", False)
     yield
     for s, h in saved.items():
         signal.signal(s, h)
