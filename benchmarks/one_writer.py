@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import random
+import re
 import shlex
 import signal
 import sqlite3
@@ -53,11 +54,18 @@ class Tally:
         self.dirs = self.dirs_once = self.complete = self.complete_whole = 0
         self.dbs = self.dbs_ok = 0
         self.silent_examples: list[str] = []
+        self.codes: dict[int, int] = {}
+        self.where: dict[str, int] = {}  # where the interrupted ones said they stopped
 
     def exit(self, proc: subprocess.CompletedProcess | subprocess.Popen, err: str) -> None:
         """A non-zero exit must say why: `mmbench: error: …` or `interrupted … Resume with`."""
         self.processes += 1
         rc = proc.returncode
+        self.codes[rc] = self.codes.get(rc, 0) + 1
+        if rc in (130, 143):
+            m = re.search(r"interrupted (while [^,]*|before any trial ran|while starting)", err)
+            key = m.group(1) if m else "?"
+            self.where[key] = self.where.get(key, 0) + 1
         said = "mmbench: error:" in err or (rc in (130, 143) and "interrupted" in err)
         if rc != 0 and (rc < 0 or not said):
             self.silent += 1
@@ -201,7 +209,10 @@ def main() -> None:
             results[name] = tally
             print(f"\n{name}: {n} round(s), {time.monotonic() - t1:.0f} s", flush=True)
             print(f"  processes: {tally.processes}, silent exits: {tally.silent}"
-                  + (f" (e.g. {tally.silent_examples[0]})" if tally.silent_examples else ""))
+                  + (f" (e.g. {tally.silent_examples[0]})" if tally.silent_examples else "")
+                  + f"; exit codes: {dict(sorted(tally.codes.items()))}")
+            if tally.where:
+                print(f"  where the interrupted ones said they stopped: {tally.where}")
             if tally.refused:
                 print(f"  resumes refused while another process owned the run: {tally.refused} "
                       f"({tally.refused_named} naming its pid)")
