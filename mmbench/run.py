@@ -12,7 +12,7 @@ from mmbench.measure.env import environment
 from mmbench.methods.registry import search_modules_in
 from mmbench.plan import (Trial, check_measure_axes, expand, resolve_device, resolve_task, resolve_threads, task_key,
                           task_label)
-from mmbench.store import RunDir, check_out, disown, own
+from mmbench.store import RunDir, check_out, disown, own, owns
 from mmbench.suite import Suite, locate
 from mmbench.execute import Executor, ExecutorOptions, InProcess, make_executor, shares_cores
 from mmbench.trial import TrialResult
@@ -234,6 +234,8 @@ def run_suite(prepared: Prepared, out: str | Path, *, suite_text: str = "", quic
         phase = "writing the results, the history record and the reports"
         _finish(run, db)
     except KeyboardInterrupt:
+        if run is None and resume is not None and owns(resume):
+            run = RunDir(resume)  # stopped while reopening it (its rows kept, its state set running): say so too
         if run is None:
             raise  # nothing written yet: the caller says so
         _stop(run, db)
@@ -297,7 +299,11 @@ def _record_pending(db: str | Path, run: RunDir) -> None:
     """Earlier finished runs of this suite whose record failed (a full disk, a kill during the write)."""
     from mmbench.history import record_run, unrecorded
 
-    for path in unrecorded(db, run.path.parent):
+    try:
+        paths = unrecorded(db, run.path.parent)
+    except UserError:  # busy past the wait, say: this run's own record is in; the next run tries again
+        return
+    for path in paths:
         try:
             if path != run.path and RunDir(path).meta().get("state") in ("complete", "interrupted"):
                 record_run(db, path)

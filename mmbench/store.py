@@ -157,6 +157,11 @@ def own(path: str | Path) -> None:
     _owned[key] = fd
 
 
+def owns(path: str | Path) -> bool:
+    """Whether this process owns the run directory (``own``)."""
+    return Path(path).resolve() in _owned
+
+
 def disown(path: str | Path) -> None:
     fd = _owned.pop(Path(path).resolve(), None)
     if fd is not None:

@@ -499,3 +499,17 @@ def test_a_full_disk_leaves_the_state_interrupted_even_when_no_new_file_can_be_m
     monkeypatch.setattr(store.os, "fsync", real)
     code, out, err = cli(capsys, monkeypatch, "run", suite, "--resume", run_dir, "--json")
     assert code == 0 and json.loads(out)["state"] == "complete" and len(json.loads(out)["rows"]) == 4, err
+
+
+def test_sigterm_while_a_resume_reopens_the_run_marks_it_interrupted(write_suite, tmp_path, capsys, monkeypatch,
+                                                                    restore_signals):
+    from mmbench.store import RunDir
+
+    suite, run_dir = _finished_run(write_suite, tmp_path, capsys, monkeypatch)
+    _signal_at(monkeypatch, RunDir, "resumed")  # its rows kept, its state about to say running
+    code, _, err = cli(capsys, monkeypatch, "run", suite, "--resume", run_dir, "--json")
+    monkeypatch.undo()
+    assert code == 143 and f"--resume {run_dir}" in err.strip().splitlines()[-1], err
+    assert json.loads((run_dir / "run.json").read_text())["state"] == "interrupted"
+    code, out, err = cli(capsys, monkeypatch, "run", suite, "--resume", run_dir, "--json")
+    assert code == 0 and json.loads(out)["state"] == "complete" and len(json.loads(out)["rows"]) == 4, err
