@@ -432,7 +432,8 @@ def test_sigterm_at_any_phase_says_where_it_stopped_and_resume_finishes_what_is_
     owner, name, nth = _phases()[phase]
     _signal_at(monkeypatch, owner, name, nth=nth)
     suite = write_suite(CHEAP)
-    code, _, err = cli(capsys, monkeypatch, "run", suite, "--out", tmp_path, "--workers", "1", "--json")
+    workers = ["--workers", "1"] if phase == "starting workers" else []  # a worker costs seconds to start
+    code, _, err = cli(capsys, monkeypatch, "run", suite, "--out", tmp_path, *workers, "--json")
     monkeypatch.undo()  # the hook off; the signal handlers are the fixture's to restore
     assert code == 143, err
     command = err.strip().splitlines()[-1].strip()
