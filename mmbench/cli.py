@@ -88,6 +88,7 @@ def run(suite: Path = typer.Argument(..., help="Suite YAML file."),
         what = f"Resume with:\n  {again(resume, db)}" if resume else f"Start it again with:\n  {again(None, db)}"
         err.print(f"[yellow]interrupted[/] before any trial ran; nothing was written. {what}", highlight=False,
                   soft_wrap=True)
+        _said_interrupted()
         raise typer.Exit(143 if interrupt.terminated else 130)
     finally:
         if resume is not None:
@@ -134,6 +135,7 @@ def _run(suite, out, device, quick, as_json, db, resume, retry_failed, drop_dama
             err.print(f"[yellow]interrupted[/] while {exc.phase}, after {exc.done} of {exc.total} trials; the run is "
                       f"marked interrupted and every finished trial is recorded in {exc.run.path}. Resume with:\n"
                       f"  {again(exc.run.path, db, out)}", highlight=False, soft_wrap=True)
+            _said_interrupted()
             raise typer.Exit(143 if interrupt.terminated else 130)
     return run_dir, db
 
@@ -405,11 +407,33 @@ class _RichProgress:
         self.bar.advance(self.task)
 
 
+_SAID_INTERRUPTED = False  # the run command said where it stopped: main adds nothing
+
+
+def _said_interrupted() -> None:
+    global _SAID_INTERRUPTED
+    _SAID_INTERRUPTED = True
+
+
 def main() -> None:
     """Entry point: user errors are one line and exit code 2, never a traceback."""
     interrupt.on_sigterm()  # first: a SIGTERM at any instant says where it stopped
     try:
+        _main()
+    except SystemExit as exc:
+        interrupt.said_all(exc.code if isinstance(exc.code, int) else 1)
+        raise
+    interrupt.said_all(0)
+
+
+def _main() -> None:
+    global _SAID_INTERRUPTED
+    _SAID_INTERRUPTED = False
+    try:
         code = app(standalone_mode=False)  # without standalone mode click returns a typer.Exit's code
+        if code == 130 and not _SAID_INTERRUPTED:  # typer's answer to a Ctrl-C or SIGTERM in a command: say so
+            print("mmbench: interrupted", file=sys.stderr)
+            code = 143 if interrupt.terminated else 130
         if isinstance(code, int) and code:
             sys.exit(code)
     except UserError as exc:
@@ -425,7 +449,8 @@ def main() -> None:
         if type(exc).__name__ == "Abort":
             if isinstance(exc.__cause__, EOFError):  # click turns any EOFError into Abort: not a Ctrl-C, a bug
                 raise exc.__cause__
-            sys.exit(130)
+            print("mmbench: interrupted", file=sys.stderr)  # click's Abort is a KeyboardInterrupt in a command
+            sys.exit(143 if interrupt.terminated else 130)
         if callable(getattr(exc, "format_message", None)) and hasattr(exc, "exit_code"):
             print(f"mmbench: error: {' '.join(exc.format_message().split())}", file=sys.stderr)
             sys.exit(2)

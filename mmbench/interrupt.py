@@ -9,7 +9,9 @@ taken for a real one, as Python does. SystemExit is never a signal.
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
+import sys
 import threading
 from typing import Callable, Iterator
 
@@ -84,3 +86,22 @@ def deferred() -> Iterator[None]:
         for s, old in saved.items():
             if old not in (signal.SIG_IGN, None):
                 signal.signal(s, old)
+
+
+def said_all(code: int) -> None:
+    """The command has said its last word: a signal during the interpreter's shutdown (workers joined, atexit) ends
+    the process at once with the command's own exit code, not as a silent death by that signal after the work was
+    done and reported."""
+    def handler(signum, frame):
+        for f in (sys.stdout, sys.stderr):
+            try:
+                f.flush()
+            except Exception:  # noqa: BLE001 - a write this signal interrupted: what it held is lost either way
+                pass
+        os._exit(code)
+
+    for s in (signal.SIGINT, signal.SIGTERM):
+        try:
+            signal.signal(s, handler)
+        except ValueError:  # not the main thread: an embedding application's handlers stay
+            pass

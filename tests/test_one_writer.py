@@ -514,3 +514,24 @@ def test_sigterm_while_a_resume_reopens_the_run_marks_it_interrupted(write_suite
     assert json.loads((run_dir / "run.json").read_text())["state"] == "interrupted"
     code, out, err = cli(capsys, monkeypatch, "run", suite, "--resume", run_dir, "--json")
     assert code == 0 and json.loads(out)["state"] == "complete" and len(json.loads(out)["rows"]) == 4, err
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_after_the_command_said_its_last_word_ends_it_with_its_own_code(signum):
+    """A signal that lands while the interpreter shuts down (here: from an atexit hook) neither kills the process by
+    that signal nor prints a traceback: the work was done and reported."""
+    code = ("import atexit, os, sys; "
+            f"atexit.register(lambda: os.kill(os.getpid(), {int(signum)})); "
+            "sys.argv = ['mmbench', 'list', 'datasets']; from mmbench.cli import main; main()")
+    r = subprocess.run([sys.executable, "-c", code], env=ENV, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "synthetic" in r.stdout and "Traceback" not in r.stderr, (r.returncode, r.stderr)
+
+
+def test_sigterm_in_another_command_says_so_and_exits_143(tmp_path, capsys, monkeypatch, restore_signals):
+    import mmbench.history as H
+
+    db = tmp_path / "h.sqlite"
+    H.record_run(db, make_run(tmp_path / "runs", "r0"))
+    _signal_at(monkeypatch, H, "list_runs")
+    code, _, err = cli(capsys, monkeypatch, "history", "--db", db)
+    assert code == 143 and err.strip().splitlines()[-1] == "mmbench: interrupted", (code, err)
