@@ -420,10 +420,10 @@ def main() -> None:
     interrupt.on_sigterm()  # first: a SIGTERM at any instant says where it stopped
     try:
         _main()
-    except SystemExit as exc:
-        interrupt.said_all(exc.code if isinstance(exc.code, int) else 1)
+    except SystemExit:
+        interrupt.said_all()
         raise
-    interrupt.said_all(0)
+    interrupt.said_all()
 
 
 def _main() -> None:

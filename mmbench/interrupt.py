@@ -9,9 +9,7 @@ taken for a real one, as Python does. SystemExit is never a signal.
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
-import sys
 import threading
 from typing import Callable, Iterator
 
@@ -88,20 +86,13 @@ def deferred() -> Iterator[None]:
                 signal.signal(s, old)
 
 
-def said_all(code: int) -> None:
-    """The command has said its last word: a signal during the interpreter's shutdown (workers joined, atexit) ends
-    the process at once with the command's own exit code, not as a silent death by that signal after the work was
-    done and reported."""
-    def handler(signum, frame):
-        for f in (sys.stdout, sys.stderr):
-            try:
-                f.flush()
-            except Exception:  # noqa: BLE001 - a write this signal interrupted: what it held is lost either way
-                pass
-        os._exit(code)
-
+def said_all() -> None:
+    """The command has said its last word: SIGINT and SIGTERM are ignored from now on, through the interpreter's
+    shutdown (workers joined, atexit, and after Python resets its own handlers), so the process ends with the
+    command's own exit code rather than a silent death by a signal after the work was done and reported. A hang
+    there still yields to kill -9."""
     for s in (signal.SIGINT, signal.SIGTERM):
         try:
-            signal.signal(s, handler)
+            signal.signal(s, signal.SIG_IGN)
         except ValueError:  # not the main thread: an embedding application's handlers stay
             pass
