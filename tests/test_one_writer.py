@@ -535,3 +535,19 @@ def test_sigterm_in_another_command_says_so_and_exits_143(tmp_path, capsys, monk
     _signal_at(monkeypatch, H, "list_runs")
     code, _, err = cli(capsys, monkeypatch, "history", "--db", db)
     assert code == 143 and err.strip().splitlines()[-1] == "mmbench: interrupted", (code, err)
+
+
+def test_an_interrupted_command_exits_with_its_code_even_after_a_keyboardinterrupt_went_through_exec(
+        write_suite, tmp_path):
+    """CPython marks the interpreter interrupted for good when a KeyboardInterrupt leaves code run by exec (as the
+    functions dataclasses and pydantic build are) and then dies by SIGINT at exit: a signal landing there showed as
+    a silent death (-2) after the interruption was said. The program leaves with the code it said."""
+    suite = write_suite(CHEAP)
+    code = ("try:\n    exec('raise KeyboardInterrupt')\nexcept KeyboardInterrupt:\n    pass\n"
+            "import sys\nimport mmbench.run as R\n"
+            "def stop(*a):\n    raise KeyboardInterrupt\n"
+            "R._prepare = stop\n"
+            f"sys.argv = ['mmbench', 'run', {str(suite)!r}, '--out', {str(tmp_path)!r}]\n"
+            "from mmbench.__main__ import entry\nentry()\n")
+    r = subprocess.run([sys.executable, "-c", code], env=ENV, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 130 and "nothing was written" in r.stderr, (r.returncode, r.stderr)
