@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from mmbench import interrupt
 from mmbench.errors import UserError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -67,11 +68,51 @@ def run(suite: Path = typer.Argument(..., help="Suite YAML file."),
 
     if (retry_failed or drop_damaged) and resume is None:
         raise UserError(f"{'--retry-failed' if retry_failed else '--drop-damaged'} needs --resume RUN_DIR")
+    interrupt.on_sigterm()  # (again: main() installed it) a SIGTERM while loading says so too
+
+    def again(run_dir: Path | None, db: Path | None = None, out: Path = out) -> str:
+        cmd = ["mmbench", "run", str(suite)] + (["--resume", str(run_dir)] if run_dir else ["--out", str(out)])
+        cmd += (["--quick"] if quick else []) + (["--device", device.value] if device else [])
+        cmd += (["--workers", str(workers)] if workers is not None else []) + (["--isolate"] if isolate else [])
+        cmd += (["--trial-timeout", f"{trial_timeout:g}"] if trial_timeout is not None else [])
+        cmd += ["--drop-damaged"] if drop_damaged else []
+        cmd += (["--executor", executor_kind.value] if executor_kind else []) + (["--address", address] if address
+                                                                               else [])
+        cmd += ["--db", str(db)] if db is not None and db != out / "history.sqlite" else []
+        return shlex.join(cmd)
+
+    try:
+        run_dir, db = _run(suite, out, device, quick, as_json, db, resume, retry_failed, drop_damaged, workers,
+                           isolate, trial_timeout, executor_kind, address, again)
+    except KeyboardInterrupt:  # before the run directory was touched: nothing to mark
+        what = f"Resume with:\n  {again(resume, db)}" if resume else f"Start it again with:\n  {again(None, db)}"
+        err.print(f"[yellow]interrupted[/] before any trial ran; nothing was written. {what}", highlight=False,
+                  soft_wrap=True)
+        _said_interrupted()
+        raise typer.Exit(143 if interrupt.terminated else 130)
+    finally:
+        if resume is not None:
+            from mmbench.store import disown
+
+            disown(resume)
+    rows = run_dir.rows()
+    if as_json:
+        typer.echo(json.dumps({"run_dir": str(run_dir.path), "state": run_dir.meta()["state"], "rows": rows},
+                              default=str))
+        return
+    _summary(rows)
+    _out().print(f"results: [bold]{run_dir.path}[/] (results.csv, report.md, report.html); history: {db}")
+
+
+def _run(suite, out, device, quick, as_json, db, resume, retry_failed, drop_damaged, workers, isolate, trial_timeout,
+         executor_kind, address, again):
+    from mmbench.suite import load_suite
+
     s = load_suite(suite, quick=quick)  # read and checked before torch loads: a bad file answers at once
     from mmbench.execute import ExecutorOptions
     from mmbench.run import RunInterrupted, check_destination, prepare, run_suite
 
-    out, db = check_destination(s, out, db, resume, quick, drop_damaged)
+    out, db = check_destination(s, out, db, resume, quick, drop_damaged)  # --resume: this process owns it from now
     options = ExecutorOptions(executor=executor_kind.value if executor_kind else None, workers=workers,
                               isolate=isolate, trial_timeout=trial_timeout, address=address)
     prepared = prepare(s, device.value if device else None, executor=options)
@@ -86,52 +127,17 @@ def run(suite: Path = typer.Argument(..., help="Suite YAML file."),
     # messages about dead workers) goes to stderr.
     with _RichProgress(len(prepared.trials), enabled=not as_json) as progress, \
             contextlib.redirect_stdout(sys.stderr if as_json else sys.stdout):
-        _on_sigterm_interrupt()
         try:
             run_dir = run_suite(prepared, out, suite_text=suite.read_text(), quick=quick, progress=progress, db=db,
                                 resume=resume, retry_failed=retry_failed, drop_damaged=drop_damaged)
         except RunInterrupted as exc:
-            again = ["mmbench", "run", str(suite), "--resume", str(exc.run.path)]
-            again += (["--quick"] if quick else []) + (["--device", device.value] if device else [])
-            again += (["--workers", str(workers)] if workers is not None else []) + (["--isolate"] if isolate else [])
-            again += (["--trial-timeout", f"{trial_timeout:g}"] if trial_timeout is not None else [])
-            again += ["--drop-damaged"] if drop_damaged else []
-            again += (["--executor", executor_kind.value] if executor_kind else []) \
-                + (["--address", address] if address else [])
-            again += ["--db", str(db)] if db != out / "history.sqlite" else []
             progress.bar.stop()
-            err.print(f"[yellow]interrupted[/] after {exc.done} of {exc.total} trials; every finished trial is "
-                      f"recorded in {exc.run.path}. Resume with:\n  {shlex.join(again)}", highlight=False,
-                      soft_wrap=True)
-            raise typer.Exit(143 if _TERMINATED else 130)
-    rows = run_dir.rows()
-    if as_json:
-        typer.echo(json.dumps({"run_dir": str(run_dir.path), "state": run_dir.meta()["state"], "rows": rows},
-                              default=str))
-        return
-    _summary(rows)
-    _out().print(f"results: [bold]{run_dir.path}[/] (results.csv, report.md, report.html); history: {db}")
-
-
-_TERMINATED = False
-
-
-def _on_sigterm_interrupt() -> None:
-    """A job killed with SIGTERM (CI cancelling, a scheduler) stops like Ctrl-C: finished trials kept, exit 143."""
-    import signal
-
-    from mmbench import interrupt
-
-    def handler(signum, frame):
-        global _TERMINATED
-        _TERMINATED = True
-        interrupt.mark(signum)  # a real signal: the run stops (a trial's own KeyboardInterrupt would not)
-        raise KeyboardInterrupt
-
-    try:
-        signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread (an embedding application): leave its handlers alone
-        pass
+            err.print(f"[yellow]interrupted[/] while {exc.phase}, after {exc.done} of {exc.total} trials; the run is "
+                      f"marked interrupted and every finished trial is recorded in {exc.run.path}. Resume with:\n"
+                      f"  {again(exc.run.path, db, out)}", highlight=False, soft_wrap=True)
+            _said_interrupted()
+            raise typer.Exit(143 if interrupt.terminated else 130)
+    return run_dir, db
 
 
 @app.command()
@@ -362,7 +368,9 @@ def compare(baseline: str = typer.Argument(..., help="Run directory, or history:
             db: Optional[Path] = typer.Option(None, "--db", help="History database (for history:) [default: as "
                                               "`history` finds it]."),
             instr_threshold: str = typer.Option("1%", "--instr-threshold", help="Smallest change of an instruction "
-                                                "count that counts (counts repeat to ~0.1% run to run).")):
+                                                "count that counts (counts repeat to ~0.1% run to run)."),
+            partial: bool = typer.Option(False, "--partial", help="Compare a run that is not complete (running, "
+                                         "interrupted) on the trials it holds; without it such a run is refused.")):
     """Compare two runs trial by trial; exit 1 when anything regressed, 0 otherwise, 2 for bad input or when
     (nearly) nothing was comparable."""
     from mmbench import compare as C
@@ -375,7 +383,8 @@ def compare(baseline: str = typer.Argument(..., help="Run directory, or history:
 
         db = _find_db() if any(side.startswith("history:") for side in (baseline, current)) else DEFAULT_DB
     ithr = C.parse_threshold(instr_threshold, "--instr-threshold")
-    result = C.judge(baseline, current, db, threshold=thr, alpha=alpha, allowance=allow, instr_threshold=ithr)
+    result = C.judge(baseline, current, db, partial=partial, threshold=thr, alpha=alpha, allowance=allow,
+                     instr_threshold=ithr)
     if markdown is not None:
         if not markdown.parent.exists():
             raise UserError("output folder does not exist", file=str(markdown.parent))
@@ -407,7 +416,9 @@ def _compare_table(result) -> None:
     if shown:
         out.print(table)
     n = len(result.regressions)
-    out.print(f"[{'red' if n else 'green'}]{n} regression(s)[/] · {escape(result.counts_text()) or 'nothing compared'} "
+    part = "[yellow]PARTIAL comparison (a run that is not complete)[/] · " if any(
+        note.split(": ", 1)[-1].startswith("PARTIAL") for note in result.notes) else ""
+    out.print(f"{part}[{'red' if n else 'green'}]{n} regression(s)[/] · {escape(result.counts_text()) or 'nothing compared'} "
               f"(threshold {result.threshold * 100:g}%, p < {result.alpha:g}, two-run allowance "
               f"{result.allowance * 100:g}%)")
 
@@ -483,10 +494,33 @@ class _RichProgress:
         self.bar.advance(self.task)
 
 
+_SAID_INTERRUPTED = False  # the run command said where it stopped: main adds nothing
+
+
+def _said_interrupted() -> None:
+    global _SAID_INTERRUPTED
+    _SAID_INTERRUPTED = True
+
+
 def main() -> None:
     """Entry point: user errors are one line and exit code 2, never a traceback."""
+    interrupt.on_sigterm()  # first: a SIGTERM at any instant says where it stopped
+    try:
+        _main()
+    except SystemExit:
+        interrupt.said_all()
+        raise
+    interrupt.said_all()
+
+
+def _main() -> None:
+    global _SAID_INTERRUPTED
+    _SAID_INTERRUPTED = False
     try:
         code = app(standalone_mode=False)  # without standalone mode click returns a typer.Exit's code
+        if code == 130 and not _SAID_INTERRUPTED:  # typer's answer to a Ctrl-C or SIGTERM in a command: say so
+            print("mmbench: interrupted", file=sys.stderr)
+            code = 143 if interrupt.terminated else 130
         if isinstance(code, int) and code:
             sys.exit(code)
     except UserError as exc:
@@ -495,13 +529,15 @@ def main() -> None:
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
-        sys.exit(130)
+        print("mmbench: interrupted", file=sys.stderr)
+        sys.exit(143 if interrupt.terminated else 130)
     except Exception as exc:
         # click's usage errors (typer may vendor its own click, so matched by shape): one line, exit code 2
         if type(exc).__name__ == "Abort":
             if isinstance(exc.__cause__, EOFError):  # click turns any EOFError into Abort: not a Ctrl-C, a bug
                 raise exc.__cause__
-            sys.exit(130)
+            print("mmbench: interrupted", file=sys.stderr)  # click's Abort is a KeyboardInterrupt in a command
+            sys.exit(143 if interrupt.terminated else 130)
         if callable(getattr(exc, "format_message", None)) and hasattr(exc, "exit_code"):
             print(f"mmbench: error: {' '.join(exc.format_message().split())}", file=sys.stderr)
             sys.exit(2)

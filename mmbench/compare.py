@@ -192,10 +192,48 @@ def _merge_counts(b, ib, instr: str | None) -> tuple[dict, dict]:
     return rows, per_run
 
 
-def load_sides(baseline: str, current: str, db: str | Path) -> tuple[Side, Side]:
+def unfinished(path: str | Path) -> str | None:
+    """Why a run directory is not a whole run ('interrupted, 4 of 9 trials'), or None when it is complete."""
+    from mmbench.store import RunDir, read_jsonl
+
+    p = Path(path)
+    meta = RunDir(p).meta()
+    if meta.get("state") == "complete":
+        return None
+    held = len({r["trial_id"] for r in read_jsonl(p / "results.jsonl")[0]})
+    try:
+        planned = len(RunDir(p).read_json("resolved.json").get("trials", []))
+    except (OSError, ValueError, AttributeError):
+        planned = "?"
+    return f"{meta.get('state', '?')}, {held} of {planned} trials"
+
+
+def _whole(path: str, partial: bool) -> str | None:
+    """A run directory compared must be complete: a gate never passes on part of a run. ``partial``: it may not
+    be, and the comparison says so."""
+    why = unfinished(path)
+    if why and not partial:
+        raise UserError(f"the run is not complete ({why}): compare it once it has finished (--resume it), or pass "
+                        "--partial to compare only the trials it holds", file=path)
+    return why
+
+
+def load_sides(baseline: str, current: str, db: str | Path, partial: bool = False) -> tuple[Side, Side]:
+    """``partial``: a run directory that is not complete is compared on the trials it holds, and its side's note
+    says so (otherwise: a UserError)."""
     is_hist = [s.startswith("history:") for s in (baseline, current)]
     if all(is_hist):
         raise UserError("one side must be a run directory (the history baseline matches its environment)")
+    whys = [None if hist or not (Path(p) / "run.json").is_file() else _whole(p, partial)  # refused before loading
+            for p, hist in zip((baseline, current), is_hist)]
+    sides = _load_sides(baseline, current, db, is_hist)
+    for side, why in zip(sides, whys):
+        if why:
+            side.note = f"PARTIAL: the run is {why}; only the trials it holds are compared"
+    return sides
+
+
+def _load_sides(baseline: str, current: str, db: str | Path, is_hist: list[bool]) -> tuple[Side, Side]:
     if is_hist[0]:
         cur = side_from_run(current)
         return side_from_history(baseline, db, cur), cur
@@ -203,17 +241,17 @@ def load_sides(baseline: str, current: str, db: str | Path) -> tuple[Side, Side]
     return base, side_from_history(current, db, base) if is_hist[1] else side_from_run(current)
 
 
-def judge(baseline: str, current: str, db: str | Path, **options) -> Comparison:
+def judge(baseline: str, current: str, db: str | Path, partial: bool = False, **options) -> Comparison:
     """Load both sides, compare them, and, where one side is the history and the other a run recorded in it, keep
     the verdict in the history (history.record_verdict): a run with regressions is then left out of every baseline
     until someone accepts it, so a regression stays red night after night. The notes name every run of the suite
     whose regressions are still unaccepted."""
     from mmbench import history
 
-    base, cur = load_sides(baseline, current, db)
+    base, cur = load_sides(baseline, current, db, partial)
     result = compare(base, cur, **options)
     hist, run = (base, cur) if base.runs is not None else (cur, base) if cur.runs is not None else (None, None)
-    if hist is None or result.refusal or not run.run_key:
+    if hist is None or result.refusal or partial or not run.run_key:  # a verdict is on a whole run
         return result
     regressed = [(e.trial_id, e.label, e.metric, e.change) for e in result.regressions]
     history.record_verdict(db, run.run_key, hist.name, regressed)

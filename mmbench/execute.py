@@ -28,6 +28,7 @@ from mmbench.trial import TrialResult, base_row, retires_worker, run_trial
 OnStart = Callable[[Trial], None]
 STARTED = "started"   # a worker's message: the trial it was sent begins now
 START_LIMIT_S = 600.0  # a worker that has not begun its trial by then (imports, task data) is ended
+START_FAILURES = 3     # workers in a row dying before their first trial: the pool cannot start
 
 
 class Executor(Protocol):
@@ -127,6 +128,7 @@ class WorkerPool:
         self._workers: list[_Worker] = []
         self._idle: list[_Worker] = []
         self.spawned = 0  # workers started over the pool's life (replacements included)
+        self._early_deaths = 0  # workers in a row that died before beginning any trial (START_FAILURES: give up)
 
     def start(self) -> None:
         """Spawn the workers now: their imports overlap the caller's data loading."""
@@ -141,8 +143,14 @@ class WorkerPool:
             env["CUDA_VISIBLE_DEVICES"] = self.gpus[slot]
         parent, child = self._ctx.Pipe()
         p = self._ctx.Process(target=_worker_main, args=(child,), daemon=True, name=f"mmbench-worker-{slot}")
-        with _environ(env):
-            p.start()
+        try:
+            with _environ(env):
+                p.start()
+        except OSError as exc:  # no process can be made (EAGAIN, ENOMEM): the pool cannot start
+            parent.close()
+            child.close()
+            raise UserError(f"cannot start a worker process: {exc.strerror or exc}; every trial finished so far "
+                            "is recorded") from None
         child.close()
         w = _Worker(p, parent, slot)
         self._workers.append(w)
@@ -164,15 +172,19 @@ class WorkerPool:
         while pending or busy:
             while pending and len(busy) < self.n:
                 w = idle.pop() if idle else self._spawn()
-                if not w.has_tasks:
-                    w.conn.send(tasks)
-                    w.has_tasks = True
+                try:
+                    if not w.has_tasks:
+                        w.conn.send(tasks)  # blocks while a fresh worker imports torch
+                        w.has_tasks = True
+                    w.conn.send(pending[0].to_dict())
+                except (OSError, EOFError):  # it died starting up, or idle: the trial was never its own
+                    self._died_early(w)
+                    continue
                 w.trial = pending.popleft()
                 # The trial's clock starts when the worker says it started (a fresh worker imports torch first);
                 # until then only a generous start-up limit applies.
                 w.deadline = time.monotonic() + START_LIMIT_S + self.timeout if self.timeout else None
                 w.started = False
-                w.conn.send(w.trial.to_dict())
                 busy.append(w)
                 if on_start:
                     on_start(w.trial)
@@ -188,6 +200,7 @@ class WorkerPool:
                             msg = w.conn.recv()
                             if msg == STARTED:
                                 w.started = True
+                                self._early_deaths = 0
                                 w.deadline = time.monotonic() + self.timeout if self.timeout else None
                                 continue
                             row, raw = msg
@@ -196,6 +209,11 @@ class WorkerPool:
                         pass
                     if result is not None and retires_worker(result.row):
                         self._retire(w, kill=True)  # its CUDA context is poisoned: the next trial gets a fresh one
+                    elif result is None and not w.started:  # died before it began the trial: not the trial's
+                        busy.remove(w)
+                        pending.appendleft(trial)
+                        self._died_early(w)
+                        continue
                     elif result is None:
                         w.process.join(timeout=5)
                         result = failure(trial, "crashed", f"worker died: {signal_name(w.process.exitcode)}"
@@ -212,6 +230,18 @@ class WorkerPool:
                     busy.remove(w)
                     w.trial = w.deadline = None
                     yield trial, result
+
+    def _died_early(self, w: _Worker) -> None:
+        """A worker that died before beginning its trial (killed while importing torch, or while idle) is
+        replaced and the trial goes to the next one; START_FAILURES in a row with no trial begun is a pool that
+        cannot start, which ends the run in one line."""
+        w.process.join(timeout=5)
+        why = signal_name(w.process.exitcode)
+        self._retire(w, kill=True)
+        self._early_deaths += 1
+        if self._early_deaths >= START_FAILURES:
+            raise UserError(f"the worker pool cannot start: {self._early_deaths} worker processes in a row died "
+                            f"before beginning a trial (the last: {why}); every trial finished so far is recorded")
 
     def close(self) -> None:
         for w in list(self._workers):

@@ -21,6 +21,7 @@ import math
 import os
 import sqlite3
 import statistics
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -158,23 +159,108 @@ def _recover(path: Path) -> None:
                         "open it once where it can be written", file=str(path)) from None
 
 
-def _connect(path: Path, mode: str) -> sqlite3.Connection:
+BUSY_TIMEOUT_S = 30.0  # how long a reader or writer waits for another process's lock on the database (said at once)
+_CORRUPT, _NOTADB, _BUSY, _LOCKED = 11, 26, 5, 6  # SQLite's result codes
+
+
+def _busy(exc: BaseException) -> bool:
+    return isinstance(exc, sqlite3.OperationalError) and (
+        getattr(exc, "sqlite_errorcode", None) in (_BUSY, _LOCKED) or "locked" in str(exc))
+
+
+def _damaged(exc: BaseException) -> bool:
+    return isinstance(exc, sqlite3.DatabaseError) and (
+        getattr(exc, "sqlite_errorcode", None) in (_CORRUPT, _NOTADB)
+        or any(w in str(exc) for w in ("malformed", "not a database", "corrupt")))
+
+
+class DamagedDatabase(UserError):
+    """The history database is damaged: never used, never written."""
+
+
+class BusyDatabase(UserError):
+    """Another process held the history database's lock past BUSY_TIMEOUT_S."""
+
+
+def named(exc: sqlite3.Error, path: str | Path) -> UserError:
+    """One line for what SQLite said about the history database: damaged (what to do), still locked, or else."""
+    if _damaged(exc):
+        what = ("cannot open history database: file is not a database (damaged, or another program's file)"
+                if "not a database" in str(exc) else f"the history database is damaged ({exc})")
+        return DamagedDatabase(f"{what}: it is not used; restore it from a backup, or give a new --db (run "
+                               "directories are unaffected: `mmbench history --record RUN_DIR --db NEW` records each "
+                               "into it)", file=str(path))
+    if _busy(exc):
+        return BusyDatabase(f"the history database is still locked by another process after {BUSY_TIMEOUT_S:g} s "
+                            f"({exc}): try again once that process is done", file=str(path))
+    return UserError(f"cannot use the history database: {exc}", file=str(path))
+
+
+def _say_waiting(path: Path) -> None:
+    print(f"mmbench: {path}: the history database is locked by another process; waiting up to "
+          f"{BUSY_TIMEOUT_S:g} s", file=sys.stderr, flush=True)
+
+
+def _waiting(con: sqlite3.Connection, path: Path, sql: str, wait: bool = True):
+    """``sql`` at once if the database is free, else (saying so) after waiting up to BUSY_TIMEOUT_S."""
+    con.execute("PRAGMA busy_timeout = 0")
+    try:
+        return con.execute(sql).fetchall()
+    except sqlite3.OperationalError as exc:
+        if not (wait and _busy(exc)):
+            raise
+        _say_waiting(path)
+        con.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+        return con.execute(sql).fetchall()
+    finally:
+        con.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+
+
+def _connect(path: Path, mode: str, wait: bool = True) -> sqlite3.Connection:
+    """The one way the history is opened: a damaged file (``PRAGMA quick_check``: every page read once, ~2 ms a
+    MiB) is never used; a locked one is waited for up to BUSY_TIMEOUT_S (``wait``) and said so."""
     if mode == "ro":
         _recover(path)
+    con = None
     try:
-        con = sqlite3.connect(f"{path.resolve().as_uri()}?mode={mode}", uri=True)
-        con.execute("PRAGMA user_version").fetchone()  # a file that is not a database fails here
+        con = sqlite3.connect(f"{path.resolve().as_uri()}?mode={mode}", uri=True, timeout=BUSY_TIMEOUT_S)
+        check = _waiting(con, path, "PRAGMA quick_check(1)", wait)  # a file that is not a database fails here too
+        if check != [("ok",)]:
+            first = " ".join(str(check[0][0]).replace("*** in database main ***", "").split()) if check else "?"
+            raise sqlite3.DatabaseError(f"database disk image is malformed: {first}")
     except sqlite3.DatabaseError as exc:
+        if con is not None:
+            con.close()
+        if _damaged(exc) or _busy(exc):
+            raise named(exc, path) from None
         raise UserError(f"cannot open history database: {exc}", file=str(path)) from None
     con.execute("PRAGMA foreign_keys = ON")
     return con
 
 
+def _sqlite_errors_named(fn):
+    """A reader of the history: what SQLite raises past the open (a damaged page, a lock held too long) is one
+    line naming the file, never a traceback."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(db, *args, **kwargs):
+        try:
+            return fn(db, *args, **kwargs)
+        except sqlite3.Error as exc:
+            raise named(exc, db) from None
+    return wrapper
+
+
 def check_writable(path: str | Path) -> None:
-    """Fail before a run starts (exit 2, nothing written) when the database could not take its record."""
+    """Fail before a run starts (exit 2, nothing written) when the database could not take its record: damaged,
+    newer. One locked now is no reason to refuse: the record comes at the end, and waits then."""
     p = Path(path)
     if p.exists():
-        con = _connect(p, "ro")
+        try:
+            con = _connect(p, "ro", False)
+        except BusyDatabase:
+            return
         try:
             _check_version(con, p)
         finally:
@@ -210,6 +296,8 @@ def open_db(path: str | Path, *, write: bool = False) -> sqlite3.Connection:
         _migrate(con, p)
     except sqlite3.Error as exc:  # disk full, read-only, locked: the file keeps its last committed state
         con.close()
+        if _damaged(exc) or _busy(exc):
+            raise named(exc, p) from None
         raise UserError(f"cannot write the history database: {exc}", file=str(p)) from None
     except BaseException:
         con.close()
@@ -223,7 +311,7 @@ def _migrate(con: sqlite3.Connection, p: Path) -> None:
     level = con.isolation_level
     con.isolation_level = None
     try:
-        con.execute("BEGIN IMMEDIATE")  # the write lock first: two runs finishing at once migrate one after the other
+        _waiting(con, p, "BEGIN IMMEDIATE")  # the write lock first: two runs finishing at once migrate in turn
         try:
             v = _check_version(con, p)
             if v < SCHEMA_VERSION:
@@ -295,11 +383,14 @@ def record_run(db: str | Path, run_dir: str | Path) -> int:
     try:
         con = open_db(db, write=True)
     except UserError as exc:
-        raise RecordFailed(exc.message, db, run.path) from None
+        raise RecordFailed(exc.message, db, run.path, damaged=isinstance(exc, DamagedDatabase)) from None
     try:
+        _waiting(con, Path(db), "BEGIN IMMEDIATE")  # the write lock, waited for (and said) when another holds it
         return _insert_run(con, run, resolved)
-    except sqlite3.Error as exc:  # locked, read-only, disk full: the run itself is safe in its directory
-        raise RecordFailed(f"cannot record the run in the history database: {exc}", db, run.path) from None
+    except sqlite3.Error as exc:  # locked, read-only, disk full, damaged: the run itself is safe in its directory
+        why = named(exc, db).message if _damaged(exc) or _busy(exc) else f"cannot record the run in the history " \
+            f"database: {exc}"
+        raise RecordFailed(why, db, run.path, damaged=_damaged(exc)) from None
     finally:
         con.close()
 
@@ -307,13 +398,15 @@ def record_run(db: str | Path, run_dir: str | Path) -> int:
 class RecordFailed(UserError):
     """The history could not take a run; the run directory is untouched and can be recorded later."""
 
-    def __init__(self, why: str, db: str | Path, run_dir: Path):
+    def __init__(self, why: str, db: str | Path, run_dir: Path, damaged: bool = False):
         self.db, self.run_dir = Path(db), Path(run_dir)
+        later = "NEW" if damaged else db
         super().__init__(f"{why}; the run directory {run_dir} is complete on disk: record it later with "
-                         f"`mmbench history --record {run_dir} --db {db}` (the next run records it too)",
-                         file=str(db))
+                         f"`mmbench history --record {run_dir} --db {later}`"
+                         + ("" if damaged else " (the next run records it too)"), file=str(db))
 
 
+@_sqlite_errors_named
 def unrecorded(db: str | Path, suite_dir: str | Path) -> list[Path]:
     """Run directories under OUT/<suite>/ that the database does not hold (a record that failed: a full disk, a
     kill), oldest first; [] when there is no database yet."""
@@ -345,7 +438,7 @@ def _insert_run(con: sqlite3.Connection, run, resolved: dict[str, Any]) -> int:
         run_id = cur.lastrowid
         if verdict is not None:
             con.execute("INSERT INTO verdicts VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (run_id, *verdict[1:]))
-        for r in run.rows:
+        for r in {r["trial_id"]: r for r in run.rows}.values():  # a trial twice (a resume's rows): the last one
             tid = r["trial_id"]
             config = resolved.get(tid)
             con.execute("INSERT INTO trials (id, task, method, label, dims, rank, config_json) "
@@ -464,6 +557,7 @@ def accept(db: str | Path, run: str, why: str, who: str | None = None) -> Verdic
     return next(v for v in verdicts(db, key.split("/")[0]) if v.run_key == key)
 
 
+@_sqlite_errors_named
 def list_runs(db: str | Path, suite: str | None = None) -> list[RunInfo]:
     con = open_db(db)
     try:
@@ -494,6 +588,7 @@ class TrendPoint:
     status: str
 
 
+@_sqlite_errors_named
 def trend(db: str | Path, suite: str, metric: str, trial: str | None = None, last: int | None = None,
           env_fingerprint: str | None = None) -> dict[tuple[str, str], list[TrendPoint]]:
     """{(trial id, 'label · dims'): points over the suite's runs, oldest first}. ``trial``: an id or id prefix;
@@ -543,6 +638,7 @@ class Baseline:
     at_speed: dict[str, list[tuple[float | None, dict[str, float]]]] = field(default_factory=dict)
 
 
+@_sqlite_errors_named
 def baseline(db: str | Path, suite: str, env_fingerprint: str, last: int = 5,
              exclude_run_key: str | None = None, trials: list[str] | None = None, pool: int = 0,
              by: str = "env_fingerprint") -> Baseline:

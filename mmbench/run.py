@@ -12,7 +12,7 @@ from mmbench.measure.env import environment
 from mmbench.methods.registry import search_modules_in
 from mmbench.plan import (Trial, check_measure_axes, expand, resolve_device, resolve_task, resolve_threads, task_key,
                           task_label)
-from mmbench.store import RunDir, check_out
+from mmbench.store import RunDir, check_out, disown, own, owns
 from mmbench.suite import Suite, locate
 from mmbench.execute import Executor, ExecutorOptions, InProcess, make_executor, shares_cores
 from mmbench.trial import TrialResult
@@ -142,9 +142,9 @@ def _record_quietly(db: str | Path, run: RunDir) -> None:
 class RunInterrupted(Exception):
     """Ctrl-C (or SIGTERM) stopped a run after recording every finished trial; ``run`` can be resumed."""
 
-    def __init__(self, run: RunDir, done: int, total: int):
-        super().__init__(f"interrupted after {done} of {total} trials")
-        self.run, self.done, self.total = run, done, total
+    def __init__(self, run: RunDir, done: int, total: int, phase: str = "running trials"):
+        super().__init__(f"interrupted while {phase}, after {done} of {total} trials")
+        self.run, self.done, self.total, self.phase = run, done, total, phase
 
 
 def reopen_for_resume(path: str | Path, suite_name: str, quick: bool, drop_damaged: bool = False) -> RunDir:
@@ -162,6 +162,7 @@ def reopen_for_resume(path: str | Path, suite_name: str, quick: bool, drop_damag
         raise UserError(f"cannot resume: this run was started {'with' if started_quick else 'without'} --quick "
                         f"and would be resumed {'with' if quick else 'without'} it (a different budget); {fix}",
                         file=str(run.path))
+    own(run.path)  # one writer: a run still going (or another resume) refuses this one before anything is written
     return run
 
 
@@ -218,7 +219,9 @@ def run_suite(prepared: Prepared, out: str | Path, *, suite_text: str = "", quic
     """Run every trial (or, resuming, every trial not yet recorded) into a run directory; then record the run in
     the history database ``db`` (if given) and write its reports (report.md, report.html).
 
-    Raises RunInterrupted on Ctrl-C, after marking the run interrupted."""
+    This process owns the run directory throughout (store.own). Raises RunInterrupted on Ctrl-C or SIGTERM at any
+    phase once the directory exists, after marking the run interrupted: it is ``complete`` only when every trial,
+    the record and the reports were written."""
     executor = executor or prepared.executor or InProcess()
     if hasattr(executor, "check"):  # e.g. a trial no node of a cluster can run: refused before anything is written
         try:
@@ -226,8 +229,60 @@ def run_suite(prepared: Prepared, out: str | Path, *, suite_text: str = "", quic
         except BaseException:
             executor.close()
             raise
-    run, todo = open_run(prepared, out, resume, retry_failed, drop_damaged, quick)
-    suite, trials = prepared.suite, prepared.trials  # after open_run: a resumed run keeps its thread count
+    run: RunDir | None = None
+    total = done = 0
+    phase = "opening the run directory"
+    restore = interrupt.install()  # a real Ctrl-C is told apart from a KeyboardInterrupt raised by a trial
+    try:
+        run, todo = open_run(prepared, out, resume, retry_failed, drop_damaged, quick)
+        suite, trials = prepared.suite, prepared.trials  # after open_run: a resumed run keeps its thread count
+        total, done = len(trials), len(trials) - len(todo)
+        phase = "writing the run's configuration"
+        _write_config(run, prepared, suite_text, quick)
+        if progress and done:
+            progress.skipped(done)
+        phase = "counting instructions"
+        counts = count_instructions(run, todo, prepared, progress)  # before any timing, never beside it
+        phase = "running trials"
+        for trial, result in executor.run(todo, prepared.tasks, on_start=progress.start if progress else None):
+            result.row.update(counts.columns.get(trial.id, {}))
+            result.raw.update(counts.raw.get(trial.id, {}))
+            run.append(result.row, result.raw)
+            _record_nodes(run, executor)
+            done += 1
+            if progress:
+                progress.done(trial, result)
+        executor.close()  # before the reports: workers give their memory and cores back
+        phase = "writing the results, the history record and the reports"
+        _finish(run, db)
+    except KeyboardInterrupt:
+        if run is None and resume is not None and owns(resume):
+            run = RunDir(resume)  # stopped while reopening it (its rows kept, its state set running): say so too
+        if run is None:
+            raise  # nothing written yet: the caller says so
+        _stop(run, db)
+        raise RunInterrupted(run, done, total, phase) from None
+    except BaseException as exc:
+        from mmbench.history import RecordFailed
+
+        if run is None or isinstance(exc, RecordFailed):  # a failed record leaves a complete run
+            raise
+        _stop(run, db)
+        if isinstance(exc, UserError) and "--resume" not in exc.message:  # e.g. a pool that cannot start
+            raise UserError(f"{exc.message}; the run is marked interrupted: finish it with --resume {run.path}",
+                            file=exc.file, key=exc.key, line=exc.line) from None
+        raise
+    finally:
+        restore()
+        with interrupt.deferred():  # a second Ctrl-C must not cut the workers' shutdown short
+            executor.close()
+        if run is not None:
+            disown(run.path)
+    return run
+
+
+def _write_config(run: RunDir, prepared: Prepared, suite_text: str, quick: bool) -> None:
+    suite, trials = prepared.suite, prepared.trials
     run.order = [t.id for t in trials]
     suite_dir = Path(getattr(suite, "_source", ".")).resolve().parent
     run.write_text("suite.yaml", suite_text)
@@ -239,29 +294,11 @@ def run_suite(prepared: Prepared, out: str | Path, *, suite_text: str = "", quic
         {"label": task_label(suite, i), "modalities": d.modalities, "input_dims": d.input_dims,
          "num_classes": d.num_classes, "sizes": {"train": len(d.train), "val": len(d.val), "test": len(d.test)},
          **d.info} for i, d in enumerate(prepared.tasks.values())])
-    total, done = len(trials), len(trials) - len(todo)
-    if progress and done:
-        progress.skipped(done)
-    restore = interrupt.install()  # a real Ctrl-C is told apart from a KeyboardInterrupt raised by a trial
-    try:
-        counts = count_instructions(run, todo, prepared, progress)  # before any timing, never beside it
-        for trial, result in executor.run(todo, prepared.tasks, on_start=progress.start if progress else None):
-            result.row.update(counts.columns.get(trial.id, {}))
-            result.raw.update(counts.raw.get(trial.id, {}))
-            run.append(result.row, result.raw)
-            _record_nodes(run, executor)
-            done += 1
-            if progress:
-                progress.done(trial, result)
-    except KeyboardInterrupt:
-        _stop(run, db)
-        raise RunInterrupted(run, done, total) from None
-    except BaseException:
-        _stop(run, db)
-        raise
-    finally:
-        restore()
-        executor.close()
+
+
+def _finish(run: RunDir, db: str | Path | None) -> None:
+    """The table, the state, the record, then the reports (they say complete and show the history). A signal in
+    here is caught by run_suite, which marks the run interrupted: --resume writes these again."""
     run.write_csv()
     run.set_state("complete")
     from mmbench.report import write_report  # matplotlib is loaded only once there is something to draw
@@ -275,11 +312,9 @@ def run_suite(prepared: Prepared, out: str | Path, *, suite_text: str = "", quic
             _record_pending(db, run)
         except RecordFailed as exc:  # a full disk, say: the run directory is complete and recordable later
             failed = exc
-    # After the state and the record: the report says complete and shows the history.
     write_report(run, db=db if failed is None else None)
     if failed is not None:
         raise failed
-    return run
 
 
 def count_instructions(run: RunDir, todo: list[Trial], prepared: Prepared, progress=None):
@@ -320,7 +355,11 @@ def _record_pending(db: str | Path, run: RunDir) -> None:
     """Earlier finished runs of this suite whose record failed (a full disk, a kill during the write)."""
     from mmbench.history import record_run, unrecorded
 
-    for path in unrecorded(db, run.path.parent):
+    try:
+        paths = unrecorded(db, run.path.parent)
+    except UserError:  # busy past the wait, say: this run's own record is in; the next run tries again
+        return
+    for path in paths:
         try:
             if path != run.path and RunDir(path).meta().get("state") in ("complete", "interrupted"):
                 record_run(db, path)
@@ -343,10 +382,16 @@ def _record_nodes(run: RunDir, executor: Executor) -> None:
 
 
 def _stop(run: RunDir, db: str | Path | None) -> None:
-    try:
-        run.write_csv()
-        run.set_state("interrupted")
-    except UserError:  # the disk that stopped the run may refuse these too: the rows written so far are the record
-        return
-    if db is not None:
-        _record_quietly(db, run)
+    """The state first (a full disk may refuse the table after it: run.json is rewritten in place then), then the
+    table and the record. Further signals wait until this is done: the stop must say where it stopped."""
+    with interrupt.deferred():
+        try:
+            run.set_state("interrupted", in_place_if_full=True)
+        except UserError:
+            pass  # the rows written so far are the record; run.json says running, which resume treats the same
+        try:
+            run.write_csv()
+        except UserError:
+            return
+        if db is not None:
+            _record_quietly(db, run)

@@ -9,6 +9,7 @@ results/<suite>/<run-id>/
   samples.jsonl    raw samples per trial (every latency sample, every seed's scores), appended before its row
   results.csv      the rows as a table (rewritten atomically after each trial)
   report.md        comparison tables
+  .lock            held (flock) by the one process running or resuming the run; the kernel drops it when that dies
 """
 from __future__ import annotations
 
@@ -36,13 +37,15 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: Path, text: str) -> None:
+def atomic_write(path: Path, text: str | bytes) -> None:
     """The one way a whole file is written: a kill leaves the old file or the new one; a full disk or a read-only
-    folder is a UserError naming the file, and the old file stays."""
-    tmp = path.with_name(f".{path.name}.tmp")
+    folder is a UserError naming the file, and the old file stays. The temporary name beside the target is unique
+    (pid and random), so writers at once (eight `mmbench report` of one run) never take each other's: the last
+    rename wins, whole."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
     try:
-        with open(tmp, "w") as f:
-            f.write(text)
+        with open(tmp, "wb") as f:
+            f.write(text.encode() if isinstance(text, str) else text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -53,6 +56,21 @@ def atomic_write(path: Path, text: str) -> None:
         except OSError:
             pass
         raise UserError(f"cannot write: {exc.strerror or exc}", file=str(path)) from None
+
+
+def _writer_gone(tmp: Path) -> bool:
+    """A temporary file whose writer is dead (a kill cut its atomic write): .NAME.PID-RANDOM.tmp."""
+    try:
+        pid = int(tmp.name.rsplit(".", 2)[-2].split("-")[0])
+    except (ValueError, IndexError):
+        return True  # an older mmbench's .NAME.tmp
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 def _json(obj: Any) -> str:
@@ -106,6 +124,50 @@ def free_bytes(folder: Path) -> int:
     return st.f_bavail * st.f_frsize
 
 
+LOCK_NAME = ".lock"
+_owned: dict[Path, int] = {}  # run directory → the descriptor whose flock makes this process its owner
+
+
+def own(path: str | Path) -> None:
+    """Make this process the one writer of a run directory until ``disown`` or its death: an flock on RUN_DIR/.lock,
+    which the kernel drops when the process dies (a kill -9 leaves no stale lock), and which workers never inherit
+    (close-on-exec). A directory another live process owns is a UserError naming its pid; taking it twice in one
+    process is a no-op."""
+    import fcntl
+
+    key = Path(path).resolve()
+    if key in _owned:
+        return
+    try:
+        fd = os.open(key / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        raise UserError(f"cannot lock the run directory: {exc.strerror}", file=str(path)) from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        try:
+            pid = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        finally:
+            os.close(fd)
+        raise UserError(f"this run directory is in use by another mmbench process (pid {pid}) that is running or "
+                        f"resuming it: wait for it to end, or stop it (kill {pid}) and then resume",
+                        file=str(path)) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    _owned[key] = fd
+
+
+def owns(path: str | Path) -> bool:
+    """Whether this process owns the run directory (``own``)."""
+    return Path(path).resolve() in _owned
+
+
+def disown(path: str | Path) -> None:
+    fd = _owned.pop(Path(path).resolve(), None)
+    if fd is not None:
+        os.close(fd)  # closing the descriptor drops the flock
+
+
 class DamagedLine(UserError):
     """A complete line of a jsonl file that is not a record (not JSON, not an object, no trial id): a disk error, an
     edit. Not a torn last line, which is a kill mid-write."""
@@ -131,6 +193,7 @@ class RunDir:
         check_out(out)
         try:
             path.mkdir(parents=True, exist_ok=False)
+            own(path)
             run = cls(path)
             run.write_json("run.json", {"schema": SCHEMA_VERSION, "suite": suite_name, "state": "running",
                                         "started": _now(), "finished": None, "pid": os.getpid()})
@@ -169,8 +232,9 @@ class RunDir:
         rows = {tid: r for tid, r in rows.items() if tid in samples}  # its samples lost to damage: it runs again
         self.write_text("samples.jsonl", "".join(json.dumps(s, default=str) + "\n" for s in samples.values()))
         self.write_text("results.jsonl", "".join(json.dumps(r, default=str) + "\n" for r in rows.values()))
-        for tmp in self.path.glob(".*.tmp"):  # an atomic write cut by a kill
-            tmp.unlink()
+        for tmp in self.path.glob(".*.tmp"):  # an atomic write cut by a kill (not a live report writer's)
+            if _writer_gone(tmp):
+                tmp.unlink(missing_ok=True)
         self._rows = list(rows.values())
 
     def resumed(self) -> None:
@@ -184,10 +248,25 @@ class RunDir:
     def write_text(self, name: str, text: str) -> None:
         atomic_write(self.path / name, text)
 
-    def set_state(self, state: str) -> None:
+    def set_state(self, state: str, in_place_if_full: bool = False) -> None:
+        """``in_place_if_full``: a stop on a full disk, where no new file can be made: run.json is rewritten in
+        place (the new text fits the blocks the file already has), not atomically, so that it says where the run
+        stopped."""
         meta = self.meta()
         meta.update(state=state, finished=_now() if state != "running" else None)
-        self.write_json("run.json", meta)
+        try:
+            self.write_json("run.json", meta)
+        except UserError:
+            if not in_place_if_full:
+                raise
+            try:
+                with open(self.path / "run.json", "r+") as f:
+                    f.write(_json(meta))
+                    f.truncate()
+                    f.flush()
+                    os.fsync(f.fileno())
+            except OSError as exc:
+                raise UserError(f"cannot write: {exc.strerror or exc}", file=str(self.path / "run.json")) from None
 
     def append(self, row: dict[str, Any], raw: dict[str, Any]) -> None:
         """Raw samples first, then the row: a row in results.jsonl means its trial is fully recorded."""

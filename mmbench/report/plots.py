@@ -555,4 +555,6 @@ def _slug(s: str) -> str:
 
 
 def save_png(plot: Plot, path: Path) -> None:
-    path.write_bytes(plot.png())
+    from mmbench.store import atomic_write
+
+    atomic_write(path, plot.png())  # reports written at once never leave a torn figure
