@@ -67,8 +67,8 @@ HOST_TOLERANCE = 0.05
 # a slow speed for minutes (this project's: a small model's step 1.6× apart), and a history of both spreads ~30%,
 # too wide to find a 25% slowdown in.
 SPEED_POOL = 4
-# Instructions: the same trial counted in separate processes agrees to ~0.05% (benchmarks/instr_floors.py); a real
-# change of a fusion module's code moves its count by far more than this.
+# Instructions: the same trial counted in separate processes gives the same count (benchmarks/instr_floors.py); a
+# margin stays for what a pass cannot pin (a heap state); a real change of a fusion module's code moves it far more.
 INSTR_THRESHOLD = 0.01
 EXACT_MEMORY = ("cuda_allocated", "cpu_live_tensors")
 TOO_SMALL = "budget too small to judge"

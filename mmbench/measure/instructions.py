@@ -1,8 +1,8 @@
 """Instructions per call, counted under valgrind's callgrind: a cost that does not move with the host's speed.
 
 Wall time on a shared VM wanders with the host (a co-tenant, a vCPU that switches speed); the number of instructions
-a call executes does not: on this project's 2-core VMs the same trial counted in separate processes agrees to within
-~0.05%, loaded or quiet (benchmarks/instr_floors.py). So the nightly gate judges these counts, and wall time stays
+a call executes does not: on this project's 2-core VMs the same trial counted in separate processes gives the same
+count to the instruction, loaded or quiet (benchmarks/instr_floors.py). So the nightly gate judges these counts, and wall time stays
 the evidence a person reads.
 
 How a run counts (``count_trials``, called by run.run_suite before any timing): ONE valgrind process for the run,
