@@ -17,20 +17,8 @@ import pytest
 from conftest import ROOT
 from inproc import cli, one_line_error
 from tests.fakerun import make_run, trials
+from test_hostile_disk import CHEAP  # the same cheap two-method suite
 
-CHEAP = """\
-name: cheap
-task:
-  dataset: synthetic
-  params: {interaction: redundancy, modalities: 2, dim: 4, n_train: 100, n_val: 50, n_test: 50}
-train: {epochs: 1, batch_size: 64, seeds: [0]}
-measure: {device: cpu, threads: 1, latency: null, flops: false}
-sweep:
-  dims: [4, 6]
-methods:
-  - method: early
-  - method: late
-"""
 
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
 
