@@ -304,15 +304,18 @@ def _size_at(row: dict, d: float, m: int) -> float | None:
 
 def _edge(outside, at: float, end: float, steps: int = 60) -> float:
     """Walking from ``at`` towards ``end`` (geometrically), the first d where ``outside`` turns positive, found to
-    precision; ``end`` when it never does."""
+    precision; ``end`` when it never does. ``outside`` takes an array of d (one call for the whole walk)."""
+    walk = np.geomspace(at, end, steps)
+    vals = outside(walk)
+    hit = np.flatnonzero(vals[1:] > 0)
+    if not len(hit):
+        return float(end)
+    j = int(hit[0]) + 1
+    if vals[j - 1] >= 0:
+        return float(walk[j - 1])
     from scipy.optimize import brentq
 
-    prev = at
-    for d in np.geomspace(at, end, steps)[1:]:
-        if outside(d) > 0:
-            return float(brentq(outside, prev, d)) if outside(prev) < 0 else float(prev)
-        prev = d
-    return float(end)
+    return float(brentq(lambda d: float(outside(np.array([d]))[0]), walk[j - 1], walk[j]))
 
 
 def crossovers(rows: list[dict], fits: list[Fit]) -> list[Crossover]:
@@ -350,14 +353,14 @@ def crossovers(rows: list[dict], fits: list[Fit]) -> list[Crossover]:
             for cost in (c for c in a.fit_by_cost if c in b.fit_by_cost):
                 fa, fb = a.fit_by_cost[cost], b.fit_by_cost[cost]
 
-                def diff(d: float, with_se: bool = False):
-                    la, sa = fa.law.log_predict(_size_at(a.row, d, a.modalities), new=False)
-                    lb, sb = fb.law.log_predict(_size_at(b.row, d, b.modalities), new=False)
-                    return (float(la[0] - lb[0]), math.hypot(float(sa[0]), float(sb[0]))) if with_se \
-                        else float(la[0] - lb[0])
+                def diff(d, with_se: bool = False):  # d: an array of uniform dims (the grid in one call)
+                    d = np.atleast_1d(np.asarray(d, dtype=float))
+                    la, sa = fa.law.log_predict([_size_at(a.row, v, a.modalities) for v in d], new=False)
+                    lb, sb = fb.law.log_predict([_size_at(b.row, v, b.modalities) for v in d], new=False)
+                    return (la - lb, np.hypot(sa, sb)) if with_se else la - lb
 
                 grid = np.geomspace(lo, hi, 121)
-                vals = np.array([diff(d) for d in grid])
+                vals = diff(grid)
                 x = Crossover(ka[0], ka[1], a.name, b.name, cost, float(lo), float(hi))
                 change = np.flatnonzero(np.sign(vals[:-1]) * np.sign(vals[1:]) < 0)
                 if not len(change):
@@ -367,13 +370,13 @@ def crossovers(rows: list[dict], fits: list[Fit]) -> list[Crossover]:
                 j = int(change[0])
                 from scipy.optimize import brentq  # here: a second's import on a loaded host, when something crosses
 
-                x.at = float(brentq(diff, grid[j], grid[j + 1]))
+                x.at = float(brentq(lambda d: float(diff(d)[0]), grid[j], grid[j + 1]))
                 x.cheaper_below = a.name if vals[j] < 0 else b.name
                 t = max(fa.law.t, fb.law.t)
 
-                def outside(d: float) -> float:  # > 0 where the two bands no longer overlap
+                def outside(d):  # > 0 where the two bands no longer overlap
                     v, se = diff(d, True)
-                    return abs(v) - t * se
+                    return np.abs(v) - t * se
 
                 x.interval = (_edge(outside, x.at, lo), _edge(outside, x.at, hi))
                 out.append(x)
