@@ -52,6 +52,24 @@ def test_a_flagged_timing_is_no_cost_to_recommend_by():
         in D.recommendation_lines(d)[0]
 
 
+def test_latency_is_recommended_within_each_place_it_was_measured_and_parameters_across_all():
+    # a CPU run and a GPU run merged: the GPU's lmf is fastest overall, but a CPU latency is never set against it
+    cpu = [{**row("tfn · cpu", "16", 0.898, params=552_516, lat=5.2), "_run": "cpu"},
+           {**row("lmf · cpu", "8", 0.895, params=465, lat=0.30), "_run": "cpu"}]
+    gpu = [{**row("tfn · gpu", "16", 0.897, params=552_516, lat=0.05), "_run": "gpu"},
+           {**row("lmf · gpu", "8", 0.894, params=465, lat=0.02), "_run": "gpu"}]
+    d = D.decide("t", cpu + gpu)
+    picks = {(r.cost, r.where): (r.pick.name, r.best.name) for r in d.recommended}
+    assert picks == {("params", ""): ("lmf · cpu · 8", "tfn · cpu · 16"),
+                     ("latency_ms_b256", "cpu"): ("lmf · cpu · 8", "tfn · cpu · 16"),
+                     ("latency_ms_b256", "gpu"): ("lmf · gpu · 8", "tfn · gpu · 16")}
+    table = D.recommendation_table(d)
+    assert ["latency b256 (cpu)", "lmf · cpu · 8", "0.3 ms", "5.2 ms", "17.3×"] in table
+    assert ["latency b256 (gpu)", "lmf · gpu · 8", "0.02 ms", "0.05 ms", "2.5×"] in table
+    # one place: no place named, as before
+    assert {r.where for r in D.decide("t", cpu).recommended} == {""}
+
+
 def test_lower_is_better_scores_use_the_bar_above_the_best():
     rows = [{"_key": k, "dims": "8", "status": "ok", "mae_mean": m, "mae_std": 0.01, "params": p}
             for k, m, p in (("a", 0.50, 1000), ("b", 0.505, 10), ("c", 0.53, 1))]

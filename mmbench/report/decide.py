@@ -13,7 +13,10 @@ The recommendation, per cost: the one-standard-error rule. The most accurate con
 less one standard error: the larger of its std over seeds and the test split's standard error); of the
 configurations that clear it, the one cheapest in that cost is recommended, named with what it costs against the most
 accurate. A configuration at chance (within two standard errors of the task's chance accuracy) or flagged
-did-not-learn is never recommended: cheapest, it would be picked for learning nothing.
+did-not-learn is never recommended: cheapest, it would be picked for learning nothing. Latency and memory depend on
+the machine: where the rows were measured in several places (runs merged into one report, a cluster's nodes), they
+are recommended within each place, against the most accurate configuration measured there — a GPU's latency is never
+set against a CPU's. Parameters and FLOPs are the same everywhere and compared across all.
 """
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ import numpy as np
 
 from mmbench import evidence
 from mmbench import vocabulary as V
+from mmbench.scaling import run_of
 from mmbench.report.tables import batch_sizes, fmt_num
 
 MAX_DOMINATORS = 2  # named per dominated configuration (the most accurate first)
@@ -39,6 +43,7 @@ class Point:
     costs: dict[str, float]
     chance: float | None = None
     did_not_learn: bool = False
+    where: str = ""               # where its latency and memory were measured (scaling.run_of: run, device)
 
     @property
     def at_chance(self) -> bool:
@@ -76,7 +81,8 @@ class Decision:
 class Recommendation:
     cost: str
     pick: Point                   # the cheapest configuration in this cost within one SE of the best
-    best: Point                   # the most accurate one, for its cost
+    best: Point                   # the most accurate one, for its cost (measured where the pick was: ``where``)
+    where: str = ""               # a machine-dependent cost recommended within one place of several; "" otherwise
 
 
 # The costs a configuration is judged by (vocabulary terms): the whole model's counts, its forward latency at each
@@ -129,7 +135,7 @@ def decide(task: str, rows: list[dict]) -> Decision | None:
                          _num(r.get(f"{metric}_se")),
                          {c: float(r[c]) for c in costs if _num(r.get(c)) is not None and not evidence.flags(r, c)},
                          _num(r.get("chance_accuracy")) if metric.startswith("acc") else None,
-                         r.get("did_not_learn") is True))
+                         r.get("did_not_learn") is True, run_of(r)))
     if len(pts) < 2 or not costs:
         return None
     d = Decision(task, metric, V.score_better(metric), costs)
@@ -167,11 +173,17 @@ def _recommend(d: Decision, pts: list[Point]) -> None:
     d.best = max(learned, key=lambda p: (sign * p.score, -p.spread))
     d.bar = d.best.score - sign * d.best.spread
     within = [p for p in learned if sign * (p.score - d.bar) >= 0]
+    places = list(dict.fromkeys(p.where for p in pts))
     for c in d.costs:
-        have = [p for p in within if c in p.costs]
-        if have:
+        local = len(places) > 1 and V.column(c).term.kind in (V.TIMING, V.MEMORY)  # machine-dependent: per place
+        for where in places if local else [None]:
+            have = [p for p in within if c in p.costs and where in (None, p.where)]
+            if not have:
+                continue
             pick = min(have, key=lambda p: (p.costs[c], -sign * p.score))
-            d.recommended.append(Recommendation(c, pick, d.best))
+            best = d.best if where is None else \
+                max((p for p in learned if p.where == where), key=lambda p: (sign * p.score, -p.spread))
+            d.recommended.append(Recommendation(c, pick, best, where or ""))
 
 
 def _dominates(q: Point, p: Point, better: str, costs: list[str]) -> list[str] | None:
@@ -258,8 +270,12 @@ def recommendation_lines(d: Decision) -> tuple[str, list[str]]:
         p = recs[0].pick
         where = "the most accurate itself" if p is b else f"within SE of the best {b.score:.3f}"
         out.append(f"{name} — {d.metric} {p.score:.3f} ± {p.spread:.3f}, {where}: the cheapest by "
-                   f"{', '.join(cost_label(r.cost) for r in recs)}")
+                   f"{', '.join(_cost_where(r) for r in recs)}")
     return head, out
+
+
+def _cost_where(r: Recommendation) -> str:
+    return cost_label(r.cost) + (f" ({r.where})" if r.where else "")
 
 
 RECOMMEND_HEADER = ["cost", "recommended", "its cost", "the most accurate's", "cheaper by"]
@@ -272,6 +288,6 @@ def recommendation_table(d: Decision) -> list[list[str]]:
         mine, theirs = r.pick.costs[r.cost], r.best.costs.get(r.cost)
         x = theirs / mine if theirs and mine > 0 and r.pick is not r.best else None
         ratio = "—" if x is None else f"{x:,.0f}×" if x >= 100 else f"{x:.3g}×"
-        out.append([cost_label(r.cost), r.pick.name, _cost_text(r.cost, mine),
+        out.append([_cost_where(r), r.pick.name, _cost_text(r.cost, mine),
                     _cost_text(r.cost, theirs) + (" (itself)" if r.pick is r.best else ""), ratio])
     return out
