@@ -233,18 +233,18 @@ def predict(suite: Path = typer.Argument(..., help="Suite YAML file: its trials 
     if not preds:
         typer.echo(f"every trial of {suite} is in {from_run}: nothing to predict (--all to estimate them anyway)")
         return
-    costs = list(dict.fromkeys(e.cost for p in preds for e in p.estimates))
+    costs = list(dict.fromkeys((e.key, e.cost) for p in preds for e in p.estimates))
     table = Table(title=f"predicted from {from_run} (95% prediction intervals; * extrapolated beyond the sizes fitted)",
                   header_style="bold")
     for col in ("task", "method", "dims", "size"):
         table.add_column(col)
-    for c in costs:
-        table.add_column(f"{c} ({V.column(c).kind.unit})", justify="right")
+    for key, c in costs:
+        table.add_column(f"{key} ({V.column(c).kind.unit})", justify="right")
     for p in preds:
-        cells = {e.cost: f"{e.value:.3g} [{e.low:.3g}–{e.high:.3g}]{' *' if e.extrapolated else ''}"
+        cells = {e.key: f"{e.value:.3g} [{e.low:.3g}–{e.high:.3g}]{' *' if e.extrapolated else ''}"
                          + (f" (measured {e.measured:.3g})" if e.measured is not None else "") for e in p.estimates}
         size = "—" if p.size is None else f"{p.size_name} = {p.size:.4g}"
-        table.add_row(p.task, p.label, p.dims, size, *[cells.get(c, "—") for c in costs])
+        table.add_row(p.task, p.label, p.dims, size, *[cells.get(key, "—") for key, _ in costs])
     _out().print(table)
     for p in (p for p in preds if p.why_none):
         err.print(f"no estimate for {escape(p.label)} · {p.dims}: {escape(p.why_none)}", highlight=False)

@@ -22,6 +22,11 @@ class Estimate:
     high: float
     extrapolated: bool       # beyond the sizes the law was fitted on
     measured: float | None = None   # what the run measured for this trial (predict --all), else None
+    where: str = ""          # the place whose law it is, where the run's rows span several (a cluster's nodes)
+
+    @property
+    def key(self) -> str:
+        return self.cost + (f" @ {self.where}" if self.where else "")
 
 
 @dataclass
@@ -38,8 +43,9 @@ class Prediction:
     def to_dict(self) -> dict[str, Any]:
         return {"task": self.task, "label": self.label, "method": self.method, "dims": self.dims,
                 "size_variable": self.size_name, "size": self.size, "predicted": True,
-                "estimates": {e.cost: {"value": e.value, "low": e.low, "high": e.high, "extrapolated": e.extrapolated,
-                                       **({"measured": e.measured} if e.measured is not None else {})}
+                "estimates": {e.key: {"value": e.value, "low": e.low, "high": e.high, "extrapolated": e.extrapolated,
+                                       **({"measured": e.measured} if e.measured is not None else {}),
+                                       **({"where": e.where} if e.where else {})}
                               for e in self.estimates}, **({"no_estimate": self.why_none} if self.why_none else {})}
 
 
@@ -60,11 +66,13 @@ def predict_rows(configs: list[dict[str, Any]], fits: list[scaling.Fit]) -> list
             p.why_none = "its size cannot be computed from its dims and rank"
         elif not mine:
             p.why_none = f"no scaling law for {scaling.group_of(c)} on {p.task} in the run (it needs {scaling.MIN_SIZES} sizes)"
+        several = len({f.run for f in mine}) > 1  # one law per place: each estimate says whose it is
         for f in mine if size is not None else []:
             v, lo, hi = f.predict(size)
-            m = c.get(f.cost)
+            m = c.get(f.cost) if not several or scaling.run_of(c) == f.run else None
             p.estimates.append(Estimate(f.cost, v, lo, hi, not min(f.sizes) <= size <= max(f.sizes),
-                                        float(m) if isinstance(m, (int, float)) and not isinstance(m, bool) else None))
+                                        float(m) if isinstance(m, (int, float)) and not isinstance(m, bool) else None,
+                                        f.run if several else ""))
         out.append(p)
     return out
 

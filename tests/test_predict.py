@@ -44,6 +44,25 @@ def test_beyond_the_sizes_fitted_is_marked_extrapolated_and_unknown_methods_say_
     assert other.estimates == [] and "no size variable" in other.why_none
 
 
+def test_a_run_over_several_places_predicts_with_each_places_law_and_names_it(tmp_path):
+    run = make_run(tmp_path, "cluster", specs=trials(methods=("tfn",), dims=DIMS))
+    rows = tagged_rows(load_runs([run]))
+    # the same trials measured on a second node ten times faster: one run, two places (a cluster's nodes)
+    gpu = [{**r, "_env": "b", "device": "cuda", "gpu_name": "H100",
+            **{k: v / 10 for k, v in r.items() if V.timing(k) and isinstance(v, float)}} for r in rows]
+    rows = [{**r, "_env": "a"} for r in rows] + gpu
+    fits = scaling.fit_rows(rows)
+    (p,) = predict_rows([{"task": rows[0]["task"], "method": "tfn", "label": "tfn", "dims": "10x10x10", "hparams": {},
+                          "_run": rows[0]["_run"]}], fits)
+    lat = V.column_of("latency", 16)  # the fake run's larger batch size
+    mine = {e.where: e.value for e in p.estimates if e.cost == lat}
+    assert len(mine) == 2 and all(mine) and " · H100" in "".join(mine)
+    slow, fast = sorted(mine.values())[::-1]
+    assert 8 < slow / fast < 12  # each place's own law, not one law through both
+    assert {k.split(" @ ")[0] for k in p.to_dict()["estimates"]} >= {lat} and \
+        all(" @ " in k for k in p.to_dict()["estimates"])
+
+
 SUITE = """
 name: fake
 task:
