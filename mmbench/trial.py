@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mmbench import interrupt, measure, profiling, stages
+from mmbench import closed_form, interrupt, measure, profiling, stages
 from mmbench import vocabulary as V
 from mmbench.data.registry import TaskData
 from mmbench.measure import contention, gpu_state, metrics, nvml, robustness, seeds_together
@@ -150,6 +150,10 @@ def _measure(trial: Trial, data: TaskData, result: TrialResult) -> None:
     if cuda:
         row.update(nvml.device_row(trial.device))  # which GPU measured this row, matched to NVML by UUID
     _counts(trial, data, model, result)
+    # the counts at every uniform modality dim, from the method's closed forms: the report's exact lines
+    curve = closed_form.curves(model.fusion, trial.method, trial.hparams, len(trial.dims), data.num_classes, row)
+    if curve is not None:
+        result.raw[closed_form.KEY] = curve
     if m.latency is not None:
         with compile_scope(m.compile):
             _timing(trial, data, model, result)
