@@ -74,12 +74,16 @@ def test_the_report_draws_the_lines_through_the_measured_counts(run):
         lines = {}
         for ln in ax.lines:
             if str(ln.get_gid()).startswith("closed-form "):
-                lines.setdefault(ln.get_gid()[len("closed-form "):], {}).update(zip(ln.get_xdata(), ln.get_ydata()))
+                lines.setdefault(ln.get_gid()[len("closed-form "):], {}).update(
+                    (x, y) for x, y in zip(ln.get_xdata(), ln.get_ydata()) if x == x)  # not the NaN break
         assert set(lines) == {"tfn", "lmf(rank=2)", "early", "early(mlp)", "late"}
         for r in rep.rows:
             if r["dims"] in ("3x3x3", "5x5x5"):
                 assert lines[r["_key"]][int(r["dims"][0])] == r[col]  # exactly on the line
         assert all(min(v) <= 2 and max(v) >= 8 for v in map(dict.keys, lines.values()))  # beyond the dims run
+        marked = {ln.get_gid(): [ln.get_xdata()[i] for i in ln.get_markevery()] for ln in ax.lines
+                  if ln.get_markevery() is not None}
+        assert all(sorted(v) == [3, 5] for v in marked.values()) and len(marked) == 5  # the measured points
         assert "1 row(s) with unequal dims" not in ax.get_xlabel()  # 5 of them, named
         assert "5 row(s) with unequal dims" in ax.get_xlabel()
 
