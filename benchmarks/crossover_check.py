@@ -85,9 +85,10 @@ def main() -> None:
     fits = scaling.fit_rows(rows)
     index = {(f.task, f.run, f.group, f.cost): f for f in fits}
     found = [x for x in scaling.crossovers(rows, fits) if _pair(x) and x.found][:args.only]
-    print(f"run {args.run} (its rows' load_avg_1m: "
-          f"{min(r.get('load_avg_1m', math.nan) for r in rows):.2f}–{max(r.get('load_avg_1m', math.nan) for r in rows):.2f})")
-    print(f"load average now {os.getloadavg()[0]:.2f}; {len(found)} TFN-vs-LMF timing crossover(s) inside the range run")
+    loads = [r["load_avg_1m"] for r in rows if isinstance(r.get("load_avg_1m"), (int, float))]
+    print(f"run {args.run} (its rows' load_avg_1m: {min(loads, default=math.nan):.2f}–{max(loads, default=math.nan):.2f})")
+    print(f"load average now {os.getloadavg()[0]:.2f}; {len(found)} TFN-vs-LMF timing crossover(s) inside the range "
+          "run")
     if not found:
         return
     # what to time: every series at the crossover and interval edges of each of its crossovers
@@ -127,8 +128,9 @@ def main() -> None:
             band = t * math.hypot(float(sa[0]), float(sb[0]))
             inside_a = abs(math.log(ya) - float(pa[0])) <= t * float(sa[0])
             inside_b = abs(math.log(yb) - float(pb[0])) <= t * float(sb[0])
-            print(f"  {where:10s} d={d:3d}: {x.a} {ya:.4g} ms (fit {math.exp(pa[0]):.4g}{'' if inside_a else ', outside its 95% PI'})"
-                  f", {x.b} {yb:.4g} ms (fit {math.exp(pb[0]):.4g}{'' if inside_b else ', outside its 95% PI'}); "
+            out_a, out_b = ("" if ok else ", outside its 95% PI" for ok in (inside_a, inside_b))
+            print(f"  {where:10s} d={d:3d}: {x.a} {ya:.4g} ms (fit {math.exp(pa[0]):.4g}{out_a}), "
+                  f"{x.b} {yb:.4g} ms (fit {math.exp(pb[0]):.4g}{out_b}); "
                   f"ratio {ya / yb:.3f}, cheaper: {signs[where]}; |log ratio| {abs(log_ratio):.3f} vs band {band:.3f}"
                   f" [{flags}]")
             if where == "crossover":

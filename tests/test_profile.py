@@ -54,6 +54,7 @@ def test_without_profile_there_is_no_trace_and_the_ids_are_the_same(write_suite,
     plain = _run(write_suite, tmp_path)
     run_dir = tmp_path / "res" / "prof" / plain["run_dir"].rsplit("/", 1)[1]
     assert not (run_dir / "profiles").exists()
-    assert not any("profile_top_ops" in json.loads(line) for line in (run_dir / "samples.jsonl").read_text().splitlines())
+    lines = (run_dir / "samples.jsonl").read_text().splitlines()
+    assert lines and not any("profile_top_ops" in json.loads(line) for line in lines)
     profiled = _run(write_suite, tmp_path, "--profile")
     assert sorted(r["trial_id"] for r in plain["rows"]) == sorted(r["trial_id"] for r in profiled["rows"])
