@@ -62,7 +62,10 @@ def run(suite: Path = typer.Argument(..., help="Suite YAML file."),
                                                              "'mmbench[ray]') [default: the suite's execution.executor]."),
         address: Optional[str] = typer.Option(None, "--address", help="With --executor ray: the cluster (auto, "
                                               "HOST:PORT, ray://HOST:PORT) [default: RAY_ADDRESS, else the suite's "
-                                              "execution.address, else a Ray started here for the run].")):
+                                              "execution.address, else a Ray started here for the run]."),
+        profile: bool = typer.Option(False, "--profile", help="Also write a torch.profiler trace of each trial's "
+                                     "timed calls (after its timings, apart from them) to RUN_DIR/profiles/<trial "
+                                     "id>.json (Chrome trace: open in Perfetto), its top operators in samples.jsonl.")):
     """Run a suite: measure every trial, write results and a report, record the run in the history."""
     from mmbench.suite import load_suite
 
@@ -79,11 +82,12 @@ def run(suite: Path = typer.Argument(..., help="Suite YAML file."),
         cmd += (["--executor", executor_kind.value] if executor_kind else []) + (["--address", address] if address
                                                                                else [])
         cmd += ["--db", str(db)] if db is not None and db != out / "history.sqlite" else []
+        cmd += ["--profile"] if profile else []
         return shlex.join(cmd)
 
     try:
         run_dir, db = _run(suite, out, device, quick, as_json, db, resume, retry_failed, drop_damaged, workers,
-                           isolate, trial_timeout, executor_kind, address, again)
+                           isolate, trial_timeout, executor_kind, address, again, profile)
     except KeyboardInterrupt:  # before the run directory was touched: nothing to mark
         what = f"Resume with:\n  {again(resume, db)}" if resume else f"Start it again with:\n  {again(None, db)}"
         err.print(f"[yellow]interrupted[/] before any trial ran; nothing was written. {what}", highlight=False,
@@ -105,7 +109,7 @@ def run(suite: Path = typer.Argument(..., help="Suite YAML file."),
 
 
 def _run(suite, out, device, quick, as_json, db, resume, retry_failed, drop_damaged, workers, isolate, trial_timeout,
-         executor_kind, address, again):
+         executor_kind, address, again, profile=False):
     from mmbench.suite import load_suite
 
     s = load_suite(suite, quick=quick)  # read and checked before torch loads: a bad file answers at once
@@ -116,6 +120,10 @@ def _run(suite, out, device, quick, as_json, db, resume, retry_failed, drop_dama
     options = ExecutorOptions(executor=executor_kind.value if executor_kind else None, workers=workers,
                               isolate=isolate, trial_timeout=trial_timeout, address=address)
     prepared = prepare(s, device.value if device else None, executor=options)
+    if profile:
+        from mmbench import profiling
+
+        prepared = profiling.enable(prepared)
     for warning in prepared.warnings:
         err.print(f"[yellow]warning[/]: {escape(warning)}", highlight=False)
     _data_notes(prepared)

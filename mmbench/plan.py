@@ -9,7 +9,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from mmbench import data as datasets
 from mmbench import methods
@@ -26,6 +26,8 @@ class TrialMeasure(MeasureSpec):
     device: None = Field(None, exclude=True)
     # Counting instructions changes no figure a trial measures: turning it on must not start new ids (histories).
     instructions: bool = Field(False, exclude=True)
+    # `mmbench run --profile` (profiling.py): a trace taken after the timings, apart from them; no figure changes.
+    profile: bool = Field(False, exclude=True)
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,9 @@ class Trial:
     def to_dict(self) -> dict[str, Any]:
         out = {"id": self.id, "label": self.label, "task_label": self.task_label, "threads": self.threads,
                **self.config()}
+        # the fields left out of the id (how, not what: measure.latency.stages …) travel too
+        out["train"], out["measure"] = _with_excluded(self.train, out["train"]), _with_excluded(self.measure,
+                                                                                              out["measure"])
         if self.tune_dir is not None:
             out["tune_dir"] = self.tune_dir
         return out
@@ -84,6 +89,17 @@ class Trial:
                       "train": TrainSpec.model_validate(d["train"]),
                       "measure": TrialMeasure.model_validate(d["measure"]),
                       "tune": TuneSpec.model_validate(d["tune"]) if d.get("tune") is not None else None})
+
+
+def _with_excluded(spec: Any, dump: dict[str, Any]) -> dict[str, Any]:
+    """A spec's dump with its id-excluded fields put back (nested specs too), so that from_dict restores them."""
+    for name, f in type(spec).model_fields.items():
+        v = getattr(spec, name)
+        if f.exclude and v is not None:
+            dump[name] = v.model_dump() if hasattr(v, "model_dump") else v
+        elif isinstance(v, BaseModel) and isinstance(dump.get(name), dict):
+            _with_excluded(v, dump[name])
+    return dump
 
 
 def trial_id(config: dict[str, Any]) -> str:
@@ -298,7 +314,9 @@ def _check_distribution(suite: Suite, entry, target: str, dist: dict, path: tupl
 def _trial_measure(suite: Suite, mi: int, how: dict[str, Any]) -> TrialMeasure:
     """The suite's measure block with this trial's swept precision / compile, validated as the block itself is."""
     try:
-        return TrialMeasure.model_validate({**suite.measure.model_dump(exclude={"device"}), **how})
+        # the dump leaves out what the id does not hold (measure.latency.stages …): put back from the suite's spec
+        return TrialMeasure.model_validate(_with_excluded(suite.measure, {**suite.measure.model_dump(
+            exclude={"device"}), **how}))
     except ValidationError as exc:
         err = exc.errors()[0]
         name = err["loc"][0]

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Protocol
 
 from mmbench import data as datasets
-from mmbench import fits, interrupt
+from mmbench import fits, interrupt, profiling
 from mmbench.errors import UserError
 from mmbench.measure.env import environment
 from mmbench.methods.registry import search_modules_in
@@ -247,6 +247,7 @@ def run_suite(prepared: Prepared, out: str | Path, *, suite_text: str = "", quic
         for trial, result in executor.run(todo, prepared.tasks, on_start=progress.start if progress else None):
             result.row.update(counts.columns.get(trial.id, {}))
             result.raw.update(counts.raw.get(trial.id, {}))
+            profiling.save(run, result.row, result.raw)  # --profile: the trace to RUN_DIR/profiles/, if one was made
             run.append(result.row, result.raw)
             _record_nodes(run, executor)
             done += 1

@@ -83,6 +83,9 @@ class LatencySpec(_Strict):
     train_step: bool = True                    # also time a full training step (forward, backward, optimizer)
     flush_l2: bool = False                     # CUDA: flush the L2 cache before each sample (one call per sample)
     cuda_graph: bool = False                   # CUDA: also time CUDA-graph replay of the forward, beside eager
+    # Also time the encoders alone (the forward's stages: encoders, fusion; the rest is framework overhead). It adds a
+    # column, changes no figure of the others: not part of the trial id.
+    stages: bool = Field(True, exclude=True)
 
 
 class RobustnessSpec(_Strict):

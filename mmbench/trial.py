@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mmbench import interrupt, measure
+from mmbench import closed_form, interrupt, measure, profiling, stages
 from mmbench import vocabulary as V
 from mmbench.data.registry import TaskData
 from mmbench.measure import contention, gpu_state, metrics, nvml, robustness, seeds_together
@@ -150,6 +150,10 @@ def _measure(trial: Trial, data: TaskData, result: TrialResult) -> None:
     if cuda:
         row.update(nvml.device_row(trial.device))  # which GPU measured this row, matched to NVML by UUID
     _counts(trial, data, model, result)
+    # the counts at every uniform modality dim, from the method's closed forms: the report's exact lines
+    curve = closed_form.curves(model.fusion, trial.method, trial.hparams, len(trial.dims), data.num_classes, row)
+    if curve is not None:
+        result.raw[closed_form.KEY] = curve
     if m.latency is not None:
         with compile_scope(m.compile):
             _timing(trial, data, model, result)
@@ -221,8 +225,8 @@ def _counts(trial: Trial, data: TaskData, model: torch.nn.Module, result: TrialR
 
 
 class _Bench:
-    """What a trial times, per batch size: the forward (whole model, fusion alone), a training step, CUDA-graph
-    replays, each with the context its calls run in, all at the trial's precision."""
+    """What a trial times, per batch size: the forward (whole model, encoders alone, fusion alone), a training step,
+    CUDA-graph replays, each with the context its calls run in, all at the trial's precision."""
 
     def __init__(self, trial: Trial, data: TaskData, model: torch.nn.Module):
         m = trial.measure
@@ -230,6 +234,7 @@ class _Bench:
         self.precision, self.lat = m.precision, m.latency
         self.comp = Compiled(m.compile)
         self.fwd_model, self.fwd_fusion = self.comp(model), self.comp(model.fusion)
+        self.fwd_encoders = self.comp(model.encode) if self.lat.stages else None
         # fit's own step (measure/train.py): the suite's optimizer and loss, on the compiled forward when compiled
         self.step = train_mod.training_step(self.fwd_model, trial.train, data.target, self.precision, self.device) \
             if self.lat.train_step else None
@@ -261,6 +266,8 @@ class _Bench:
         xs, fs, ms, y = self.batch(b)
         fns = {("latency", b): (partial(self.fwd_model, xs, ms), self.inference),
                ("fusion_latency", b): (_fusion_call(self.fwd_fusion, fs, ms), self.inference)}
+        if self.fwd_encoders is not None:  # the forward's first stage; the fusion is its second (no head follows)
+            fns["encoder_latency", b] = (partial(self.fwd_encoders, xs), self.inference)
         if self.step is not None:
             fns["train_step", b] = (partial(self.step, opt, xs, y, ms), self.training)
         self.comp.warm(fns.values())  # compile now, before any timed (or captured) call
@@ -327,6 +334,12 @@ def _timing(trial: Trial, data: TaskData, model: torch.nn.Module, result: TrialR
     if measure_memory:
         for b in lat.batch_sizes:
             result.row.update(bench.memory(b))
+    if trial.measure.profile:  # after every timing and memory peak, apart from them: the largest batch size's calls
+        b = max(lat.batch_sizes)
+        opt = bench.step.optimizer() if bench.step is not None else None
+        result.raw.update(profiling.record(bench.build(b, opt), b))
+        del opt
+        model.zero_grad(set_to_none=True)
 
 
 def _time(fns: dict, trial: Trial, lat: LatencySpec, row: dict, raw: dict) -> dict[Any, LatencyStats]:
@@ -413,6 +426,8 @@ def _record_latency(row: dict, raw: dict, stats: dict, lat: LatencySpec) -> None
             row[f"train_throughput_sps_b{b}"] = b / (row[f"train_step_ms_b{b}"] / 1e3)
     row["contended"] = bool(why)
     row["contended_why"] = "; ".join(why)
+    if lat.stages:
+        row.update(stages.overhead_columns(row, lat.batch_sizes))
 
 
 def _cuda_healthy() -> None:

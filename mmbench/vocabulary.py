@@ -60,6 +60,8 @@ class Term:
 METRICS: tuple[Term, ...] = (
     # timings, whole model and fusion layer: eager forward, CUDA-graph replay, a training step
     Term("fusion_latency", TIMING, "Forward latency, fusion layer"),
+    # the forward's other stage (stages.py); the report shows it in "where the time goes", not in a table of its own
+    Term("encoder_latency", TIMING, "Forward latency, encoders", tabled=False),
     Term("latency", TIMING, "Forward latency, whole model"),
     Term("fusion_graph_latency", TIMING, "CUDA-graph replay latency, fusion layer"),
     Term("graph_latency", TIMING, "CUDA-graph replay latency, whole model"),

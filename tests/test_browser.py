@@ -97,6 +97,26 @@ def test_html_report_renders_with_tables_and_figures_and_no_console_errors(tmp_p
         shutil.copy(shot, keep)
 
 
+def test_html_report_shows_where_the_time_goes(tmp_path):
+    import json
+
+    run = make_run(tmp_path, "a")
+    rows = [json.loads(line) for line in (run / "results.jsonl").read_text().splitlines()]
+    for r in rows:  # the encoders timed as a trial with measure.latency.stages writes them: a quarter of the forward
+        for b in (1, 16):
+            if isinstance(r.get(f"latency_ms_b{b}"), float):
+                r[f"encoder_latency_ms_b{b}"] = 0.25 * r[f"latency_ms_b{b}"]
+    (run / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    write_report(run)
+    dom, console = chromium(run / "report.html", tmp_path, "--dump-dom")
+    assert console == [] and "<h3>Where the time goes</h3>" in dom and "the model has no head" in dom
+    split = [row for row in _cells(re.search(r'<table class="time-split">(.*?)</table>', dom, flags=re.S).group(1))
+             if row]
+    assert {row[0] for row in split} == {r["label"] for r in rows if r["status"] == "ok"}
+    for row in split:  # at the largest batch size: encoders 25%, the fusion and the overhead named beside them
+        assert row[2] == "16" and row[4].endswith("(25%)") and re.search(r"\(-?\d+%\)$", row[6])
+
+
 def test_comparison_report_groups_by_trial_with_compare_verdicts(tmp_path):
     from mmbench.report import make_report
 

@@ -10,7 +10,7 @@ from html import escape
 
 from mmbench import __version__
 from mmbench.report import plots as P
-from mmbench.report import decide, laws, versus
+from mmbench.report import decide, laws, time_split, versus
 from mmbench.report.build import Report
 from mmbench.report.summary import run_summary, state_note, task_note
 from mmbench.report.tables import Table
@@ -194,6 +194,10 @@ def render(rep: Report) -> str:
         figs = [p for p in rep.plots if p.task == task]
         if figs:
             out.append('<div class="figs">' + "".join(_img(p) for p in figs) + "</div>")
+        split = time_split.rows([r for r in rep.rows if r.get("task") == task])
+        if split:
+            out.append(f'<h3>Where the time goes</h3><p class="note">{escape(time_split.NOTE)}</p>'
+                       + _rows_table("time-split", time_split.HEADER, split))
         out.append(_scaling(rep, task))
         for t in (t for t in rep.tables if t.task == task):
             out.append(f"<h3>{escape(t.metric.title)}</h3>{_table(t)}")

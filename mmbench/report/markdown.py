@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from mmbench.report import plots as P
-from mmbench.report import decide, laws, versus
+from mmbench.report import decide, laws, time_split, versus
 from mmbench.report.build import Report
 from mmbench.report.html import LEGEND
 from mmbench.report.summary import run_summary, state_note, task_note
@@ -125,6 +125,9 @@ def render(rep: Report, fig_dir: Path | None = None, fig_rel: str = "figures") -
                 name = f"{P._slug(task)}-{p.key}.png"
                 P.save_png(p, fig_dir / name)
                 out += [f"![{p.title}]({fig_rel}/{name})", ""]
+        split = time_split.rows([r for r in rep.rows if r.get("task") == task])
+        if split:
+            out += ["### Where the time goes", "", time_split.NOTE, "", *_rows_table(time_split.HEADER, split), ""]
         out += _scaling(rep, task, fig_dir, fig_rel)
         for t in (t for t in rep.tables if t.task == task):
             out += [f"### {t.metric.title}", "", *_table(t), ""]

@@ -249,6 +249,55 @@ def vs_dim(rows: list[dict], col: str, ylabel: str, title: str) -> Figure | None
     return fig
 
 
+def _uniform_d(r: dict) -> int | None:
+    parts = str(r.get("dims")).split("x")
+    return int(parts[0]) if len(set(parts)) == 1 and parts[0].isdigit() else None
+
+
+def counts_vs_dim(rows: list[dict], col: str, ylabel: str, title: str,
+                  samples: dict[tuple[str, str], dict]) -> Figure | None:
+    """An exact count against the uniform modality dim d: each configuration's closed form (its method class's,
+    evaluated at run time: closed_form.py) as a line through any d, solid over the dims run and dashed out to half
+    the smallest and twice the largest, with the measured counts as points on it; configurations without a closed
+    form are joined point to point. Rows with unequal dims have no one d: they are in the tables. None where no
+    row carries a closed form or fewer than two uniform dims were run (vs_dim draws the figure then)."""
+    pts = [r for r in _ok(rows, col) if _uniform_d(r) is not None]
+    lines: dict[str, dict[int, float]] = {}
+    for r in pts:
+        c = samples.get((r["_run"], r.get("trial_id")), {}).get("closed_form")
+        if isinstance(c, dict) and isinstance(c.get(col), list):
+            lines.setdefault(r["_key"], {}).update(zip(c["d"], c[col]))
+    ds = sorted({_uniform_d(r) for r in pts})
+    if not lines or len(ds) < 2:
+        return None
+    lo, hi = ds[0], ds[-1]
+    unequal = len(_ok(rows, col)) - len(pts)
+    fig, ax = _new(f"{title} (exact: closed form)", "modality dim d (each modality)"
+                   + (f"; {unequal} row(s) with unequal dims: in the tables" if unequal else ""), ylabel, logy=True)
+    ax.set_xscale("log", base=2)
+    pal = _Palette(pts)
+    for key, rs in _series(pts).items():
+        rs = sorted(rs, key=_uniform_d)
+        style = pal(rs[0])
+        xs, ys = [_uniform_d(r) for r in rs], [r[col] for r in rs]
+        line = lines.get(key)
+        if line is None:  # no closed form: point to point, as measured
+            ax.plot(xs, ys, lw=1, ms=4, **style)
+            continue
+        # two artists a series (500-row reports stay quick): the line over the dims run, its markers on the
+        # measured counts; and the dashed extensions on both sides, one line broken by a NaN
+        grid = sorted((d, v) for d, v in line.items() if lo / 2 <= d <= 2 * hi)
+        inside = [(d, v) for d, v in grid if lo <= d <= hi]
+        marks = [i for i, (d, _) in enumerate(inside) if d in set(xs)]
+        ax.plot(*zip(*inside), lw=1, ms=4, markevery=marks, gid=f"closed-form {key}", **style)
+        outside = [p for p in grid if p[0] <= lo] + [(math.nan, math.nan)] + [p for p in grid if p[0] >= hi]
+        ax.plot(*zip(*outside), lw=1, ls="--", color=style["color"], gid=f"closed-form {key}")
+    ax.set_xticks(ds, [str(d) for d in ds])
+    ax.plot([], [], color="grey", lw=1, label="closed form (dashed: beyond the dims run)")
+    _legend(ax, pal.entries + 1)
+    return fig
+
+
 def accuracy_vs_rank(rows: list[dict]) -> Figure | None:
     """Test accuracy (mean ± std over seeds) against rank, a line per method and dims, with the ceiling."""
     pts = [r for r in _ok(rows, "acc_mean") if _num(r.get("rank")) is not None]
@@ -494,10 +543,12 @@ def task_plots(rows: list[dict], samples: dict[tuple[str, str], dict]) -> list[P
         if fig is not None:
             out.append(Plot(key, title, task, fig))
 
-    add("params-vs-dim", "Parameters vs modality dim",
-        lambda: vs_dim(rows, "fusion_params", "parameters (fusion layer)", "Fusion-layer parameters vs modality dim"))
-    add("flops-vs-dim", "FLOPs vs modality dim",
-        lambda: vs_dim(rows, "fusion_flops", "FLOPs per sample", "Fusion-layer FLOPs vs modality dim"))
+    for key, col, what, ylabel in (("params-vs-dim", "fusion_params", "Parameters", "parameters (fusion layer)"),
+                                   ("flops-vs-dim", "fusion_flops", "FLOPs", "FLOPs per sample")):
+        title = f"Fusion-layer {what.lower() if what == 'Parameters' else what} vs modality dim"
+        add(key, f"{what} vs modality dim",  # exact lines where the rows carry closed forms, else point to point
+            lambda col=col, ylabel=ylabel, title=title: counts_vs_dim(rows, col, ylabel, title, samples)
+            or vs_dim(rows, col, ylabel, title))
     add("acc-vs-params", "Accuracy vs parameters",
         lambda: accuracy_vs(rows, "params", "parameters, whole model", "Accuracy vs parameters"))
     add("acc-vs-rank", "Accuracy vs rank", lambda: accuracy_vs_rank(rows))
