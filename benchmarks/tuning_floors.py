@@ -50,11 +50,15 @@ sweep: {{dims: [16]}}
 methods:
   - method: tfn
   - method: lmf
-    params: {{rank: 4}}
+    params: {{rank: 4}}{lmf_space}
   - method: early
     label: early(mlp)
-    params: {{hidden: 32}}
+    params: {{hidden: 32}}{early_space}
 """
+# --method-params: each method's own hyperparameter searched too, as suites/tuned_fusion.yaml does
+METHOD_SPACES = {"lmf_space": "\n    tune: {{space: {{rank: {{int: [1, 16]}}}}}}",
+                 "early_space": "\n    tune: {{space: {{hidden: {{choice: [16, 32, 64, 128]}}}}}}"}
+SPACES = {"lmf_space": "", "early_space": ""}
 TUNE = """\
 tune:
   trials: {trials}
@@ -86,7 +90,8 @@ TUNE_SEEDS, PARALLEL = 1, 1  # --tune-seeds, --parallel
 def write(tmp: Path, name: str, trials: int | None, epochs: int, seeds: list[int]) -> Path:
     path = tmp / f"{name}.yaml"
     tune = TUNE.format(trials=trials, extra=EXTRA, tune_seeds=TUNE_SEEDS, parallel=PARALLEL) if trials else ""
-    path.write_text(SUITE.format(epochs=epochs, seeds=seeds, tune=tune))
+    spaces = {k: v.format() for k, v in SPACES.items()} if trials else {k: "" for k in SPACES}
+    path.write_text(SUITE.format(epochs=epochs, seeds=seeds, tune=tune, **spaces))
     return path
 
 
@@ -102,7 +107,8 @@ def samples(run_dir) -> dict[str, dict]:
 
 
 def rescue_and_budget(tmp: Path, trials: int, epochs: int, seeds: list[int]):
-    print(f"rescue: train.lr 0.3, tuning lr in [1e-4, 0.3]{' and weight decay' if EXTRA else ''} with {trials} "
+    print(f"rescue: train.lr 0.3, tuning lr in [1e-4, 0.3]{' and weight decay' if EXTRA else ''}"
+          f"{' and each method its own (LMF rank, early hidden)' if SPACES['lmf_space'] else ''} with {trials} "
           f"trials of {TUNE_SEEDS} seed(s) each (parallel {PARALLEL}), {epochs} epochs, final seeds {seeds}")
     untuned = {r["label"]: r for r in run(write(tmp, "untuned", None, epochs, seeds), tmp / "out").rows()}
     tuned_run = run(write(tmp, "tuned", trials, epochs, seeds), tmp / "out")
@@ -220,6 +226,8 @@ def main() -> int:
     ap.add_argument("--kills", type=int, default=0, help="resume floor: SIGKILL this many times (0: skip)")
     ap.add_argument("--overhead-repeats", type=int, default=5)
     ap.add_argument("--weight-decay", action="store_true", help="tune weight decay beside lr")
+    ap.add_argument("--method-params", action="store_true",
+                    help="also search LMF's rank and early(mlp)'s hidden width")
     ap.add_argument("--tune-seeds", type=int, default=3, help="seeds each tuning trial trains (tune.seeds)")
     ap.add_argument("--parallel", type=int, default=1, help="tuning trials asked at once (tune.parallel)")
     ap.add_argument("--skip", nargs="*", default=[], choices=["rescue", "determinism", "overhead"])
@@ -227,6 +235,8 @@ def main() -> int:
     global EXTRA, TUNE_SEEDS, PARALLEL
     EXTRA = WEIGHT_DECAY if args.weight_decay else ""
     TUNE_SEEDS, PARALLEL = args.tune_seeds, args.parallel
+    if args.method_params:
+        SPACES.update(METHOD_SPACES)
     seeds = list(range(args.seeds))
     print(f"start: {load()}")
     with tempfile.TemporaryDirectory() as d:

@@ -270,6 +270,8 @@ def resolve_tune(suite: Suite, mi: int, entry, axes: dict[str, list], hp: dict[s
                         "or train fields", key=".".join(map(str, path)), **locate(suite, *path))
     for target, (path, dist) in space.items():
         _check_distribution(suite, entry, target, dist, path, axes, hp)
+    # seeds per tuning trial: at most the suite's (--quick's one seed tunes on one)
+    base["seeds"] = min(base.get("seeds", 1), len(suite.train.seeds))
     return TuneSpec.model_validate({**base, "space": {k: d for k, (_, d) in sorted(space.items())}})
 
 

@@ -536,7 +536,7 @@ def _tuned(trial: Trial, data: TaskData, result: TrialResult) -> Trial:
     result.row.update(tuned_params=tuned.params, tuned_val=tuned.best_val, untuned_val=tuned.untuned_val,
                       tune_gain=None if tuned.untuned_val is None else tuned.best_val - tuned.untuned_val,
                       tune_trials=len(tuned.trials), tune_budget=trial.tune.trials,
-                      tune_seeds=min(trial.tune.seeds, len(trial.train.seeds)), tune_parallel=trial.tune.parallel,
+                      tune_seeds=trial.tune.seeds, tune_parallel=trial.tune.parallel,
                       tune_pruned=states.count("pruned"), tune_failed=states.count("fail"),
                       tune_sampler=trial.tune.sampler, tune_time_s=tuned.seconds)
     result.raw["tuning"] = tuned.trials

@@ -164,3 +164,47 @@ def test_a_parallel_run_killed_mid_tuning_resumes_every_tuning_trial_once(write_
         assert r["tuned_params"] == reference[r["trial_id"]]["tuned_params"]
         assert [t["params"] for t in samples[r["trial_id"]]] == [t["params"] for t in ref_samples[r["trial_id"]]]
         assert r["acc_mean"] == reference[r["trial_id"]]["acc_mean"]
+
+
+try:
+    import ray
+except ImportError:  # the extra is not installed
+    ray = None
+
+
+@pytest.mark.skipif(ray is None, reason="ray is not installed (pip install 'mmbench[ray]')")
+def test_on_ray_the_tuning_trials_are_tasks(write_suite, tmp_path, monkeypatch):
+    """The driver asks and tells; each tuning trial is a Ray task (the driver's process fits nothing), in batches of
+    tune.parallel, and the choice is the one made in this process."""
+    from mmbench.execute import ExecutorOptions
+    from mmbench.measure import train as train_mod
+    from mmbench.ray_executor import JOB_ENV, RayExecutor
+
+    text = PARALLEL.replace("  - method: early\n    params: {hidden: 8}\n    tune: {space: {hidden: {int: [4, 16]}}}\n",
+                            "")
+    here = _run(write_suite, tmp_path, text, "here")
+    sent: list[list] = []
+    real_run = RayExecutor.run
+    monkeypatch.setattr(RayExecutor, "run", lambda self, trials, *a, **kw:
+                        sent.append(list(trials)) or real_run(self, sent[-1], *a, **kw))
+    parent_fits = []
+    real_fit = train_mod.fit
+    monkeypatch.setattr(train_mod, "fit", lambda *a, **kw: parent_fits.append(1) or real_fit(*a, **kw))
+    ray.init(num_cpus=2, object_store_memory=100 * 2**20, runtime_env={"env_vars": JOB_ENV}, log_to_driver=False,
+             include_dashboard=False)
+    try:
+        from mmbench.run import prepare, run_suite
+        from mmbench.suite import load_suite
+
+        prepared = prepare(load_suite(tmp_path / "here.yaml"), "cpu", ExecutorOptions(executor="ray"))
+        on_ray = run_suite(prepared, tmp_path / "ray")
+    finally:
+        ray.shutdown()
+    assert parent_fits == []
+    assert [[t.tune_item["slot"] for t in batch] for batch in sent[:-1]] == [[0, 1], [2, 3], [4]]
+    assert [t.tune_item for t in sent[-1]] == [None]
+    (row,), (ref,) = on_ray.rows(), here.rows()
+    assert row["status"] == "ok", row["error"]
+    assert row["tune_trials"] == 5 and row["tuned_params"] == ref["tuned_params"] and row["node_id"]
+    assert [t["params"] for t in _tuning(on_ray)[row["trial_id"]]] == \
+        [t["params"] for t in _tuning(here)[ref["trial_id"]]]
