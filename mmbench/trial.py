@@ -550,7 +550,9 @@ def _tuning_item(trial: Trial, data: TaskData, result: TrialResult) -> None:
 
     if trial.threads or trial.measure.threads:
         torch.set_num_threads(trial.threads or trial.measure.threads)
-    result.row["tuning_outcome"] = tuning.run_item(trial, data)
+    outcome = result.row["tuning_outcome"] = tuning.run_item(trial, data)
+    if any(text in outcome.get("error", "") for text in _CUDA_ERROR_TEXT):  # counted as failed, and the worker
+        result.row.update(status="cuda_error", error=outcome["error"])   # whose context it poisoned is replaced
 
 
 def _accuracy(trial: Trial, data: TaskData, result: TrialResult) -> None:

@@ -58,6 +58,9 @@ class Tuned:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], train: TrainSpec, hparams: dict[str, Any]) -> "Tuned":
+        """Raises what Study.result raised when no tuning trial completed."""
+        if "error" in d:
+            raise (train_mod.NonFiniteLoss if d["nonfinite"] else RuntimeError)(d["error"])
         t_spec, hp = apply(d["params"], train, hparams)
         return cls(d["params"], t_spec, hp, d["best_val"], d["untuned_val"], d["trials"], d["seconds"])
 
@@ -351,8 +354,8 @@ def dispatch(trials: list, executor, tasks: dict, note: Callable[[str], None] | 
     for tid, study in studies.items():
         try:
             chosen[tid] = study.result().to_dict()
-        except Exception:
-            pass  # the trial reads the study again and fails with its error
+        except Exception as exc:  # no tuning trial completed: the trial fails with this (Tuned.from_dict raises it)
+            chosen[tid] = {"error": str(exc), "nonfinite": isinstance(exc, train_mod.NonFiniteLoss)}
     return [replace(t, tuned=chosen[t.id]) if t.id in chosen else t for t in trials]
 
 

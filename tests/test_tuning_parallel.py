@@ -125,6 +125,18 @@ def test_the_test_split_never_reaches_dispatched_tuning_trials(write_suite, tmp_
         assert not any(x is data.test or x is data for x in args)
 
 
+def test_a_configuration_no_tuning_trial_trains_is_a_failed_row(write_suite, tmp_path):
+    text = PARALLEL.replace("lr: 0.01", "lr: 1.0e+30").replace("lr: {loguniform: [0.001, 0.1]}",
+                                                                "lr: {choice: [1.0e+30]}")
+    run = _run(write_suite, tmp_path, text, "diverged")
+    rows = run.rows()
+    assert len(rows) == 2
+    for r in rows:  # every tuning trial diverged: counted, then the row says why, and the suite went on
+        assert r["status"] == "nan" and "every tuning trial failed" in r["error"]
+        log = (run.path / "tuning" / f"{r['trial_id']}.log").read_text()
+        assert log.count('"outcome"') == 5
+
+
 KILL_AFTER = 3  # outcomes in the journals before the kill: some batches told, the rest not
 
 
