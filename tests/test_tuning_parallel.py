@@ -52,6 +52,21 @@ def test_each_tuning_trial_is_scored_over_tune_seeds(monkeypatch):
     assert tuned.best_val == max(t["val"] for t in tuned.trials)
 
 
+def test_tune_seeds_is_at_most_the_suites_seeds_and_left_out_of_the_id_at_1(write_suite):
+    from mmbench.run import prepare
+    from mmbench.suite import load_suite
+
+    def trials(text):
+        return {t.method: t for t in prepare(load_suite(write_suite(text)), "cpu").trials}
+
+    three = trials(PARALLEL.replace("  parallel: 2\n", "  parallel: 2\n  seeds: 3\n"))
+    assert {t.tune.seeds for t in three.values()} == {2}  # train.seeds has two
+    one, plain = trials(PARALLEL.replace("  parallel: 2\n", "  seeds: 1\n")), trials(PARALLEL.replace(
+        "  parallel: 2\n", ""))
+    assert {m: t.id for m, t in one.items()} == {m: t.id for m, t in plain.items()}  # the defaults: ids as before
+    assert {m: t.id for m, t in three.items()} != {m: t.id for m, t in plain.items()}
+
+
 def test_batches_choose_the_same_in_the_trial_and_through_workers(write_suite, tmp_path, monkeypatch):
     """tune.parallel 2 with 2 local workers: exactly `trials` tuning trials per configuration, sent to the workers
     as work items in batches of 2 (the driver's process fitted nothing), and the same choice as the driver running
