@@ -68,7 +68,7 @@ def run_trial(trial: Trial, data: TaskData) -> TrialResult:
     """Never raises for a failing trial: the failure becomes the row's status, with what was measured before it."""
     result = TrialResult(base_row(trial))
     try:
-        if trial.tune_item is not None:  # a work item: one tuning trial, its outcome for the driver's study
+        if getattr(trial, "tune_item", None) is not None:  # a work item: one tuning trial, for the driver's study
             _tuning_item(trial, data, result)
             return result
         _measure(trial, data, result)
