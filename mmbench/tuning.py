@@ -313,8 +313,8 @@ def dispatch(trials: list, executor, tasks: dict, note: Callable[[str], None] | 
     journal), and each tuning trial is a work item (the trial with ``tune_item`` set, untimed) run wherever the
     executor runs trials. Each configuration's batch of ``tune.parallel`` is told as soon as all of it is back; the
     next batches of all configurations then go out together. Returns ``trials`` with each study's choice attached
-    (Trial.tuned). Studies with a pruner are left to their trial (pruning reads the curve while it is drawn), as is
-    a study none of whose tuning trials completed (the trial then fails with that error)."""
+    (Trial.tuned; for a study none of whose tuning trials completed, the error its trial then fails with). Studies
+    with a pruner are left to their trial (pruning reads the curve while it is drawn)."""
     from dataclasses import replace
 
     studies = {t.id: Study(t.tune, t.train, t.hparams, storage_path(t.tune_dir, t.id), t.id)
