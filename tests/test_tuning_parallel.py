@@ -217,8 +217,8 @@ def test_on_ray_the_tuning_trials_are_tasks(write_suite, tmp_path, monkeypatch):
     parent_fits = []
     real_fit = train_mod.fit
     monkeypatch.setattr(train_mod, "fit", lambda *a, **kw: parent_fits.append(1) or real_fit(*a, **kw))
-    ray.init(num_cpus=2, object_store_memory=100 * 2**20, runtime_env={"env_vars": JOB_ENV}, log_to_driver=False,
-             include_dashboard=False)
+    ray.init(address="local", num_cpus=2, object_store_memory=100 * 2**20, runtime_env={"env_vars": JOB_ENV},
+             log_to_driver=False, include_dashboard=False)  # "local": its own cluster, not one running here
     try:
         from mmbench.run import prepare, run_suite
         from mmbench.suite import load_suite
