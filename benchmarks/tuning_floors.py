@@ -1,6 +1,7 @@
 """Tuning floors of issue 29, printed with the load average (figures live here, not in tests).
 
-- rescue: with a deliberately bad train.lr (0.3 for Adam), tuning (--trials, default 20) brings TFN, LMF and
+- rescue: with a deliberately bad train.lr (0.3 for Adam), tuning (--trials, default 20, each tuning trial scored
+  over --tune-seeds seeds, default 3) brings TFN, LMF and
   early(mlp) to within 2 standard errors (the test split's binomial SE) of the synergy task's Bayes ceiling; the
   same suite untuned is shown beside it;
 - equal budget: every configuration ran exactly `trials` tuning trials, counted from the rows and from samples.jsonl;
@@ -49,14 +50,20 @@ sweep: {{dims: [16]}}
 methods:
   - method: tfn
   - method: lmf
-    params: {{rank: 4}}
+    params: {{rank: 4}}{lmf_space}
   - method: early
     label: early(mlp)
-    params: {{hidden: 32}}
+    params: {{hidden: 32}}{early_space}
 """
+# --method-params: each method's own hyperparameter searched too, as suites/tuned_fusion.yaml does
+METHOD_SPACES = {"lmf_space": "\n    tune: {{space: {{rank: {{int: [1, 16]}}}}}}",
+                 "early_space": "\n    tune: {{space: {{hidden: {{choice: [16, 32, 64, 128]}}}}}}"}
+SPACES = {"lmf_space": "", "early_space": ""}
 TUNE = """\
 tune:
   trials: {trials}
+  seeds: {tune_seeds}
+  parallel: {parallel}
   sampler: tpe
   seed: 0
   space:
@@ -77,12 +84,14 @@ def load() -> str:
 
 
 EXTRA = ""  # --weight-decay: also search weight decay
+TUNE_SEEDS, PARALLEL = 1, 1  # --tune-seeds, --parallel
 
 
 def write(tmp: Path, name: str, trials: int | None, epochs: int, seeds: list[int]) -> Path:
     path = tmp / f"{name}.yaml"
-    tune = TUNE.format(trials=trials, extra=EXTRA) if trials else ""
-    path.write_text(SUITE.format(epochs=epochs, seeds=seeds, tune=tune))
+    tune = TUNE.format(trials=trials, extra=EXTRA, tune_seeds=TUNE_SEEDS, parallel=PARALLEL) if trials else ""
+    spaces = {k: v.format() for k, v in SPACES.items()} if trials else {k: "" for k in SPACES}
+    path.write_text(SUITE.format(epochs=epochs, seeds=seeds, tune=tune, **spaces))
     return path
 
 
@@ -98,7 +107,9 @@ def samples(run_dir) -> dict[str, dict]:
 
 
 def rescue_and_budget(tmp: Path, trials: int, epochs: int, seeds: list[int]):
-    print(f"rescue: train.lr 0.3, tuning lr in [1e-4, 0.3]{' and weight decay' if EXTRA else ''} with {trials} trials, {epochs} epochs, seeds {seeds}")
+    print(f"rescue: train.lr 0.3, tuning lr in [1e-4, 0.3]{' and weight decay' if EXTRA else ''}"
+          f"{' and each method its own (LMF rank, early hidden)' if SPACES['lmf_space'] else ''} with {trials} "
+          f"trials of {TUNE_SEEDS} seed(s) each (parallel {PARALLEL}), {epochs} epochs, final seeds {seeds}")
     untuned = {r["label"]: r for r in run(write(tmp, "untuned", None, epochs, seeds), tmp / "out").rows()}
     tuned_run = run(write(tmp, "tuned", trials, epochs, seeds), tmp / "out")
     for r in tuned_run.rows():
@@ -116,9 +127,11 @@ def rescue_and_budget(tmp: Path, trials: int, epochs: int, seeds: list[int]):
     for r in tuned_run.rows():
         tuning = raw.get(r["trial_id"], {}).get("tuning", [])
         slots = [t["slot"] for t in tuning]
-        check(f"budget {r['label']}", r.get("tune_trials") == trials and slots == list(range(trials)),
-              f"row tune_trials {r.get('tune_trials')}, samples {len(tuning)} tuning trials "
-              f"(slots unique: {len(set(slots)) == len(slots)}), budget {trials}")
+        fits = sum(len(t.get("vals", [None])) for t in tuning if t["state"] == "complete")
+        check(f"budget {r['label']}", r.get("tune_trials") == trials and slots == list(range(trials))
+              and r.get("tune_seeds") == TUNE_SEEDS and fits == trials * TUNE_SEEDS,
+              f"row tune_trials {r.get('tune_trials')} × tune_seeds {r.get('tune_seeds')}, samples {len(tuning)} "
+              f"tuning trials (slots unique: {len(set(slots)) == len(slots)}) with {fits} seed fits, budget {trials}")
     return tuned_run
 
 
@@ -169,7 +182,8 @@ def resume(tmp: Path, kills: int, trials: int, epochs: int, seeds: list[int], re
 
 
 def overhead(tmp: Path, epochs: int, repeats: int) -> None:
-    """One tuning trial (journal storage, sampler, enqueue, tell) against a plain fit of the same configuration."""
+    """One tuning trial (journal storage, sampler, enqueue, tell) against the plain fits it makes: one per seed of
+    --tune-seeds, of the same configuration."""
     from mmbench import data as datasets
     from mmbench import tuning
     from mmbench.measure import train as train_mod
@@ -181,24 +195,25 @@ def overhead(tmp: Path, epochs: int, repeats: int) -> None:
     torch.set_num_threads(1)
     data = datasets.load("synthetic", interaction="synergy", modalities=2, dim=8, num_classes=2, noise=0.5,
                          n_train=2000, n_val=1000, n_test=2000, seed=0)
-    spec = TrainSpec(epochs=epochs, batch_size=128, lr=0.003, seeds=[0])
+    spec = TrainSpec(epochs=epochs, batch_size=128, lr=0.003, seeds=list(range(TUNE_SEEDS)))
     hp = {"rank": 4}
 
     def make(h=hp):
         return build("lmf", h, data.input_dims, (16, 16), data.num_classes, [])
 
-    tune_spec = TuneSpec(trials=1, space={"lr": {"loguniform": [1e-4, 0.3]}})
+    tune_spec = TuneSpec(trials=1, seeds=TUNE_SEEDS, space={"lr": {"loguniform": [1e-4, 0.3]}})
     plain, tuned = [], []
     for i in range(repeats):
         t0 = time.perf_counter()
-        train_mod.fit(make, data.train, data.val, spec, seed=0, target=data.target)
+        for seed in spec.seeds:
+            train_mod.fit(make, data.train, data.val, spec, seed=seed, target=data.target)
         plain.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
         tuning.tune(tune_spec, spec, hp, make, data.train, data.val, target=data.target,
                     storage=tmp / "overhead" / f"{i}.log", name="overhead")
         tuned.append(time.perf_counter() - t0)
     ratio = statistics.median(tuned) / statistics.median(plain)
-    check("overhead: one tuning trial ≤ 1.1× a plain fit", ratio <= 1.1,
+    check(f"overhead: one tuning trial ≤ 1.1× its {TUNE_SEEDS} plain fit(s)", ratio <= 1.1,
           f"median {statistics.median(tuned) * 1e3:.0f} ms vs {statistics.median(plain) * 1e3:.0f} ms, ratio "
           f"{ratio:.3f} over {repeats} interleaved pairs (LMF, {epochs} epochs; {load()})")
 
@@ -211,10 +226,17 @@ def main() -> int:
     ap.add_argument("--kills", type=int, default=0, help="resume floor: SIGKILL this many times (0: skip)")
     ap.add_argument("--overhead-repeats", type=int, default=5)
     ap.add_argument("--weight-decay", action="store_true", help="tune weight decay beside lr")
+    ap.add_argument("--method-params", action="store_true",
+                    help="also search LMF's rank and early(mlp)'s hidden width")
+    ap.add_argument("--tune-seeds", type=int, default=3, help="seeds each tuning trial trains (tune.seeds)")
+    ap.add_argument("--parallel", type=int, default=1, help="tuning trials asked at once (tune.parallel)")
     ap.add_argument("--skip", nargs="*", default=[], choices=["rescue", "determinism", "overhead"])
     args = ap.parse_args()
-    global EXTRA
+    global EXTRA, TUNE_SEEDS, PARALLEL
     EXTRA = WEIGHT_DECAY if args.weight_decay else ""
+    TUNE_SEEDS, PARALLEL = args.tune_seeds, args.parallel
+    if args.method_params:
+        SPACES.update(METHOD_SPACES)
     seeds = list(range(args.seeds))
     print(f"start: {load()}")
     with tempfile.TemporaryDirectory() as d:

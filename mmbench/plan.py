@@ -51,6 +51,12 @@ class Trial:
     tune: TuneSpec | None = None
     # Where its study is stored (RUN_DIR/tuning) so that a resumed run continues it; None: in memory. Not the id's.
     tune_dir: str | None = field(default=None, compare=False)
+    # What its study chose when the driver ran the tuning trials (tuning.dispatch: Tuned.to_dict), so the trial
+    # itself, wherever it runs, only reads it. Not the id's.
+    tuned: dict[str, Any] | None = field(default=None, compare=False)
+    # A work item, not a trial: one tuning trial of this configuration, {"slot", "params"} (tuning.run_item). It is
+    # in config() so that each work item has an id of its own.
+    tune_item: dict[str, Any] | None = field(default=None, compare=False)
 
     def config(self) -> dict[str, Any]:
         """The canonical form the id hashes: plain JSON-able values, the specs dumped (measure without the device).
@@ -58,8 +64,11 @@ class Trial:
         out = {"method": self.method, "hparams": copy.deepcopy(self.hparams), "dims": self.dims,
                "task": copy.deepcopy(self.task), "model": self.model.model_dump(), "train": self.train.model_dump(),
                "measure": self.measure.model_dump(), "device": self.device}
-        if self.tune is not None:
-            out["tune"] = self.tune.model_dump()
+        if self.tune is not None:  # seeds and parallel at their defaults are left out: the ids tuning began with
+            out["tune"] = {k: v for k, v in self.tune.model_dump().items()
+                           if not (k in ("seeds", "parallel") and v == 1)}
+        if self.tune_item is not None:
+            out["tune_item"] = copy.deepcopy(self.tune_item)
         return out
 
     @property
@@ -79,6 +88,8 @@ class Trial:
                                                                                               out["measure"])
         if self.tune_dir is not None:
             out["tune_dir"] = self.tune_dir
+        if self.tuned is not None:
+            out["tuned"] = self.tuned
         return out
 
     @classmethod
@@ -275,6 +286,8 @@ def resolve_tune(suite: Suite, mi: int, entry, axes: dict[str, list], hp: dict[s
                         "or train fields", key=".".join(map(str, path)), **locate(suite, *path))
     for target, (path, dist) in space.items():
         _check_distribution(suite, entry, target, dist, path, axes, hp)
+    # seeds per tuning trial: at most the suite's (--quick's one seed tunes on one)
+    base["seeds"] = min(base.get("seeds", 1), len(suite.train.seeds))
     return TuneSpec.model_validate({**base, "space": {k: d for k, (_, d) in sorted(space.items())}})
 
 

@@ -243,6 +243,11 @@ def run_suite(prepared: Prepared, out: str | Path, *, suite_text: str = "", quic
             progress.skipped(done)
         phase = "counting instructions"
         counts = count_instructions(run, todo, prepared, progress)  # before any timing, never beside it
+        if any(t.tune is not None for t in todo):
+            phase = "tuning"  # the tuning trials go through the executor; each tuned trial then reads its choice
+            from mmbench.tuning import dispatch
+
+            todo = dispatch(todo, executor, prepared.tasks, getattr(progress, "note", None))
         phase = "running trials"
         for trial, result in executor.run(todo, prepared.tasks, on_start=progress.start if progress else None):
             result.row.update(counts.columns.get(trial.id, {}))

@@ -181,9 +181,16 @@ Distribution = Annotated[dict[str, Any], AfterValidator(_distribution)]
 
 
 class TuneSpec(_Strict):
-    """How each swept configuration is tuned: ``trials`` tuning trials (one seed each, trained on train and scored on
-    validation), the first the untuned defaults; the best is then trained over ``train.seeds`` and tested once."""
+    """How each swept configuration is tuned: ``trials`` tuning trials (each trains the first ``seeds`` of
+    ``train.seeds`` on train and is scored by their mean validation score), the first the untuned defaults; the best
+    is then trained over ``train.seeds`` and tested once."""
     trials: int = Field(gt=0)                          # the budget: the same for every configuration
+    # seeds per tuning trial (at most train.seeds): more than one keeps a value that trains only one initialisation
+    # from being chosen; each tuning trial then costs that many fits
+    seeds: int = Field(1, gt=0)
+    # tuning trials asked at once (TPE's constant liar spreads them); they run in parallel through the executor.
+    # The choice depends on this number, never on --workers or on the order results come back in
+    parallel: int = Field(1, gt=0)
     sampler: Literal["tpe", "random"] = "tpe"          # seeded: the same suite chooses the same parameters
     seed: int = 0
     timeout_s: float | None = Field(None, gt=0)        # and stop starting tuning trials after this long
@@ -194,6 +201,8 @@ class TuneSpec(_Strict):
 class MethodTune(_Strict):
     """A method's own `tune:`: any key given overrides the suite's; its `space` adds to (and overrides) the suite's."""
     trials: int | None = Field(None, gt=0)
+    seeds: int | None = Field(None, gt=0)
+    parallel: int | None = Field(None, gt=0)
     sampler: Literal["tpe", "random"] | None = None
     seed: int | None = None
     timeout_s: float | None = Field(None, gt=0)

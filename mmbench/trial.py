@@ -68,6 +68,9 @@ def run_trial(trial: Trial, data: TaskData) -> TrialResult:
     """Never raises for a failing trial: the failure becomes the row's status, with what was measured before it."""
     result = TrialResult(base_row(trial))
     try:
+        if getattr(trial, "tune_item", None) is not None:  # a work item: one tuning trial, for the driver's study
+            _tuning_item(trial, data, result)
+            return result
         _measure(trial, data, result)
     except BaseException as exc:  # a broken method must not end the suite: it is a row with its status
         if not isinstance(exc, Exception) and interrupt.is_signal(exc):
@@ -538,18 +541,33 @@ def _tuned(trial: Trial, data: TaskData, result: TrialResult) -> Trial:
     def build_with(hp: dict) -> torch.nn.Module:
         return build(trial.method, hp, data.input_dims, trial.dims, data.num_classes, trial.model.encoder_hidden)
 
-    tuned = tuning.tune(trial.tune, trial.train, trial.hparams, build_with, data.train, data.val, target=data.target,
-                        device=trial.device, precision=trial.measure.precision,
-                        storage=tuning.storage_path(trial.tune_dir, trial.id), name=trial.id)
+    if trial.tuned is not None:  # the run's driver tuned it (tuning.dispatch)
+        tuned = tuning.Tuned.from_dict(trial.tuned, trial.train, trial.hparams)
+    else:
+        tuned = tuning.tune(trial.tune, trial.train, trial.hparams, build_with, data.train, data.val,
+                            target=data.target, device=trial.device, precision=trial.measure.precision,
+                            storage=tuning.storage_path(trial.tune_dir, trial.id), name=trial.id)
     states = [t["state"] for t in tuned.trials]
     result.row.update(tuned_params=tuned.params, tuned_val=tuned.best_val, untuned_val=tuned.untuned_val,
                       tune_gain=None if tuned.untuned_val is None else tuned.best_val - tuned.untuned_val,
                       tune_trials=len(tuned.trials), tune_budget=trial.tune.trials,
+                      tune_seeds=trial.tune.seeds, tune_parallel=trial.tune.parallel,
                       tune_pruned=states.count("pruned"), tune_failed=states.count("fail"),
                       tune_sampler=trial.tune.sampler, tune_time_s=tuned.seconds)
     result.raw["tuning"] = tuned.trials
     result.raw["tuning_best_so_far"] = tuned.best_so_far
     return replace(trial, hparams=tuned.hparams, train=tuned.train)
+
+
+def _tuning_item(trial: Trial, data: TaskData, result: TrialResult) -> None:
+    """One tuning trial sent by the driver (tuning.dispatch), on train and validation only."""
+    from mmbench import tuning
+
+    if trial.threads or trial.measure.threads:
+        torch.set_num_threads(trial.threads or trial.measure.threads)
+    outcome = result.row["tuning_outcome"] = tuning.run_item(trial, data)
+    if any(text in outcome.get("error", "") for text in _CUDA_ERROR_TEXT):  # counted as failed, and the worker
+        result.row.update(status="cuda_error", error=outcome["error"])   # whose context it poisoned is replaced
 
 
 def _accuracy(trial: Trial, data: TaskData, result: TrialResult) -> None:
