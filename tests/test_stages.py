@@ -58,7 +58,8 @@ def test_the_encoders_are_timed_with_the_same_evidence_and_the_rest_is_named(run
             for what in ("ms", "iqr_ms", "n", "noisy", "contended", "host_slow", "slow_rounds", "cpu_util"):
                 key = f"encoder_latency_{what}_b{b}"
                 assert key in r and key.replace("encoder", "fusion") in r
-            assert r[f"encoder_latency_ms_b{b}"] > 0 and r[f"encoder_latency_n_b{b}"] >= 2
+            # at least one kept sample (on a loaded host the rounds beside slow host readings are left out)
+            assert r[f"encoder_latency_ms_b{b}"] > 0 and r[f"encoder_latency_n_b{b}"] >= 1
             assert raw[f"encoder_latency_rounds_ms_b{b}"] and raw[f"encoder_latency_ms_b{b}"]  # its rounds, samples
             over = r[f"latency_ms_b{b}"] - r[f"encoder_latency_ms_b{b}"] - r[f"fusion_latency_ms_b{b}"]
             assert r[f"framework_overhead_ms_b{b}"] == pytest.approx(over)
