@@ -180,3 +180,13 @@ def test_the_seeds_times_add_up_to_the_joint_time():
     longest = max(i.epochs_run for _, i in tog)
     # each epoch's time is shared by the seeds that ran it: the first epoch, run by all, equally
     assert len({round(i.epoch_times_s[0], 12) for _, i in tog}) == 1 and longest > min(i.epochs_run for _, i in tog)
+
+
+@pytest.mark.parametrize("loss", ["auto", "l1"])
+def test_a_regression_target_trains_seed_batched_as_alone(loss):
+    train, val = (Split(s.xs, (s.xs[0][:, 0] * s.xs[1][:, 1]).astype(np.float32)) for s in (TRAIN, VAL))
+    make = lambda: build("lmf", {"rank": 2}, [5, 5], [6, 6], 1)  # noqa: E731
+    spec = SPEC.model_copy(update={"loss": loss})
+    tog, how = fit_seeds(make, train, val, spec, spec.seeds, target="regression")
+    assert how == "together (batched)"
+    _same([fit(make, train, val, spec, seed=s, target="regression") for s in spec.seeds], tog)
