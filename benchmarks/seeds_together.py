@@ -4,6 +4,11 @@ seed-batched model, and the vmap one) against one seed's ``fit`` and against the
 on the main job's task (synergy, 3 modalities, 3000 samples, 20 epochs, batch 128, Adam lr 0.003), CPU, one thread.
 Interleaved in one process, medians of the repeats, the load average printed beside them.
 
+A second table times single training steps (CPU time, the fastest of 7 blocks of 40 steps: robust to the load):
+one seed's step at the batch of 128, the same model's step at 3 × 128 rows (three seeds' arithmetic with one set of
+weights and one step's overheads: no way of training three seeds together can take less, so where it is above 1.5×
+one step, the floor is out of reach on one thread whatever the implementation), and the seed-batched step.
+
 Times are the process's CPU time (``time.process_time``: on a shared, loaded machine it counts only this process's
 running, which wall time does not) and wall time, both printed; one thread, so CPU time ≈ wall time on a quiet machine.
 
@@ -34,6 +39,44 @@ def _vmap_only(make, task, spec):
     """The vmap way, as the seed-batched one would fall back to it."""
     from mmbench.measure import seeds_together as st
     return st._together(make, task.train, task.val, spec, SEEDS, "classification", "cpu", st._vmapped)
+
+
+def _steps(make, task, spec) -> tuple[float, float, float]:
+    """CPU seconds of one training step: one seed at the batch, one seed at three times it, three seeds batched."""
+    from mmbench.measure import seed_batched
+    from mmbench.measure import train as T
+
+    xs, y = T.tensors(task.train, "cpu")
+    b = spec.batch_size
+    models = []
+    for s in SEEDS:
+        torch.manual_seed(s)
+        models.append(make())
+    step = T.training_step(models[0], spec, "classification")
+    opt = step.optimizer()
+    joint = seed_batched.SeedBatched(models)
+    jopt = step.optimizer(joint.parameters())
+    loss = seed_batched.per_seed_loss("classification", spec.loss)
+    rows = torch.stack([torch.randperm(len(y))[:b] for _ in SEEDS])
+
+    def batched():
+        jopt.zero_grad(set_to_none=True)
+        loss(joint([x[rows.flatten()].view(len(SEEDS), b, -1) for x in xs]), y[rows.flatten()].view(rows.shape)).sum(
+            ).backward()
+        jopt.step()
+
+    calls = {"one": lambda: step(opt, [x[:b] for x in xs], y[:b]),
+             "wide": lambda: step(opt, [x[:3 * b] for x in xs], y[:3 * b]), "batched": batched}
+    best = {k: float("inf") for k in calls}
+    for _ in range(7):
+        for k, f in calls.items():
+            for _ in range(5):
+                f()
+            c0 = time.process_time()
+            for _ in range(40):
+                f()
+            best[k] = min(best[k], (time.process_time() - c0) / 40)
+    return best["one"], best["wide"], best["batched"]
 
 
 def main() -> None:
@@ -76,6 +119,13 @@ def main() -> None:
             print(f"{name:13} {what:4} {one:8.2f}s {alone:8.2f}s {batched:7.2f}s {vm:6.2f}s {alone / one:10.2f} "
                   f"{batched / one:12.2f} {vm / one:9.2f}")
     print("floor: batched/one ≤ 1.5 (tfn 16³, lmf rank 4 32³)")
+    print(f"\nsingle steps, CPU time, fastest of 7 blocks of 40\n{'model':18} {'one (128)':>10} {'one (384)':>10} "
+          f"{'batched':>8} {'384/128':>8} {'batched/one':>12}")
+    for name in args.models:
+        method, hp, dims = MODELS[name]
+        one, wide, batched = _steps(lambda: build(method, hp, task.input_dims, dims, task.num_classes), task, spec)
+        print(f"{name:18} {one * 1e3:8.3f}ms {wide * 1e3:8.3f}ms {batched * 1e3:6.3f}ms {wide / one:8.2f} "
+              f"{batched / one:12.2f}")
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 

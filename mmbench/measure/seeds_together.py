@@ -168,8 +168,10 @@ def _together(make_model, train: Split, val: Split, spec: TrainSpec, seeds: list
         losses = []
         for i in range(0, n, spec.batch_size):
             idx = orders[:, i:i + spec.batch_size]  # (seeds, batch): each seed's own rows
+            rows = idx.flatten()  # gathered as one list of rows (indexing with the 2-d idx is ~10× slower on CPU)
             opt.zero_grad(set_to_none=True)
-            loss = joint.loss(joint.own_rows([x[idx] for x in xtr]), ytr[idx])  # (seeds,)
+            out = joint.own_rows([x.index_select(0, rows).view(idx.shape + x.shape[1:]) for x in xtr])
+            loss = joint.loss(out, ytr.index_select(0, rows).view(idx.shape))  # (seeds,)
             loss.sum().backward()  # each seed's parameters get its own loss's gradient
             opt.step()
             losses.append(loss.detach())
