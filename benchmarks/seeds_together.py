@@ -10,7 +10,8 @@ weights and one step's overheads: no way of training three seeds together can ta
 one step, the floor is out of reach on one thread whatever the implementation), and the seed-batched step.
 
 Times are the process's CPU time (``time.process_time``: on a shared, loaded machine it counts only this process's
-running, which wall time does not) and wall time, both printed; one thread, so CPU time ≈ wall time on a quiet machine.
+running, which wall time does not) and wall time, both printed; one thread, so CPU time ≈ wall time on a quiet
+machine.
 
     python benchmarks/seeds_together.py [--repeats 3] [--epochs 20]
 """
@@ -91,8 +92,8 @@ def main() -> None:
     spec = TrainSpec(epochs=args.epochs, batch_size=128, lr=0.003, seeds=SEEDS)
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}; torch {torch.__version__}, "
           f"1 thread, {args.epochs} epochs, medians of {args.repeats} interleaved runs")
-    print(f"{'model':18} {'one seed':>9} {'3 alone':>9} {'batched':>8} {'vmap':>7} {'alone/one':>10} {'batched/one':>12} "
-          f"{'vmap/one':>9}")
+    print(f"{'model':18} {'one seed':>9} {'3 alone':>9} {'batched':>8} {'vmap':>7} {'alone/one':>10} "
+          f"{'batched/one':>12} {'vmap/one':>9}")
     for name in args.models:
         method, hp, dims = MODELS[name]
         make = lambda: build(method, hp, task.input_dims, dims, task.num_classes)  # noqa: E731

@@ -70,7 +70,8 @@ def test_the_main_jobs_methods_are_seed_batched():
 
 
 # Each seed-batched method's variants (hidden layers, learned weights, three modalities, TFN's whole outer product;
-# early fusion with a hidden encoder layer too) under each optimizer with weight decay: each seed's fused update over the stacked parameters is its own.
+# early fusion with a hidden encoder layer too) under each optimizer with weight decay: each seed's fused update over
+# the stacked parameters is its own.
 VARIANTS = {"early(mlp)": ("early", {"hidden": 8}, 2), "late(learned)": ("late", {"weighting": "learned"}, 2),
             "tfn 3 modalities": ("tfn", {}, 3), "tfn whole product": ("tfn", {"split": 0}, 3),
             "lmf 3 modalities": ("lmf", {"rank": 3}, 3), "gmu softmax": ("gmu", {"hidden": 6, "gate": "softmax"}, 3),
