@@ -64,9 +64,10 @@ class TrainSpec(_Strict):
     seeds: list[int] = Field(default=[0, 1, 2], min_length=1)
     patience: int | None = Field(None, gt=0)  # early stopping: epochs without a better validation score; None: off
     loss: Literal["auto", "cross_entropy", "mse", "l1"] = "auto"  # auto: cross-entropy, or MSE for regression
-    # The seeds as one vectorised model (measure/seeds_together.py): how, not what (each seed's results are its own
-    # run's), so not part of the trial id.
-    seeds_together: bool = Field(False, exclude=True)
+    # The seeds as one model (measure/seeds_together.py): how, not what (each seed's results are its own run's), so
+    # not part of the trial id. None: where the method is seed-batched (fast), else one by one; true: vmap too
+    # where it is not; false: one by one.
+    seeds_together: bool | None = Field(None, exclude=True)
 
 
 class LatencySpec(_Strict):

@@ -583,9 +583,10 @@ def _accuracy(trial: Trial, data: TaskData, result: TrialResult) -> None:
     per_seed, raw_seeds, curves = [], [], []
     xte, _ = train_mod.tensors(data.test, trial.device)
     fitted, how = [None] * len(t.seeds), "one by one"
-    if t.seeds_together:
+    if t.seeds_together is not False:
         fitted, how = seeds_together.fit_seeds(make, data.train, data.val, t, list(t.seeds), target=data.target,
-                                               device=trial.device, precision=prec)
+                                               device=trial.device, precision=prec, vmap_too=bool(t.seeds_together),
+                                               fit_alone=False)
     for i, s in enumerate(t.seeds):
         model, info = fitted[i] or train_mod.fit(make, data.train, data.val, t, seed=s, target=data.target,
                                                  device=trial.device, precision=prec)

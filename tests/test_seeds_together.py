@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from mmbench.data.registry import Split
+from mmbench.measure import seed_batched
 from mmbench.measure.seeds_together import fit_seeds, why_one_by_one
 from mmbench.measure.train import NonFiniteLoss, fit
 from mmbench.methods import registry
@@ -58,15 +59,58 @@ def test_each_vectorised_method_gives_every_seed_its_own_sequential_result(metho
     if why:
         assert how == f"one by one: {why}"
     else:
-        assert how == "together", how
+        assert how == ("together (vmap)" if seed_batched.why_not(_make(method)()) else "together (batched)"), how
     _same(seq, tog)
+
+
+def test_the_main_jobs_methods_are_seed_batched():
+    for method in ("tfn", "lmf", "early", "late", "additive", "hybrid", "gmu"):
+        assert seed_batched.why_not(_make(method)()) == "", method
+    assert seed_batched.why_not(_make("tucker")()).startswith("no seed-batched forward")
+
+
+# Each seed-batched method's variants (hidden layers, learned weights, three modalities, TFN's whole outer product;
+# early fusion with a hidden encoder layer too) under each optimizer with weight decay: each seed's fused update over
+# the stacked parameters is its own.
+VARIANTS = {"early(mlp)": ("early", {"hidden": 8}, 2), "late(learned)": ("late", {"weighting": "learned"}, 2),
+            "tfn 3 modalities": ("tfn", {}, 3), "tfn whole product": ("tfn", {"split": 0}, 3),
+            "lmf 3 modalities": ("lmf", {"rank": 3}, 3), "gmu softmax": ("gmu", {"hidden": 6, "gate": "softmax"}, 3),
+            "additive relu": ("additive", {"activation": "relu"}, 3), "hybrid": ("hybrid", {}, 3)}
+TRAIN3, VAL3 = (Split(s.xs + [s.xs[0][:, ::-1].copy()], s.y) for s in (TRAIN, VAL))
+
+
+@pytest.mark.parametrize("optimizer,decay", [("adam", 0.01), ("adamw", 0.1), ("sgd", 0.01)])
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_seed_batched_variants_under_each_optimizer_match_their_sequential_fits(variant, optimizer, decay):
+    method, hp, m = VARIANTS[variant]
+    hp = dict(hp)
+    split = hp.pop("split", None)
+
+    def make():
+        model = build(method, hp, [5] * m, [6] * m, 4, [7] if method == "early" else [])
+        if split is not None:
+            model.fusion.split = split
+        return model
+
+    train, val = (TRAIN, VAL) if m == 2 else (TRAIN3, VAL3)
+    spec = SPEC.model_copy(update={"optimizer": optimizer, "weight_decay": decay})
+    tog, how = fit_seeds(make, train, val, spec, spec.seeds)
+    assert how == "together (batched)"
+    _same([fit(make, train, val, spec, seed=s) for s in spec.seeds], tog)
+
+
+def test_without_vmap_a_method_that_is_not_seed_batched_trains_one_by_one():
+    tog, how = fit_seeds(_make("tucker"), TRAIN, VAL, SPEC, SPEC.seeds, vmap_too=False)
+    assert how == "one by one: no seed-batched forward for Tucker"
+    _same([fit(_make("tucker"), TRAIN, VAL, SPEC, seed=s) for s in SPEC.seeds], tog)
+    assert fit_seeds(_make("tucker"), TRAIN, VAL, SPEC, SPEC.seeds, vmap_too=False, fit_alone=False)[0] == [None] * 3
 
 
 def test_each_seed_stops_at_its_own_epoch():
     spec = TrainSpec(epochs=12, batch_size=64, lr=0.05, seeds=[0, 1, 2, 3], patience=2)
     tog, how = fit_seeds(_make("lmf"), TRAIN, VAL, spec, spec.seeds)
     seq = [fit(_make("lmf"), TRAIN, VAL, spec, seed=s) for s in spec.seeds]
-    assert how == "together"
+    assert how == "together (batched)"
     _same(seq, tog)
     assert len({i.epochs_run for _, i in seq}) > 1  # the seeds did stop at different epochs
 
@@ -119,10 +163,11 @@ def test_a_trial_with_seeds_together_gives_the_row_of_one_by_one_and_keeps_its_i
                      measure=TrialMeasure(flops=False, memory=False, latency=None), device="cpu", label="lmf",
                      task_label="t")
 
-    alone, together = trial(), trial(seeds_together=True)
-    assert together.id == alone.id
-    a, b = run_trial(alone, task).row, run_trial(together, task).row
-    assert (a["seeds_trained"], b["seeds_trained"]) == ("one by one", "together")
+    alone, together, vmapped = trial(seeds_together=False), trial(), trial(seeds_together=True)
+    assert together.id == alone.id == vmapped.id
+    a, b, c = run_trial(alone, task).row, run_trial(together, task).row, run_trial(vmapped, task).row
+    assert (a["seeds_trained"], b["seeds_trained"], c["seeds_trained"]) == (
+        "one by one", "together (batched)", "together (batched)")  # the default: batched where it applies
     for key in ("acc_mean", "acc_std", "f1_mean", "best_epoch_mean", "did_not_learn"):
         assert b[key] == pytest.approx(a[key], abs=1e-6), key
 
@@ -136,3 +181,13 @@ def test_the_seeds_times_add_up_to_the_joint_time():
     longest = max(i.epochs_run for _, i in tog)
     # each epoch's time is shared by the seeds that ran it: the first epoch, run by all, equally
     assert len({round(i.epoch_times_s[0], 12) for _, i in tog}) == 1 and longest > min(i.epochs_run for _, i in tog)
+
+
+@pytest.mark.parametrize("loss", ["auto", "l1"])
+def test_a_regression_target_trains_seed_batched_as_alone(loss):
+    train, val = (Split(s.xs, (s.xs[0][:, 0] * s.xs[1][:, 1]).astype(np.float32)) for s in (TRAIN, VAL))
+    make = lambda: build("lmf", {"rank": 2}, [5, 5], [6, 6], 1)  # noqa: E731
+    spec = SPEC.model_copy(update={"loss": loss})
+    tog, how = fit_seeds(make, train, val, spec, spec.seeds, target="regression")
+    assert how == "together (batched)"
+    _same([fit(make, train, val, spec, seed=s, target="regression") for s in spec.seeds], tog)

@@ -126,6 +126,7 @@ def test_the_test_split_never_reaches_tuning(write_suite, monkeypatch):
     """Every fit a tuned trial makes (tuning and final) trains on train and selects on validation; tuning itself is
     handed no split but train and validation; test is scored once per seed of the final fits only."""
     from mmbench import tuning
+    from mmbench.measure import seeds_together
     from mmbench.measure import train as train_mod
     from mmbench.run import prepare
     from mmbench.suite import load_suite
@@ -136,6 +137,7 @@ def test_the_test_split_never_reaches_tuning(write_suite, monkeypatch):
     data = next(iter(prepared.tasks.values()))
     fits, evaluated, tune_args = [], [], []
     real_fit, real_eval, real_tune = train_mod.fit, train_mod.evaluate_seed, tuning.tune
+    real_fit_seeds = seeds_together.fit_seeds
 
     def spy_fit(make, train, val, spec, **kw):
         fits.append((train, val))
@@ -149,9 +151,15 @@ def test_the_test_split_never_reaches_tuning(write_suite, monkeypatch):
         tune_args.extend([*args, *kw.values()])
         return real_tune(*args, **kw)
 
+    def spy_fit_seeds(make, train, val, spec, seeds, **kw):  # the final fits, when the seeds train together
+        fitted, how = real_fit_seeds(make, train, val, spec, seeds, **kw)
+        fits.extend([(train, val)] * sum(f is not None for f in fitted))
+        return fitted, how
+
     monkeypatch.setattr(train_mod, "fit", spy_fit)
     monkeypatch.setattr(train_mod, "evaluate_seed", spy_eval)
     monkeypatch.setattr(tuning, "tune", spy_tune)
+    monkeypatch.setattr(seeds_together, "fit_seeds", spy_fit_seeds)
     result = run_trial(trial, data)
     assert result.row["status"] == "ok", result.row["error"]
     assert not any(a is data.test or a is data for a in tune_args)

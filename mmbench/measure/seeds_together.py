@@ -1,24 +1,29 @@
-"""Seeds trained together: the seeds of one configuration as one vectorised model (``torch.func.stack_module_state``
-+ ``vmap``), each seed with its own initialisation, its own batch order and its own best epoch, exactly as ``fit``
-draws them one by one. One step then updates every seed: on a small model the per-step overheads (dispatch, the
-optimizer, Python) are paid once for all seeds instead of once per seed.
+"""Seeds trained together: the seeds of one configuration as one model, each seed with its own initialisation, its
+own batch order, its own optimizer state and its own best epoch, exactly as ``fit`` draws them one by one. One step
+then updates every seed: on a small model the per-step overheads (dispatch, the optimizer, Python) are paid once for
+all seeds instead of once per seed.
 
-Adam, AdamW and SGD update every element on its own, so one optimizer over the stacked parameters is each seed's
-own optimizer. Where a model cannot be vectorised so that each seed gets what it would alone, the seeds train one by
-one with ``fit`` and ``why_one_by_one`` says why (the row's ``seeds_trained``).
+Two ways to join them: seed_batched.py (parameters stacked seed first, each Linear one batched matmul: the fast way,
+for the methods it knows) and, where asked (``seeds_together: true``), ``torch.func.stack_module_state`` + ``vmap``
+for other models (any built-in method without state or randomness; on one CPU thread its per-operation overhead
+makes it slower than one by one). The loss is the sum of the seeds' mean losses, so each seed's parameters get their
+own loss's gradient; Adam, AdamW and SGD (weight decay included) update every element on its own, so one optimizer
+over the stacked parameters is each seed's own optimizer. Where a model cannot be joined so that each seed gets what
+it would alone, the seeds train one by one with ``fit`` and the row's ``seeds_trained`` says why.
 """
 from __future__ import annotations
 
 import copy
 import math
 import time
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from mmbench.data.registry import Split
+from mmbench.measure import seed_batched
 from mmbench.measure import train as T
 from mmbench.methods.base import Fusion
 from mmbench.model import FusionModel
@@ -49,45 +54,103 @@ def why_one_by_one(model: nn.Module, seeds: list[int], train: Split, precision: 
 
 
 def fit_seeds(make_model: Callable[[], nn.Module], train: Split, val: Split, spec: TrainSpec, seeds: list[int], *,
-              target: str = "classification", device: str = "cpu",
-              precision: str = "fp32") -> tuple[list[tuple[nn.Module, T.FitInfo]], str]:
-    """Every seed's (model at its best epoch, FitInfo) as ``fit`` gives it, and how they were trained: "together", or
-    "one by one: why". A vectorised run that fails (an operation vmap cannot batch) falls back to one by one."""
+              target: str = "classification", device: str = "cpu", precision: str = "fp32",
+              vmap_too: bool = True, fit_alone: bool = True) -> tuple[list[tuple[nn.Module, T.FitInfo] | None], str]:
+    """Every seed's (model at its best epoch, FitInfo) as ``fit`` gives it, and how they were trained: "together
+    (batched)" (seed_batched.py: stacked parameters, no vmap), "together (vmap)" where the model is not seed-batched
+    but vmap can run it (only with ``vmap_too``: on one CPU thread it is slower than one by one), or "one by one:
+    why". A vectorised run that fails falls back to the next way. One by one, each seed is fitted here, or with
+    ``fit_alone=False`` left to the caller (None in its place: one model alive at a time)."""
+    if len(seeds) < 2:
+        return _alone(make_model, train, val, spec, seeds, target, device, precision, fit_alone), "one by one: one seed"
     torch.manual_seed(seeds[0])
-    why = why_one_by_one(make_model(), seeds, train, precision)
+    model = make_model()
+    why = why_one_by_one(model, seeds, train, precision)
     if not why:
-        try:
-            return _together(make_model, train, val, spec, seeds, target, device), "together"
-        except T.NonFiniteLoss:
-            raise
-        except Exception as exc:  # noqa: BLE001 — any failure to vectorise: train them the ordinary way
-            why = f"vmap failed ({type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''})"
+        why = seed_batched.why_not(model)
+        if not why:
+            try:
+                return _together(make_model, train, val, spec, seeds, target, device, _batched), "together (batched)"
+            except T.NonFiniteLoss:
+                raise
+            except Exception as exc:  # noqa: BLE001 — a failure to batch: the next way
+                why = f"seed-batched run failed ({_said(exc)})"
+        if vmap_too:
+            try:
+                return _together(make_model, train, val, spec, seeds, target, device, _vmapped), "together (vmap)"
+            except T.NonFiniteLoss:
+                raise
+            except Exception as exc:  # noqa: BLE001 — any failure to vectorise: train them the ordinary way
+                why = f"vmap failed ({_said(exc)})"
+    return _alone(make_model, train, val, spec, seeds, target, device, precision, fit_alone), f"one by one: {why}"
+
+
+def _alone(make_model, train, val, spec, seeds, target, device, precision, fit_alone):
+    if not fit_alone:
+        return [None] * len(seeds)
     return [T.fit(make_model, train, val, spec, seed=s, target=target, device=device, precision=precision)
-            for s in seeds], f"one by one: {why}"
+            for s in seeds]
 
 
-def _together(make_model, train: Split, val: Split, spec: TrainSpec, seeds: list[int], target: str,
-              device: str) -> list[tuple[nn.Module, T.FitInfo]]:
-    models = []
-    for s in seeds:  # each seed's initialisation, drawn as fit draws it
-        torch.manual_seed(s)
-        models.append(make_model().to(device))
-    loss_fn = T.loss_function(target, spec.loss)
-    (xtr, ytr), (xva, yva) = T.tensors(train, device), T.tensors(val, device)
-    if target == "regression":
-        ytr, yva = ytr.float(), yva.float()
-    initial = [T._mean_loss(m, xtr, ytr, None, loss_fn, spec.batch_size, "fp32", device) for m in models]
+def _said(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}"
+
+
+class _Joint(NamedTuple):
+    """The seeds as one model: its stacked parameters (name -> (S, *shape), the models' names), the forward on each
+    seed's own rows (xs (S, B, d)) and on rows all seeds share (xs (N, d)), giving (S, rows, outputs), each seed's
+    mean loss (S,) and the switch between training and evaluation mode."""
+    params: dict[str, torch.Tensor]
+    own_rows: Callable[[list[torch.Tensor]], torch.Tensor]
+    shared_rows: Callable[[list[torch.Tensor]], torch.Tensor]
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    mode: Callable[[bool], object]
+
+
+def _batched(models: list[nn.Module], target: str, loss: str) -> _Joint:
+    joint = seed_batched.SeedBatched(models)
+    k = len(models)
+    return _Joint(dict(joint.model.named_parameters()), joint, lambda xs: joint([x.expand(k, *x.shape) for x in xs]),
+                  seed_batched.per_seed_loss(target, loss), joint.train)
+
+
+def _vmapped(models: list[nn.Module], target: str, loss: str) -> _Joint:
     params, buffers = stack_module_state(models)
     base = copy.deepcopy(models[0]).to("meta")
-    # fit's optimizer over the stacked parameters
-    opt = T.training_step(models[0], spec, target).optimizer(params.values())
 
     def forward(p, b, xs):
         return functional_call(base, (p, b), (xs,))
 
-    batched = vmap(forward, in_dims=(0, 0, 0))
-    shared = vmap(forward, in_dims=(0, 0, None))
-    per_seed_loss = vmap(loss_fn)
+    batched, shared = vmap(forward, in_dims=(0, 0, 0)), vmap(forward, in_dims=(0, 0, None))
+    return _Joint(params, lambda xs: batched(params, buffers, xs), lambda xs: shared(params, buffers, xs),
+                  vmap(T.loss_function(target, loss)), base.train)
+
+
+@torch.no_grad()
+def _mean_losses(joint: _Joint, xs: list[torch.Tensor], y: torch.Tensor, batch_size: int) -> list[float]:
+    """Each seed's task loss over the whole split in eval mode, batched as train._mean_loss batches it."""
+    joint.mode(False)
+    total = 0
+    for i in range(0, len(y), batch_size):
+        out = joint.shared_rows([x[i:i + batch_size] for x in xs])
+        total = total + joint.loss(out, y[i:i + batch_size].expand(out.shape[0], -1)).double() * len(out[0])
+    return (total / len(y)).tolist()
+
+
+def _together(make_model, train: Split, val: Split, spec: TrainSpec, seeds: list[int], target: str, device: str,
+              joined: Callable[[list[nn.Module], str, str], _Joint]) -> list[tuple[nn.Module, T.FitInfo]]:
+    models = []
+    for s in seeds:  # each seed's initialisation, drawn as fit draws it
+        torch.manual_seed(s)
+        models.append(make_model().to(device))
+    (xtr, ytr), (xva, yva) = T.tensors(train, device), T.tensors(val, device)
+    if target == "regression":
+        ytr, yva = ytr.float(), yva.float()
+    joint = joined(models, target, spec.loss)
+    params = joint.params
+    initial = _mean_losses(joint, xtr, ytr, spec.batch_size)
+    # fit's optimizer over the stacked parameters: Adam, AdamW and SGD are elementwise, so each seed's own
+    opt = T.training_step(models[0], spec, target).optimizer(params.values())
     gens = [torch.Generator().manual_seed(s) for s in seeds]
     k, n = len(seeds), len(ytr)
     sizes = torch.tensor([min(spec.batch_size, n - i) for i in range(0, n, spec.batch_size)], dtype=torch.float64,
@@ -97,27 +160,29 @@ def _together(make_model, train: Split, val: Split, spec: TrainSpec, seeds: list
     kept_out: list[torch.Tensor | None] = [None] * k
     stopped: list[int | None] = [None] * k  # the epoch each seed stopped at (patience), None while it runs
     times, epoch_losses = [], [[] for _ in seeds]
-    base.train()
     epoch = 0
     for epoch in range(1, spec.epochs + 1):
         t0 = time.perf_counter()
+        joint.mode(True)
         orders = torch.stack([torch.randperm(n, generator=g) for g in gens]).to(device)
         losses = []
         for i in range(0, n, spec.batch_size):
             idx = orders[:, i:i + spec.batch_size]  # (seeds, batch): each seed's own rows
+            rows = idx.flatten()  # gathered as one list of rows (indexing with the 2-d idx is ~10× slower on CPU)
             opt.zero_grad(set_to_none=True)
-            loss = per_seed_loss(batched(params, buffers, [x[idx] for x in xtr]), ytr[idx])  # (seeds,)
+            out = joint.own_rows([x.index_select(0, rows).view(idx.shape + x.shape[1:]) for x in xtr])
+            loss = joint.loss(out, ytr.index_select(0, rows).view(idx.shape))  # (seeds,)
             loss.sum().backward()  # each seed's parameters get its own loss's gradient
             opt.step()
             losses.append(loss.detach())
         per_step = torch.stack(losses).double()  # (steps, seeds)
         with torch.no_grad():
-            base.eval()
-            out = shared(params, buffers, xva).float()  # (seeds, rows, outputs)
-            base.train()
+            joint.mode(False)
+            out = torch.cat([joint.shared_rows([x[i:i + 4096] for x in xva]) for i in range(0, len(yva), 4096)],
+                            1).float()  # (seeds, rows, outputs), in fit's validation batches
         bad = ~torch.isfinite(per_step)
         scores = ((out.argmax(2) == yva).float().mean(1) if target == "classification"
-                  else -per_seed_loss(out, yva.expand(k, -1))).tolist()
+                  else -joint.loss(out, yva.expand(k, -1))).tolist()
         times.append(time.perf_counter() - t0)
         mean_loss = ((per_step * sizes[:, None]).sum(0) / n).tolist()
         for j in range(k):
@@ -138,6 +203,13 @@ def _together(make_model, train: Split, val: Split, spec: TrainSpec, seeds: list
                 stopped[j] = epoch
         if all(s is not None for s in stopped):
             break
+    with torch.no_grad():  # every seed's kept weights, into the joint model and each seed's own
+        for name, p in params.items():
+            p.copy_(kept[name])
+        for j, model in enumerate(models):
+            for name, p in model.named_parameters():
+                p.copy_(kept[name][j])
+    trained = _mean_losses(joint, xtr, ytr, spec.batch_size)
     # Each epoch's joint time shared among the seeds that ran it: the seeds' times add up to the wall time.
     ran = [[e for e in range(1, epoch + 1) if stopped[j] is None or e <= stopped[j]] for j in range(k)]
     share = {e: times[e - 1] / sum(e in r for r in ran) for e in range(1, epoch + 1)}
@@ -145,17 +217,12 @@ def _together(make_model, train: Split, val: Split, spec: TrainSpec, seeds: list
     chance, chance_se = T.chance_score(ytr, yva, target, spec.loss)
     train_chance = T.constant_losses(ytr, ytr, target, spec.loss, kept_out[0].shape[-1]).mean().item()
     for j, model in enumerate(models):
-        with torch.no_grad():
-            for name, p in model.named_parameters():
-                p.copy_(kept[name][j])
         model.eval()
         own = [share[e] for e in ran[j]]
-        trained = T._mean_loss(model, xtr, ytr, None, loss_fn, spec.batch_size, "fp32", device)
         val_loss, val_chance_loss, gain_se = T.loss_against_chance(kept_out[j], ytr, yva, target, spec.loss)
         results.append((model, T.FitInfo(
             best[j][1], len(own), best[j][0], sum(own), own, initial_loss=initial[j], epoch_losses=epoch_losses[j],
-            val_chance=chance, val_chance_se=chance_se, trained_loss=trained, train_chance_loss=train_chance,
+            val_chance=chance, val_chance_se=chance_se, trained_loss=trained[j], train_chance_loss=train_chance,
             val_loss=val_loss, val_chance_loss=val_chance_loss, val_loss_gain_se=gain_se, val_rows=len(yva),
             optimizer_impl=T.optimizer_impl(opt))))
     return results
-

@@ -1,0 +1,158 @@
+"""Seeds stacked on a leading dimension, without vmap: the fast way to train seeds together (measure/seeds_together.py).
+
+A copy of the first seed's model in which every parameter holds all the seeds' values stacked, shape (S, *shape),
+and every ``nn.Linear`` is a ``SeedLinear``: one ``baddbmm`` over (S, B, in) with weights (S, out, in), one kernel
+for all seeds where vmap dispatches each operation through its batching rules. Inputs and outputs carry the seed
+dimension first: (S, B, d). The methods' own code is not changed: a fusion method whose forward is correct with a
+leading seed dimension once its Linears are seed-batched is called as is; the others have a forward here
+(``FORWARDS``) that computes what theirs computes, for each seed on its own rows. A model holding anything else
+(another module, a buffer, a method without a forward here) is not seed-batched (``why_not``).
+
+Parameter names are the model's own (a SeedLinear keeps ``weight`` and ``bias``), so seed j's weights are
+``p[j]`` for each named parameter.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Callable
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from mmbench.methods.base import with_ones
+from mmbench.methods.basic import EarlyFusion, LateFusion
+from mmbench.methods.joint import AdditiveFusion, GatedMultimodalUnit, HybridFusion
+from mmbench.methods.tensor import LowRankFusion, TensorFusion
+from mmbench.model import FusionModel
+
+
+class SeedLinear(nn.Module):
+    """S Linears applied each to its own seed's rows: (S, B, in) -> (S, B, out)."""
+
+    def __init__(self, weight: nn.Parameter, bias: nn.Parameter | None):
+        super().__init__()
+        self.weight, self.bias = weight, bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.weight.transpose(1, 2)
+        return torch.bmm(x, w) if self.bias is None else torch.baddbmm(self.bias.unsqueeze(1), x, w)
+
+
+def _own(f: nn.Module, hs: list[torch.Tensor]) -> torch.Tensor:
+    """The method's own forward: Linears, elementwise operations and concatenation on the last axis only."""
+    return f(hs)
+
+
+def _late(f: LateFusion, hs: list[torch.Tensor]) -> torch.Tensor:
+    preds = torch.stack([head(x) for head, x in zip(f.heads, hs)])  # (M, S, B, o)
+    if f.alpha is None:
+        return preds.mean(0)
+    return torch.einsum("sm,msbo->sbo", torch.softmax(f.alpha, 1), preds)
+
+
+def _hybrid(f: HybridFusion, hs: list[torch.Tensor]) -> torch.Tensor:
+    preds = torch.stack([f.early(torch.cat(hs, -1)), *(h(x) for h, x in zip(f.heads, hs))])  # (M+1, S, B, o)
+    return torch.einsum("sk,ksbo->sbo", torch.softmax(f.beta, 1), preds)
+
+
+def _additive(f: AdditiveFusion, hs: list[torch.Tensor]) -> torch.Tensor:
+    ws = iter(f.weights)  # each (S, o, d_m)
+    z = torch.baddbmm(f.bias.unsqueeze(1), hs[0], next(ws).transpose(1, 2))
+    for x, w in zip(hs[1:], ws):
+        z = torch.baddbmm(z, x, w.transpose(1, 2))
+    act = {"none": None, "relu": torch.relu, "tanh": torch.tanh}[f.activation]
+    return z if act is None else act(z)
+
+
+def _gmu(f: GatedMultimodalUnit, hs: list[torch.Tensor]) -> torch.Tensor:
+    if f.gates == 1:
+        return f(hs)
+    s, b = hs[0].shape[:2]
+    h = [torch.tanh(p(x)) for p, x in zip(f.proj, hs)]
+    g = f.gate(torch.cat(hs, -1)).view(s, b, f.gates, f.hidden)
+    z = torch.sigmoid(g) if f.gate_kind == "sigmoid" else torch.softmax(g, 2)
+    return f.out((z * torch.stack(h, 2)).sum(2))
+
+
+def _tfn(f: TensorFusion, hs: list[torch.Tensor]) -> torch.Tensor:
+    """TensorFusion.forward with its split k, the outer products and contractions over the S·B rows, the matmul with
+    each seed's weight a bmm. The contractions are a product and a sum: a bmm of S·B (o, D_m) × (D_m, 1) matrices is
+    slow on CPU (its backward ~1.5× the elementwise form's at 384 rows, 16³)."""
+    s, b = hs[0].shape[:2]
+    xt = [with_ones(x.reshape(s * b, -1)) for x in hs]
+    k, weight, bias = f.split, f.linear.weight, f.linear.bias  # (S, o, D), (S, o)
+    z = xt[-1]
+    for x in reversed(xt[k:-1]):
+        z = (x.unsqueeze(-1) * z.unsqueeze(1)).flatten(1)
+    w = weight.reshape(s, -1, z.shape[1]).transpose(1, 2)
+    if k == 0:
+        return torch.baddbmm(bias.unsqueeze(1), z.view(s, b, -1), w)
+    h = torch.bmm(z.view(s, b, -1), w).view(s * b, -1)  # (S·B, o·D_1⋯D_k)
+    del z
+    for x, size in zip(reversed(xt[:k]), reversed(f.sizes[:k])):
+        h = (h.reshape(s * b, -1, size) * x.unsqueeze(1)).sum(-1)
+    return h.view(s, b, -1) + bias.unsqueeze(1)
+
+
+def _lmf(f: LowRankFusion, hs: list[torch.Tensor]) -> torch.Tensor:
+    s, b = hs[0].shape[:2]
+    prod = None
+    for x, w in zip(hs, f.factors):  # w: (S, d_m+1, o·r)
+        g = torch.baddbmm(w[:, -1:], x, w[:, :-1])  # x̃_m W_m, (S, B, o·r)
+        prod = g if prod is None else prod * g
+    y = torch.bmm(prod.view(s, -1, f.rank), f.fusion_weights.transpose(1, 2))  # (S, B·o, 1)
+    return y.view(s, b, f.out_dim) + f.fusion_bias  # fusion_bias (S, 1, o)
+
+
+FORWARDS: dict[type, Callable[[nn.Module, list[torch.Tensor]], torch.Tensor]] = {
+    EarlyFusion: _own, LateFusion: _late, HybridFusion: _hybrid, AdditiveFusion: _additive,
+    GatedMultimodalUnit: _gmu, TensorFusion: _tfn, LowRankFusion: _lmf}
+# Modules whose forward is right with a leading seed dimension (their parameters, if any, are a Linear's).
+PLAIN = (nn.Sequential, nn.ModuleList, nn.ParameterList, nn.Linear, nn.ReLU, nn.Tanh, nn.Sigmoid, nn.Identity)
+
+
+def why_not(model: nn.Module) -> str:
+    """Why this model cannot be seed-batched here ('' when it can)."""
+    if type(model) is not FusionModel:
+        return "not an mmbench model"
+    fusion = model.fusion
+    if type(fusion) not in FORWARDS:
+        return f"no seed-batched forward for {type(fusion).__name__}"
+    if next(model.buffers(), None) is not None:
+        return "the model has buffers"
+    for m in model.modules():
+        if m is not model and m is not fusion and not isinstance(m, PLAIN):
+            return f"a {type(m).__name__} module"
+    return ""
+
+
+class SeedBatched(nn.Module):
+    """The seeds' models as one: ``forward(xs)`` with xs (S, B, d_m) gives (S, B, outputs)."""
+
+    def __init__(self, models: list[nn.Module]):
+        super().__init__()
+        self.model = copy.deepcopy(models[0])
+        stacked = dict(self.model.named_parameters())
+        for name in stacked:  # each parameter: every seed's values, seed first
+            path, _, attr = name.rpartition(".")
+            owner = self.model.get_submodule(path)
+            owner._parameters[attr] = nn.Parameter(torch.stack([m.get_parameter(name).detach() for m in models]))
+        for name, m in list(self.model.named_modules()):
+            if type(m) is nn.Linear:
+                self.model.set_submodule(name, SeedLinear(m.weight, m.bias))
+        self.fusion_forward = FORWARDS[type(self.model.fusion)]
+
+    def forward(self, xs: list[torch.Tensor]) -> torch.Tensor:
+        hs = [enc(x) for enc, x in zip(self.model.encoders, xs)]
+        return self.fusion_forward(self.model.fusion, hs)
+
+
+def per_seed_loss(target: str, loss: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """Each seed's mean loss, (S,), from outputs (S, B, o) and targets (S, B): train.loss_function's loss per seed
+    (their sum's gradient is each seed's own loss's gradient in its own parameters)."""
+    if target == "classification":
+        return lambda out, y: F.cross_entropy(out.flatten(0, 1), y.flatten(), reduction="none").view(y.shape).mean(1)
+    if loss == "l1":
+        return lambda out, y: (out[..., 0] - y).abs().mean(1)
+    return lambda out, y: ((out[..., 0] - y) ** 2).mean(1)
