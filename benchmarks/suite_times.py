@@ -7,7 +7,7 @@ configuration, from the run before issue 28's changes).
 the test split's binomial SE (one seed, as --quick, has no range of its own: the full baseline's seeds give it).
 The load average before and after is printed beside each figure: on a loaded machine the times are upper bounds.
 
-    python benchmarks/suite_times.py [quick|full ...]
+    python benchmarks/suite_times.py [quick|full ...] [--out DIR]   # --out: keep the runs there
 """
 from __future__ import annotations
 
@@ -48,8 +48,9 @@ def _inside(rows: list[dict]) -> tuple[int, list[str]]:
     return ok, out
 
 
-def run(mode: str) -> None:
-    with tempfile.TemporaryDirectory() as out:
+def run(mode: str, keep: str | None = None) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = keep or tmp
         args = [sys.executable, "-m", "mmbench", "run", "suites/tfn_vs_lmf.yaml", "--out", out, "--json"]
         if mode == "quick":
             args.append("--quick")
@@ -78,5 +79,10 @@ def run(mode: str) -> None:
 
 
 if __name__ == "__main__":
-    for mode in sys.argv[1:] or ["quick", "full"]:
-        run(mode)
+    args = sys.argv[1:]
+    keep = None
+    if "--out" in args:  # keep the runs (e.g. to compare two full runs with `mmbench compare`)
+        i = args.index("--out")
+        keep, args = args[i + 1], args[:i] + args[i + 2:]
+    for mode in args or ["quick", "full"]:
+        run(mode, keep)
