@@ -389,6 +389,29 @@ def lmf_weighted_sum(m, xs):
     return (_lmf_product(m, xs).view(-1, m.out_dim, m.rank) * m.fusion_weights).sum(-1) + m.fusion_bias
 
 
+def _mutan_sides(m, xs, composed: bool):
+    out = []
+    for x, lin, mer in ((xs[0], m.linear0, m.merge0), (xs[1], m.linear1, m.merge1)):
+        if composed:  # (R·mm, mm) · [W | b] (mm, d+1) once, then one GEMM per sample batch
+            w = mer.weight @ torch.cat([lin.weight, lin.bias[:, None]], 1)
+            out.append(x @ w[:, :-1].T + (w[:, -1] + mer.bias))
+        else:
+            out.append(mer(lin(x)))
+    return out
+
+
+def mutan_in_turn(m, xs):
+    """Each side's two Linears applied in turn: x → (B, mm) → (B, R·mm)."""
+    a, b = _mutan_sides(m, xs, False)
+    return m.out((a * b).view(-1, m.rank, m.mm).sum(1))
+
+
+def mutan_composed(m, xs):
+    """Each side's two Linears multiplied first, (R·mm, d+1), then applied once to x."""
+    a, b = _mutan_sides(m, xs, True)
+    return m.out((a * b).view(-1, m.rank, m.mm).sum(1))
+
+
 def _with_kernel(steps: int, scores: int):
     """MulT with every attention on one kernel: attention_blocks.attend's shape limits set for this call only."""
     from mmbench.methods import attention_blocks as ab
@@ -412,6 +435,7 @@ mult_fused.__doc__ = "Every attention through torch's fused scaled_dot_product_a
 ORDERS: dict[str, dict[str, Callable]] = {
     "tucker": {"q0 first": tucker_q0_first, "q1 first": tucker_q1_first, "outer": tucker_outer},
     "block_tucker": {"a first": block_tucker_q0_first, "outer": block_tucker_outer},
+    "mutan": {"in turn": mutan_in_turn, "composed": mutan_composed},
     "mfb": {"sum-pool": mfb_sum_pool, "bmm-pool": mfb_bmm_pool},
     "mfh": {"two pools": mfh_two_pools, "one pool": mfh_one_pool},
     "lmf": {"mm + bias": lmf_mm_then_bias, "bias in gemm": lmf_bias_in_gemm, "weighted sum": lmf_weighted_sum},
@@ -420,13 +444,14 @@ ORDERS: dict[str, dict[str, Callable]] = {
 
 # The suites' sizes: (method, hyperparameters, fusion dims, batch). Batches are the suites' latency batch sizes
 # (1 and 256, MulT 1 and 64) and training batches (128, 64); tucker mm 16 (fusion_zoo, real_digits), block_tucker,
-# mfb and mfh at their defaults (fusion_zoo) and mfb as tuned_fusion starts it (mm 16, k 4, dims 16); LMF at batch 1
+# mutan, mfb and mfh at their defaults (fusion_zoo) and mfb as tuned_fusion starts it (mm 16, k 4, dims 16); LMF at batch 1
 # at tfn_vs_lmf's dims and ranks (o 2); MulT as sequence_fusion runs it (width 16, 2 layers, 4 heads, lengths 16 and
 # 6 with padding).
 ORDER_CONFIGS = [
     ("tucker", {"mm": 16}, [16, 16], 1), ("tucker", {"mm": 16}, [16, 16], 64), ("tucker", {"mm": 16}, [8, 8], 128),
     ("tucker", {"mm": 16}, [32, 32], 256),
     ("block_tucker", {}, [16, 16], 1), ("block_tucker", {}, [8, 8], 128), ("block_tucker", {}, [32, 32], 256),
+    ("mutan", {}, [16, 16], 1), ("mutan", {}, [8, 8], 128), ("mutan", {}, [32, 32], 256),
     ("mfb", {}, [16, 16], 1), ("mfb", {}, [32, 32], 256), ("mfb", {"mm": 16, "k": 4}, [16, 16], 128),
     ("mfh", {}, [16, 16], 1), ("mfh", {}, [8, 8], 128), ("mfh", {}, [32, 32], 256),
     ("lmf", {"rank": 1}, [8, 8, 8], 1), ("lmf", {"rank": 4}, [16, 16, 16], 1), ("lmf", {"rank": 16}, [64, 64, 64], 1),

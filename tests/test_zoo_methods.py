@@ -123,6 +123,27 @@ def test_bilinear_flops_match_hand_derived_formula(name, dims, out_dim, batch):
     assert flops(lambda: m(xs), m)["total"] == formula(batch, *dims, out_dim) == m.expected_flops(batch)
 
 
+def test_mutan_composes_its_linears_where_that_is_fewer_flops(monkeypatch):
+    """Each side's Linears x → mm → R·mm are multiplied first from the batch where that costs fewer FLOPs (mm 8, R 3,
+    d 3: 3·8·(8·4 + 3B) < B·8·(3 + 24) from B = 6); both orders give the same outputs and gradients."""
+    m = methods.create("mutan", [3, 3], 2, mm=8, rank=3).double()
+    assert [b for b in range(1, 9) if m.compose_first(b, 3)] == [6, 7, 8]
+    xs = [torch.randn(6, 3, dtype=torch.float64), torch.randn(6, 3, dtype=torch.float64)]
+    # composed: per side the (24, 8)·(8, 4) product and the (6, 3)·(3, 24) GEMM; then the output Linear
+    assert flops(lambda: m(xs), m)["total"] == 2 * (2 * 24 * 8 * 4 + 2 * 6 * 3 * 24) + 2 * 6 * 8 * 2 \
+        == m.expected_flops(6)
+    results = []
+    for composed in (True, False):
+        monkeypatch.setattr(type(m), "compose_first", lambda self, b, d, c=composed: c)
+        m.zero_grad()
+        y = m(xs)
+        y.square().sum().backward()
+        results.append((y.detach(), {k: p.grad.clone() for k, p in m.named_parameters()}))
+    torch.testing.assert_close(results[0][0], results[1][0])
+    for k in results[0][1]:
+        torch.testing.assert_close(results[0][1][k], results[1][1][k], msg=k)
+
+
 def test_mutan_flops_written_out():
     m = methods.create("mutan", [10, 20], 3, mm=4, rank=2)
     # 2·B·(4·10 + 4·20 + 2·(4·8) + 4·3) at B = 2
@@ -499,19 +520,20 @@ def test_ssl_without_gradients_is_the_function_bit_for_bit():
     assert torch.isfinite(z.grad).all()  # the Function's gradient (0 at 0) still serves training
 
 
-@pytest.mark.parametrize("name", ["tucker", "block_tucker", "mfb", "mfh", "lmf", "mult"])
+@pytest.mark.parametrize("name", ["tucker", "block_tucker", "mutan", "mfb", "mfh", "lmf", "mult"])
 def test_every_order_written_by_hand_is_the_method(name):
     """Each hand-written order the order table times computes the module's function, on both sides of every
     batch-size rule, so the table compares equal work."""
     from benchmarks.methods_vs_naive import ORDERS, order_inputs
 
-    hp = {"tucker": {"mm": 5}, "block_tucker": {"mm": 9, "chunks": 2}, "mfb": {"mm": 4, "k": 3},
+    hp = {"tucker": {"mm": 5}, "block_tucker": {"mm": 9, "chunks": 2}, "mutan": {"mm": 8, "rank": 3},
+          "mfb": {"mm": 4, "k": 3},
           "mfh": {"mm": 4, "k": 3}, "lmf": {"rank": 3},
           "mult": {"width": 8, "layers": 1, "heads": 2, "dropout": 0.0}}[name]
     dims = {"lmf": [3, 4, 5], "mult": [8, 5]}.get(name, [3, 4])
     torch.manual_seed(0)
     m = methods.create(name, dims, 2, **hp).double().eval()
-    for batch in (1, 4, 6):
+    for batch in (1, 4, 6, 40):  # mutan at [3, 4], mm 8, rank 3: composed from batch 6 (d 3) and 8 (d 4)
         xs = order_inputs(name, dims, batch)
         xs = ([x.double() for x in xs[0]], xs[1]) if isinstance(xs, tuple) else [x.double() for x in xs]
         with torch.no_grad():
