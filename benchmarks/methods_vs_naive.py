@@ -412,6 +412,41 @@ def mutan_composed(m, xs):
     return m.out((a * b).view(-1, m.rank, m.mm).sum(1))
 
 
+def _block_merged(m, x, lin, weights, biases, composed: bool):
+    """One side of BLOCK: per group of equal chunks, (n, B, R·s) merged projections."""
+    start, out = 0, []
+    for (s, n), w, b in zip(m.groups, weights, biases):
+        rows = slice(start, start + s * n)
+        if composed:  # [W | b] of the group's projection rows (n, d+1, s) times its merges (n, s, R·s), once
+            wl = torch.cat([lin.weight[rows], lin.bias[rows, None]], 1).view(n, s, -1).transpose(1, 2)
+            c = torch.bmm(wl, w)  # (n, d+1, R·s)
+            out.append(torch.baddbmm(c[:, -1:] + b, x.expand(n, *x.shape), c[:, :-1]))
+        else:
+            a = lin(x)[:, rows].reshape(-1, n, s).transpose(0, 1)
+            out.append(torch.baddbmm(b, a, w))
+        start += s * n
+    return out
+
+
+def _block(m, xs, composed):
+    zs = []
+    for (s, n), a, b in zip(m.groups, _block_merged(m, xs[0], m.linear0, m.merge0_weight, m.merge0_bias, composed),
+                            _block_merged(m, xs[1], m.linear1, m.merge1_weight, m.merge1_bias, composed)):
+        z = _ssl((a * b).view(n, -1, m.rank, s).sum(2))
+        zs.append(z.transpose(0, 1).reshape(xs[0].shape[0], -1))
+    return m.out(torch.cat(zs, 1))
+
+
+def block_in_turn(m, xs):
+    """Per side the projection to mm, then each chunk's merge (s → R·s) batched over a group's chunks."""
+    return _block(m, xs, False)
+
+
+def block_composed(m, xs):
+    """Per side and chunk the projection rows and the merge multiplied first, (d+1, R·s), then applied once."""
+    return _block(m, xs, True)
+
+
 def _with_kernel(steps: int, scores: int):
     """MulT with every attention on one kernel: attention_blocks.attend's shape limits set for this call only."""
     from mmbench.methods import attention_blocks as ab
@@ -436,6 +471,7 @@ ORDERS: dict[str, dict[str, Callable]] = {
     "tucker": {"q0 first": tucker_q0_first, "q1 first": tucker_q1_first, "outer": tucker_outer},
     "block_tucker": {"a first": block_tucker_q0_first, "outer": block_tucker_outer},
     "mutan": {"in turn": mutan_in_turn, "composed": mutan_composed},
+    "block": {"in turn": block_in_turn, "composed": block_composed},
     "mfb": {"sum-pool": mfb_sum_pool, "bmm-pool": mfb_bmm_pool},
     "mfh": {"two pools": mfh_two_pools, "one pool": mfh_one_pool},
     "lmf": {"mm + bias": lmf_mm_then_bias, "bias in gemm": lmf_bias_in_gemm, "weighted sum": lmf_weighted_sum},
@@ -444,7 +480,7 @@ ORDERS: dict[str, dict[str, Callable]] = {
 
 # The suites' sizes: (method, hyperparameters, fusion dims, batch). Batches are the suites' latency batch sizes
 # (1 and 256, MulT 1 and 64) and training batches (128, 64); tucker mm 16 (fusion_zoo, real_digits), block_tucker,
-# mutan, mfb and mfh at their defaults (fusion_zoo) and mfb as tuned_fusion starts it (mm 16, k 4, dims 16); LMF at batch 1
+# mutan, block, mfb and mfh at their defaults (fusion_zoo) and mfb as tuned_fusion starts it (mm 16, k 4, dims 16); LMF at batch 1
 # at tfn_vs_lmf's dims and ranks (o 2); MulT as sequence_fusion runs it (width 16, 2 layers, 4 heads, lengths 16 and
 # 6 with padding).
 ORDER_CONFIGS = [
@@ -452,6 +488,7 @@ ORDER_CONFIGS = [
     ("tucker", {"mm": 16}, [32, 32], 256),
     ("block_tucker", {}, [16, 16], 1), ("block_tucker", {}, [8, 8], 128), ("block_tucker", {}, [32, 32], 256),
     ("mutan", {}, [16, 16], 1), ("mutan", {}, [8, 8], 128), ("mutan", {}, [32, 32], 256),
+    ("block", {}, [16, 16], 1), ("block", {}, [8, 8], 128), ("block", {}, [8, 8], 256), ("block", {}, [16, 16], 256),
     ("mfb", {}, [16, 16], 1), ("mfb", {}, [32, 32], 256), ("mfb", {"mm": 16, "k": 4}, [16, 16], 128),
     ("mfh", {}, [16, 16], 1), ("mfh", {}, [8, 8], 128), ("mfh", {}, [32, 32], 256),
     ("lmf", {"rank": 1}, [8, 8, 8], 1), ("lmf", {"rank": 4}, [16, 16, 16], 1), ("lmf", {"rank": 16}, [64, 64, 64], 1),

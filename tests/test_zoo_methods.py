@@ -520,13 +520,14 @@ def test_ssl_without_gradients_is_the_function_bit_for_bit():
     assert torch.isfinite(z.grad).all()  # the Function's gradient (0 at 0) still serves training
 
 
-@pytest.mark.parametrize("name", ["tucker", "block_tucker", "mutan", "mfb", "mfh", "lmf", "mult"])
+@pytest.mark.parametrize("name", ["tucker", "block_tucker", "mutan", "block", "mfb", "mfh", "lmf", "mult"])
 def test_every_order_written_by_hand_is_the_method(name):
     """Each hand-written order the order table times computes the module's function, on both sides of every
     batch-size rule, so the table compares equal work."""
     from benchmarks.methods_vs_naive import ORDERS, order_inputs
 
     hp = {"tucker": {"mm": 5}, "block_tucker": {"mm": 9, "chunks": 2}, "mutan": {"mm": 8, "rank": 3},
+          "block": {"mm": 9, "chunks": 2, "rank": 2},
           "mfb": {"mm": 4, "k": 3},
           "mfh": {"mm": 4, "k": 3}, "lmf": {"rank": 3},
           "mult": {"width": 8, "layers": 1, "heads": 2, "dropout": 0.0}}[name]
