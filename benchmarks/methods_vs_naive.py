@@ -2,7 +2,7 @@
 
     python benchmarks/methods_vs_naive.py [--batch 256] [--dim 32] [--out-dim 8] [--threads 1] [--min-run-time 1.0]
                                           [--rounds 5] [--methods GLOB] [--lmf-batches 32,64,...,8192]
-                                          [--no-tfn-best-order]
+                                          [--no-tfn-best-order] [--orders-only] [--order-run-time 0.6] [--cpu-time]
 
 The naive versions take the method's own parameters and compute the same function as its paper or reference code
 writes it (TFN: explicit outer products then a Linear; LMF: its reference code, factors as (r, d+1, o); MUTAN/BLOCK:
@@ -11,7 +11,10 @@ as layers and the whole called as an nn.Module, as reference code is. A test hol
 output as ours, so the table compares equal work. Floor: ours ≤ 1.05 × naive. A second table holds LMF to the floor
 across batch sizes 32 … 8192 at dims 64³ rank 4 and 128³ rank 16; a third holds TFN to the same floor against a
 best-order reference (its contraction order chosen independently, weight laid out for it) at 64³ o 2 b256 and two
-other shapes. Each side is timed with
+other shapes. A fourth (alone with --orders-only, about 70 s) times every method with a choice of contraction order
+or layout (Tucker, BlockTucker, MUTAN, BLOCK, MFB, MFH, LMF at batch 1, the attention methods' kernel) against each
+order written out by hand, at the suites' sizes; the best is the fastest order, floor ours ≤ 1.05 × best. Each side is
+timed with
 torch.utils.benchmark.Timer.blocked_autorange under inference_mode, in rounds that alternate the two sides (the
 figure is the smallest round median of each side); the exit code is the number of rows above the floor (timings on a
 loaded machine are noisy: rerun on a quiet one before reading a ratio).
@@ -475,14 +478,14 @@ ORDERS: dict[str, dict[str, Callable]] = {
     "mfb": {"sum-pool": mfb_sum_pool, "bmm-pool": mfb_bmm_pool},
     "mfh": {"two pools": mfh_two_pools, "one pool": mfh_one_pool},
     "lmf": {"mm + bias": lmf_mm_then_bias, "bias in gemm": lmf_bias_in_gemm, "weighted sum": lmf_weighted_sum},
-    "mult": {"batched": mult_batched, "fused": mult_fused},
+    **{name: {"batched": mult_batched, "fused": mult_fused} for name in ("mult", "lmf_mult", "merged_attn", "co_attn")},
 }
 
 # The suites' sizes: (method, hyperparameters, fusion dims, batch). Batches are the suites' latency batch sizes
 # (1 and 256, MulT 1 and 64) and training batches (128, 64); tucker mm 16 (fusion_zoo, real_digits), block_tucker,
 # mutan, block, mfb and mfh at their defaults (fusion_zoo) and mfb as tuned_fusion starts it (mm 16, k 4, dims 16); LMF at batch 1
 # at tfn_vs_lmf's dims and ranks (o 2); MulT as sequence_fusion runs it (width 16, 2 layers, 4 heads, lengths 16 and
-# 6 with padding).
+# 6 with padding), and the suite's other attention methods, which share its kernel rule, at its batch 64.
 ORDER_CONFIGS = [
     ("tucker", {"mm": 16}, [16, 16], 1), ("tucker", {"mm": 16}, [16, 16], 64), ("tucker", {"mm": 16}, [8, 8], 128),
     ("tucker", {"mm": 16}, [32, 32], 256),
@@ -495,6 +498,9 @@ ORDER_CONFIGS = [
     ("lmf", {"rank": 4}, [32, 32, 64], 1),
     ("mult", {"width": 16, "layers": 2, "heads": 4, "dropout": 0.0}, [16, 16], 1),
     ("mult", {"width": 16, "layers": 2, "heads": 4, "dropout": 0.0}, [16, 16], 64),
+    ("lmf_mult", {"width": 16, "layers": 2, "heads": 4, "rank": 4, "dropout": 0.0}, [16, 16], 64),
+    ("merged_attn", {"width": 32, "layers": 2, "heads": 4, "dropout": 0.0}, [16, 16], 64),
+    ("co_attn", {"width": 32, "layers": 2, "heads": 4, "dropout": 0.0}, [16, 16], 64),
 ]
 MULT_LENGTHS = [16, 6]
 ORDER_OUT = 2  # the suites' synthetic tasks are binary
