@@ -450,23 +450,23 @@ def block_composed(m, xs):
     return _block(m, xs, True)
 
 
-def _with_kernel(steps: int, scores: int):
+def _with_kernel(steps: int, scores: int, min_scores: int):
     """MulT with every attention on one kernel: attention_blocks.attend's shape limits set for this call only."""
     from mmbench.methods import attention_blocks as ab
 
     def fn(m, xs):
         xs, masks = xs
-        saved = ab.BATCHED_MAX_STEPS, ab.BATCHED_MAX_SCORES
-        ab.BATCHED_MAX_STEPS, ab.BATCHED_MAX_SCORES = steps, scores
+        saved = ab.BATCHED_MAX_STEPS, ab.BATCHED_MAX_SCORES, ab.BATCHED_MIN_SCORES
+        ab.BATCHED_MAX_STEPS, ab.BATCHED_MAX_SCORES, ab.BATCHED_MIN_SCORES = steps, scores, min_scores
         try:
             return m(xs, masks)
         finally:
-            ab.BATCHED_MAX_STEPS, ab.BATCHED_MAX_SCORES = saved
+            ab.BATCHED_MAX_STEPS, ab.BATCHED_MAX_SCORES, ab.BATCHED_MIN_SCORES = saved
     return fn
 
 
-mult_batched = _with_kernel(1 << 62, 1 << 62)  # QKᵀ and AV as two batched GEMMs over all heads
-mult_fused = _with_kernel(0, 0)                # torch's fused scaled_dot_product_attention
+mult_batched = _with_kernel(1 << 62, 1 << 62, 0)  # QKᵀ and AV as two batched GEMMs over all heads
+mult_fused = _with_kernel(0, 0, 0)                # torch's fused scaled_dot_product_attention
 mult_batched.__doc__ = "Every attention as two batched GEMMs (baddbmm, softmax, bmm) over all heads at once."
 mult_fused.__doc__ = "Every attention through torch's fused scaled_dot_product_attention."
 
