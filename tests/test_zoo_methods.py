@@ -125,13 +125,34 @@ def test_bilinear_flops_match_hand_derived_formula(name, dims, out_dim, batch):
 
 def test_mutan_composes_its_linears_where_that_is_fewer_flops(monkeypatch):
     """Each side's Linears x → mm → R·mm are multiplied first from the batch where that costs fewer FLOPs (mm 8, R 3,
-    d 3: 3·8·(8·4 + 3B) < B·8·(3 + 24) from B = 6); both orders give the same outputs and gradients."""
+    d 3: 3·8·(8·4 + 3B) ≤ 3/4 · B·8·(3 + 24) from B = 9); both orders give the same outputs and gradients."""
     m = methods.create("mutan", [3, 3], 2, mm=8, rank=3).double()
-    assert [b for b in range(1, 9) if m.compose_first(b, 3)] == [6, 7, 8]
-    xs = [torch.randn(6, 3, dtype=torch.float64), torch.randn(6, 3, dtype=torch.float64)]
-    # composed: per side the (24, 8)·(8, 4) product and the (6, 3)·(3, 24) GEMM; then the output Linear
-    assert flops(lambda: m(xs), m)["total"] == 2 * (2 * 24 * 8 * 4 + 2 * 6 * 3 * 24) + 2 * 6 * 8 * 2 \
-        == m.expected_flops(6)
+    assert [b for b in range(1, 12) if m.compose_first(b, 3)] == [9, 10, 11]
+    xs = [torch.randn(10, 3, dtype=torch.float64), torch.randn(10, 3, dtype=torch.float64)]
+    # composed: per side the (24, 8)·(8, 4) product and the (10, 3)·(3, 24) GEMM; then the output Linear
+    assert flops(lambda: m(xs), m)["total"] == 2 * (2 * 24 * 8 * 4 + 2 * 10 * 3 * 24) + 2 * 10 * 8 * 2 \
+        == m.expected_flops(10)
+    results = []
+    for composed in (True, False):
+        monkeypatch.setattr(type(m), "compose_first", lambda self, b, d, c=composed: c)
+        m.zero_grad()
+        y = m(xs)
+        y.square().sum().backward()
+        results.append((y.detach(), {k: p.grad.clone() for k, p in m.named_parameters()}))
+    torch.testing.assert_close(results[0][0], results[1][0])
+    for k in results[0][1]:
+        torch.testing.assert_close(results[0][1][k], results[1][1][k], msg=k)
+
+
+def test_block_composes_each_chunks_chain_where_that_is_far_fewer_flops(monkeypatch):
+    """BLOCK's sides as MUTAN's, chunk by chunk (mm 10 in chunks 3, 3, 3, 1, R 2, d 2: per side 2·2·3·28 + 2·B·2·2·10
+    composed against 2·B·2·10 + 2·B·2·28 in turn, composed (≤ 3/4) from B = 10); both orders: same outputs and
+    gradients."""
+    m = methods.create("block", [2, 2], 2, mm=10, chunks=4, rank=2).double()
+    assert [b for b in range(1, 13) if m.compose_first(b, 2)] == [10, 11, 12]
+    xs = [torch.randn(11, 2, dtype=torch.float64), torch.randn(11, 2, dtype=torch.float64)]
+    side = 2 * 2 * 3 * 28 + 2 * 11 * 2 * 2 * 10  # per group: [W | b] rows (3, s) · merge (s, R·s), then x · that
+    assert flops(lambda: m(xs), m)["total"] == 2 * side + 2 * 11 * 10 * 2 == m.expected_flops(11)
     results = []
     for composed in (True, False):
         monkeypatch.setattr(type(m), "compose_first", lambda self, b, d, c=composed: c)
@@ -534,7 +555,7 @@ def test_every_order_written_by_hand_is_the_method(name):
     dims = {"lmf": [3, 4, 5], "mult": [8, 5]}.get(name, [3, 4])
     torch.manual_seed(0)
     m = methods.create(name, dims, 2, **hp).double().eval()
-    for batch in (1, 4, 6, 40):  # mutan at [3, 4], mm 8, rank 3: composed from batch 6 (d 3) and 8 (d 4)
+    for batch in (1, 4, 6, 40):  # mutan at [3, 4], mm 8, rank 3: composed at 40
         xs = order_inputs(name, dims, batch)
         xs = ([x.double() for x in xs[0]], xs[1]) if isinstance(xs, tuple) else [x.double() for x in xs]
         with torch.no_grad():
