@@ -22,10 +22,11 @@ from mmbench.methods import attention_blocks
 DIMS, LENGTHS = [32, 32, 32], [50, 30, 20]
 METHODS = ["mult", "lmf_mult", "merged_attn", "co_attn"]
 BATCHES = [1, 32, 128]
-LIMITS = {  # (BATCHED_MAX_STEPS, BATCHED_MAX_SCORES)
-    "rule": (attention_blocks.BATCHED_MAX_STEPS, attention_blocks.BATCHED_MAX_SCORES),
-    "batched": (1 << 62, 1 << 62),
-    "fused": (0, 0),
+LIMITS = {  # (BATCHED_MAX_STEPS, BATCHED_MAX_SCORES, BATCHED_MIN_SCORES)
+    "rule": (attention_blocks.BATCHED_MAX_STEPS, attention_blocks.BATCHED_MAX_SCORES,
+             attention_blocks.BATCHED_MIN_SCORES),
+    "batched": (1 << 62, 1 << 62, 0),
+    "fused": (0, 0, 0),
 }
 
 
@@ -53,13 +54,15 @@ def main() -> None:
                 with torch.inference_mode():
                     outs = {}
                     for variant, limits in LIMITS.items():
-                        attention_blocks.BATCHED_MAX_STEPS, attention_blocks.BATCHED_MAX_SCORES = limits
+                        (attention_blocks.BATCHED_MAX_STEPS, attention_blocks.BATCHED_MAX_SCORES,
+                         attention_blocks.BATCHED_MIN_SCORES) = limits
                         outs[variant] = model(xs, masks=masks)
                     torch.testing.assert_close(outs["batched"], outs["fused"], rtol=1e-4, atol=1e-4)
                     order = list(LIMITS)
                     for r in range(args.rounds):
                         for variant in (order if r % 2 == 0 else order[::-1]):
-                            attention_blocks.BATCHED_MAX_STEPS, attention_blocks.BATCHED_MAX_SCORES = LIMITS[variant]
+                            (attention_blocks.BATCHED_MAX_STEPS, attention_blocks.BATCHED_MAX_SCORES,
+                             attention_blocks.BATCHED_MIN_SCORES) = LIMITS[variant]
                             timer = benchmark.Timer("model(xs, masks=masks)", num_threads=args.threads,
                                                     globals={"model": model, "xs": xs, "masks": masks})
                             t = timer.blocked_autorange(min_run_time=args.min_run_time / args.rounds).median
@@ -69,7 +72,8 @@ def main() -> None:
                 print(f"{name:<12} {b:>5} {best['batched'] * 1e3:>9.2f} {best['fused'] * 1e3:>9.2f} "
                       f"{best['rule'] * 1e3:>9.2f} {ratio:>9.2f}", flush=True)
     finally:
-        attention_blocks.BATCHED_MAX_STEPS, attention_blocks.BATCHED_MAX_SCORES = LIMITS["rule"]
+        (attention_blocks.BATCHED_MAX_STEPS, attention_blocks.BATCHED_MAX_SCORES,
+         attention_blocks.BATCHED_MIN_SCORES) = LIMITS["rule"]
     print(f"worst rule/best: {worst:.2f}")
 
 

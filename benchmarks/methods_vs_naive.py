@@ -2,7 +2,7 @@
 
     python benchmarks/methods_vs_naive.py [--batch 256] [--dim 32] [--out-dim 8] [--threads 1] [--min-run-time 1.0]
                                           [--rounds 5] [--methods GLOB] [--lmf-batches 32,64,...,8192]
-                                          [--no-tfn-best-order]
+                                          [--no-tfn-best-order] [--orders-only] [--order-run-time 0.6] [--cpu-time]
 
 The naive versions take the method's own parameters and compute the same function as its paper or reference code
 writes it (TFN: explicit outer products then a Linear; LMF: its reference code, factors as (r, d+1, o); MUTAN/BLOCK:
@@ -11,7 +11,10 @@ as layers and the whole called as an nn.Module, as reference code is. A test hol
 output as ours, so the table compares equal work. Floor: ours ≤ 1.05 × naive. A second table holds LMF to the floor
 across batch sizes 32 … 8192 at dims 64³ rank 4 and 128³ rank 16; a third holds TFN to the same floor against a
 best-order reference (its contraction order chosen independently, weight laid out for it) at 64³ o 2 b256 and two
-other shapes. Each side is timed with
+other shapes. A fourth (alone with --orders-only, about 70 s) times every method with a choice of contraction order
+or layout (Tucker, BlockTucker, MUTAN, BLOCK, MFB, MFH, LMF at batch 1, the attention methods' kernel) against each
+order written out by hand, at the suites' sizes; the best is the fastest order, floor ours ≤ 1.05 × best. Each side is
+timed with
 torch.utils.benchmark.Timer.blocked_autorange under inference_mode, in rounds that alternate the two sides (the
 figure is the smallest round median of each side); the exit code is the number of rows above the floor (timings on a
 loaded machine are noisy: rerun on a quiet one before reading a ratio).
@@ -21,7 +24,9 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import math
+import os
 import sys
+import time
 import weakref
 from pathlib import Path
 from typing import Callable
@@ -270,6 +275,301 @@ def view_specific(m, xs):
     return torch.log(sum(probs) / len(probs))
 
 
+# --- Every method with a choice of order, each order written out by hand (issue 28) ------------------------------
+# Each function computes the method's forward from its own parameters in one contraction order or layout; a test
+# holds each to the module's output. The table times mmbench's forward against every order at the suites' sizes;
+# the best is the fastest order measured, and the floor is ours <= 1.05 x that best.
+
+def _tucker_core(t: torch.Tensor) -> torch.Tensor:
+    """A Tucker core T[i, k, j] (stored (i, k·j)) laid out for the outer product: (i·j, k), one copy."""
+    s = t.shape[0]
+    return t.view(s, s, s).transpose(1, 2).reshape(s * s, s)
+
+
+def tucker_q0_first(m, xs):
+    """q0 · T as (mm, mm·mm) (one GEMM, B·mm² intermediates), then B matrix-vector products with q1."""
+    q0, q1 = m.linear0(xs[0]), m.linear1(xs[1])
+    t = (q0 @ m.core.view(m.mm, -1)).view(-1, m.mm, m.mm)  # (B, k, j)
+    return m.out((t @ q1.unsqueeze(-1)).squeeze(-1) + m.core_bias)
+
+
+def tucker_q1_first(m, xs):
+    """T · q1 (T as (mm·mm, mm): one GEMM against its transpose), then B vector-matrix products with q0."""
+    q0, q1 = m.linear0(xs[0]), m.linear1(xs[1])
+    u = F.linear(q1, m.core.reshape(-1, m.mm)).view(-1, m.mm, m.mm)  # (B, i, k)
+    return m.out((q0.unsqueeze(1) @ u).squeeze(1) + m.core_bias)
+
+
+def tucker_outer(m, xs):
+    """The outer product q0 ⊗ q1 (B, mm²), then one GEMM with the core re-laid out as (i·j, k) (mm³ copied per
+    call): no per-sample products, one more copy."""
+    q0, q1 = m.linear0(xs[0]), m.linear1(xs[1])
+    o = (q0.unsqueeze(-1) * q1.unsqueeze(1)).flatten(1)
+    return m.out(torch.addmm(m.core_bias, o, _tucker_core(m.core)))
+
+
+def _chunks(m, q):  # (B, mm) → one (B, count, s) tensor per group of equal chunks
+    start = 0
+    for s, count in m.groups:
+        yield q[:, start:start + s * count].reshape(-1, count, s)
+        start += s * count
+
+
+def block_tucker_q0_first(m, xs):
+    """Per chunk a · T_c (batched over the chunks of a group), then B·C matrix-vector products with b."""
+    q0, q1 = m.linear0(xs[0]), m.linear1(xs[1])
+    zs = []
+    for (s, n), core, bias, a, b in zip(m.groups, m.cores, m.core_biases, _chunks(m, q0), _chunks(m, q1)):
+        t = torch.bmm(a.transpose(0, 1), core).view(n, -1, s, s)  # (n, B, k, j)
+        z = (t @ b.transpose(0, 1).unsqueeze(-1)).squeeze(-1) + bias  # (n, B, s)
+        zs.append(_ssl(z).transpose(0, 1).reshape(q0.shape[0], -1))
+    return m.out(torch.cat(zs, 1))
+
+
+def block_tucker_outer(m, xs):
+    """Per chunk the outer product a ⊗ b (n, B, s²), then one batched GEMM with the cores re-laid out as
+    (n, i·j, k)."""
+    q0, q1 = m.linear0(xs[0]), m.linear1(xs[1])
+    zs = []
+    for (s, n), core, bias, a, b in zip(m.groups, m.cores, m.core_biases, _chunks(m, q0), _chunks(m, q1)):
+        w = core.view(n, s, s, s).transpose(2, 3).reshape(n, s * s, s)
+        o = (a.unsqueeze(-1) * b.unsqueeze(-2)).view(-1, n, s * s).transpose(0, 1)
+        zs.append(_ssl(torch.baddbmm(bias, o, w)).transpose(0, 1).reshape(q0.shape[0], -1))
+    return m.out(torch.cat(zs, 1))
+
+
+def mfb_sum_pool(m, xs):
+    """The product (B, mm·k), then a sum over each group of k."""
+    p = m.linear0(xs[0]) * m.linear1(xs[1])
+    return m.out(_ssl(p.view(-1, m.mm, m.k).sum(-1)))
+
+
+def mfb_bmm_pool(m, xs):
+    """Product and pooling in one: B·mm dot products of length k (a bmm of (1, k) × (k, 1))."""
+    a, b = m.linear0(xs[0]), m.linear1(xs[1])
+    z = torch.bmm(a.view(-1, 1, m.k), b.view(-1, m.k, 1)).view(-1, m.mm)
+    return m.out(_ssl(z))
+
+
+def mfh_two_pools(m, xs):
+    """Each stage pooled and normalised on its own, then concatenated."""
+    n, prod = m.mm * m.k, m.linear0(xs[0]) * m.linear1(xs[1])
+    p1 = prod[:, :n]
+    z = [_ssl(p.reshape(-1, m.mm, m.k).sum(-1)) for p in (p1, prod[:, n:] * p1)]
+    return m.out(torch.cat(z, 1))
+
+
+def mfh_one_pool(m, xs):
+    """Both stages' products side by side (B, 2, mm, k): one sum-pool and one normalisation over the last dim."""
+    n, prod = m.mm * m.k, m.linear0(xs[0]) * m.linear1(xs[1])
+    p1 = prod[:, :n]
+    p = torch.cat([p1, prod[:, n:] * p1], 1).view(-1, 2, m.mm, m.k)
+    return m.out(_ssl(p.sum(-1)).flatten(1))
+
+
+def _lmf_product(m, xs):
+    prod = None
+    for x, w in zip(xs, m.factors):
+        f = torch.addmm(w[-1], x, w[:-1])  # x̃_m W_m, (B, o·r)
+        prod = f if prod is None else prod * f
+    return prod.view(-1, m.rank)  # (B·o, r)
+
+
+def lmf_mm_then_bias(m, xs):
+    """Factors, product, then w_f as a (B·o, r) × (r, 1) matrix product, and the bias added."""
+    return (_lmf_product(m, xs) @ m.fusion_weights.T).view(-1, m.out_dim) + m.fusion_bias
+
+
+def lmf_bias_in_gemm(m, xs):
+    """At batch 1 the bias folds into the w_f product: one addmm (o, r) × (r, 1) + (o, 1)."""
+    if xs[0].shape[0] != 1:
+        return lmf_mm_then_bias(m, xs)
+    return torch.addmm(m.fusion_bias.view(-1, 1), _lmf_product(m, xs), m.fusion_weights.T).view(1, -1)
+
+
+def lmf_weighted_sum(m, xs):
+    """w_f as a broadcast product and a sum over r."""
+    return (_lmf_product(m, xs).view(-1, m.out_dim, m.rank) * m.fusion_weights).sum(-1) + m.fusion_bias
+
+
+def _mutan_sides(m, xs, composed: bool):
+    out = []
+    for x, lin, mer in ((xs[0], m.linear0, m.merge0), (xs[1], m.linear1, m.merge1)):
+        if composed:  # (R·mm, mm) · [W | b] (mm, d+1) once, then one GEMM per sample batch
+            w = mer.weight @ torch.cat([lin.weight, lin.bias[:, None]], 1)
+            out.append(x @ w[:, :-1].T + (w[:, -1] + mer.bias))
+        else:
+            out.append(mer(lin(x)))
+    return out
+
+
+def mutan_in_turn(m, xs):
+    """Each side's two Linears applied in turn: x → (B, mm) → (B, R·mm)."""
+    a, b = _mutan_sides(m, xs, False)
+    return m.out((a * b).view(-1, m.rank, m.mm).sum(1))
+
+
+def mutan_composed(m, xs):
+    """Each side's two Linears multiplied first, (R·mm, d+1), then applied once to x."""
+    a, b = _mutan_sides(m, xs, True)
+    return m.out((a * b).view(-1, m.rank, m.mm).sum(1))
+
+
+def _block_merged(m, x, lin, weights, biases, composed: bool):
+    """One side of BLOCK: per group of equal chunks, (n, B, R·s) merged projections."""
+    start, out = 0, []
+    for (s, n), w, b in zip(m.groups, weights, biases):
+        rows = slice(start, start + s * n)
+        if composed:  # [W | b] of the group's projection rows (n, d+1, s) times its merges (n, s, R·s), once
+            wl = torch.cat([lin.weight[rows], lin.bias[rows, None]], 1).view(n, s, -1).transpose(1, 2)
+            c = torch.bmm(wl, w)  # (n, d+1, R·s)
+            out.append(torch.baddbmm(c[:, -1:] + b, x.expand(n, *x.shape), c[:, :-1]))
+        else:
+            a = lin(x)[:, rows].reshape(-1, n, s).transpose(0, 1)
+            out.append(torch.baddbmm(b, a, w))
+        start += s * n
+    return out
+
+
+def _block(m, xs, composed):
+    zs = []
+    for (s, n), a, b in zip(m.groups, _block_merged(m, xs[0], m.linear0, m.merge0_weight, m.merge0_bias, composed),
+                            _block_merged(m, xs[1], m.linear1, m.merge1_weight, m.merge1_bias, composed)):
+        z = _ssl((a * b).view(n, -1, m.rank, s).sum(2))
+        zs.append(z.transpose(0, 1).reshape(xs[0].shape[0], -1))
+    return m.out(torch.cat(zs, 1))
+
+
+def block_in_turn(m, xs):
+    """Per side the projection to mm, then each chunk's merge (s → R·s) batched over a group's chunks."""
+    return _block(m, xs, False)
+
+
+def block_composed(m, xs):
+    """Per side and chunk the projection rows and the merge multiplied first, (d+1, R·s), then applied once."""
+    return _block(m, xs, True)
+
+
+def _with_kernel(steps: int, scores: int, min_scores: int):
+    """MulT with every attention on one kernel: attention_blocks.attend's shape limits set for this call only."""
+    from mmbench.methods import attention_blocks as ab
+
+    def fn(m, xs):
+        xs, masks = xs
+        saved = ab.BATCHED_MAX_STEPS, ab.BATCHED_MAX_SCORES, ab.BATCHED_MIN_SCORES
+        ab.BATCHED_MAX_STEPS, ab.BATCHED_MAX_SCORES, ab.BATCHED_MIN_SCORES = steps, scores, min_scores
+        try:
+            return m(xs, masks)
+        finally:
+            ab.BATCHED_MAX_STEPS, ab.BATCHED_MAX_SCORES, ab.BATCHED_MIN_SCORES = saved
+    return fn
+
+
+mult_batched = _with_kernel(1 << 62, 1 << 62, 0)  # QKᵀ and AV as two batched GEMMs over all heads
+mult_fused = _with_kernel(0, 0, 0)                # torch's fused scaled_dot_product_attention
+mult_batched.__doc__ = "Every attention as two batched GEMMs (baddbmm, softmax, bmm) over all heads at once."
+mult_fused.__doc__ = "Every attention through torch's fused scaled_dot_product_attention."
+
+ORDERS: dict[str, dict[str, Callable]] = {
+    "tucker": {"q0 first": tucker_q0_first, "q1 first": tucker_q1_first, "outer": tucker_outer},
+    "block_tucker": {"a first": block_tucker_q0_first, "outer": block_tucker_outer},
+    "mutan": {"in turn": mutan_in_turn, "composed": mutan_composed},
+    "block": {"in turn": block_in_turn, "composed": block_composed},
+    "mfb": {"sum-pool": mfb_sum_pool, "bmm-pool": mfb_bmm_pool},
+    "mfh": {"two pools": mfh_two_pools, "one pool": mfh_one_pool},
+    "lmf": {"mm + bias": lmf_mm_then_bias, "bias in gemm": lmf_bias_in_gemm, "weighted sum": lmf_weighted_sum},
+    **{name: {"batched": mult_batched, "fused": mult_fused} for name in ("mult", "lmf_mult", "merged_attn", "co_attn")},
+}
+
+# The suites' sizes: (method, hyperparameters, fusion dims, batch). Batches are the suites' latency batch sizes
+# (1 and 256, MulT 1 and 64) and training batches (128, 64); tucker mm 16 (fusion_zoo, real_digits), block_tucker,
+# mutan, block, mfb and mfh at their defaults (fusion_zoo) and mfb as tuned_fusion starts it (mm 16, k 4, dims 16); LMF at batch 1
+# at tfn_vs_lmf's dims and ranks (o 2); MulT as sequence_fusion runs it (width 16, 2 layers, 4 heads, lengths 16 and
+# 6 with padding), and the suite's other attention methods, which share its kernel rule, at its batch 64.
+ORDER_CONFIGS = [
+    ("tucker", {"mm": 16}, [16, 16], 1), ("tucker", {"mm": 16}, [16, 16], 64), ("tucker", {"mm": 16}, [8, 8], 128),
+    ("tucker", {"mm": 16}, [32, 32], 256),
+    ("block_tucker", {}, [16, 16], 1), ("block_tucker", {}, [8, 8], 128), ("block_tucker", {}, [32, 32], 256),
+    ("mutan", {}, [16, 16], 1), ("mutan", {}, [8, 8], 128), ("mutan", {}, [32, 32], 256),
+    ("block", {}, [16, 16], 1), ("block", {}, [8, 8], 128), ("block", {}, [8, 8], 256), ("block", {}, [16, 16], 256),
+    ("mfb", {}, [16, 16], 1), ("mfb", {}, [32, 32], 256), ("mfb", {"mm": 16, "k": 4}, [16, 16], 128),
+    ("mfh", {}, [16, 16], 1), ("mfh", {}, [8, 8], 128), ("mfh", {}, [32, 32], 256),
+    ("lmf", {"rank": 1}, [8, 8, 8], 1), ("lmf", {"rank": 4}, [16, 16, 16], 1), ("lmf", {"rank": 16}, [64, 64, 64], 1),
+    ("lmf", {"rank": 4}, [32, 32, 64], 1),
+    ("mult", {"width": 16, "layers": 2, "heads": 4, "dropout": 0.0}, [16, 16], 1),
+    ("mult", {"width": 16, "layers": 2, "heads": 4, "dropout": 0.0}, [16, 16], 64),
+    ("lmf_mult", {"width": 16, "layers": 2, "heads": 4, "rank": 4, "dropout": 0.0}, [16, 16], 64),
+    ("merged_attn", {"width": 32, "layers": 2, "heads": 4, "dropout": 0.0}, [16, 16], 64),
+    ("co_attn", {"width": 32, "layers": 2, "heads": 4, "dropout": 0.0}, [16, 16], 64),
+]
+MULT_LENGTHS = [16, 6]
+ORDER_OUT = 2  # the suites' synthetic tasks are binary
+
+
+def order_inputs(name: str, dims: list[int], batch: int, seed: int = 0):
+    """Vectors, or for MulT padded sequences of the suite's lengths (each sample's valid length drawn in 1..T)."""
+    g = torch.Generator().manual_seed(seed)
+    if methods.info(name).inputs == "vectors":
+        return [torch.randn(batch, d, generator=g) for d in dims]
+    xs = [torch.randn(batch, t, d, generator=g) for t, d in zip(MULT_LENGTHS, dims)]
+    masks = [torch.arange(t)[None, :] < torch.randint(1, t + 1, (batch, 1), generator=g) for t in MULT_LENGTHS]
+    return xs, masks
+
+
+def compare_orders(name: str, hp: dict, dims: list[int], batch: int, out_dim: int, args
+                   ) -> tuple[float, dict[str, float], float]:
+    """(ours ms, {order: ms}, max |difference| of any order from ours). Every side is called as a module (each pays
+    one Module.__call__, as ours does); the sides' order rotates from round to round (no side always runs first);
+    each side's figure is its smallest round median."""
+    from torch.utils.benchmark import Timer
+
+    torch.manual_seed(0)
+    m = methods.create(name, dims, out_dim, **hp).eval()
+    xs = order_inputs(name, dims, batch)
+    args_ = xs if isinstance(xs, tuple) else (xs,)
+    sides = {"ours": m} | {k: Straightforward(m, f) for k, f in ORDERS[name].items()}
+    with torch.inference_mode():
+        want = m(*args_)
+        diff = max((f(xs) - want).abs().max().item() for k, f in sides.items() if k != "ours")
+        t: dict[str, list[float]] = {k: [] for k in sides}
+        keys = list(sides)
+        for r in range(args.rounds):
+            for k in keys[r % len(keys):] + keys[:r % len(keys)]:
+                fn = (lambda: m(*args_)) if k == "ours" else (lambda f=sides[k]: f(xs))
+                t[k].append(Timer("fn()", globals={"fn": fn}, num_threads=args.threads, timer=_clock(args))
+                            .blocked_autorange(min_run_time=args.order_run_time / args.rounds).median * 1e3)
+    ours = min(t.pop("ours"))
+    return ours, {k: min(v) for k, v in t.items()}, diff
+
+
+def _clock(args):
+    """Wall time, or with --cpu-time this process's CPU time: a loaded machine's waits for a core left out."""
+    return time.process_time if args.cpu_time else time.perf_counter
+
+
+def orders_table(args) -> int:
+    """The order table; returns the number of rows above the floor."""
+    clock = "process CPU time" if args.cpu_time else "wall time"
+    print(f"\nevery method with an order choice against each order written by hand (out {ORDER_OUT}, {clock}; "
+          f"best = the fastest order; floor: ours <= {FLOOR} x best)")
+    print(f"{'method':<14}{'config':<22}{'batch':>6}{'ours ms':>10}{'best ms':>10}{'ratio':>7}{'max|diff|':>11}"
+          f"  verdict   best order; every order's ms")
+    over = 0
+    for name, hp, dims, batch in ORDER_CONFIGS:
+        if not fnmatch.fnmatch(name, args.methods):
+            continue
+        ours, orders, diff = compare_orders(name, hp, dims, batch, ORDER_OUT, args)
+        best = min(orders, key=orders.get)
+        ratio = ours / orders[best]
+        ok = ratio <= FLOOR and math.isfinite(diff) and diff < 1e-4
+        over += not ok
+        cfg = "x".join(map(str, dims)) + "".join(f" {k}{v}" for k, v in hp.items() if k in ("mm", "k", "rank"))
+        every = ", ".join(f"{k} {v:.4f}" for k, v in orders.items())
+        print(f"{name:<14}{cfg:<22}{batch:>6}{ours:>10.4f}{orders[best]:>10.4f}{ratio:>7.2f}{diff:>11.2e}  "
+              f"{'ok' if ok else 'ABOVE':<9} {best}; {every}", flush=True)
+    return over
+
+
 NAIVE: dict[str, Callable] = {f.__name__: f for f in (
     early, additive, late, hybrid, tfn, lmf, gmu, mlb, mfb, mfh, tucker, mutan, block, block_tucker, linear_sum, mcb,
     aff, iaff, contrastive, dcca, encdec, view_specific)}
@@ -332,8 +632,19 @@ def main(argv: list[str] | None = None) -> int:
                     help="batch sizes of the LMF table, comma-separated (empty: skip it)")
     ap.add_argument("--no-tfn-best-order", dest="tfn_best_order", action="store_false",
                     help="skip the table of TFN against its best-order reference")
+    ap.add_argument("--order-run-time", type=float, default=0.6,
+                    help="seconds per side and configuration of the order table, over all rounds")
+    ap.add_argument("--cpu-time", action="store_true",
+                    help="the order table in process CPU time rather than wall time (for a loaded machine)")
+    ap.add_argument("--orders-only", action="store_true",
+                    help="only the table of every method with an order choice against each order by hand")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.orders_only:
+        print(f"torch {torch.__version__}, {args.threads} thread(s); load average {_load()}")
+        over = orders_table(args)
+        print(f"load average {_load()}")
+        return over
     names = [n for n in methods.available(args.methods) if methods.info(n).inputs == "vectors"]
     print(f"torch {torch.__version__}, {args.threads} thread(s), batch {args.batch}, dim {args.dim}, "
           f"out {args.out_dim}; floor: ours <= {FLOOR} x naive\n")
@@ -360,7 +671,13 @@ def main(argv: list[str] | None = None) -> int:
             for batch in args.lmf_batches:
                 over += not _row(f"{dim}^3 r{rank}", str(batch),
                                  *compare("lmf", [dim] * 3, batch, args.out_dim, args, rank=rank))
+    over += orders_table(args)
+    print(f"load average {_load()}")
     return over
+
+
+def _load() -> str:
+    return " ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
 if __name__ == "__main__":

@@ -33,9 +33,11 @@ def _create(case, **extra):
 
 @pytest.fixture(params=["batched", "fused"])
 def kernel(request, monkeypatch):
-    """Run a test under each attention kernel: the shape rule would pick the batched GEMMs at these small sizes."""
+    """Run a test under each attention kernel (the shape rule would pick the fused one at these small sizes)."""
     if request.param == "fused":
         monkeypatch.setattr(attention_blocks, "BATCHED_MAX_STEPS", 0)
+    else:
+        monkeypatch.setattr(attention_blocks, "BATCHED_MIN_SCORES", 0)
     return request.param
 
 
@@ -193,6 +195,7 @@ def test_future_mask_rows_with_no_valid_key_give_zeros_and_finite_gradients(monk
     rows = attention_blocks.future_mask(4, 4, k_mask, k_mask)  # L_q = L_k: an offset of 0
     assert not rows[0, 0].any() and not rows[0, 1].any()  # queries 0 and 1 of sample 0 have no valid key
     results = []
+    monkeypatch.setattr(attention_blocks, "BATCHED_MIN_SCORES", 0)  # these small shapes batched, then fused
     for steps in (attention_blocks.BATCHED_MAX_STEPS, 0):
         monkeypatch.setattr(attention_blocks, "BATCHED_MAX_STEPS", steps)
         out = attend(q, k, v, rows)
@@ -257,7 +260,9 @@ def _ops(fn):
     (32, 50, 30, {"baddbmm", "bmm"}),          # short sequences: two batched GEMMs
     (32, 64, 64, {"_scaled_dot_product_flash_attention_for_cpu"}),   # Tq·Tk ≥ 64² per head: fused
     (1024, 40, 30, {"_scaled_dot_product_flash_attention_for_cpu"}),  # B·h·Tq·Tk > 2²² scores: fused
-    (1, 63, 64, {"baddbmm", "bmm"}),
+    (16, 63, 64, {"baddbmm", "bmm"}),
+    (1, 63, 64, {"_scaled_dot_product_flash_attention_for_cpu"}),  # B·h·Tq·Tk < 2¹⁷ scores: fused
+    (64, 16, 16, {"_scaled_dot_product_flash_attention_for_cpu"}),  # MulT's self-attention in sequence_fusion
 ])
 def test_the_kernel_follows_the_shape(b, tq, tk, kernel_ops):
     q, k = torch.randn(b, 4, tq, 8), torch.randn(b, 4, tk, 8)
@@ -270,6 +275,7 @@ def test_both_kernels_agree_on_values_gradients_and_empty_rows(monkeypatch):
     q, k, v = (torch.randn(3, 2, t, 4, generator=g, dtype=torch.float64, requires_grad=True) for t in (5, 7, 7))
     mask = torch.tensor([[1] * 7, [0] * 7, [0, 1, 0, 1, 1, 0, 0]], dtype=torch.bool)
     results = []
+    monkeypatch.setattr(attention_blocks, "BATCHED_MIN_SCORES", 0)  # these small shapes batched, then fused
     for steps in (attention_blocks.BATCHED_MAX_STEPS, 0):
         monkeypatch.setattr(attention_blocks, "BATCHED_MAX_STEPS", steps)
         out = attend(q, k, v, mask)

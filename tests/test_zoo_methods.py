@@ -97,28 +97,72 @@ BILINEAR_FLOPS = {
     "mlb": (dict(mm=12), lambda b, d0, d1, o: 2 * b * (12 * d0 + 12 * d1 + 12 * o)),
     "mfb": (dict(mm=6, k=3), lambda b, d0, d1, o: 2 * b * (18 * d0 + 18 * d1 + 6 * o)),
     "mfh": (dict(mm=6, k=3), lambda b, d0, d1, o: 2 * b * (36 * d0 + 36 * d1 + 12 * o)),
-    # projections, q0·T (mm × mm² per sample), the batched product with q1 (mm² per sample), output
-    "tucker": (dict(mm=5), lambda b, d0, d1, o: 2 * b * (5 * d0 + 5 * d1 + 125 + 25 + 5 * o)),
+    # projections, q0·T (mm × mm² per sample), the batched product with q1 (mm² per sample), output; from a batch of
+    # mm on, the outer product (not counted) and one GEMM with the core (mm² × mm per sample)
+    "tucker": (dict(mm=5), lambda b, d0, d1, o: 2 * b * (5 * d0 + 5 * d1 + 125 + (25 if b < 5 else 0) + 5 * o)),
     "mutan": (dict(mm=8, rank=3), lambda b, d0, d1, o: 2 * b * (8 * d0 + 8 * d1 + 2 * 8 * 24 + 8 * o)),
     "block": (dict(mm=12, chunks=3, rank=2), lambda b, d0, d1, o: 2 * b * (12 * d0 + 12 * d1 + 2 * 3 * 4 * 8 + 12 * o)),
     # uneven: chunks 3, 3, 3, 1; per chunk two merges of s·R·s multiply-adds
     "block:uneven": (dict(mm=10, chunks=4, rank=2),
                      lambda b, d0, d1, o: 2 * b * (10 * d0 + 10 * d1 + 2 * (3 * 18 + 2) + 10 * o)),
-    # per chunk a·T (s·s² multiply-adds) and the batched product with b (s²): chunks 5 and 4
-    "block_tucker": (dict(mm=9, chunks=2),
-                     lambda b, d0, d1, o: 2 * b * (9 * d0 + 9 * d1 + 125 + 25 + 64 + 16 + 9 * o)),
+    # per chunk a·T (s·s² multiply-adds) and the batched product with b (s²): chunks 5 and 4; from a batch of s on,
+    # the outer product (not counted) and the GEMM with the core (s³)
+    "block_tucker": (dict(mm=9, chunks=2), lambda b, d0, d1, o: 2 * b * (
+        9 * d0 + 9 * d1 + 125 + (25 if b < 5 else 0) + 64 + (16 if b < 4 else 0) + 9 * o)),
     "linear_sum": (dict(mm=12), lambda b, d0, d1, o: 2 * b * (12 * d0 + 12 * d1 + 12 * o)),
     "mcb": (dict(sketch_dim=64), lambda b, d0, d1, o: 2 * b * 64 * o),  # sketch and FFTs: not counted by torch
 }
 
 
 @pytest.mark.parametrize("name", sorted(BILINEAR_FLOPS))
-@pytest.mark.parametrize("dims,out_dim,batch", [([3, 5], 2, 1), ([7, 4], 5, 6)])
+@pytest.mark.parametrize("dims,out_dim,batch", [([3, 5], 2, 1), ([7, 4], 5, 4), ([7, 4], 5, 6)])
 def test_bilinear_flops_match_hand_derived_formula(name, dims, out_dim, batch):
     hp, formula = BILINEAR_FLOPS[name]
     m = methods.create(name.split(":")[0], dims, out_dim, **hp).eval()
     xs = [torch.randn(batch, d) for d in dims]
     assert flops(lambda: m(xs), m)["total"] == formula(batch, *dims, out_dim) == m.expected_flops(batch)
+
+
+def test_mutan_composes_its_linears_where_that_is_fewer_flops(monkeypatch):
+    """Each side's Linears x → mm → R·mm are multiplied first from the batch where that costs fewer FLOPs (mm 8, R 3,
+    d 3: 3·8·(8·4 + 3B) ≤ 3/4 · B·8·(3 + 24) from B = 9); both orders give the same outputs and gradients."""
+    m = methods.create("mutan", [3, 3], 2, mm=8, rank=3).double()
+    assert [b for b in range(1, 12) if m.compose_first(b, 3)] == [9, 10, 11]
+    xs = [torch.randn(10, 3, dtype=torch.float64), torch.randn(10, 3, dtype=torch.float64)]
+    # composed: per side the (24, 8)·(8, 4) product and the (10, 3)·(3, 24) GEMM; then the output Linear
+    assert flops(lambda: m(xs), m)["total"] == 2 * (2 * 24 * 8 * 4 + 2 * 10 * 3 * 24) + 2 * 10 * 8 * 2 \
+        == m.expected_flops(10)
+    results = []
+    for composed in (True, False):
+        monkeypatch.setattr(type(m), "compose_first", lambda self, b, d, c=composed: c)
+        m.zero_grad()
+        y = m(xs)
+        y.square().sum().backward()
+        results.append((y.detach(), {k: p.grad.clone() for k, p in m.named_parameters()}))
+    torch.testing.assert_close(results[0][0], results[1][0])
+    for k in results[0][1]:
+        torch.testing.assert_close(results[0][1][k], results[1][1][k], msg=k)
+
+
+def test_block_composes_each_chunks_chain_where_that_is_far_fewer_flops(monkeypatch):
+    """BLOCK's sides as MUTAN's, chunk by chunk (mm 10 in chunks 3, 3, 3, 1, R 2, d 2: per side 2·2·3·28 + 2·B·2·2·10
+    composed against 2·B·2·10 + 2·B·2·28 in turn, composed (≤ 3/4) from B = 10); both orders: same outputs and
+    gradients."""
+    m = methods.create("block", [2, 2], 2, mm=10, chunks=4, rank=2).double()
+    assert [b for b in range(1, 13) if m.compose_first(b, 2)] == [10, 11, 12]
+    xs = [torch.randn(11, 2, dtype=torch.float64), torch.randn(11, 2, dtype=torch.float64)]
+    side = 2 * 2 * 3 * 28 + 2 * 11 * 2 * 2 * 10  # per group: [W | b] rows (3, s) · merge (s, R·s), then x · that
+    assert flops(lambda: m(xs), m)["total"] == 2 * side + 2 * 11 * 10 * 2 == m.expected_flops(11)
+    results = []
+    for composed in (True, False):
+        monkeypatch.setattr(type(m), "compose_first", lambda self, b, d, c=composed: c)
+        m.zero_grad()
+        y = m(xs)
+        y.square().sum().backward()
+        results.append((y.detach(), {k: p.grad.clone() for k, p in m.named_parameters()}))
+    torch.testing.assert_close(results[0][0], results[1][0])
+    for k in results[0][1]:
+        torch.testing.assert_close(results[0][1][k], results[1][1][k], msg=k)
 
 
 def test_mutan_flops_written_out():
@@ -171,10 +215,11 @@ def test_signed_sqrt_gradient_is_zero_at_zero_not_nan():
     torch.testing.assert_close(z.grad, torch.tensor([0.0, 0.25, 1 / 6]))
 
 
-def test_tucker_is_the_bilinear_form_of_its_core():
+@pytest.mark.parametrize("batch", [1, 4, 5, 6])  # below mm 5: q0 first; from 5 on: the outer product first
+def test_tucker_is_the_bilinear_form_of_its_core(batch):
     torch.manual_seed(0)
     m = methods.create("tucker", [3, 4], 2, mm=5).double()
-    x0, x1 = torch.randn(6, 3, dtype=torch.float64), torch.randn(6, 4, dtype=torch.float64)
+    x0, x1 = torch.randn(batch, 3, dtype=torch.float64), torch.randn(batch, 4, dtype=torch.float64)
     q0, q1 = m.linear0(x0), m.linear1(x1)
     z = torch.einsum("bi,ikj,bj->bk", q0, m.core, q1) + m.core_bias
     torch.testing.assert_close(m([x0, x1]), m.out(z))
@@ -229,10 +274,11 @@ def test_linear_sum_is_the_sum_of_activated_projections():
         methods.create("linear_sum", [3, 4], 2, activation="gelu")
 
 
-def test_block_tucker_chunks_are_bilinear_forms_of_their_cores():
+@pytest.mark.parametrize("batch", [1, 4, 6])  # chunks 5 and 4: both a first, 4 outer and 5 a first, both outer
+def test_block_tucker_chunks_are_bilinear_forms_of_their_cores(batch):
     torch.manual_seed(0)
     m = methods.create("block_tucker", [3, 4], 2, mm=9, chunks=2).double()
-    x0, x1 = torch.randn(6, 3, dtype=torch.float64), torch.randn(6, 4, dtype=torch.float64)
+    x0, x1 = torch.randn(batch, 3, dtype=torch.float64), torch.randn(batch, 4, dtype=torch.float64)
     q0, q1 = m.linear0(x0), m.linear1(x1)
     from mmbench.methods.bilinear import ssl
 
@@ -444,3 +490,75 @@ def test_fusion_zoo_suite_validates_and_covers_every_vector_method(quick):
     tasks = {t.task_label for t in p.trials}
     assert tasks == {"synthetic-redundancy", "synthetic-uniqueness", "synthetic-synergy"}
     assert len(p.trials) == len(vector) * 3 * (1 if quick else 3)
+
+
+@pytest.mark.parametrize("name", ["tucker", "block_tucker"])
+def test_bilinear_cores_train_the_same_in_both_orders(name, monkeypatch):
+    """The outer-product order and the one-input-first order give the same outputs and the same gradients for every
+    parameter (the stored core layout is the one both read, so state dicts load as before)."""
+    from mmbench.methods import bilinear
+
+    torch.manual_seed(0)
+    m = methods.create(name, [3, 4], 2, mm=9, **({"chunks": 2} if name == "block_tucker" else {})).double()
+    xs = [torch.randn(12, 3, dtype=torch.float64), torch.randn(12, 4, dtype=torch.float64)]
+    results = []
+    for outer in (True, False):
+        monkeypatch.setattr(bilinear, "outer_first", lambda batch, size, outer=outer: outer)
+        m.zero_grad()
+        y = m(xs)
+        y.square().sum().backward()
+        results.append((y.detach(), {k: p.grad.clone() for k, p in m.named_parameters()}))
+    torch.testing.assert_close(results[0][0], results[1][0])
+    for k in results[0][1]:
+        torch.testing.assert_close(results[0][1][k], results[1][1][k], msg=k)
+
+
+def test_mfh_pools_both_stages_as_its_definition():
+    """MFH as the paper writes it: each stage sum-pooled and normalised on its own, then concatenated."""
+    from mmbench.methods.bilinear import ssl
+
+    torch.manual_seed(0)
+    m = methods.create("mfh", [3, 4], 2, mm=5, k=3).double()
+    xs = [torch.randn(6, 3, dtype=torch.float64), torch.randn(6, 4, dtype=torch.float64)]
+    a, b, n = m.linear0(xs[0]), m.linear1(xs[1]), 15
+    p1 = a[:, :n] * b[:, :n]
+    p2 = a[:, n:] * b[:, n:] * p1
+    z = [ssl(p.view(6, 5, 3).sum(-1)) for p in (p1, p2)]
+    torch.testing.assert_close(m(xs), m.out(torch.cat(z, -1)))
+
+
+def test_ssl_without_gradients_is_the_function_bit_for_bit():
+    """ssl skips its autograd Function where no gradient can be taken; the values are the same bits."""
+    from mmbench.methods.bilinear import ssl
+
+    z = torch.randn(5, 17)
+    z[0, :4] = 0.0
+    with torch.no_grad():
+        fast = ssl(z)
+    slow = ssl(z.requires_grad_())
+    assert torch.equal(fast, slow.detach())
+    slow.sum().backward()
+    assert torch.isfinite(z.grad).all()  # the Function's gradient (0 at 0) still serves training
+
+
+@pytest.mark.parametrize("name", ["tucker", "block_tucker", "mutan", "block", "mfb", "mfh", "lmf", "mult"])
+def test_every_order_written_by_hand_is_the_method(name):
+    """Each hand-written order the order table times computes the module's function, on both sides of every
+    batch-size rule, so the table compares equal work."""
+    from benchmarks.methods_vs_naive import ORDERS, order_inputs
+
+    hp = {"tucker": {"mm": 5}, "block_tucker": {"mm": 9, "chunks": 2}, "mutan": {"mm": 8, "rank": 3},
+          "block": {"mm": 9, "chunks": 2, "rank": 2},
+          "mfb": {"mm": 4, "k": 3},
+          "mfh": {"mm": 4, "k": 3}, "lmf": {"rank": 3},
+          "mult": {"width": 8, "layers": 1, "heads": 2, "dropout": 0.0}}[name]
+    dims = {"lmf": [3, 4, 5], "mult": [8, 5]}.get(name, [3, 4])
+    torch.manual_seed(0)
+    m = methods.create(name, dims, 2, **hp).double().eval()
+    for batch in (1, 4, 6, 40):  # mutan at [3, 4], mm 8, rank 3: composed at 40
+        xs = order_inputs(name, dims, batch)
+        xs = ([x.double() for x in xs[0]], xs[1]) if isinstance(xs, tuple) else [x.double() for x in xs]
+        with torch.no_grad():
+            want = m(*xs) if isinstance(xs, tuple) else m(xs)
+            for order, fn in ORDERS[name].items():
+                torch.testing.assert_close(fn(m, xs), want, msg=f"{name} {order} at batch {batch}")

@@ -50,9 +50,14 @@ def sinusoid(steps: int, width: int, device, dtype, start: int = 0) -> torch.Ten
 # ones the fused kernel, which never holds the (B·h, Tq, Tk) scores, wins (METER merged attention, 100 steps: 13 vs
 # 23 ms). Measured in the models, where the allocator's state differs from a lone kernel's, by
 # benchmarks/attention_kernels.py. The score cap bounds the memory the batched path holds (scores and weights are
-# kept for the backward). On GPUs the fused kernels always win.
+# kept for the backward). Below the score floor the whole call is so small that the batched path's extra ops (bias,
+# softmax, two GEMMs, views) cost more than the fused kernel's one: at sequence_fusion's sizes (lengths 16 and 6,
+# width 16, 4 heads, one thread) the fused kernel is 7-11% faster for MulT and LMF-MulT at batch 1 and 64 and for
+# every attention method at batch 1, while METER's merged attention at batch 64 (64·4·24² = 147k scores a call) is
+# 18% faster batched (benchmarks/methods_vs_naive.py --orders-only). On GPUs the fused kernels always win.
 BATCHED_MAX_STEPS = 64 * 64   # Tq·Tk per head
 BATCHED_MAX_SCORES = 1 << 22  # B·h·Tq·Tk elements (16 MiB in float32)
+BATCHED_MIN_SCORES = 1 << 17  # B·h·Tq·Tk elements
 
 
 class KeyMask:
@@ -119,7 +124,8 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Te
     b, h, tq, d = q.shape
     tk = k.shape[2]
     key_mask = as_key_mask(key_mask)
-    if q.device.type != "cpu" or tq * tk >= BATCHED_MAX_STEPS or b * h * tq * tk > BATCHED_MAX_SCORES:
+    if (q.device.type != "cpu" or tq * tk >= BATCHED_MAX_STEPS
+            or not BATCHED_MIN_SCORES <= b * h * tq * tk <= BATCHED_MAX_SCORES):
         mask = None if key_mask is None else key_mask.rows[:, None]  # True = attend (SDPA's convention)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
     q3, k3, v3 = (t.reshape(b * h, -1, d) for t in (q, k, v))
