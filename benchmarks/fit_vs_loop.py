@@ -3,8 +3,10 @@ job's task: synergy, 3 modalities, 3000 training samples, 20 epochs, batch 128, 
 
 The minimal loop: fused Adam where torch has it, no per-step host read of the loss, validation each epoch, the best
 epoch's weights copied into buffers allocated once. Both are timed in the same process, interleaved A/B, and the
-medians of the repeats are compared (floor: fit ≤ 1.05× the loop for every model). Both must reach the same
-validation accuracy. The load average is printed beside the figures: on a shared machine they are upper bounds.
+fastest of the repeats are compared (floor: fit ≤ 1.05× the loop for every model; the medians are printed beside
+them). The fastest, as timeit advises: this VM's host speed moves by 20-100% between runs minutes apart (the host
+reference of `mmbench compare`), so a median of a few 0.3 s fits moves by ±15% while the least-disturbed run of each
+side is the cost of its work. Both must reach the same validation accuracy. The load average is printed beside the figures: on a shared machine they are upper bounds.
 
     python benchmarks/fit_vs_loop.py [--repeats 3] [--epochs 20]
 """
@@ -66,8 +68,8 @@ def main() -> None:
                 n_val=1000, n_test=2000, seed=0)
     spec = TrainSpec(epochs=args.epochs, batch_size=128, lr=0.003)
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}; torch {torch.__version__}, "
-          f"1 thread, {args.epochs} epochs, medians of {args.repeats} interleaved A/B runs")
-    print(f"{'model':18} {'fit':>8} {'loop':>8} {'ratio':>6}  val acc fit / loop")
+          f"1 thread, {args.epochs} epochs, {args.repeats} interleaved A/B runs: fastest (median)")
+    print(f"{'model':18} {'fit':>8} {'loop':>8} {'ratio':>6} {'(median ratio)':>15}  val acc fit / loop")
     worst = 0.0
     for name, (method, hp, dims) in MODELS.items():
         make = lambda: build(method, hp, task.input_dims, dims, task.num_classes)  # noqa: E731
@@ -84,9 +86,10 @@ def main() -> None:
                 else:
                     _, loop_acc = minimal_loop(make, task.train, task.val, spec, seed=0)
                     loop_s.append(time.perf_counter() - t0)
-        a, b = statistics.median(fit_s), statistics.median(loop_s)
+        a, b = min(fit_s), min(loop_s)
+        med = statistics.median(fit_s) / statistics.median(loop_s)
         worst = max(worst, a / b)
-        print(f"{name:18} {a:7.3f}s {b:7.3f}s {a / b:6.2f}  {fit_acc:.3f} / {loop_acc:.3f}"
+        print(f"{name:18} {a:7.3f}s {b:7.3f}s {a / b:6.2f} {f'({med:.2f})':>15}  {fit_acc:.3f} / {loop_acc:.3f}"
               f"  ({info.optimizer_impl})")
     print(f"worst ratio {worst:.2f} (floor ≤ 1.05); load average after: "
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")

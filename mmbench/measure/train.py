@@ -79,6 +79,9 @@ def _call(model: nn.Module, xs: list[torch.Tensor], masks: list[torch.Tensor] | 
     return model(xs) if masks is None else model(xs, masks)  # models of vector tasks never see masks
 
 
+EVAL_ROWS = 4096  # rows a no-grad pass (validation, the train split's loss) takes at once: few calls, bounded memory
+
+
 def _rows(ts: list[torch.Tensor] | None, idx) -> list[torch.Tensor] | None:
     return None if ts is None else [t[idx] for t in ts]
 
@@ -92,7 +95,7 @@ def loss_with_aux(model: nn.Module, xs: list[torch.Tensor], y: torch.Tensor, los
 
 
 @torch.no_grad()
-def outputs(model: nn.Module, xs: list[torch.Tensor], batch_size: int = 4096,
+def outputs(model: nn.Module, xs: list[torch.Tensor], batch_size: int = EVAL_ROWS,
             masks: list[torch.Tensor] | None = None, precision: str = "fp32") -> torch.Tensor:
     """The model's raw outputs (logits, or the regression value in column 0), in eval mode, batched, at
     ``precision`` (a model trained in bf16 is validated and tested in bf16, as it would be deployed)."""
@@ -237,7 +240,7 @@ def fit(make_model: Callable[[], nn.Module], train: Split, val: Split, spec: Tra
     times: list[float] = []
     n = len(ytr)
     epoch = 0
-    initial_loss = _mean_loss(model, xtr, ytr, mtr, loss_fn, spec.batch_size, precision, device)
+    initial_loss = _mean_loss(model, xtr, ytr, mtr, loss_fn, EVAL_ROWS, precision, device)
     epoch_losses = []
     sizes = torch.tensor([min(spec.batch_size, n - i) for i in range(0, n, spec.batch_size)], dtype=torch.float64,
                          device=device)
@@ -270,7 +273,7 @@ def fit(make_model: Callable[[], nn.Module], train: Split, val: Split, spec: Tra
         elif spec.patience is not None and epoch - best.epoch >= spec.patience:
             break
     best.restore()
-    trained_loss = _mean_loss(model, xtr, ytr, mtr, loss_fn, spec.batch_size, precision, device)
+    trained_loss = _mean_loss(model, xtr, ytr, mtr, loss_fn, EVAL_ROWS, precision, device)
     chance, chance_se = chance_score(ytr, yva, target, spec.loss)
     out = best.out  # the kept epoch's validation outputs
     val_loss, val_chance_loss, gain_se = loss_against_chance(out, ytr, yva, target, spec.loss)
