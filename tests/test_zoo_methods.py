@@ -123,15 +123,8 @@ def test_bilinear_flops_match_hand_derived_formula(name, dims, out_dim, batch):
     assert flops(lambda: m(xs), m)["total"] == formula(batch, *dims, out_dim) == m.expected_flops(batch)
 
 
-def test_mutan_composes_its_linears_where_that_is_fewer_flops(monkeypatch):
-    """Each side's Linears x → mm → R·mm are multiplied first from the batch where that costs fewer FLOPs (mm 8, R 3,
-    d 3: 3·8·(8·4 + 3B) ≤ 3/4 · B·8·(3 + 24) from B = 9); both orders give the same outputs and gradients."""
-    m = methods.create("mutan", [3, 3], 2, mm=8, rank=3).double()
-    assert [b for b in range(1, 12) if m.compose_first(b, 3)] == [9, 10, 11]
-    xs = [torch.randn(10, 3, dtype=torch.float64), torch.randn(10, 3, dtype=torch.float64)]
-    # composed: per side the (24, 8)·(8, 4) product and the (10, 3)·(3, 24) GEMM; then the output Linear
-    assert flops(lambda: m(xs), m)["total"] == 2 * (2 * 24 * 8 * 4 + 2 * 10 * 3 * 24) + 2 * 10 * 8 * 2 \
-        == m.expected_flops(10)
+def _same_composed_or_in_turn(m, xs, monkeypatch):
+    """Both orders of each side's chain (composed first, or in turn): the same outputs and every gradient."""
     results = []
     for composed in (True, False):
         monkeypatch.setattr(type(m), "compose_first", lambda self, b, d, c=composed: c)
@@ -142,6 +135,18 @@ def test_mutan_composes_its_linears_where_that_is_fewer_flops(monkeypatch):
     torch.testing.assert_close(results[0][0], results[1][0])
     for k in results[0][1]:
         torch.testing.assert_close(results[0][1][k], results[1][1][k], msg=k)
+
+
+def test_mutan_composes_its_linears_where_that_is_fewer_flops(monkeypatch):
+    """Each side's Linears x → mm → R·mm are multiplied first from the batch where that costs fewer FLOPs (mm 8, R 3,
+    d 3: 3·8·(8·4 + 3B) ≤ 3/4 · B·8·(3 + 24) from B = 9); both orders give the same outputs and gradients."""
+    m = methods.create("mutan", [3, 3], 2, mm=8, rank=3).double()
+    assert [b for b in range(1, 12) if m.compose_first(b, 3)] == [9, 10, 11]
+    xs = [torch.randn(10, 3, dtype=torch.float64), torch.randn(10, 3, dtype=torch.float64)]
+    # composed: per side the (24, 8)·(8, 4) product and the (10, 3)·(3, 24) GEMM; then the output Linear
+    assert flops(lambda: m(xs), m)["total"] == 2 * (2 * 24 * 8 * 4 + 2 * 10 * 3 * 24) + 2 * 10 * 8 * 2 \
+        == m.expected_flops(10)
+    _same_composed_or_in_turn(m, xs, monkeypatch)
 
 
 def test_block_composes_each_chunks_chain_where_that_is_far_fewer_flops(monkeypatch):
@@ -153,16 +158,7 @@ def test_block_composes_each_chunks_chain_where_that_is_far_fewer_flops(monkeypa
     xs = [torch.randn(11, 2, dtype=torch.float64), torch.randn(11, 2, dtype=torch.float64)]
     side = 2 * 2 * 3 * 28 + 2 * 11 * 2 * 2 * 10  # per group: [W | b] rows (3, s) · merge (s, R·s), then x · that
     assert flops(lambda: m(xs), m)["total"] == 2 * side + 2 * 11 * 10 * 2 == m.expected_flops(11)
-    results = []
-    for composed in (True, False):
-        monkeypatch.setattr(type(m), "compose_first", lambda self, b, d, c=composed: c)
-        m.zero_grad()
-        y = m(xs)
-        y.square().sum().backward()
-        results.append((y.detach(), {k: p.grad.clone() for k, p in m.named_parameters()}))
-    torch.testing.assert_close(results[0][0], results[1][0])
-    for k in results[0][1]:
-        torch.testing.assert_close(results[0][1][k], results[1][1][k], msg=k)
+    _same_composed_or_in_turn(m, xs, monkeypatch)
 
 
 def test_mutan_flops_written_out():
