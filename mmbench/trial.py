@@ -65,7 +65,16 @@ def base_row(trial: Trial) -> dict[str, Any]:
 
 
 def run_trial(trial: Trial, data: TaskData) -> TrialResult:
-    """Never raises for a failing trial: the failure becomes the row's status, with what was measured before it."""
+    """Never raises for a failing trial: the failure becomes the row's status, with what was measured before it.
+    The trial sets its own thread count; the process gets its own back (a next run in it reads it as its default)."""
+    threads = torch.get_num_threads()
+    try:
+        return _run_trial(trial, data)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run_trial(trial: Trial, data: TaskData) -> TrialResult:
     result = TrialResult(base_row(trial))
     try:
         if getattr(trial, "tune_item", None) is not None:  # a work item: one tuning trial, for the driver's study
