@@ -87,9 +87,12 @@ def main() -> None:
     found = [x for x in scaling.crossovers(rows, fits) if _pair(x) and x.found][:args.only]
     loads = [r["load_avg_1m"] for r in rows if isinstance(r.get("load_avg_1m"), (int, float))]
     print(f"run {args.run} (its rows' load_avg_1m: {min(loads, default=math.nan):.2f}–{max(loads, default=math.nan):.2f})")
-    print(f"load average now {os.getloadavg()[0]:.2f}; {len(found)} TFN-vs-LMF timing crossover(s) inside the range "
+    print(f"load average now {os.getloadavg()[0]:.2f}; {len(found)} TFN-vs-LMF timing crossover(s) told apart inside the range "
           "run")
-    if not found:
+    if not found:  # say what the run does show, pair by pair
+        for x in scaling.crossovers(rows, fits):
+            if _pair(x):
+                print(f"  {x.cost}: {x.a} vs {x.b}: {x.text}")
         return
     # what to time: every series at the crossover and interval edges of each of its crossovers
     checks, plan = [], {}

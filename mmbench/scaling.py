@@ -265,22 +265,37 @@ class Crossover:
     at: float | None = None                   # the dim where the fitted costs cross; None: never in the range run
     interval: tuple[float, float] | None = None   # where the two fits' 95% bands overlap around it
     cheaper_below: str = ""                   # the series cheaper below the crossover (or throughout)
+    apart: tuple[float, float] | None = None  # the dims where the two fits' 95% bands part (None: nowhere)
 
     @property
     def found(self) -> bool:
-        """A crossover told apart from the fits' uncertainty, inside the range run."""
-        return self.at is not None and not (self.interval[0] <= self.lo_d and self.interval[1] >= self.hi_d)
+        """A crossover told apart on both sides: inside the range run, each series cheaper beyond the fits'
+        uncertainty somewhere on its own side. One side alone is not a crossover: the fits may cross only because a
+        law bends where its points are noise (a training step at batch 1 is the optimizer's overhead at every size)."""
+        return self.at is not None and self.interval[0] > self.lo_d and self.interval[1] < self.hi_d
 
     @property
     def text(self) -> str:
         rng = f"dims {self.lo_d:g}–{self.hi_d:g}"
         if self.at is None:
-            return f"never in the range run ({rng}): {self.cheaper_below} cheaper throughout"
+            if self.apart is None:
+                return (f"not told apart in the range run ({rng}): the fits do not cross, and their 95% bands "
+                        f"overlap throughout")
+            lo, hi = self.apart
+            where = "" if lo <= self.lo_d and hi >= self.hi_d else f" (told apart at d ≈ {lo:.3g}–{hi:.3g})"
+            return f"never in the range run ({rng}): {self.cheaper_below} cheaper throughout{where}"
         other = self.b if self.cheaper_below == self.a else self.a
         lo, hi = self.interval
-        if lo <= self.lo_d and hi >= self.hi_d:
+        below, above = lo > self.lo_d, hi < self.hi_d
+        if not below and not above:
             return (f"not told apart in the range run ({rng}): the fits cross at d ≈ {self.at:.3g}, but their 95% "
                     f"bands overlap throughout")
+        if not below:
+            return (f"no crossover told apart ({rng}): {other} cheaper above d ≈ {hi:.3g}; below, the two are not "
+                    f"told apart (the fits cross at d ≈ {self.at:.3g}, inside their 95% bands)")
+        if not above:
+            return (f"no crossover told apart ({rng}): {self.cheaper_below} cheaper below d ≈ {lo:.3g}; above, the "
+                    f"two are not told apart (the fits cross at d ≈ {self.at:.3g}, inside their 95% bands)")
         return (f"at d ≈ {self.at:.3g} per modality (95% interval {lo:.3g}–{hi:.3g}): {self.cheaper_below} "
                 f"cheaper below, {other} above")
 
@@ -360,8 +375,16 @@ def crossovers(rows: list[dict], fits: list[Fit]) -> list[Crossover]:
                     return (la - lb, np.hypot(sa, sb)) if with_se else la - lb
 
                 grid = np.geomspace(lo, hi, 121)
-                vals = diff(grid)
+                vals, se = diff(grid, True)
+                t = max(fa.law.t, fb.law.t)
+
+                def outside(d):  # > 0 where the two bands no longer overlap
+                    v, se = diff(d, True)
+                    return np.abs(v) - t * se
+
                 x = Crossover(ka[0], ka[1], a.name, b.name, cost, float(lo), float(hi))
+                parted = grid[np.abs(vals) - t * se > 0]
+                x.apart = (float(parted[0]), float(parted[-1])) if len(parted) else None
                 change = np.flatnonzero(np.sign(vals[:-1]) * np.sign(vals[1:]) < 0)
                 if not len(change):
                     x.cheaper_below = a.name if np.median(vals) < 0 else b.name
@@ -372,12 +395,6 @@ def crossovers(rows: list[dict], fits: list[Fit]) -> list[Crossover]:
 
                 x.at = float(brentq(lambda d: float(diff(d)[0]), grid[j], grid[j + 1]))
                 x.cheaper_below = a.name if vals[j] < 0 else b.name
-                t = max(fa.law.t, fb.law.t)
-
-                def outside(d):  # > 0 where the two bands no longer overlap
-                    v, se = diff(d, True)
-                    return np.abs(v) - t * se
-
                 x.interval = (_edge(outside, x.at, lo), _edge(outside, x.at, hi))
                 out.append(x)
     return out

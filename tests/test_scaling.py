@@ -119,3 +119,23 @@ def test_a_run_merged_across_devices_shows_each_devices_crossover(tmp_path):
 
     table = re.search(r'<table class="crossovers">(.*?)</table>', html, flags=re.S).group(1)
     assert "lmf(rank=16) · cpu vs tfn · cpu" in table and "lmf(rank=16) · cuda vs tfn · cuda" in table
+
+
+def _bent_pair(noise: float, seed: int = 3) -> list[dict]:
+    """TFN: a fixed 0.4 ms, then its product growth; LMF (rank 4): a flat 0.5 ms. Their costs cross at
+    (d+1)³ = 10⁴, d ≈ 20.5; below it TFN is 20% cheaper, which ``noise`` (lognormal σ) may or may not hide."""
+    rng = np.random.default_rng(seed)
+    ds = (8, 12, 16, 24, 32, 48, 64)
+    rows = [_row("tfn", d, (0.4 + 1e-5 * (d + 1) ** 3) * rng.lognormal(0, noise)) for d in ds]
+    return rows + [_row("lmf", d, 0.5 * rng.lognormal(0, noise), rank=4) for d in ds]
+
+
+def test_a_crossover_is_told_apart_on_both_sides_or_not_called_one():
+    (x,) = scaling.crossovers(rows := _bent_pair(0.01), scaling.fit_rows(rows))
+    assert x.found and abs(x.at - 20.5) < 2 and x.cheaper_below == "tfn"
+    # the same laws under noise that hides TFN's 20% lead below the crossover: LMF is told cheaper above it only
+    (x,) = scaling.crossovers(rows := _bent_pair(0.2), scaling.fit_rows(rows))
+    assert x.at is not None and x.interval[0] <= x.lo_d < x.interval[1] < x.hi_d
+    assert not x.found
+    assert x.text.startswith("no crossover told apart (dims 8–64): lmf(rank=4) cheaper above d ≈ ")
+    assert "below, the two are not told apart" in x.text
