@@ -2,10 +2,13 @@
 
 A FusionModel's forward is two stages: the encoders (one per modality) and the fusion layer. Nothing follows the
 fusion (model.py: its output is the prediction), so there is no head stage. Each stage is a timing of its own
-(`encoder_latency`, `fusion_latency`: same rounds and evidence as the whole forward, `latency`); what the whole forward
-takes beyond their sum is the framework's overhead: the model's own Python (its forward, the list of encoder outputs,
-module calls) and whatever the two stages' separate calls do not share. It is a difference of medians, so it can be
-slightly negative when the overhead is below the timings' noise. Plain numbers only: no torch (the report reads it).
+(`encoder_latency`, `fusion_latency`: same rounds and evidence as the whole forward, `latency`), and the three are
+sampled together (measure.latency_rounds' ``together``: each sample times a block of each in turn), so they are
+taken at the same instants of the host's speed and their medians can be subtracted. What the whole forward takes
+beyond the stages' sum is the framework's overhead: the model's own Python (its module call, its forward, the list of
+encoder outputs) and whatever the two stages' separate calls do not share. It is a difference of medians, so it can
+be slightly negative when the overhead is below the timings' noise. Plain numbers only: no torch (the report reads
+it).
 """
 from __future__ import annotations
 
@@ -14,6 +17,11 @@ from typing import Any, Iterable
 WHOLE = "latency"
 STAGES = (("encoders", "encoder_latency"), ("fusion", "fusion_latency"))  # (what the report calls it, timing term)
 OVERHEAD = "framework_overhead"
+
+
+def timed_together(b: int) -> tuple[tuple[str, int], ...]:
+    """The timing keys of batch size b sampled as one group: the whole forward and its stages."""
+    return ((WHOLE, b), *((term, b) for _, term in STAGES))
 
 
 def overhead_column(b: int) -> str:

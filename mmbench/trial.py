@@ -379,6 +379,8 @@ def _rounds(fns: dict, trial: Trial, lat: LatencySpec, host=None) -> dict[Any, L
             max_samples=lat.max_samples, min_time_s=lat.min_time_s, max_time_s=lat.max_time_s,
             target_rel_ci=lat.target_rel_ci, min_block_ms=lat.min_block_ms, flush_l2=lat.flush_l2,
             device=trial.device, probes=probes, host=host,
+            # the forward and its stages sampled as one where all were built (a group with a key missing is none)
+            together=tuple(stages.timed_together(b) for b in sorted({b for _, b in fns})),
             # the share of the CPU a timed call could use: on CUDA one thread launches the kernels
             threads=1 if cuda else torch.get_num_threads())
     finally:

@@ -206,6 +206,67 @@ class _Sampler:
                             rounds_host_ms=tuple((b * 1e3, a * 1e3) for b, a in kept_brackets))
 
 
+class _Together:
+    """Several functions sampled as one: each sample times a block of each member in turn (each block calibrated to
+    min_block_ms on its own), so every member's samples are taken at the same instants of the host's speed. Their
+    medians can then be set against each other (the stage split: whole − encoders − fusion) without the host's wander
+    between separately timed functions moving the difference: on this project's 2-core VM a 0.05 ms forward's
+    stages timed one after another summed to 60–140% of the whole; interleaved per sample, within a few percent.
+    The round, its probes and its host-reference brackets are the group's: one round, judged once for all."""
+
+    def __init__(self, members: dict[Any, _Sampler]):
+        self.members = members
+        first = next(iter(members.values()))
+        self.cpu, self.probes, self.now = first.cpu, first.probes, first.now
+
+    def prepare(self, warmup: int, min_block_ms: float, warmup_s: float = 0.0) -> None:
+        for m in self.members.values():
+            m.prepare(warmup, min_block_ms, warmup_s)
+
+    @property
+    def samples(self) -> list[float]:  # the group's sample count is each member's
+        return next(iter(self.members.values())).samples
+
+    def sample(self, *, min_samples: int, max_samples: int, target_rel_ci: float, min_time_s: float,
+               max_time_s: float) -> None:
+        members = list(self.members.values())
+        first = len(members[0].samples)
+        tokens = [p.start() for p in self.probes]
+        cpu = self.cpu.start()
+        start = self.now()
+        while len(members[0].samples) < max_samples:
+            for m in members:
+                m.samples.append(m.block(m.calls) / m.calls)
+            if len(members[0].samples) >= min_samples:
+                elapsed = self.now() - start
+                if elapsed >= max_time_s:
+                    break
+                pinned = all(_rel_ci(*np.percentile(m.samples, [25, 50, 75]), len(m.samples)) <= target_rel_ci
+                             for m in members)
+                if pinned and elapsed >= min_time_s:
+                    break
+        evidence = self.cpu.stop(cpu)
+        reports = [p.stop(t) for p, t in zip(self.probes, tokens)]
+        if len(members[0].samples) > first:
+            for m in members:
+                m.evidence.append(evidence)
+                m.reports.extend(reports)
+                m.rounds.append(tuple(m.samples[first:]))
+                m.slow.append(False)
+
+    def judge(self, host, before: float, after: float) -> None:
+        for m in self.members.values():
+            m.judge(host, before, after)
+
+    def rejudge(self, host) -> None:
+        for m in self.members.values():
+            m.rejudge(host)
+
+    @property
+    def kept(self) -> int:
+        return next(iter(self.members.values())).kept
+
+
 @contextlib.contextmanager
 def _gc_off():
     """As timeit does: a collection pause belongs to the process's heap, not to the measured call."""
@@ -248,7 +309,8 @@ def latency_rounds(fns: dict[Any, tuple[Callable, Callable | None]], *, rounds: 
                    min_samples: int = 10, max_samples: int = 200, max_time_s: float = 1.0, min_time_s: float = 0.0,
                    target_rel_ci: float = 0.05, min_block_ms: float = 1.0, device: str = "cpu",
                    flush_l2: bool = False, clock: Callable[[], float] | None = None, warmup_s: float = 0.0,
-                   threads: int | None = None, probes: tuple = (), host=None) -> dict[Any, LatencyStats]:
+                   threads: int | None = None, probes: tuple = (), host=None,
+                   together: tuple[tuple[Any, ...], ...] = ()) -> dict[Any, LatencyStats]:
     """Time several functions in interleaved rounds: round 1 samples each in turn, then round 2 each again, …, each
     round with 1/rounds of the budgets. ``fns``: key → (fn, context or None), the context entered around each block of
     calls (e.g. inference mode, a precision region, train mode).
@@ -261,7 +323,10 @@ def latency_rounds(fns: dict[Any, tuple[Callable, Callable | None]], *, rounds: 
     ``host`` (a contention.HostReference, CPU): read between every two rounds. A round with a slow reading on either
     side ran while the host was slow (a VM's vCPU slowed by a co-tenant: no run-queue wait, full utilisation, and
     nothing else in the guest sees it) and is left out of the figure; a function left with under half its rounds gets
-    up to ``rounds`` more, and is flagged ``host_slow`` if under a third remain."""
+    up to ``rounds`` more, and is flagged ``host_slow`` if under a third remain.
+
+    ``together``: groups of keys sampled as one (_Together: a block of each in turn per sample), for figures that are
+    set against each other; a group has its members' budgets summed, so it spends what they would apart."""
     rounds = max(1, rounds)
     n_threads = _threads(threads)
     samplers = {k: _Sampler(fn, device=device, flush_l2=flush_l2, clock=clock, context=ctx, threads=n_threads,
@@ -269,32 +334,38 @@ def latency_rounds(fns: dict[Any, tuple[Callable, Callable | None]], *, rounds: 
     budget = dict(max_time_s=max_time_s / rounds, min_time_s=min(min_time_s, max_time_s) / rounds,
                   target_rel_ci=target_rel_ci)
     per_round, max_round = -(-min_samples // rounds), -(-max_samples // rounds)
+    units: dict[Any, _Sampler | _Together] = dict(samplers)  # what a round samples: a function, or a group as one
+    for group in together:
+        if len(group) > 1 and all(k in units for k in group):
+            units[group] = _Together({k: units.pop(k) for k in group})
     with _gc_off():
-        for s in samplers.values():
+        for s in units.values():
             s.prepare(warmup, min_block_ms, warmup_s)
         before = host.read() if host is not None else None
 
-        def one_round(s: _Sampler) -> None:
+        def one_round(s: _Sampler | _Together) -> None:
             nonlocal before
-            s.sample(min_samples=len(s.samples) + per_round, max_samples=len(s.samples) + max_round, **budget)
+            scale = len(s.members) if isinstance(s, _Together) else 1
+            s.sample(min_samples=len(s.samples) + per_round, max_samples=len(s.samples) + max_round,
+                     **{k: v * scale if k.endswith("time_s") else v for k, v in budget.items()})
             if host is not None:
                 after = host.read()
                 s.judge(host, before, after)
                 before = after
 
         for _ in range(rounds):
-            for s in samplers.values():
+            for s in units.values():
                 one_round(s)
         if host is not None:
             for _ in range(rounds):  # make up rounds the host's slow stretches took, while they can still escape it
-                for s in samplers.values():
+                for s in units.values():
                     s.rejudge(host)
-                short = [s for s in samplers.values() if s.kept < -(-rounds // 2)]
+                short = [s for s in units.values() if s.kept < -(-rounds // 2)]
                 if not short:
                     break
                 for s in short:
                     one_round(s)
-            for s in samplers.values():
+            for s in units.values():
                 s.rejudge(host)
     return {k: s.stats(target_rel_ci) for k, s in samplers.items()}
 
