@@ -1,7 +1,8 @@
 """Issue 28's second floor: three seeds of one configuration trained together (measure/seeds_together.py: the
 seed-batched model, and the vmap one) against one seed's ``fit`` and against the three one by one (floor: together
 (batched) ≤ 1.5× one seed),
-on the main job's task (synergy, 3 modalities, 3000 samples, 20 epochs, batch 128, Adam lr 0.003), CPU, one thread.
+on the main job's task (synergy, 3 modalities, 3000 samples, 20 epochs, batch 128, Adam lr 0.003), CPU, one thread
+(--threads N: the main job's own count, which `measure.threads: auto` resolves to the machine's cores).
 Interleaved in one process, medians of the repeats, the load average printed beside them.
 
 A second table times single training steps (CPU time, the fastest of 7 blocks of 40 steps: robust to the load):
@@ -85,13 +86,16 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--models", nargs="*", default=list(MODELS)[:2], help=f"of {list(MODELS)}")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch's intra-op threads (the main job trains at the machine's count: 2 here); CPU time "
+                         "then counts every thread's")
     args = ap.parse_args()
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     task = load("synthetic", interaction="synergy", modalities=3, dim=16, num_classes=2, noise=0.4, n_train=3000,
                 n_val=1000, n_test=2000, seed=0)
     spec = TrainSpec(epochs=args.epochs, batch_size=128, lr=0.003, seeds=SEEDS)
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}; torch {torch.__version__}, "
-          f"1 thread, {args.epochs} epochs, medians of {args.repeats} interleaved runs")
+          f"{args.threads} thread(s), {args.epochs} epochs, medians of {args.repeats} interleaved runs")
     print(f"{'model':18} {'one seed':>9} {'3 alone':>9} {'batched':>8} {'vmap':>7} {'alone/one':>10} "
           f"{'batched/one':>12} {'vmap/one':>9}")
     for name in args.models:
