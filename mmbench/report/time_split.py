@@ -9,9 +9,10 @@ from mmbench import vocabulary as V
 HEADER = ["configuration", "dims", "batch", "whole forward (ms)", "encoders (ms, share)", "fusion (ms, share)",
           "framework overhead (ms, share)", "flagged"]
 NOTE = ("Each configuration at its largest dims and the largest batch size. Encoders and fusion are timed on their "
-        "own, in the same interleaved rounds and with the same evidence as the whole forward; the model has no head "
-        "(the fusion's output is the prediction). Framework overhead = whole − encoders − fusion: the model's own "
-        "Python and call overhead, a difference of medians (near zero it can be slightly negative).")
+        "own, with the same evidence as the whole forward and sampled together with it (a block of each in turn, "
+        "sample by sample: the three see the same speed of the host); the model has no head (the fusion's output is "
+        "the prediction). Framework overhead = whole − encoders − fusion: the model's own Python and call overhead, "
+        "a difference of medians (near zero it can be slightly negative).")
 
 
 def _size(row: dict) -> float:
