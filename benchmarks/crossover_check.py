@@ -47,9 +47,10 @@ def _suite(run: Path, methods: list[dict], dims: list[int], quick: bool) -> str:
     lat["stages"] = False  # the run timed no stages: the same interleaved functions
     if quick:
         lat.update(max_time_s=0.02, min_time_s=0.0, min_samples=3, warmup=1)
-    threads = yaml.safe_load((run / "resolved.json").read_text()).get("threads")
+    resolved = yaml.safe_load((run / "resolved.json").read_text())
+    threads, device = resolved.get("threads"), resolved["trials"][0].get("device", "cpu")  # the run's own device
     suite = {"name": "crossover-check", "task": src["task"], "train": {"epochs": 1, "seeds": [0]},
-             "measure": {"device": "cpu", "threads": threads, "accuracy": False, "memory": False, "flops": False,
+             "measure": {"device": device, "threads": threads, "accuracy": False, "memory": False, "flops": False,
                          "latency": lat},
              "sweep": {"dims": sorted(set(dims))}, "methods": methods}
     return yaml.safe_dump(suite, sort_keys=False)
