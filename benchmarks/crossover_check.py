@@ -3,7 +3,7 @@ run, with its interval, and a direct timing at that size agrees with it within t
 
 Reads a run's TFN-vs-LMF crossovers (mmbench.scaling over its rows, as the report finds them) on the timed costs
 (latency, training step), then times both methods again with mmbench's own trial code (trial.run_trial, the run's
-measure settings and thread count, stage timings off as in the run) at the crossover's uniform dim (rounded) and at
+measure settings and thread count, its stage timings on or off as in the run) at the crossover's uniform dim (rounded) and at
 its interval's edges, and prints for each:
   - at the crossover: the measured cost ratio tfn / lmf, and whether the two costs are equal within the fits'
     prediction intervals (|log ratio| ≤ t · the two fits' combined prediction SE at that size);
@@ -44,7 +44,8 @@ def _suite(run: Path, methods: list[dict], dims: list[int], quick: bool) -> str:
     """A suite of the run's task and measure settings (no accuracy, memory or FLOPs: costs only), at these dims."""
     src = yaml.safe_load((run / "suite.yaml").read_text())
     lat = dict(yaml.safe_load((run / "resolved.json").read_text())["trials"][0]["measure"]["latency"])
-    lat["stages"] = False  # the run timed no stages: the same interleaved functions
+    # the same functions timed as in the run: its stages (left out of the resolved config: read from its suite file)
+    lat["stages"] = bool(((src.get("measure") or {}).get("latency") or {}).get("stages", True))
     if quick:
         lat.update(max_time_s=0.02, min_time_s=0.0, min_samples=3, warmup=1)
     resolved = yaml.safe_load((run / "resolved.json").read_text())
