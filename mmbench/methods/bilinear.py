@@ -152,11 +152,11 @@ class MFH(Fusion):
 class Tucker(_Pair):
     """Tucker fusion: project both to mm, full bilinear core T ∈ R^{mm×mm×mm} (+ bias), Linear → o.
 
-    z_k = Σ_ij T[i, j, k] q0_i q1_j + b_k, in one of two orders (torch's own bilinear op is invisible to flop_counter,
-    both are counted), chosen by batch size: below a batch of mm, q0 · T as (mm, mm·mm), then B matrix-vector
-    products with q1 (2B(mm³ + mm²) FLOPs); from a batch of mm on, the outer product q0 ⊗ q1 (B, mm²) and one GEMM
-    with the core re-laid out as (i·j, k) (2B·mm³ FLOPs, plus an mm³ copy per call, which the B·mm² products it
-    saves pay for from B = mm). The stored layout (i, k, j) is unchanged. benchmarks/methods_vs_naive.py times both.
+    z_k = Σ_ij T[i, j, k] q0_i q1_j + b_k, in one of three orders (torch's own bilinear op is invisible to
+    flop_counter; all are counted), chosen by `order`: q0 · T as (mm, mm·mm) then B matrix-vector products with q1,
+    or T · q1 first then B vector-matrix products with q0 (both 2B(mm³ + mm²) FLOPs); or the outer product q0 ⊗ q1
+    (B, mm²) and one GEMM with the core re-laid out as (i·j, k) (2B·mm³ FLOPs, plus an mm³ copy per call). The stored
+    layout (i, k, j) is unchanged. benchmarks/methods_vs_naive.py times every order.
     """
 
     def __init__(self, dims: Sequence[int], out_dim: int, mm: int = 32):
@@ -170,14 +170,30 @@ class Tucker(_Pair):
 
     def forward(self, xs: list[torch.Tensor]) -> torch.Tensor:
         q0, q1 = self.linear0(xs[0]), self.linear1(xs[1])
-        mm = self.mm
-        if outer_first(q0.shape[0], mm):
+        mm, order = self.mm, self.order(q0.shape[0], torch.is_grad_enabled())
+        if order == "outer":
             core = self.core.transpose(1, 2).reshape(mm * mm, mm)  # (i·j, k)
             z = torch.addmm(self.core_bias, (q0.unsqueeze(-1) * q1.unsqueeze(1)).flatten(1), core)
+        elif order == "q1 first":
+            u = F.linear(q1, self.core.view(mm * mm, mm)).view(-1, mm, mm)  # (B, i, k)
+            z = torch.baddbmm(self.core_bias.view(1, 1, -1), q0.unsqueeze(1), u).squeeze(1)
         else:
             t = torch.mm(q0, self.core.view(mm, -1)).view(-1, mm, mm)  # (B, k, j)
             z = torch.baddbmm(self.core_bias.view(1, -1, 1), t, q1.unsqueeze(-1)).squeeze(-1)
         return self.out(z)
+
+    def order(self, batch: int, training: bool = False) -> str:
+        """Which order, measured on CPU (benchmarks/methods_vs_naive.py; figures in the notes of issue 28).
+        - "q1 first" from a batch of 2 where mm² ≥ 400: torch's CPU bmm runs products of ≥ 400 multiply-adds one BLAS
+          call per sample, where the vector-matrix form is 5-7x faster than matrix-vector (mm 20-32: 1.3-2x faster
+          than q0 first, forward and training; the outer order 5-45% behind it).
+        - "outer" from a batch of mm where a backward follows (training: its backward is GEMMs, not per-sample
+          products; mm 16, batch 16-256: 0-28% faster than q0 first), from a batch of 8·mm where none does (forward
+          alone: q0 first is faster up to a batch of 6·mm, they tie at 8·mm, the outer order is ahead beyond).
+        - "q0 first" otherwise: its per-sample products stay in torch's fused small-product loop."""
+        if batch > 1 and self.mm * self.mm >= 400:
+            return "q1 first"
+        return "outer" if outer_first(batch, self.mm * (1 if training else 8)) else "q0 first"
 
     def expected_params(self) -> int:
         d0, d1 = self.dims
@@ -187,7 +203,7 @@ class Tucker(_Pair):
     def expected_flops(self, batch: int) -> int:
         d0, d1 = self.dims
         mm = self.mm
-        core = mm ** 3 + (0 if outer_first(batch, mm) else mm ** 2)
+        core = mm ** 3 + (0 if self.order(batch) == "outer" else mm ** 2)  # the forward without gradients
         return 2 * batch * (mm * (d0 + d1) + core + mm * self.out_dim)
 
 
