@@ -95,7 +95,8 @@ def test_params_match_catalog_closed_form(name, dims, out_dim):
 # Hand-derived FLOPs (2 × multiply-adds of the matmuls actually performed; elementwise ops not counted).
 BILINEAR_FLOPS = {
     "mlb": (dict(mm=12), lambda b, d0, d1, o: 2 * b * (12 * d0 + 12 * d1 + 12 * o)),
-    "mfb": (dict(mm=6, k=3), lambda b, d0, d1, o: 2 * b * (18 * d0 + 18 * d1 + 6 * o)),
+    # mfb: from a batch of 2 (without gradients) the product is pooled by a bmm of B·mm dot products of length k
+    "mfb": (dict(mm=6, k=3), lambda b, d0, d1, o: 2 * b * (18 * d0 + 18 * d1 + (18 if b > 1 else 0) + 6 * o)),
     "mfh": (dict(mm=6, k=3), lambda b, d0, d1, o: 2 * b * (36 * d0 + 36 * d1 + 12 * o)),
     # projections, q0·T (mm × mm² per sample), the batched product with q1 (mm² per sample), output; without
     # gradients from a batch of 8·mm on, the outer product (not counted) and one GEMM with the core (mm² × mm)
@@ -526,6 +527,26 @@ def test_tucker_order_follows_the_batch_the_size_and_the_backward():
     for batch in (39, 40):
         xs = [torch.randn(batch, 7), torch.randn(batch, 4)]
         assert flops(lambda: m(xs), m)["total"] == formula(batch, 7, 4, 5) == m.expected_flops(batch)
+
+
+def test_mfb_pools_by_bmm_only_where_no_backward_follows(monkeypatch):
+    """The bmm pooling from a batch of 2, without gradients, where k > 1; both poolings give the same outputs and
+    every parameter the same gradient."""
+    torch.manual_seed(0)
+    m = methods.create("mfb", [3, 4], 2, mm=5, k=3).double()
+    assert [m.pool_by_bmm(b, t) for b in (1, 2) for t in (False, True)] == [False, False, True, False]
+    assert not methods.create("mfb", [3, 4], 2, mm=5, k=1).pool_by_bmm(2)
+    xs = [torch.randn(6, 3, dtype=torch.float64), torch.randn(6, 4, dtype=torch.float64)]
+    results = []
+    for by_bmm in (True, False):
+        monkeypatch.setattr(type(m), "pool_by_bmm", lambda self, batch, training=False, v=by_bmm: v)
+        m.zero_grad()
+        y = m(xs)
+        y.square().sum().backward()
+        results.append((y.detach(), {k: p.grad.clone() for k, p in m.named_parameters()}))
+    torch.testing.assert_close(results[0][0], results[1][0])
+    for k in results[0][1]:
+        torch.testing.assert_close(results[0][1][k], results[1][1][k], msg=k)
 
 
 def test_mfh_pools_both_stages_as_its_definition():
