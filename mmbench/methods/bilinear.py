@@ -353,6 +353,7 @@ class Block(_Chunked):
         _positive(mm=mm, chunks=chunks, rank=rank)
         super().__init__(dims, out_dim, mm, chunks)
         self.rank = int(rank)
+        self.squares = sum(s * s for s in self.sizes)  # Q = Σ s_c², once: each call's order choice reads it
 
         def merges():  # per group: (count, s, R·s) weights and (count, 1, R·s) biases
             return (nn.ParameterList(self._uniform(n, s, rank * s, fan_in=s) for s, n in self.groups),
@@ -388,7 +389,7 @@ class Block(_Chunked):
 
     def _chain_flops(self, batch: int, d: int) -> tuple[int, int]:
         """(composed, in turn) FLOPs of one side: Q = Σ s_c²."""
-        q, r = sum(s * s for s in self.sizes), self.rank
+        q, r = self.squares, self.rank
         return 2 * r * (d + 1) * q + 2 * batch * d * r * self.mm, 2 * batch * d * self.mm + 2 * batch * r * q
 
     def compose_first(self, batch: int, d: int) -> bool:
