@@ -502,7 +502,7 @@ def test_bilinear_cores_train_the_same_in_both_orders(name, monkeypatch):
     results = []
     for order in ("outer", "q0 first", "q1 first") if name == "tucker" else (True, False):
         if name == "tucker":
-            monkeypatch.setattr(type(m), "order", lambda self, batch, training=False, order=order: order)
+            monkeypatch.setattr(type(m), "order", lambda self, *a, order=order: order)
         else:
             monkeypatch.setattr(bilinear, "outer_first", lambda batch, size, outer=order: outer)
         m.zero_grad()
@@ -522,6 +522,7 @@ def test_tucker_order_follows_the_batch_the_size_and_the_backward():
     assert [small.order(b, True) for b in (1, 15, 16)] == ["q0 first", "q0 first", "outer"]
     assert [small.order(b) for b in (1, 16, 127, 128)] == ["q0 first", "q0 first", "q0 first", "outer"]
     assert [large.order(b, t) for b in (1, 2, 4096) for t in (False, True)] == ["q0 first"] * 2 + ["q1 first"] * 4
+    assert [large.order(b, False, "cuda") for b in (19, 20)] == ["q0 first", "outer"]  # off CPU: as before
     hp, formula = BILINEAR_FLOPS["tucker"]  # the counted forward (no gradients) on both sides of 8·mm = 40
     m = methods.create("tucker", [7, 4], 5, **hp).eval()
     for batch in (39, 40):
@@ -536,10 +537,11 @@ def test_mfb_pools_by_bmm_only_where_no_backward_follows(monkeypatch):
     m = methods.create("mfb", [3, 4], 2, mm=5, k=3).double()
     assert [m.pool_by_bmm(b, t) for b in (1, 2) for t in (False, True)] == [False, False, True, False]
     assert not methods.create("mfb", [3, 4], 2, mm=5, k=1).pool_by_bmm(2)
+    assert not m.pool_by_bmm(2, False, "cuda")
     xs = [torch.randn(6, 3, dtype=torch.float64), torch.randn(6, 4, dtype=torch.float64)]
     results = []
     for by_bmm in (True, False):
-        monkeypatch.setattr(type(m), "pool_by_bmm", lambda self, batch, training=False, v=by_bmm: v)
+        monkeypatch.setattr(type(m), "pool_by_bmm", lambda self, *a, v=by_bmm: v)
         m.zero_grad()
         y = m(xs)
         y.square().sum().backward()

@@ -104,19 +104,20 @@ class MFB(_Pair):
 
     def forward(self, xs: list[torch.Tensor]) -> torch.Tensor:
         a, b = self.linear0(xs[0]), self.linear1(xs[1])
-        if self.pool_by_bmm(a.shape[0], torch.is_grad_enabled()):
+        if self.pool_by_bmm(a.shape[0], torch.is_grad_enabled(), a.device.type):
             z = torch.bmm(a.view(-1, 1, self.k), b.view(-1, self.k, 1)).view(-1, self.mm)
         else:
             z = (a * b).view(-1, self.mm, self.k).sum(-1)
         return self.out(ssl(z))
 
-    def pool_by_bmm(self, batch: int, training: bool = False) -> bool:
+    def pool_by_bmm(self, batch: int, training: bool = False, device: str = "cpu") -> bool:
         """Whether the product and its sum over each group of k are one bmm of B·mm dot products of length k, which
         never writes the (B, mm·k) product: 2-6% faster forward on CPU from k 2 (tie at k 8; 14% slower at k 1, where
         there is nothing to pool). Its backward is per-sample products again, 1.4-1.9x slower in training, so only
         where no backward follows; and from a batch of 2, so that a row's FLOPs, counted at batch 1, stay those of the
-        sum (whose multiply-adds flop_counter does not count; the bmm's it does)."""
-        return not training and batch > 1 and self.k > 1
+        sum (whose multiply-adds flop_counter does not count; the bmm's it does). Measured on CPU only: elsewhere the
+        sum, as before."""
+        return device == "cpu" and not training and batch > 1 and self.k > 1
 
     def expected_params(self) -> int:
         d0, d1 = self.dims
@@ -184,7 +185,7 @@ class Tucker(_Pair):
 
     def forward(self, xs: list[torch.Tensor]) -> torch.Tensor:
         q0, q1 = self.linear0(xs[0]), self.linear1(xs[1])
-        mm, order = self.mm, self.order(q0.shape[0], torch.is_grad_enabled())
+        mm, order = self.mm, self.order(q0.shape[0], torch.is_grad_enabled(), q0.device.type)
         if order == "outer":
             core = self.core.transpose(1, 2).reshape(mm * mm, mm)  # (i·j, k)
             z = torch.addmm(self.core_bias, (q0.unsqueeze(-1) * q1.unsqueeze(1)).flatten(1), core)
@@ -196,18 +197,21 @@ class Tucker(_Pair):
             z = torch.baddbmm(self.core_bias.view(1, -1, 1), t, q1.unsqueeze(-1)).squeeze(-1)
         return self.out(z)
 
-    def order(self, batch: int, training: bool = False) -> str:
-        """Which order, measured on CPU (benchmarks/methods_vs_naive.py; figures in the notes of issue 28).
-        - "q1 first" from a batch of 2 where mm² ≥ 400: torch's CPU bmm runs products of ≥ 400 multiply-adds one BLAS
-          call per sample, where the vector-matrix form is 5-7x faster than matrix-vector (mm 20-32: 1.3-2x faster
-          than q0 first, forward and training; the outer order 5-45% behind it).
-        - "outer" from a batch of mm where a backward follows (training: its backward is GEMMs, not per-sample
-          products; mm 16, batch 16-256: 0-28% faster than q0 first), from a batch of 8·mm where none does (forward
-          alone: q0 first is faster up to a batch of 6·mm, they tie at 8·mm, the outer order is ahead beyond).
-        - "q0 first" otherwise: its per-sample products stay in torch's fused small-product loop."""
-        if batch > 1 and self.mm * self.mm >= 400:
+    def order(self, batch: int, training: bool = False, device: str = "cpu") -> str:
+        """Which order, measured on CPU (benchmarks/methods_vs_naive.py; the figures are in issue 28's notes).
+        - "q1 first" on CPU from a batch of 2 where mm² ≥ 400: torch's CPU bmm then runs each per-sample product as its
+          own BLAS call, where the vector-matrix form is 5-7x faster than matrix-vector (mm 20-32: 1.3-2x faster than
+          q0 first, forward and training; the outer order 5-45% behind it).
+        - "outer" from a batch of mm where a backward follows (its backward is GEMMs, not per-sample products; mm 16,
+          batch 16-256: up to 28% faster than q0 first in training); on CPU without a backward from a batch of 8·mm
+          (the forward alone at mm 16: q0 first faster to batch 64, a tie at 96-128, the outer order 2-5% ahead at
+          256; at mm 8 and 12 it was behind at every batch measured, to 1024: left as it is, no suite runs them).
+        - "q0 first" otherwise: its per-sample products stay in torch's fused small-product loop.
+        Off CPU (not measured) the rule is the one before these measurements: the outer order from a batch of mm."""
+        cpu = device == "cpu"
+        if cpu and batch > 1 and self.mm * self.mm >= 400:
             return "q1 first"
-        return "outer" if outer_first(batch, self.mm * (1 if training else 8)) else "q0 first"
+        return "outer" if outer_first(batch, self.mm * (8 if cpu and not training else 1)) else "q0 first"
 
     def expected_params(self) -> int:
         d0, d1 = self.dims
