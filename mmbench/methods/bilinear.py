@@ -414,9 +414,8 @@ class BlockTucker(_Chunked):
     """BlockTucker (block.bootstrap, MMF): project to mm, split into C chunks, a full bilinear core per chunk, ssl.
 
     Chunk sizes as BLOCK's. Per chunk z_c,k = Σ_ij T_c[i, k, j] a_i b_j + t_c,k (nn.Bilinear(s, s, s) in the
-    reference), computed in Tucker's orders (`outer_first`, per group of equal chunks) batched over the chunks of a
-    group; ssl per chunk, concat, Linear →
-    o. Parameters (d0+d1+2)·mm + Σ_c(s_c³ + s_c) + (mm+1)·o. Defaults mm 128, C 8 (reference: mm 1600, C 20).
+    reference), computed in Tucker's outer or q0-first order (`outer_first`, per group of equal chunks) batched over
+    the chunks of a group; ssl per chunk, concat, Linear → o. Parameters (d0+d1+2)·mm + Σ_c(s_c³ + s_c) + (mm+1)·o. Defaults mm 128, C 8 (reference: mm 1600, C 20).
     """
 
     def __init__(self, dims: Sequence[int], out_dim: int, mm: int = 128, chunks: int = 8):
