@@ -95,11 +95,12 @@ def test_params_match_catalog_closed_form(name, dims, out_dim):
 # Hand-derived FLOPs (2 × multiply-adds of the matmuls actually performed; elementwise ops not counted).
 BILINEAR_FLOPS = {
     "mlb": (dict(mm=12), lambda b, d0, d1, o: 2 * b * (12 * d0 + 12 * d1 + 12 * o)),
-    "mfb": (dict(mm=6, k=3), lambda b, d0, d1, o: 2 * b * (18 * d0 + 18 * d1 + 6 * o)),
+    # mfb: from a batch of 2 (without gradients) the product is pooled by a bmm of B·mm dot products of length k
+    "mfb": (dict(mm=6, k=3), lambda b, d0, d1, o: 2 * b * (18 * d0 + 18 * d1 + (18 if b > 1 else 0) + 6 * o)),
     "mfh": (dict(mm=6, k=3), lambda b, d0, d1, o: 2 * b * (36 * d0 + 36 * d1 + 12 * o)),
-    # projections, q0·T (mm × mm² per sample), the batched product with q1 (mm² per sample), output; from a batch of
-    # mm on, the outer product (not counted) and one GEMM with the core (mm² × mm per sample)
-    "tucker": (dict(mm=5), lambda b, d0, d1, o: 2 * b * (5 * d0 + 5 * d1 + 125 + (25 if b < 5 else 0) + 5 * o)),
+    # projections, q0·T (mm × mm² per sample), the batched product with q1 (mm² per sample), output; without
+    # gradients from a batch of 8·mm on, the outer product (not counted) and one GEMM with the core (mm² × mm)
+    "tucker": (dict(mm=5), lambda b, d0, d1, o: 2 * b * (5 * d0 + 5 * d1 + 125 + (25 if b < 40 else 0) + 5 * o)),
     "mutan": (dict(mm=8, rank=3), lambda b, d0, d1, o: 2 * b * (8 * d0 + 8 * d1 + 2 * 8 * 24 + 8 * o)),
     "block": (dict(mm=12, chunks=3, rank=2), lambda b, d0, d1, o: 2 * b * (12 * d0 + 12 * d1 + 2 * 3 * 4 * 8 + 12 * o)),
     # uneven: chunks 3, 3, 3, 1; per chunk two merges of s·R·s multiply-adds
@@ -211,10 +212,11 @@ def test_signed_sqrt_gradient_is_zero_at_zero_not_nan():
     torch.testing.assert_close(z.grad, torch.tensor([0.0, 0.25, 1 / 6]))
 
 
-@pytest.mark.parametrize("batch", [1, 4, 5, 6])  # below mm 5: q0 first; from 5 on: the outer product first
-def test_tucker_is_the_bilinear_form_of_its_core(batch):
+# with gradients at mm 5: q0 first below a batch of 5, the outer product from 5 on; at mm 20 (mm² ≥ 400): T·q1 first
+@pytest.mark.parametrize("mm,batch", [(5, 1), (5, 4), (5, 5), (5, 6), (20, 1), (20, 3)])
+def test_tucker_is_the_bilinear_form_of_its_core(mm, batch):
     torch.manual_seed(0)
-    m = methods.create("tucker", [3, 4], 2, mm=5).double()
+    m = methods.create("tucker", [3, 4], 2, mm=mm).double()
     x0, x1 = torch.randn(batch, 3, dtype=torch.float64), torch.randn(batch, 4, dtype=torch.float64)
     q0, q1 = m.linear0(x0), m.linear1(x1)
     z = torch.einsum("bi,ikj,bj->bk", q0, m.core, q1) + m.core_bias
@@ -490,7 +492,7 @@ def test_fusion_zoo_suite_validates_and_covers_every_vector_method(quick):
 
 @pytest.mark.parametrize("name", ["tucker", "block_tucker"])
 def test_bilinear_cores_train_the_same_in_both_orders(name, monkeypatch):
-    """The outer-product order and the one-input-first order give the same outputs and the same gradients for every
+    """The outer-product order and the one-input-first orders give the same outputs and the same gradients for every
     parameter (the stored core layout is the one both read, so state dicts load as before)."""
     from mmbench.methods import bilinear
 
@@ -498,8 +500,48 @@ def test_bilinear_cores_train_the_same_in_both_orders(name, monkeypatch):
     m = methods.create(name, [3, 4], 2, mm=9, **({"chunks": 2} if name == "block_tucker" else {})).double()
     xs = [torch.randn(12, 3, dtype=torch.float64), torch.randn(12, 4, dtype=torch.float64)]
     results = []
-    for outer in (True, False):
-        monkeypatch.setattr(bilinear, "outer_first", lambda batch, size, outer=outer: outer)
+    for order in ("outer", "q0 first", "q1 first") if name == "tucker" else (True, False):
+        if name == "tucker":
+            monkeypatch.setattr(type(m), "order", lambda self, *a, order=order: order)
+        else:
+            monkeypatch.setattr(bilinear, "outer_first", lambda batch, size, outer=order: outer)
+        m.zero_grad()
+        y = m(xs)
+        y.square().sum().backward()
+        results.append((y.detach(), {k: p.grad.clone() for k, p in m.named_parameters()}))
+    for other in results[1:]:
+        torch.testing.assert_close(results[0][0], other[0])
+        for k in results[0][1]:
+            torch.testing.assert_close(results[0][1][k], other[1][k], msg=k)
+
+
+def test_tucker_order_follows_the_batch_the_size_and_the_backward():
+    """q0 first at batch 1; with a backward to follow the outer product from a batch of mm, without from 8·mm; T·q1
+    first from a batch of 2 where mm² ≥ 400 (torch's CPU bmm then runs each product as its own BLAS call)."""
+    small, large = (methods.create("tucker", [3, 4], 2, mm=mm) for mm in (16, 20))
+    assert [small.order(b, True) for b in (1, 15, 16)] == ["q0 first", "q0 first", "outer"]
+    assert [small.order(b) for b in (1, 16, 127, 128)] == ["q0 first", "q0 first", "q0 first", "outer"]
+    assert [large.order(b, t) for b in (1, 2, 4096) for t in (False, True)] == ["q0 first"] * 2 + ["q1 first"] * 4
+    assert [large.order(b, False, "cuda") for b in (19, 20)] == ["q0 first", "outer"]  # off CPU: as before
+    hp, formula = BILINEAR_FLOPS["tucker"]  # the counted forward (no gradients) on both sides of 8·mm = 40
+    m = methods.create("tucker", [7, 4], 5, **hp).eval()
+    for batch in (39, 40):
+        xs = [torch.randn(batch, 7), torch.randn(batch, 4)]
+        assert flops(lambda: m(xs), m)["total"] == formula(batch, 7, 4, 5) == m.expected_flops(batch)
+
+
+def test_mfb_pools_by_bmm_only_where_no_backward_follows(monkeypatch):
+    """The bmm pooling from a batch of 2, without gradients, where k > 1; both poolings give the same outputs and
+    every parameter the same gradient."""
+    torch.manual_seed(0)
+    m = methods.create("mfb", [3, 4], 2, mm=5, k=3).double()
+    assert [m.pool_by_bmm(b, t) for b in (1, 2) for t in (False, True)] == [False, False, True, False]
+    assert not methods.create("mfb", [3, 4], 2, mm=5, k=1).pool_by_bmm(2)
+    assert not m.pool_by_bmm(2, False, "cuda")
+    xs = [torch.randn(6, 3, dtype=torch.float64), torch.randn(6, 4, dtype=torch.float64)]
+    results = []
+    for by_bmm in (True, False):
+        monkeypatch.setattr(type(m), "pool_by_bmm", lambda self, *a, v=by_bmm: v)
         m.zero_grad()
         y = m(xs)
         y.square().sum().backward()

@@ -103,16 +103,31 @@ class MFB(_Pair):
         self.out = nn.Linear(mm, out_dim)
 
     def forward(self, xs: list[torch.Tensor]) -> torch.Tensor:
-        p = self.linear0(xs[0]) * self.linear1(xs[1])
-        return self.out(ssl(p.view(-1, self.mm, self.k).sum(-1)))
+        a, b = self.linear0(xs[0]), self.linear1(xs[1])
+        if self.pool_by_bmm(a.shape[0], torch.is_grad_enabled(), a.device.type):
+            z = torch.bmm(a.view(-1, 1, self.k), b.view(-1, self.k, 1)).view(-1, self.mm)
+        else:
+            z = (a * b).view(-1, self.mm, self.k).sum(-1)
+        return self.out(ssl(z))
+
+    def pool_by_bmm(self, batch: int, training: bool = False, device: str = "cpu") -> bool:
+        """Whether the product and its sum over each group of k are one bmm of B·mm dot products of length k, which
+        never writes the (B, mm·k) product: 2-6% faster forward on CPU from k 2 (tie at k 8; 14% slower at k 1, where
+        there is nothing to pool). Its backward is per-sample products again, 1.4-1.9x slower in training, so only
+        where no backward follows; and from a batch of 2, so that a row's FLOPs, counted at batch 1, stay those of the
+        sum (whose multiply-adds flop_counter does not count; the bmm's it does). Measured on CPU only: elsewhere the
+        sum, as before."""
+        return device == "cpu" and not training and batch > 1 and self.k > 1
 
     def expected_params(self) -> int:
         d0, d1 = self.dims
         return (d0 + d1 + 2) * self.mm * self.k + (self.mm + 1) * self.out_dim
 
     def expected_flops(self, batch: int) -> int:
+        """The forward without gradients."""
         d0, d1 = self.dims
-        return 2 * batch * (self.mm * self.k * (d0 + d1) + self.mm * self.out_dim)
+        pool = self.mm * self.k if self.pool_by_bmm(batch) else 0
+        return 2 * batch * (self.mm * self.k * (d0 + d1) + pool + self.mm * self.out_dim)
 
 
 @register_method("mfh", family="bilinear", max_modalities=2, rank_param="k")
@@ -152,11 +167,11 @@ class MFH(Fusion):
 class Tucker(_Pair):
     """Tucker fusion: project both to mm, full bilinear core T ∈ R^{mm×mm×mm} (+ bias), Linear → o.
 
-    z_k = Σ_ij T[i, j, k] q0_i q1_j + b_k, in one of two orders (torch's own bilinear op is invisible to flop_counter,
-    both are counted), chosen by batch size: below a batch of mm, q0 · T as (mm, mm·mm), then B matrix-vector
-    products with q1 (2B(mm³ + mm²) FLOPs); from a batch of mm on, the outer product q0 ⊗ q1 (B, mm²) and one GEMM
-    with the core re-laid out as (i·j, k) (2B·mm³ FLOPs, plus an mm³ copy per call, which the B·mm² products it
-    saves pay for from B = mm). The stored layout (i, k, j) is unchanged. benchmarks/methods_vs_naive.py times both.
+    z_k = Σ_ij T[i, j, k] q0_i q1_j + b_k, in one of three orders (torch's own bilinear op is invisible to
+    flop_counter; all are counted), chosen by `order`: q0 · T as (mm, mm·mm) then B matrix-vector products with q1,
+    or T · q1 first then B vector-matrix products with q0 (both 2B(mm³ + mm²) FLOPs); or the outer product q0 ⊗ q1
+    (B, mm²) and one GEMM with the core re-laid out as (i·j, k) (2B·mm³ FLOPs, plus an mm³ copy per call). The stored
+    layout (i, k, j) is unchanged. benchmarks/methods_vs_naive.py times every order.
     """
 
     def __init__(self, dims: Sequence[int], out_dim: int, mm: int = 32):
@@ -170,14 +185,33 @@ class Tucker(_Pair):
 
     def forward(self, xs: list[torch.Tensor]) -> torch.Tensor:
         q0, q1 = self.linear0(xs[0]), self.linear1(xs[1])
-        mm = self.mm
-        if outer_first(q0.shape[0], mm):
+        mm, order = self.mm, self.order(q0.shape[0], torch.is_grad_enabled(), q0.device.type)
+        if order == "outer":
             core = self.core.transpose(1, 2).reshape(mm * mm, mm)  # (i·j, k)
             z = torch.addmm(self.core_bias, (q0.unsqueeze(-1) * q1.unsqueeze(1)).flatten(1), core)
+        elif order == "q1 first":
+            u = F.linear(q1, self.core.view(mm * mm, mm)).view(-1, mm, mm)  # (B, i, k)
+            z = torch.baddbmm(self.core_bias.view(1, 1, -1), q0.unsqueeze(1), u).squeeze(1)
         else:
             t = torch.mm(q0, self.core.view(mm, -1)).view(-1, mm, mm)  # (B, k, j)
             z = torch.baddbmm(self.core_bias.view(1, -1, 1), t, q1.unsqueeze(-1)).squeeze(-1)
         return self.out(z)
+
+    def order(self, batch: int, training: bool = False, device: str = "cpu") -> str:
+        """Which order, measured on CPU (benchmarks/methods_vs_naive.py; the figures are in issue 28's notes).
+        - "q1 first" on CPU from a batch of 2 where mm² ≥ 400: torch's CPU bmm then runs each per-sample product as its
+          own BLAS call, where the vector-matrix form is 5-7x faster than matrix-vector (mm 20-32: 1.3-2x faster than
+          q0 first, forward and training; the outer order 5-45% behind it).
+        - "outer" from a batch of mm where a backward follows (its backward is GEMMs, not per-sample products; mm 16,
+          batch 16-256: up to 28% faster than q0 first in training); on CPU without a backward from a batch of 8·mm
+          (the forward alone at mm 16: q0 first faster to batch 64, a tie at 96-128, the outer order 2-5% ahead at
+          256; at mm 8 and 12 it was behind at every batch measured, to 1024: left as it is, no suite runs them).
+        - "q0 first" otherwise: its per-sample products stay in torch's fused small-product loop.
+        Off CPU (not measured) the rule is the one before these measurements: the outer order from a batch of mm."""
+        cpu = device == "cpu"
+        if cpu and batch > 1 and self.mm * self.mm >= 400:
+            return "q1 first"
+        return "outer" if outer_first(batch, self.mm * (8 if cpu and not training else 1)) else "q0 first"
 
     def expected_params(self) -> int:
         d0, d1 = self.dims
@@ -187,7 +221,7 @@ class Tucker(_Pair):
     def expected_flops(self, batch: int) -> int:
         d0, d1 = self.dims
         mm = self.mm
-        core = mm ** 3 + (0 if outer_first(batch, mm) else mm ** 2)
+        core = mm ** 3 + (0 if self.order(batch) == "outer" else mm ** 2)  # the forward without gradients
         return 2 * batch * (mm * (d0 + d1) + core + mm * self.out_dim)
 
 
@@ -323,6 +357,7 @@ class Block(_Chunked):
         _positive(mm=mm, chunks=chunks, rank=rank)
         super().__init__(dims, out_dim, mm, chunks)
         self.rank = int(rank)
+        self.squares = sum(s * s for s in self.sizes)  # Q = Σ s_c², once: each call's order choice reads it
 
         def merges():  # per group: (count, s, R·s) weights and (count, 1, R·s) biases
             return (nn.ParameterList(self._uniform(n, s, rank * s, fan_in=s) for s, n in self.groups),
@@ -358,7 +393,7 @@ class Block(_Chunked):
 
     def _chain_flops(self, batch: int, d: int) -> tuple[int, int]:
         """(composed, in turn) FLOPs of one side: Q = Σ s_c²."""
-        q, r = sum(s * s for s in self.sizes), self.rank
+        q, r = self.squares, self.rank
         return 2 * r * (d + 1) * q + 2 * batch * d * r * self.mm, 2 * batch * d * self.mm + 2 * batch * r * q
 
     def compose_first(self, batch: int, d: int) -> bool:
@@ -379,9 +414,8 @@ class BlockTucker(_Chunked):
     """BlockTucker (block.bootstrap, MMF): project to mm, split into C chunks, a full bilinear core per chunk, ssl.
 
     Chunk sizes as BLOCK's. Per chunk z_c,k = Σ_ij T_c[i, k, j] a_i b_j + t_c,k (nn.Bilinear(s, s, s) in the
-    reference), computed in Tucker's orders (`outer_first`, per group of equal chunks) batched over the chunks of a
-    group; ssl per chunk, concat, Linear →
-    o. Parameters (d0+d1+2)·mm + Σ_c(s_c³ + s_c) + (mm+1)·o. Defaults mm 128, C 8 (reference: mm 1600, C 20).
+    reference), computed in Tucker's outer or q0-first order (`outer_first`, per group of equal chunks) batched over
+    the chunks of a group; ssl per chunk, concat, Linear → o. Parameters (d0+d1+2)·mm + Σ_c(s_c³ + s_c) + (mm+1)·o. Defaults mm 128, C 8 (reference: mm 1600, C 20).
     """
 
     def __init__(self, dims: Sequence[int], out_dim: int, mm: int = 128, chunks: int = 8):
