@@ -266,13 +266,15 @@ class Crossover:
     interval: tuple[float, float] | None = None   # where the two fits' 95% bands overlap around it
     cheaper_below: str = ""                   # the series cheaper below the crossover (or throughout)
     apart: tuple[float, float] | None = None  # the dims where the two fits' 95% bands part (None: nowhere)
+    borne_out: bool = True                    # the measured points change order around it as the fits do
 
     @property
     def found(self) -> bool:
         """A crossover told apart on both sides: inside the range run, each series cheaper beyond the fits'
         uncertainty somewhere on its own side. One side alone is not a crossover: the fits may cross only because a
         law bends where its points are noise (a training step at batch 1 is the optimizer's overhead at every size)."""
-        return self.at is not None and self.interval[0] > self.lo_d and self.interval[1] < self.hi_d
+        return (self.at is not None and self.borne_out and self.interval[0] > self.lo_d
+                and self.interval[1] < self.hi_d)
 
     @property
     def text(self) -> str:
@@ -290,6 +292,10 @@ class Crossover:
         if not below and not above:
             return (f"not told apart in the range run ({rng}): the fits cross at d ≈ {self.at:.3g}, but their 95% "
                     f"bands overlap throughout")
+        if not self.borne_out:
+            return (f"not borne out by the measured points ({rng}): the fits cross at d ≈ {self.at:.3g} "
+                    f"({self.cheaper_below} cheaper below), but the costs measured at the sizes run do not change "
+                    f"order there")
         if not below:
             return (f"no crossover told apart ({rng}): {other} cheaper above d ≈ {hi:.3g}; below, the two are not "
                     f"told apart (the fits cross at d ≈ {self.at:.3g}, inside their 95% bands)")
@@ -307,6 +313,18 @@ class _Series:
     row: dict
     modalities: int
     ds: list[int] = field(default_factory=list)   # the uniform modality dims it was run at
+    rows: list[dict] = field(default_factory=list)  # its rows at those dims
+
+
+def _measured(s: "_Series", cost: str) -> dict[int, float]:
+    """The series' cost at each uniform dim it ran, the median of its rows there, flagged ones included: what the rows
+    say of which is cheaper, not a figure to fit (a timing flagged noisy still orders two costs 60% apart)."""
+    by_d: dict[int, list[float]] = {}
+    for r in s.rows:
+        v = _num(r.get(cost))
+        if v is not None:
+            by_d.setdefault(sizes.parse_dims(r.get("dims"))[0], []).append(v)
+    return {d: float(np.median(v)) for d, v in by_d.items()}
 
 
 def _size_at(row: dict, d: float, m: int) -> float | None:
@@ -353,6 +371,7 @@ def crossovers(rows: list[dict], fits: list[Fit]) -> list[Crossover]:
                                              if (t, run, grp) == (key[0], key[1], g)}, r, len(dims))
         if len(set(dims)) == 1:
             s.ds.append(dims[0])
+            s.rows.append(r)
     out = []
     keys = sorted(series)
     for i, ka in enumerate(keys):
@@ -395,6 +414,14 @@ def crossovers(rows: list[dict], fits: list[Fit]) -> list[Crossover]:
 
                 x.at = float(brentq(lambda d: float(diff(d)[0]), grid[j], grid[j + 1]))
                 x.cheaper_below = a.name if vals[j] < 0 else b.name
+                # the rows at dims both ran: the one cheaper below must be measured so somewhere below, the other
+                # somewhere above (a law bent through a noisy point, or extrapolated past a flagged one it left out,
+                # can cross where no measurement does)
+                sign = -1 if x.cheaper_below == a.name else 1  # the sign of a − b below the crossover
+                pa, pb = _measured(a, cost), _measured(b, cost)
+                both = sorted(set(pa) & set(pb))
+                x.borne_out = (any(sign * (pa[d] - pb[d]) > 0 for d in both if d < x.at)
+                               and any(sign * (pa[d] - pb[d]) < 0 for d in both if d > x.at))
                 x.interval = (_edge(outside, x.at, lo), _edge(outside, x.at, hi))
                 out.append(x)
     return out

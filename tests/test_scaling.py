@@ -139,3 +139,22 @@ def test_a_crossover_is_told_apart_on_both_sides_or_not_called_one():
     assert not x.found
     assert x.text.startswith("no crossover told apart (dims 8–64): lmf(rank=4) cheaper above d ≈ ")
     assert "below, the two are not told apart" in x.text
+
+
+def test_a_crossover_the_measured_rows_contradict_is_not_called_one():
+    """TFN measured dearer than LMF at every size run, but its three smallest timings are flagged: its law, fitted on
+    the four clean ones (d 24-64), crosses LMF's near d 20 with TFN "cheaper below", where no measurement says so."""
+    ds = (8, 12, 16, 24, 32, 48, 64)
+    rows = [_row("tfn", d, 0.55 if d < 24 else 0.4 + 1e-5 * (d + 1) ** 3) for d in ds]
+    for r in rows[:3]:
+        r["latency_noisy_b8"] = True
+    rows += [_row("lmf", d, 0.5, rank=4) for d in ds]
+    fits = scaling.fit_rows(rows)
+    assert len(next(f for f in fits if f.group == "tfn").sizes) == 4  # the flagged points left out of TFN's law
+    (x,) = scaling.crossovers(rows, fits)
+    assert x.at is not None and x.cheaper_below == "tfn" and x.lo_d < x.at < 24
+    assert not x.borne_out and not x.found and x.text.startswith("not borne out by the measured points")
+    # the same rows unflagged: TFN's law follows its points, and nothing crosses where the rows do not
+    for r in rows[:3]:
+        r["latency_noisy_b8"] = False
+    assert not any(x.found for x in scaling.crossovers(rows, scaling.fit_rows(rows)))
