@@ -326,7 +326,10 @@ def latency_rounds(fns: dict[Any, tuple[Callable, Callable | None]], *, rounds: 
     up to ``rounds`` more, and is flagged ``host_slow`` if under a third remain.
 
     ``together``: groups of keys sampled as one (_Together: a block of each in turn per sample), for figures that are
-    set against each other; a group has its members' budgets summed, so it spends what they would apart."""
+    set against each other. A group's minimum time is its members' own: min_time_s is the stretch of the host's time
+    a figure's samples must span (against bursts), and each member's samples span the whole group's stretch; the count
+    of samples is min_samples' and the stopping rule's to guard. Its maximum time is its members' summed, so a group
+    whose figures stay noisy spends what its members would apart."""
     rounds = max(1, rounds)
     n_threads = _threads(threads)
     samplers = {k: _Sampler(fn, device=device, flush_l2=flush_l2, clock=clock, context=ctx, threads=n_threads,
@@ -347,7 +350,7 @@ def latency_rounds(fns: dict[Any, tuple[Callable, Callable | None]], *, rounds: 
             nonlocal before
             scale = len(s.members) if isinstance(s, _Together) else 1
             s.sample(min_samples=len(s.samples) + per_round, max_samples=len(s.samples) + max_round,
-                     **{k: v * scale if k.endswith("time_s") else v for k, v in budget.items()})
+                     **{**budget, "max_time_s": budget["max_time_s"] * scale})
             if host is not None:
                 after = host.read()
                 s.judge(host, before, after)
