@@ -17,6 +17,12 @@ and resumed continues the same study: tuning trials that finished (complete, pru
 their own) are kept and counted against the budget; one killed while running is marked so and run again with the
 values it was given. Each suggestion comes from a sampler seeded by (seed, slot), the slot being the tuning trial's
 place in the budget, so a resumed study suggests what an uninterrupted one would have.
+
+Pruning (tune.pruner) is decided where the tuning trial runs, against the finished tuning trials its batch was asked
+after: their validation curves (and the rungs successive halving promoted them to) travel with it (``Asked.history``,
+``_Pruning``), and its own curve and rungs come back with its outcome and are written to the study before it is told.
+Like the sampler's, a pruner's verdicts then depend on ``parallel`` alone, and pruned studies go through the executor
+as every study does.
 """
 from __future__ import annotations
 
@@ -160,6 +166,43 @@ class Asked:
     slot: int
     params: dict[str, Any]
     trial: optuna.Trial
+    history: list[dict[str, Any]] | None = None  # what its pruner weighs it against (None: no pruning)
+
+
+_RUNG = "completed_rung_"  # Optuna's successive halving keeps each trial's promotions in these system attributes
+
+
+def _history(study: optuna.Study) -> list[dict[str, Any]]:
+    """The finished tuning trials as a pruner reads them (state, value, curve, rungs), plain data for a work item."""
+    return [{"state": t.state.name, "value": t.value, "curve": sorted(t.intermediate_values.items()),
+             "rungs": {k: v for k, v in t.system_attrs.items() if k.startswith(_RUNG)}}
+            for t in study.get_trials(deepcopy=False, states=FINISHED)]
+
+
+class _Pruning:
+    """One tuning trial's pruner, wherever it runs: an in-memory study of the finished tuning trials it was asked after
+    (``history``) and of itself. ``report`` says whether to stop after an epoch; ``curve`` and ``rungs`` are what the
+    driver's study records of it."""
+
+    def __init__(self, spec: TuneSpec, history: list[dict[str, Any]]):
+        self.study = optuna.create_study(direction="maximize", pruner=_pruner(spec))
+        for h in history:
+            state = optuna.trial.TrialState[h["state"]]
+            self.study.add_trial(optuna.trial.create_trial(
+                state=state, value=h["value"] if state == optuna.trial.TrialState.COMPLETE else None,
+                intermediate_values=dict(h["curve"]), system_attrs=h["rungs"]))
+        self.trial = self.study.ask()
+        self.curve: list[tuple[int, float]] = []
+
+    def report(self, epoch: int, score: float) -> bool:
+        self.curve.append((epoch, score))
+        self.trial.report(score, epoch)
+        return self.trial.should_prune()
+
+    @property
+    def rungs(self) -> dict[str, Any]:
+        attrs = self.study._storage.get_trial_system_attrs(self.trial._trial_id)
+        return {k: v for k, v in attrs.items() if k.startswith(_RUNG)}
 
 
 class Study:
@@ -209,11 +252,18 @@ class Study:
         trial = self.study.ask()
         if fixed is None:
             trial.set_user_attr("slot", slot)
-        return Asked(slot, {k: _suggest(trial, k, d) for k, d in self.spec.space.items()}, trial)
+        history = _history(self.study) if self.spec.pruner != "none" else None
+        return Asked(slot, {k: _suggest(trial, k, d) for k, d in self.spec.space.items()}, trial, history)
 
     def tell(self, asked: Asked, outcome: dict[str, Any]) -> None:
-        """One write with the outcome (slot, seconds, val(s), epochs_run, error), then the state."""
+        """The curve and rungs its pruner saw (where one ran), one write with the outcome (slot, seconds, val(s),
+        epochs_run, error), then the state."""
+        outcome = dict(outcome)
         state = outcome.pop("state")
+        for epoch, score in outcome.pop("curve", ()):
+            asked.trial.report(score, epoch)
+        for key, value in outcome.pop("rungs", {}).items():
+            self.store.set_trial_system_attr(asked.trial._trial_id, key, value)
         asked.trial.set_user_attr("outcome", {"slot": asked.slot, **outcome})
         if state == "complete":
             self.study.tell(asked.trial, outcome["val"])
@@ -247,21 +297,24 @@ class Study:
 
 def fit_one(spec: TuneSpec, train_spec: TrainSpec, hparams: dict[str, Any], params: dict[str, Any],
             build: Callable[[dict], nn.Module], train: Split, val: Split, *, target: str, device: str = "cpu",
-            precision: str = "fp32", trial: optuna.Trial | None = None) -> dict[str, Any]:
+            precision: str = "fp32", history: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """One tuning trial: the first ``spec.seeds`` of train.seeds trained with ``params`` on train, scored by the mean
     of their best validation epochs. Its outcome: state (complete, pruned, fail), seconds, val, vals (one per seed,
-    when several), epochs_run, error. ``trial``: the Optuna trial the first seed's curve is reported to for pruning
-    (None away from the study, in a worker: no pruning). Never raises for the configuration's own failure."""
+    when several), epochs_run, error; with a pruner, the first seed's curve (epoch, score) and its rungs. ``history``:
+    the finished tuning trials its pruner weighs it against (Asked.history; None: no pruning). Never raises for the
+    configuration's own failure."""
     t_spec, hp = apply(params, train_spec, hparams)
     seeds = list(train_spec.seeds[:spec.seeds])
     curve: list[float] = []
+    pruning = _Pruning(spec, history) if history is not None and spec.pruner != "none" else None
 
     def report(epoch: int, score: float) -> None:
         curve.append(score)
-        if trial is not None and spec.pruner != "none":
-            trial.report(score, epoch)
-            if trial.should_prune():
-                raise optuna.TrialPruned()
+        if pruning is not None and pruning.report(epoch, score):
+            raise optuna.TrialPruned()
+
+    def seen() -> dict[str, Any]:
+        return {} if pruning is None else {"curve": pruning.curve, "rungs": pruning.rungs}
 
     t0 = time.perf_counter()
     vals, epochs = [], []
@@ -272,12 +325,13 @@ def fit_one(spec: TuneSpec, train_spec: TrainSpec, hparams: dict[str, Any], para
             vals.append(float(info.val_score))
             epochs.append(info.epochs_run)
     except optuna.TrialPruned:  # val: its best epoch before it was stopped
-        return {"state": "pruned", "seconds": time.perf_counter() - t0, "val": max(curve), "epochs_run": len(curve)}
+        return {"state": "pruned", "seconds": time.perf_counter() - t0, "val": max(curve), "epochs_run": len(curve),
+                **seen()}
     except Exception as exc:  # this configuration diverged (NaN) or cannot run: a failed tuning trial, counted
         first = str(exc).splitlines()[0][:200] if str(exc) else ""
         return {"state": "fail", "seconds": time.perf_counter() - t0, "error": f"{type(exc).__name__}: {first}"}
     out = {"state": "complete", "seconds": time.perf_counter() - t0, "val": sum(vals) / len(vals),
-           "epochs_run": epochs[0] if len(epochs) == 1 else epochs}
+           "epochs_run": epochs[0] if len(epochs) == 1 else epochs, **seen()}
     if len(vals) > 1:
         out["vals"] = vals
     return out
@@ -293,7 +347,7 @@ def tune(spec: TuneSpec, train_spec: TrainSpec, hparams: dict[str, Any], build: 
     while slots := study.pending():
         for asked in [study.ask(s) for s in slots]:
             study.tell(asked, fit_one(spec, train_spec, hparams, asked.params, build, train, val, target=target,
-                                      device=device, precision=precision, trial=asked.trial))
+                                      device=device, precision=precision, history=asked.history))
     return study.result()
 
 
@@ -305,7 +359,8 @@ def run_item(trial, data) -> dict[str, Any]:
         return build(trial.method, hp, data.input_dims, trial.dims, data.num_classes, trial.model.encoder_hidden)
 
     return fit_one(trial.tune, trial.train, trial.hparams, trial.tune_item["params"], build_with, data.train,
-                   data.val, target=data.target, device=trial.device, precision=trial.measure.precision)
+                   data.val, target=data.target, device=trial.device, precision=trial.measure.precision,
+                   history=trial.tune_item.get("history"))
 
 
 def dispatch(trials: list, executor, tasks: dict, note: Callable[[str], None] | None = None) -> list:
@@ -313,12 +368,11 @@ def dispatch(trials: list, executor, tasks: dict, note: Callable[[str], None] | 
     journal), and each tuning trial is a work item (the trial with ``tune_item`` set, untimed) run wherever the
     executor runs trials. Each configuration's batch of ``tune.parallel`` is told as soon as all of it is back; the
     next batches of all configurations then go out together. Returns ``trials`` with each study's choice attached
-    (Trial.tuned; for a study none of whose tuning trials completed, the error its trial then fails with). Studies
-    with a pruner are left to their trial (pruning reads the curve while it is drawn)."""
+    (Trial.tuned; for a study none of whose tuning trials completed, the error its trial then fails with)."""
     from dataclasses import replace
 
     studies = {t.id: Study(t.tune, t.train, t.hparams, storage_path(t.tune_dir, t.id), t.id)
-               for t in trials if t.tune is not None and t.tune.pruner == "none"}
+               for t in trials if t.tune is not None}
     by_id = {t.id: t for t in trials}
     rounds = 0
     while True:
@@ -328,8 +382,8 @@ def dispatch(trials: list, executor, tasks: dict, note: Callable[[str], None] | 
             t = by_id[tid]
             for slot in study.pending():
                 asked = study.ask(slot)
-                item = replace(t, tune_item={"slot": slot, "params": asked.params}, tuned=None,
-                               measure=t.measure.model_copy(update={"latency": None}))
+                work = {"slot": slot, "params": asked.params, "history": asked.history}
+                item = replace(t, tune_item=work, tuned=None, measure=t.measure.model_copy(update={"latency": None}))
                 out[item.id] = (tid, asked)
                 items.append(item)
         if not items:

@@ -235,3 +235,53 @@ def test_on_ray_the_tuning_trials_are_tasks(write_suite, tmp_path, monkeypatch):
     assert row["tune_trials"] == 5 and row["tuned_params"] == ref["tuned_params"] and row["node_id"]
     assert [t["params"] for t in _tuning(on_ray)[row["trial_id"]]] == \
         [t["params"] for t in _tuning(here)[ref["trial_id"]]]
+
+
+@pytest.mark.parametrize("pruner", ["median", "halving"])
+def test_pruned_studies_go_through_workers_and_choose_as_the_trial_alone(write_suite, tmp_path, monkeypatch, pruner):
+    """With a pruner, the tuning trials are work items too: each is sent with the finished tuning trials of the
+    batches before its own (their curves and rungs), its pruner decides in the worker, and its curve comes back to
+    the driver's study. Two workers, the driver here, and the trial tuning itself stop the same tuning trials at the
+    same epochs and choose the same values; the study's journal holds every curve (what a resumed pruner reads)."""
+    import optuna
+
+    from mmbench import tuning
+    from mmbench.execute import WorkerPool
+    from mmbench.run import prepare
+    from mmbench.suite import load_suite
+    from mmbench.trial import run_trial
+
+    text = PARALLEL.replace("  trials: 5\n", f"  trials: 8\n  pruner: {pruner}\n").replace(
+        "train: {epochs: 2,", "train: {epochs: 6,")
+    here = _run(write_suite, tmp_path, text, "here")
+    sent: list[list] = []
+    real_run = WorkerPool.run
+    monkeypatch.setattr(WorkerPool, "run", lambda self, trials, *a, **kw:
+                        sent.append(list(trials)) or real_run(self, sent[-1], *a, **kw))
+    pooled = _run(write_suite, tmp_path, text, "pooled", workers=2)
+    items = [t for batch in sent[:-1] for t in batch]
+    assert len(items) == 16 and all(t.tune_item["history"] is not None for t in items)
+    # a batch's history is what was told before it: none for the first, the batches before for the later ones
+    assert {len(t.tune_item["history"]) for t in items if t.tune_item["slot"] in (0, 1)} == {0}
+    assert {len(t.tune_item["history"]) for t in items if t.tune_item["slot"] in (6, 7)} == {6}
+
+    def seen(tuning_rows):
+        return [(t["params"], t["state"], t["val"], t["epochs_run"]) for t in tuning_rows]
+
+    samples_here, samples_pooled = _tuning(here), _tuning(pooled)
+    prepared = prepare(load_suite(tmp_path / "here.yaml"), "cpu")
+    data = next(iter(prepared.tasks.values()))
+    states = []
+    for trial in prepared.trials:
+        assert seen(samples_pooled[trial.id]) == seen(samples_here[trial.id])
+        alone = run_trial(trial, data)  # no driver: the trial tunes itself, in the same batches
+        assert seen(alone.raw["tuning"]) == seen(samples_here[trial.id])
+        states += [t["state"] for t in samples_here[trial.id]]
+        journal = optuna.load_study(study_name=trial.id,
+                                    storage=tuning.storage_at(pooled.path / "tuning" / f"{trial.id}.log"))
+        finished = journal.get_trials(states=tuning.FINISHED)
+        assert len(finished) == 8
+        assert all(len(t.intermediate_values) == t.user_attrs["outcome"]["epochs_run"] for t in finished
+                   if t.user_attrs["outcome"]["epochs_run"] is not None and not isinstance(
+                       t.user_attrs["outcome"]["epochs_run"], list))
+    assert "pruned" in states and "complete" in states
