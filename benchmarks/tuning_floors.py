@@ -182,11 +182,11 @@ def resume(tmp: Path, kills: int, trials: int, epochs: int, seeds: list[int], re
 
 
 def overhead(tmp: Path, epochs: int, repeats: int) -> None:
-    """One tuning trial (journal storage, sampler, enqueue, tell) against the plain fits it makes: one per seed of
-    --tune-seeds, of the same configuration."""
+    """One tuning trial (journal storage, sampler, enqueue, tell) against the plain fits it makes, the --tune-seeds
+    seeds of the same configuration trained as a trial trains its seeds (together where they can be joined)."""
     from mmbench import data as datasets
     from mmbench import tuning
-    from mmbench.measure import train as train_mod
+    from mmbench.measure import seeds_together
     from mmbench.model import build
     from mmbench.suite import TrainSpec, TuneSpec
 
@@ -205,8 +205,7 @@ def overhead(tmp: Path, epochs: int, repeats: int) -> None:
     plain, tuned = [], []
     for i in range(repeats):
         t0 = time.perf_counter()
-        for seed in spec.seeds:
-            train_mod.fit(make, data.train, data.val, spec, seed=seed, target=data.target)
+        seeds_together.fit_seeds(make, data.train, data.val, spec, spec.seeds, target=data.target, vmap_too=False)
         plain.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
         tuning.tune(tune_spec, spec, hp, make, data.train, data.val, target=data.target,

@@ -38,6 +38,7 @@ from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 from torch import nn
 
 from mmbench.data.registry import Split
+from mmbench.measure import seeds_together
 from mmbench.measure import train as train_mod
 from mmbench.suite import TUNABLE_TRAIN, TrainSpec, TuneSpec
 
@@ -298,8 +299,8 @@ class Study:
 def fit_one(spec: TuneSpec, train_spec: TrainSpec, hparams: dict[str, Any], params: dict[str, Any],
             build: Callable[[dict], nn.Module], train: Split, val: Split, *, target: str, device: str = "cpu",
             precision: str = "fp32", history: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    """One tuning trial: the first ``spec.seeds`` of train.seeds trained with ``params`` on train, scored by the mean
-    of their best validation epochs. Its outcome: state (complete, pruned, fail), seconds, val, vals (one per seed,
+    """One tuning trial: the first ``spec.seeds`` of train.seeds trained with ``params`` on train (together where
+    seeds_together can join them and no pruner reads a curve), scored by the mean of their best validation epochs. Its outcome: state (complete, pruned, fail), seconds, val, vals (one per seed,
     when several), epochs_run, error; with a pruner, the first seed's curve (epoch, score) and its rungs. ``history``:
     the finished tuning trials its pruner weighs it against (Asked.history; None: no pruning). Never raises for the
     configuration's own failure."""
@@ -319,9 +320,17 @@ def fit_one(spec: TuneSpec, train_spec: TrainSpec, hparams: dict[str, Any], para
     t0 = time.perf_counter()
     vals, epochs = [], []
     try:
-        for i, seed in enumerate(seeds):
-            _, info = train_mod.fit(lambda: build(hp), train, val, t_spec, seed=seed, target=target, device=device,
-                                    precision=precision, on_epoch=report if i == 0 else None)
+        if pruning is None and len(seeds) > 1 and t_spec.seeds_together is not False:
+            # the seeds together, as a trial's final fits train them (a pruner reads one seed's curve as it is drawn)
+            fitted, _ = seeds_together.fit_seeds(lambda: build(hp), train, val, t_spec, seeds, target=target,
+                                                 device=device, precision=precision,
+                                                 vmap_too=bool(t_spec.seeds_together))
+            infos = [info for _, info in fitted]
+        else:
+            infos = [train_mod.fit(lambda: build(hp), train, val, t_spec, seed=seed, target=target, device=device,
+                                   precision=precision, on_epoch=report if i == 0 else None)[1]
+                     for i, seed in enumerate(seeds)]
+        for info in infos:
             vals.append(float(info.val_score))
             epochs.append(info.epochs_run)
     except optuna.TrialPruned:  # val: its best epoch before it was stopped

@@ -35,6 +35,7 @@ def _run(write_suite, tmp_path, text, out, workers=None, **kw):
 
 
 def test_each_tuning_trial_is_scored_over_tune_seeds(monkeypatch):
+    from mmbench.measure import seeds_together
     from mmbench.measure import train as train_mod
     from mmbench.suite import TrainSpec
     from mmbench.tuning import tune
@@ -42,11 +43,21 @@ def test_each_tuning_trial_is_scored_over_tune_seeds(monkeypatch):
     spec, _, hp, build_with, data = _tune_inputs(trials=3)
     spec = spec.model_copy(update={"seeds": 2})
     train = TrainSpec(epochs=2, batch_size=64, lr=0.01, seeds=[5, 7, 9])
-    seeds = []
-    real_fit = train_mod.fit
+    seeds, how = [], []
+    real_fit, real_fit_seeds = train_mod.fit, seeds_together.fit_seeds
     monkeypatch.setattr(train_mod, "fit", lambda *a, **kw: seeds.append(kw["seed"]) or real_fit(*a, **kw))
+
+    def fit_seeds(*a, **kw):
+        fitted, way = real_fit_seeds(*a, **kw)
+        how.append(way)
+        if way.startswith("together"):
+            seeds.extend(a[4])
+        return fitted, way
+
+    monkeypatch.setattr(seeds_together, "fit_seeds", fit_seeds)
     tuned = tune(spec, train, hp, build_with, data.train, data.val, target=data.target)
     assert seeds == [5, 7] * 3  # the first two of train.seeds, for every tuning trial: the budget is 3 × 2 fits
+    assert how == ["together (batched)"] * 3  # trained together, as a trial's final fits are
     for t in tuned.trials:
         assert len(t["vals"]) == 2 and t["val"] == pytest.approx(sum(t["vals"]) / 2)
     assert tuned.best_val == max(t["val"] for t in tuned.trials)
