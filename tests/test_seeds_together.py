@@ -194,3 +194,22 @@ def test_a_regression_target_trains_seed_batched_as_alone(loss):
     tog, how = fit_seeds(make, train, val, spec, spec.seeds, target="regression")
     assert how == "together (batched)"
     _same([fit(make, train, val, spec, seed=s, target="regression") for s in spec.seeds], tog)
+
+
+@pytest.mark.parametrize("method,hp", [("mlb", {"mm": 8}), ("linear_sum", {"mm": 8, "normalize": True}),
+                                       ("mfb", {"mm": 4, "k": 3}), ("mfh", {"mm": 4, "k": 3})])
+def test_bilinear_poolings_are_seed_batched_and_give_each_seed_its_own_forward(method, hp):
+    """Each seed's rows through the joint model are its own model's outputs, in training (sum pooling) and without
+    gradients (where MFB alone pools by bmm)."""
+    models = []
+    for s in range(3):
+        torch.manual_seed(s)
+        models.append(build(method, hp, [5, 5], [6, 6], 4))
+    assert seed_batched.why_not(models[0]) == ""
+    joint = seed_batched.SeedBatched(models)
+    xs = [torch.randn(3, 7, 5) for _ in range(2)]
+    for grad in (True, False):
+        with torch.set_grad_enabled(grad):
+            out = joint(xs)
+            for j, m in enumerate(models):
+                assert torch.allclose(out[j], m([x[j] for x in xs]), rtol=1e-5, atol=1e-6), (grad, j)

@@ -21,6 +21,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from mmbench.methods.base import with_ones
+from mmbench.methods.bilinear import MFB, MFH, MLB, LinearSum, ssl
 from mmbench.methods.basic import EarlyFusion, LateFusion
 from mmbench.methods.joint import AdditiveFusion, GatedMultimodalUnit, HybridFusion
 from mmbench.methods.tensor import LowRankFusion, TensorFusion
@@ -95,6 +96,22 @@ def _tfn(f: TensorFusion, hs: list[torch.Tensor]) -> torch.Tensor:
     return h.view(s, b, -1) + bias.unsqueeze(1)
 
 
+def _mfb(f: MFB, hs: list[torch.Tensor]) -> torch.Tensor:
+    """MFB.forward's sum pooling with the seed axis kept (its view folds the leading axes into one)."""
+    s, b = hs[0].shape[:2]
+    z = (f.linear0(hs[0]) * f.linear1(hs[1])).view(s, b, f.mm, f.k).sum(-1)
+    return f.out(ssl(z))
+
+
+def _mfh(f: MFH, hs: list[torch.Tensor]) -> torch.Tensor:
+    s, b = hs[0].shape[:2]
+    n = f.mm * f.k
+    prod = f.linear0(hs[0]) * f.linear1(hs[1])
+    p1 = prod[..., :n]
+    p = torch.cat([p1, prod[..., n:] * p1], -1).view(s, b, 2, f.mm, f.k)
+    return f.out(ssl(p.sum(-1)).flatten(2))
+
+
 def _lmf(f: LowRankFusion, hs: list[torch.Tensor]) -> torch.Tensor:
     s, b = hs[0].shape[:2]
     prod = None
@@ -107,7 +124,8 @@ def _lmf(f: LowRankFusion, hs: list[torch.Tensor]) -> torch.Tensor:
 
 FORWARDS: dict[type, Callable[[nn.Module, list[torch.Tensor]], torch.Tensor]] = {
     EarlyFusion: _own, LateFusion: _late, HybridFusion: _hybrid, AdditiveFusion: _additive,
-    GatedMultimodalUnit: _gmu, TensorFusion: _tfn, LowRankFusion: _lmf}
+    GatedMultimodalUnit: _gmu, TensorFusion: _tfn, LowRankFusion: _lmf, MLB: _own, LinearSum: _own, MFB: _mfb,
+    MFH: _mfh}
 # Modules whose forward is right with a leading seed dimension (their parameters, if any, are a Linear's).
 PLAIN = (nn.Sequential, nn.ModuleList, nn.ParameterList, nn.Linear, nn.ReLU, nn.Tanh, nn.Sigmoid, nn.Identity)
 
