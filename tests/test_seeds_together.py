@@ -69,7 +69,7 @@ def test_each_vectorised_method_gives_every_seed_its_own_sequential_result(metho
 def test_the_main_jobs_methods_are_seed_batched():
     for method in ("tfn", "lmf", "early", "late", "additive", "hybrid", "gmu"):
         assert seed_batched.why_not(_make(method)()) == "", method
-    assert seed_batched.why_not(_make("tucker")()).startswith("no seed-batched forward")
+    assert seed_batched.why_not(_make("block")()).startswith("no seed-batched forward")
 
 
 # Each seed-batched method's variants (hidden layers, learned weights, three modalities, TFN's whole outer product;
@@ -103,10 +103,10 @@ def test_seed_batched_variants_under_each_optimizer_match_their_sequential_fits(
 
 
 def test_without_vmap_a_method_that_is_not_seed_batched_trains_one_by_one():
-    tog, how = fit_seeds(_make("tucker"), TRAIN, VAL, SPEC, SPEC.seeds, vmap_too=False)
-    assert how == "one by one: no seed-batched forward for Tucker"
-    _same([fit(_make("tucker"), TRAIN, VAL, SPEC, seed=s) for s in SPEC.seeds], tog)
-    assert fit_seeds(_make("tucker"), TRAIN, VAL, SPEC, SPEC.seeds, vmap_too=False, fit_alone=False)[0] == [None] * 3
+    tog, how = fit_seeds(_make("mcb"), TRAIN, VAL, SPEC, SPEC.seeds, vmap_too=False)
+    assert how == "one by one: no seed-batched forward for MCB"
+    _same([fit(_make("mcb"), TRAIN, VAL, SPEC, seed=s) for s in SPEC.seeds], tog)
+    assert fit_seeds(_make("mcb"), TRAIN, VAL, SPEC, SPEC.seeds, vmap_too=False, fit_alone=False)[0] == [None] * 3
 
 
 def test_each_seed_stops_at_its_own_epoch():
@@ -196,18 +196,21 @@ def test_a_regression_target_trains_seed_batched_as_alone(loss):
     _same([fit(make, train, val, spec, seed=s, target="regression") for s in spec.seeds], tog)
 
 
-@pytest.mark.parametrize("method,hp", [("mlb", {"mm": 8}), ("linear_sum", {"mm": 8, "normalize": True}),
-                                       ("mfb", {"mm": 4, "k": 3}), ("mfh", {"mm": 4, "k": 3})])
-def test_bilinear_poolings_are_seed_batched_and_give_each_seed_its_own_forward(method, hp):
-    """Each seed's rows through the joint model are its own model's outputs, in training (sum pooling) and without
-    gradients (where MFB alone pools by bmm)."""
+@pytest.mark.parametrize("method,hp,batch", [
+    ("mlb", {"mm": 8}, 7), ("linear_sum", {"mm": 8, "normalize": True}, 7), ("mfb", {"mm": 4, "k": 3}, 7),
+    ("mfh", {"mm": 4, "k": 3}, 7), ("tucker", {"mm": 6}, 3), ("tucker", {"mm": 6}, 40), ("mutan", {"mm": 8}, 3),
+    ("mutan", {"mm": 8, "rank": 3}, 64)])
+def test_bilinear_methods_are_seed_batched_and_give_each_seed_its_own_forward(method, hp, batch):
+    """Each seed's rows through the joint model are its own model's outputs, in training and without gradients
+    (where MFB alone pools by bmm; Tucker's own order changes with the batch, the joint's is the outer product;
+    MUTAN's sides are composed first from a batch at which that needs a fraction of the FLOPs, the joint's alike)."""
     models = []
     for s in range(3):
         torch.manual_seed(s)
         models.append(build(method, hp, [5, 5], [6, 6], 4))
     assert seed_batched.why_not(models[0]) == ""
     joint = seed_batched.SeedBatched(models)
-    xs = [torch.randn(3, 7, 5) for _ in range(2)]
+    xs = [torch.randn(3, batch, 5) for _ in range(2)]
     for grad in (True, False):
         with torch.set_grad_enabled(grad):
             out = joint(xs)

@@ -21,7 +21,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from mmbench.methods.base import with_ones
-from mmbench.methods.bilinear import MFB, MFH, MLB, LinearSum, ssl
+from mmbench.methods.bilinear import MFB, MFH, MLB, MUTAN, LinearSum, Tucker, ssl
 from mmbench.methods.basic import EarlyFusion, LateFusion
 from mmbench.methods.joint import AdditiveFusion, GatedMultimodalUnit, HybridFusion
 from mmbench.methods.tensor import LowRankFusion, TensorFusion
@@ -112,6 +112,31 @@ def _mfh(f: MFH, hs: list[torch.Tensor]) -> torch.Tensor:
     return f.out(ssl(p.sum(-1)).flatten(2))
 
 
+def _tucker(f: Tucker, hs: list[torch.Tensor]) -> torch.Tensor:
+    """Tucker.forward in its outer-product order (the one its training takes from a batch of mm: its backward is
+    GEMMs), each seed's outer products against its own core as (i·j, k)."""
+    s, b = hs[0].shape[:2]
+    mm = f.mm
+    q0, q1 = f.linear0(hs[0]), f.linear1(hs[1])
+    core = f.core.transpose(2, 3).reshape(s, mm * mm, mm)  # each (i, k, j) core as (i·j, k)
+    outer = (q0.unsqueeze(-1) * q1.unsqueeze(-2)).reshape(s, b, mm * mm)
+    return f.out(torch.baddbmm(f.core_bias.unsqueeze(1), outer, core))
+
+
+def _mutan(f: MUTAN, hs: list[torch.Tensor]) -> torch.Tensor:
+    """MUTAN.forward, each side's chain in the order MUTAN picks for the batch, the composed one per seed."""
+    s, b = hs[0].shape[:2]
+
+    def side(x: torch.Tensor, linear: SeedLinear, merge: SeedLinear) -> torch.Tensor:
+        if not f.compose_first(b, x.shape[-1]):
+            return merge(linear(x))
+        w = torch.bmm(merge.weight, torch.cat([linear.weight, linear.bias.unsqueeze(-1)], -1))  # (S, R·mm, d+1)
+        return torch.baddbmm((w[..., -1] + merge.bias).unsqueeze(1), x, w[..., :-1].transpose(1, 2))
+
+    m = side(hs[0], f.linear0, f.merge0) * side(hs[1], f.linear1, f.merge1)
+    return f.out(m.view(s, b, f.rank, f.mm).sum(2))
+
+
 def _lmf(f: LowRankFusion, hs: list[torch.Tensor]) -> torch.Tensor:
     s, b = hs[0].shape[:2]
     prod = None
@@ -125,7 +150,7 @@ def _lmf(f: LowRankFusion, hs: list[torch.Tensor]) -> torch.Tensor:
 FORWARDS: dict[type, Callable[[nn.Module, list[torch.Tensor]], torch.Tensor]] = {
     EarlyFusion: _own, LateFusion: _late, HybridFusion: _hybrid, AdditiveFusion: _additive,
     GatedMultimodalUnit: _gmu, TensorFusion: _tfn, LowRankFusion: _lmf, MLB: _own, LinearSum: _own, MFB: _mfb,
-    MFH: _mfh}
+    MFH: _mfh, Tucker: _tucker, MUTAN: _mutan}
 # Modules whose forward is right with a leading seed dimension (their parameters, if any, are a Linear's).
 PLAIN = (nn.Sequential, nn.ModuleList, nn.ParameterList, nn.Linear, nn.ReLU, nn.Tanh, nn.Sigmoid, nn.Identity)
 
