@@ -69,7 +69,7 @@ def test_each_vectorised_method_gives_every_seed_its_own_sequential_result(metho
 def test_the_main_jobs_methods_are_seed_batched():
     for method in ("tfn", "lmf", "early", "late", "additive", "hybrid", "gmu"):
         assert seed_batched.why_not(_make(method)()) == "", method
-    assert seed_batched.why_not(_make("block")()).startswith("no seed-batched forward")
+    assert seed_batched.why_not(_make("mcb")()).startswith("no seed-batched forward")
 
 
 # Each seed-batched method's variants (hidden layers, learned weights, three modalities, TFN's whole outer product;
@@ -199,16 +199,21 @@ def test_a_regression_target_trains_seed_batched_as_alone(loss):
 @pytest.mark.parametrize("method,hp,batch", [
     ("mlb", {"mm": 8}, 7), ("linear_sum", {"mm": 8, "normalize": True}, 7), ("mfb", {"mm": 4, "k": 3}, 7),
     ("mfh", {"mm": 4, "k": 3}, 7), ("tucker", {"mm": 6}, 3), ("tucker", {"mm": 6}, 40), ("mutan", {"mm": 8}, 3),
-    ("mutan", {"mm": 8, "rank": 3}, 64)])
+    ("mutan", {"mm": 8, "rank": 3}, 64), ("block", {"mm": 10, "chunks": 4, "rank": 2}, 3),
+    ("block", {"mm": 17, "chunks": 2, "rank": 2}, 200), ("block_tucker", {"mm": 10, "chunks": 4}, 3)])
 def test_bilinear_methods_are_seed_batched_and_give_each_seed_its_own_forward(method, hp, batch):
     """Each seed's rows through the joint model are its own model's outputs, in training and without gradients
-    (where MFB alone pools by bmm; Tucker's own order changes with the batch, the joint's is the outer product;
-    MUTAN's sides are composed first from a batch at which that needs a fraction of the FLOPs, the joint's alike)."""
+    (where MFB alone pools by bmm; Tucker's and BlockTucker's own orders change with the batch, the joint's is the
+    outer product; MUTAN's and BLOCK's sides are composed first from a batch at which that needs a fraction of the
+    FLOPs, the joint's alike; BLOCK's mm 10 in 4 chunks is two groups, 3 chunks of 3 and one of 1, its mm 17 in 2
+    two groups of one chunk, composed at batch 200)."""
     models = []
     for s in range(3):
         torch.manual_seed(s)
         models.append(build(method, hp, [5, 5], [6, 6], 4))
     assert seed_batched.why_not(models[0]) == ""
+    if method in ("mutan", "block"):  # both of their orders are held: in turn at a small batch, composed at a large
+        assert models[0].fusion.compose_first(batch, 6) == (batch > 50)
     joint = seed_batched.SeedBatched(models)
     xs = [torch.randn(3, batch, 5) for _ in range(2)]
     for grad in (True, False):

@@ -21,7 +21,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from mmbench.methods.base import with_ones
-from mmbench.methods.bilinear import MFB, MFH, MLB, MUTAN, LinearSum, Tucker, ssl
+from mmbench.methods.bilinear import MFB, MFH, MLB, MUTAN, Block, BlockTucker, LinearSum, Tucker, ssl
 from mmbench.methods.basic import EarlyFusion, LateFusion
 from mmbench.methods.joint import AdditiveFusion, GatedMultimodalUnit, HybridFusion
 from mmbench.methods.tensor import LowRankFusion, TensorFusion
@@ -137,6 +137,55 @@ def _mutan(f: MUTAN, hs: list[torch.Tensor]) -> torch.Tensor:
     return f.out(m.view(s, b, f.rank, f.mm).sum(2))
 
 
+def _chunks(f: Block | BlockTucker, q: torch.Tensor):
+    """_Chunked._grouped with a seed axis: the chunks of q (S, B, mm), group by group, each (S·count, B, s), seed
+    major, so that each seed's chunks meet their own weights, stacked (S, count, ...) and flattened alike."""
+    start, (k, b) = 0, q.shape[:2]
+    for s, count in f.groups:
+        yield q[..., start:start + s * count].reshape(k, b, count, s).transpose(1, 2).reshape(k * count, b, s)
+        start += s * count
+
+
+def _joined(f: Block | BlockTucker, zs: list[torch.Tensor], k: int) -> torch.Tensor:
+    """Each group's fused chunks (S·count, B, s) back to (S, B, count·s), concatenated: the output layer's input."""
+    out = [z.view(k, -1, *z.shape[1:]).transpose(1, 2).flatten(2) for z in zs]
+    return f.out(out[0] if len(out) == 1 else torch.cat(out, -1))
+
+
+def _block(f: Block, hs: list[torch.Tensor]) -> torch.Tensor:
+    """Block.forward per seed: each side in BLOCK's order for the batch (the composed one per seed and chunk)."""
+    k, b = hs[0].shape[:2]
+
+    def side(x: torch.Tensor, linear: SeedLinear, weights, biases) -> list[torch.Tensor]:
+        flat = [(w.flatten(0, 1), c.flatten(0, 1)) for w, c in zip(weights, biases)]  # (S·count, ...)
+        if not f.compose_first(b, x.shape[-1]):
+            return [torch.baddbmm(c, a, w) for a, (w, c) in zip(_chunks(f, linear(x)), flat)]
+        wb, out, start = torch.cat([linear.weight, linear.bias.unsqueeze(-1)], -1), [], 0  # (S, mm, d+1)
+        for (s, n), (w, c) in zip(f.groups, flat):
+            rows = wb[:, start:start + s * n].reshape(k, n, s, -1).transpose(2, 3).reshape(k * n, -1, s)
+            m = torch.bmm(rows, w)  # (S·count, d+1, R·s)
+            xs = x.unsqueeze(1).expand(k, n, b, x.shape[-1]).reshape(k * n, b, -1)
+            out.append(torch.baddbmm(m[:, -1:] + c, xs, m[:, :-1]))
+            start += s * n
+        return out
+
+    m0 = side(hs[0], f.linear0, f.merge0_weight, f.merge0_bias)
+    m1 = side(hs[1], f.linear1, f.merge1_weight, f.merge1_bias)
+    return _joined(f, [f._pool(a * c) for a, c in zip(m0, m1)], k)
+
+
+def _block_tucker(f: BlockTucker, hs: list[torch.Tensor]) -> torch.Tensor:
+    """BlockTucker.forward per seed, every group in the outer-product order (its training order from a batch of s)."""
+    k = hs[0].shape[0]
+    q0, q1 = f.linear0(hs[0]), f.linear1(hs[1])
+    zs = []
+    for (s, n), cores, biases, a, c in zip(f.groups, f.cores, f.core_biases, _chunks(f, q0), _chunks(f, q1)):
+        core = cores.reshape(k * n, s, s, s).transpose(2, 3).reshape(k * n, s * s, s)  # (S·count, i·j, k)
+        outer = (a.unsqueeze(-1) * c.unsqueeze(-2)).flatten(2)
+        zs.append(ssl(torch.baddbmm(biases.flatten(0, 1), outer, core)))
+    return _joined(f, zs, k)
+
+
 def _lmf(f: LowRankFusion, hs: list[torch.Tensor]) -> torch.Tensor:
     s, b = hs[0].shape[:2]
     prod = None
@@ -150,7 +199,7 @@ def _lmf(f: LowRankFusion, hs: list[torch.Tensor]) -> torch.Tensor:
 FORWARDS: dict[type, Callable[[nn.Module, list[torch.Tensor]], torch.Tensor]] = {
     EarlyFusion: _own, LateFusion: _late, HybridFusion: _hybrid, AdditiveFusion: _additive,
     GatedMultimodalUnit: _gmu, TensorFusion: _tfn, LowRankFusion: _lmf, MLB: _own, LinearSum: _own, MFB: _mfb,
-    MFH: _mfh, Tucker: _tucker, MUTAN: _mutan}
+    MFH: _mfh, Tucker: _tucker, MUTAN: _mutan, Block: _block, BlockTucker: _block_tucker}
 # Modules whose forward is right with a leading seed dimension (their parameters, if any, are a Linear's).
 PLAIN = (nn.Sequential, nn.ModuleList, nn.ParameterList, nn.Linear, nn.ReLU, nn.Tanh, nn.Sigmoid, nn.Identity)
 
