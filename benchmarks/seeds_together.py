@@ -1,7 +1,8 @@
 """Issue 28's second floor: three seeds of one configuration trained together (measure/seeds_together.py: the
 seed-batched model, and the vmap one) against one seed's ``fit`` and against the three one by one (floor: together
 (batched) ≤ 1.5× one seed),
-on the main job's task (synergy, 3 modalities, 3000 samples, 20 epochs, batch 128, Adam lr 0.003), CPU, one thread
+on the main job's task (synergy, 3 modalities, 3000 samples, 20 epochs, batch 128, Adam lr 0.003; two modalities for
+the pair methods), CPU, one thread
 (--threads N: the main job's own count, which `measure.threads: auto` resolves to the machine's cores).
 Interleaved in one process, medians of the repeats, the load average printed beside them.
 
@@ -33,7 +34,11 @@ from mmbench.suite import TrainSpec
 
 MODELS = {"tfn 16³": ("tfn", {}, [16, 16, 16]), "lmf rank 4, 32³": ("lmf", {"rank": 4}, [32, 32, 32]),
           "early 16³": ("early", {}, [16, 16, 16]), "early(mlp) 16³": ("early", {"hidden": 64}, [16, 16, 16]),
-          "late 16³": ("late", {}, [16, 16, 16])}
+          "late 16³": ("late", {}, [16, 16, 16]),
+          # the pair methods (two modalities: the task then has two), at fusion_zoo's settings
+          "mlb 16²": ("mlb", {"mm": 64}, [16, 16]), "mfb 16²": ("mfb", {}, [16, 16]),
+          "tucker 16²": ("tucker", {"mm": 16}, [16, 16]), "mutan 16²": ("mutan", {}, [16, 16]),
+          "block 16²": ("block", {}, [16, 16]), "block_tucker 16²": ("block_tucker", {}, [16, 16])}
 SEEDS = [0, 1, 2]
 
 
@@ -91,8 +96,8 @@ def main() -> None:
                          "then counts every thread's")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    task = load("synthetic", interaction="synergy", modalities=3, dim=16, num_classes=2, noise=0.4, n_train=3000,
-                n_val=1000, n_test=2000, seed=0)
+    tasks = {m: load("synthetic", interaction="synergy", modalities=m, dim=16, num_classes=2, noise=0.4,
+                     n_train=3000, n_val=1000, n_test=2000, seed=0) for m in {len(MODELS[n][2]) for n in args.models}}
     spec = TrainSpec(epochs=args.epochs, batch_size=128, lr=0.003, seeds=SEEDS)
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}; torch {torch.__version__}, "
           f"{args.threads} thread(s), {args.epochs} epochs, medians of {args.repeats} interleaved runs")
@@ -100,6 +105,7 @@ def main() -> None:
           f"{'batched/one':>12} {'vmap/one':>9}")
     for name in args.models:
         method, hp, dims = MODELS[name]
+        task = tasks[len(dims)]
         make = lambda: build(method, hp, task.input_dims, dims, task.num_classes)  # noqa: E731
         runs = {
             "one": lambda: fit(make, task.train, task.val, spec, seed=SEEDS[0]),
@@ -128,6 +134,7 @@ def main() -> None:
           f"{'batched':>8} {'384/128':>8} {'batched/one':>12}")
     for name in args.models:
         method, hp, dims = MODELS[name]
+        task = tasks[len(dims)]
         one, wide, batched = _steps(lambda: build(method, hp, task.input_dims, dims, task.num_classes), task, spec)
         print(f"{name:18} {one * 1e3:8.3f}ms {wide * 1e3:8.3f}ms {batched * 1e3:6.3f}ms {wide / one:8.2f} "
               f"{batched / one:12.2f}")
