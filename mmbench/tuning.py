@@ -300,8 +300,8 @@ def fit_one(spec: TuneSpec, train_spec: TrainSpec, hparams: dict[str, Any], para
             build: Callable[[dict], nn.Module], train: Split, val: Split, *, target: str, device: str = "cpu",
             precision: str = "fp32", history: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """One tuning trial: the first ``spec.seeds`` of train.seeds trained with ``params`` on train (together where
-    seeds_together can join them and no pruner reads a curve), scored by the mean of their best validation epochs. Its outcome: state (complete, pruned, fail), seconds, val, vals (one per seed,
-    when several), epochs_run, error; with a pruner, the first seed's curve (epoch, score) and its rungs. ``history``:
+    seeds_together can join them), scored by the mean of their best validation epochs. Its outcome: state (complete,
+    pruned, fail), seconds, val, vals (one per seed, when several), epochs_run, error; with a pruner, the first seed's curve (epoch, score) and its rungs. ``history``:
     the finished tuning trials its pruner weighs it against (Asked.history; None: no pruning). Never raises for the
     configuration's own failure."""
     t_spec, hp = apply(params, train_spec, hparams)
@@ -320,11 +320,11 @@ def fit_one(spec: TuneSpec, train_spec: TrainSpec, hparams: dict[str, Any], para
     t0 = time.perf_counter()
     vals, epochs = [], []
     try:
-        if pruning is None and len(seeds) > 1 and t_spec.seeds_together is not False:
-            # the seeds together, as a trial's final fits train them (a pruner reads one seed's curve as it is drawn)
+        if len(seeds) > 1 and t_spec.seeds_together is not False:
+            # the seeds together, as a trial's final fits train them; a pruner reads the first seed's curve
             fitted, _ = seeds_together.fit_seeds(lambda: build(hp), train, val, t_spec, seeds, target=target,
                                                  device=device, precision=precision,
-                                                 vmap_too=bool(t_spec.seeds_together))
+                                                 vmap_too=bool(t_spec.seeds_together), on_epoch=report)
             infos = [info for _, info in fitted]
         else:
             infos = [train_mod.fit(lambda: build(hp), train, val, t_spec, seed=seed, target=target, device=device,

@@ -221,3 +221,48 @@ def test_bilinear_methods_are_seed_batched_and_give_each_seed_its_own_forward(me
             out = joint(xs)
             for j, m in enumerate(models):
                 assert torch.allclose(out[j], m([x[j] for x in xs]), rtol=1e-5, atol=1e-6), (grad, j)
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_a_reported_curve_stops_the_seeds_together_as_it_would_one_by_one():
+    """on_epoch (tuning's pruner) sees the first seed's curve, epoch by epoch, the one fit reports; what it raises
+    stops every seed and reaches the caller as raised. A later seed that diverges counts only if the first runs to
+    its end, as one by one, where it would have been trained after it."""
+    def make():
+        model = _make("lmf")()
+        if torch.initial_seed() == 1:  # seed 1 diverges at its first step
+            with torch.no_grad():
+                next(model.parameters()).fill_(float("nan"))
+        return model
+
+    def run(together, stop_at=None):
+        curve = []
+
+        def on_epoch(epoch, score):
+            curve.append((epoch, score))
+            if epoch == stop_at:
+                raise _Stop()
+        spec = SPEC.model_copy(update={"seeds_together": None if together else False})
+        try:
+            if together:
+                fit_seeds(make, TRAIN, VAL, spec, spec.seeds, on_epoch=on_epoch)
+            else:
+                for i, s in enumerate(spec.seeds):
+                    fit(make, TRAIN, VAL, spec, seed=s, on_epoch=on_epoch if i == 0 else None)
+        except (_Stop, NonFiniteLoss) as exc:
+            return type(exc).__name__, curve
+        return "complete", curve
+
+    stopped, alone = run(True, stop_at=2), run(False, stop_at=2)
+    assert stopped[0] == "_Stop" and stopped == alone  # seed 1's divergence never counted: seed 0 was stopped first
+    assert [e for e, _ in stopped[1]] == [1, 2]
+    diverged, alone = run(True), run(False)
+    assert diverged[0] == alone[0] == "NonFiniteLoss"  # seed 0's whole curve, then seed 1's divergence
+    assert [e for e, _ in diverged[1]] == [e for e, _ in alone[1]]
+    assert [v for _, v in diverged[1]] == pytest.approx([v for _, v in alone[1]], abs=1e-9)
+    assert len(diverged[1]) == SPEC.epochs
+    with pytest.raises(NonFiniteLoss, match="seed 1"):  # with no curve reported, it ends the fits at once
+        fit_seeds(make, TRAIN, VAL, SPEC, SPEC.seeds)

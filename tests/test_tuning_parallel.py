@@ -296,3 +296,31 @@ def test_pruned_studies_go_through_workers_and_choose_as_the_trial_alone(write_s
                    if t.user_attrs["outcome"]["epochs_run"] is not None and not isinstance(
                        t.user_attrs["outcome"]["epochs_run"], list))
     assert "pruned" in states and "complete" in states
+
+
+def test_a_pruned_tuning_trial_trains_its_seeds_together_and_stops_as_one_by_one(monkeypatch):
+    """tune.seeds 2 with a pruner: the seeds of a tuning trial train together (the pruner reads the first seed's
+    curve) and the study prunes, scores and chooses exactly as with the seeds one by one."""
+    from mmbench.measure import seeds_together
+    from mmbench.suite import TrainSpec
+    from mmbench.tuning import tune
+
+    spec, _, hp, build_with, data = _tune_inputs(trials=8, pruner="median", epochs=6)
+    spec = spec.model_copy(update={"seeds": 2})
+    how = []
+    real = seeds_together.fit_seeds
+
+    def fit_seeds(*a, **kw):
+        fitted, way = real(*a, **kw)
+        how.append(way)
+        return fitted, way
+
+    monkeypatch.setattr(seeds_together, "fit_seeds", fit_seeds)
+    runs = {}
+    for together in (None, False):
+        train = TrainSpec(epochs=6, batch_size=64, lr=0.01, seeds=[0, 1], seeds_together=together)
+        tuned = tune(spec, train, hp, build_with, data.train, data.val, target=data.target)
+        runs[together] = [(t["params"], t["state"], round(t["val"], 9), t["epochs_run"]) for t in tuned.trials]
+    assert how and set(how) == {"together (batched)"}  # only the seeds-together study called it
+    assert "pruned" in [state for _, state, _, _ in runs[None]]
+    assert runs[None] == runs[False]

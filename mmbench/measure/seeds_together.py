@@ -55,14 +55,21 @@ def why_one_by_one(model: nn.Module, seeds: list[int], train: Split, precision: 
 
 def fit_seeds(make_model: Callable[[], nn.Module], train: Split, val: Split, spec: TrainSpec, seeds: list[int], *,
               target: str = "classification", device: str = "cpu", precision: str = "fp32",
-              vmap_too: bool = True, fit_alone: bool = True) -> tuple[list[tuple[nn.Module, T.FitInfo] | None], str]:
+              vmap_too: bool = True, fit_alone: bool = True,
+              on_epoch: Callable[[int, float], None] | None = None) -> tuple[list[tuple[nn.Module, T.FitInfo] | None],
+                                                                           str]:
     """Every seed's (model at its best epoch, FitInfo) as ``fit`` gives it, and how they were trained: "together
     (batched)" (seed_batched.py: stacked parameters, no vmap), "together (vmap)" where the model is not seed-batched
     but vmap can run it (only with ``vmap_too``: on one CPU thread it is slower than one by one), or "one by one:
     why". A vectorised run that fails falls back to the next way. One by one, each seed is fitted here, or with
-    ``fit_alone=False`` left to the caller (None in its place: one model alive at a time)."""
+    ``fit_alone=False`` left to the caller (None in its place: one model alive at a time).
+
+    ``on_epoch(epoch, score)``: the first seed's validation curve, as ``fit`` reports it (tuning's pruner; it may
+    raise to stop them all). The outcome is then the sequential one's: the first seed is reported and may be stopped
+    before any other seed's divergence counts, and of several seeds that diverge the first in ``seeds`` is named."""
     if len(seeds) < 2:
-        return _alone(make_model, train, val, spec, seeds, target, device, precision, fit_alone), "one by one: one seed"
+        return (_alone(make_model, train, val, spec, seeds, target, device, precision, fit_alone, on_epoch),
+                "one by one: one seed")
     torch.manual_seed(seeds[0])
     model = make_model()
     why = why_one_by_one(model, seeds, train, precision)
@@ -70,26 +77,41 @@ def fit_seeds(make_model: Callable[[], nn.Module], train: Split, val: Split, spe
         why = seed_batched.why_not(model)
         if not why:
             try:
-                return _together(make_model, train, val, spec, seeds, target, device, _batched), "together (batched)"
+                return (_together(make_model, train, val, spec, seeds, target, device, _batched, on_epoch),
+                        "together (batched)")
             except T.NonFiniteLoss:
                 raise
+            except _Stopped as stop:  # on_epoch stopped them: its own exception, not a failure to vectorise
+                raise stop.reason from None
             except Exception as exc:  # noqa: BLE001 — a failure to batch: the next way
                 why = f"seed-batched run failed ({_said(exc)})"
         if vmap_too:
             try:
-                return _together(make_model, train, val, spec, seeds, target, device, _vmapped), "together (vmap)"
+                return (_together(make_model, train, val, spec, seeds, target, device, _vmapped, on_epoch),
+                        "together (vmap)")
             except T.NonFiniteLoss:
                 raise
+            except _Stopped as stop:  # on_epoch stopped them: its own exception, not a failure to vectorise
+                raise stop.reason from None
             except Exception as exc:  # noqa: BLE001 — any failure to vectorise: train them the ordinary way
                 why = f"vmap failed ({_said(exc)})"
-    return _alone(make_model, train, val, spec, seeds, target, device, precision, fit_alone), f"one by one: {why}"
+    return (_alone(make_model, train, val, spec, seeds, target, device, precision, fit_alone, on_epoch),
+            f"one by one: {why}")
 
 
-def _alone(make_model, train, val, spec, seeds, target, device, precision, fit_alone):
+class _Stopped(Exception):
+    """Whatever on_epoch raised to stop the fits (``reason``), carried past the fallbacks to the caller."""
+
+    def __init__(self, reason: BaseException):
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _alone(make_model, train, val, spec, seeds, target, device, precision, fit_alone, on_epoch=None):
     if not fit_alone:
         return [None] * len(seeds)
-    return [T.fit(make_model, train, val, spec, seed=s, target=target, device=device, precision=precision)
-            for s in seeds]
+    return [T.fit(make_model, train, val, spec, seed=s, target=target, device=device, precision=precision,
+                  on_epoch=on_epoch if i == 0 else None) for i, s in enumerate(seeds)]
 
 
 def _said(exc: Exception) -> str:
@@ -138,7 +160,8 @@ def _mean_losses(joint: _Joint, xs: list[torch.Tensor], y: torch.Tensor, batch_s
 
 
 def _together(make_model, train: Split, val: Split, spec: TrainSpec, seeds: list[int], target: str, device: str,
-              joined: Callable[[list[nn.Module], str, str], _Joint]) -> list[tuple[nn.Module, T.FitInfo]]:
+              joined: Callable[[list[nn.Module], str, str], _Joint],
+              on_epoch: Callable[[int, float], None] | None = None) -> list[tuple[nn.Module, T.FitInfo]]:
     models = []
     for s in seeds:  # each seed's initialisation, drawn as fit draws it
         torch.manual_seed(s)
@@ -159,6 +182,7 @@ def _together(make_model, train: Split, val: Split, spec: TrainSpec, seeds: list
     kept = {name: p.detach().clone() for name, p in params.items()}
     kept_out: list[torch.Tensor | None] = [None] * k
     stopped: list[int | None] = [None] * k  # the epoch each seed stopped at (patience), None while it runs
+    failed: dict[int, T.NonFiniteLoss] = {}  # seeds that diverged while the first seed's curve was reported
     times, epoch_losses = [], [[] for _ in seeds]
     epoch = 0
     for epoch in range(1, spec.epochs + 1):
@@ -188,11 +212,25 @@ def _together(make_model, train: Split, val: Split, spec: TrainSpec, seeds: list
         for j in range(k):
             if stopped[j] is not None:
                 continue
+            diverged = None
             if bad[:, j].any():
-                raise T.NonFiniteLoss(f"seed {seeds[j]}: loss became {per_step[bad[:, j].nonzero()[0, 0], j].item()} "
-                                      f"at epoch {epoch}")
-            if target != "classification" and not math.isfinite(scores[j]):
-                raise T.NonFiniteLoss(f"seed {seeds[j]}: validation loss became {-scores[j]} at epoch {epoch}")
+                diverged = T.NonFiniteLoss(f"seed {seeds[j]}: loss became "
+                                           f"{per_step[bad[:, j].nonzero()[0, 0], j].item()} at epoch {epoch}")
+            elif target != "classification" and not math.isfinite(scores[j]):
+                diverged = T.NonFiniteLoss(f"seed {seeds[j]}: validation loss became {-scores[j]} at epoch {epoch}")
+            if diverged is not None:
+                if on_epoch is None or j == 0:
+                    raise diverged
+                # with a curve reported, a later seed's divergence counts only if the first seed runs to its end
+                # (one by one, it would have been trained after it): the seed stops, the error waits
+                failed.setdefault(j, diverged)
+                stopped[j] = epoch
+                continue
+            if j == 0 and on_epoch is not None:
+                try:
+                    on_epoch(epoch, scores[0])
+                except Exception as exc:  # noqa: BLE001 — a pruner's stop, handed back to the caller as raised
+                    raise _Stopped(exc) from exc
             epoch_losses[j].append(mean_loss[j])
             if scores[j] > best[j][0]:
                 best[j] = (scores[j], epoch)
@@ -203,6 +241,8 @@ def _together(make_model, train: Split, val: Split, spec: TrainSpec, seeds: list
                 stopped[j] = epoch
         if all(s is not None for s in stopped):
             break
+    if failed:
+        raise failed[min(failed)]  # the first seed in order that diverged, as one by one
     with torch.no_grad():  # every seed's kept weights, into the joint model and each seed's own
         for name, p in params.items():
             p.copy_(kept[name])
