@@ -154,8 +154,11 @@ def _suggest(t: optuna.Trial, name: str, dist: dict) -> Any:
 
 
 def _done(t: optuna.trial.FrozenTrial) -> bool:
-    """A tuning trial with an outcome: scored, pruned, or failed by an error of its own (a killed one has none)."""
-    return "outcome" in t.user_attrs and (t.state in FINISHED or t.state == optuna.trial.TrialState.FAIL)
+    """A tuning trial with an outcome: scored, pruned, or failed by an error of its own. Not a killed one, even with
+    its outcome written: a kill between Study.tell's two writes (the outcome, then the state) leaves a running trial
+    with an outcome, which a resumed study marks killed and asks again with its values."""
+    return ("outcome" in t.user_attrs and not t.user_attrs.get("killed")
+            and (t.state in FINISHED or t.state == optuna.trial.TrialState.FAIL))
 
 
 def _seconds(t: optuna.trial.FrozenTrial) -> float:

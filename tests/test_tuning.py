@@ -299,3 +299,30 @@ def test_the_report_shows_tuned_against_untuned_and_the_best_so_far_curve(write_
     assert (run.path / "figures" / "synthetic-synergy-tuning-best-so-far.png").exists()
     assert (run.path / "figures" / "synthetic-synergy-tuning-lr.png").exists()
     assert "Tuning: best validation score so far" in (run.path / "report.html").read_text()
+
+
+def test_a_kill_between_an_outcome_and_its_state_asks_that_slot_again(tmp_path):
+    """Study.tell writes a tuning trial's outcome, then its state. Killed in between, the journal holds a running
+    trial with an outcome: the resumed study asks that slot again with its values, and every later suggestion is an
+    uninterrupted study's (counted as done instead, the slot was lost and the next ones suggested from a shorter
+    history, as a CI run of the parallel kill test once showed)."""
+    from mmbench import tuning
+
+    spec, train, hp, build_with, data = _tune_inputs(trials=5)
+    whole = tuning.tune(spec, train, hp, build_with, data.train, data.val, target=data.target)
+    path = tmp_path / "tuning" / "abc.log"
+    study = tuning.Study(spec, train, hp, path, "abc")
+    for slot in (0, 1):
+        asked = study.ask(slot)
+        outcome = tuning.fit_one(spec, train, hp, asked.params, build_with, data.train, data.val, target=data.target)
+        if slot == 0:
+            study.tell(asked, outcome)
+        else:  # the kill: the outcome written, the state not
+            asked.trial.set_user_attr("outcome", {"slot": slot, **{k: v for k, v in outcome.items() if k != "state"}})
+    del study
+    resumed = tuning.Study(spec, train, hp, path, "abc")
+    assert resumed.pending() == [1] and 1 in resumed.redo
+    tuned = tuning.tune(spec, train, hp, build_with, data.train, data.val, target=data.target, storage=path)
+    assert [t["slot"] for t in tuned.trials] == list(range(5))
+    assert [(t["params"], t["val"], t["state"]) for t in tuned.trials] == \
+        [(t["params"], t["val"], t["state"]) for t in whole.trials]
