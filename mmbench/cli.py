@@ -493,7 +493,9 @@ class _RichProgress:
             self.bar.console.print(escape(text), highlight=False)
 
     def start(self, trial) -> None:
-        self.bar.update(self.task, description=f"{trial.task_label} · {trial.label} · dims {'x'.join(map(str, trial.dims))}")
+        doing = {"costs": "measuring · ", "train": "training · "}.get(getattr(trial, "part", None), "")
+        self.bar.update(self.task, description=f"{doing}{trial.task_label} · {trial.label} · dims "
+                                               f"{'x'.join(map(str, trial.dims))}")
 
     def done(self, trial, result) -> None:
         if result.row["status"] != "ok":

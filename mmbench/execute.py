@@ -14,9 +14,10 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sys
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Iterable, Iterator, Protocol
 
 from mmbench.data.registry import TaskData
@@ -27,6 +28,7 @@ from mmbench.trial import TrialResult, base_row, retires_worker, run_trial
 
 OnStart = Callable[[Trial], None]
 STARTED = "started"   # a worker's message: the trial it was sent begins now
+READY = "ready"       # a worker's message: its imports are done (it takes no CPU until it is sent a trial)
 START_LIMIT_S = 600.0  # a worker that has not begun its trial by then (imports, task data) is ended
 START_FAILURES = 3     # workers in a row dying before their first trial: the pool cannot start
 
@@ -48,17 +50,60 @@ class Executor(Protocol):
 
 
 class InProcess:
+    """Trials run here, one after another. With ``train_workers`` > 1 (CPU), each trial's training is set aside:
+    the costs of every trial are measured here first, alone on the machine, and then the trainings, which no timing
+    can disturb any more, run in that many worker processes at one thread each (small models, most of a suite, train
+    fastest so: their steps are too small for a second thread). A trial's row is written when its training is in."""
+
+    def __init__(self, train_workers: int = 1):
+        self.train_workers = train_workers
+        self._pool: WorkerPool | None = None
+
     def start(self) -> None:
-        pass
+        if self.train_workers > 1:  # their imports overlap the caller's data loading; none is left by the first timing
+            self._pool = WorkerPool(self.train_workers)
+            self._pool.start()
 
     def run(self, trials, tasks, on_start=None):
+        if self._pool is not None:
+            self._pool.wait_ready()
+        aside: dict[str, tuple[Trial, TrialResult]] = {}
         for trial in trials:
+            part = replace(trial, part="costs") if self._pool is not None and _trains(trial) else trial
             if on_start:
-                on_start(trial)
-            yield trial, run_trial(trial, tasks[task_key(trial.task)])
+                on_start(part)
+            result = run_trial(part, tasks[task_key(trial.task)])
+            if part.part is None or result.row["status"] != "ok":
+                yield trial, result
+            else:
+                aside[trial.id] = trial, result
+        # the longest first (training FLOPs per step), so that no long training starts last
+        todo = sorted((replace(t, part="train", threads=1) for t, _ in aside.values()),
+                      key=lambda t: -(aside[t.id][1].row.get("train_flops") or 0))
+        for part, result in (self._pool.run(todo, tasks, on_start) if todo else ()):
+            trial, costs = aside.pop(part.id)
+            yield trial, merge_parts(costs, result, self._pool.n)
+        if todo:
+            self._pool.dismiss()  # they exit while the caller writes its reports
 
     def close(self) -> None:
-        pass
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+
+
+def _trains(trial: Trial) -> bool:
+    """A trial whose training can be set aside: one that trains, with any tuning already done by the driver."""
+    return trial.tune_item is None and trial.measure.accuracy and (trial.tune is None or trial.tuned is not None)
+
+
+def merge_parts(costs: TrialResult, train: TrialResult, workers: int) -> TrialResult:
+    """One trial's row from its two parts: the costs part's columns, and the training's after them (its status if it
+    failed); ``train_workers``: how many trainings shared the cores meanwhile (their train times are theirs together)."""
+    row = dict(costs.row)
+    row.update({k: v for k, v in train.row.items() if k not in row or k in ("status", "error")})
+    row["train_workers"] = workers
+    return TrialResult(row, {**costs.raw, **train.raw})
 
 
 def signal_name(exitcode: int | None) -> str:
@@ -87,6 +132,7 @@ class _Worker:
     deadline: float | None = None
     has_tasks: bool = False
     started: bool = False  # the worker reported that the trial began (its timeout runs from then)
+    ready: bool = False    # the worker reported its imports done
 
 
 # Inductor compiles in a pool of subprocesses when it may use several threads; a daemonic worker may not start
@@ -157,6 +203,22 @@ class WorkerPool:
         self.spawned += 1
         return w
 
+    def wait_ready(self, limit_s: float = START_LIMIT_S) -> None:
+        """Until every idle worker has finished its imports (or died: run replaces it), so that nothing timed runs
+        beside them."""
+        from multiprocessing.connection import wait
+
+        deadline = time.monotonic() + limit_s
+        waiting = [w for w in self._idle if not w.ready]
+        while waiting and time.monotonic() < deadline:
+            for conn in wait([w.conn for w in waiting], timeout=deadline - time.monotonic()):
+                w = next(w for w in waiting if w.conn is conn)
+                try:
+                    w.ready = conn.recv() == READY
+                except (EOFError, OSError):
+                    pass  # died: run() finds it dead when it sends the first trial
+                waiting.remove(w)
+
     def _retire(self, w: _Worker, *, kill: bool) -> None:
         if kill and w.process.is_alive():
             w.process.kill()
@@ -198,6 +260,9 @@ class WorkerPool:
                     try:
                         if w.conn.poll():  # a result sent just before the worker died still counts
                             msg = w.conn.recv()
+                            if msg == READY:
+                                w.ready = True
+                                continue
                             if msg == STARTED:
                                 w.started = True
                                 self._early_deaths = 0
@@ -243,6 +308,14 @@ class WorkerPool:
             raise UserError(f"the worker pool cannot start: {self._early_deaths} worker processes in a row died "
                             f"before beginning a trial (the last: {why}); every trial finished so far is recorded")
 
+    def dismiss(self) -> None:
+        """Tell the idle workers to exit, without waiting for them (close joins them); a later run spawns anew."""
+        while self._idle:
+            try:
+                self._idle.pop().conn.send(None)
+            except (OSError, ValueError):
+                pass
+
     def close(self) -> None:
         for w in list(self._workers):
             try:
@@ -266,6 +339,15 @@ def _die_with_parent() -> None:
         pass
 
 
+def _exit_now() -> None:
+    """A dismissed worker leaves at once: it holds nothing to save, and the interpreter's teardown with torch loaded
+    (which a spawned child's normal exit runs) takes a second that the parent would wait for."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(0)
+
+
 def _worker_main(conn) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the parent decides
     from mmbench import interrupt
@@ -276,18 +358,19 @@ def _worker_main(conn) -> None:
 
     warm_up()  # while the parent loads the data; before any trial's clock starts
     try:
+        conn.send(READY)
         tasks = conn.recv()
     except (EOFError, OSError):
         return
     if tasks is None:
-        return
+        _exit_now()
     while True:
         try:
             msg = conn.recv()
         except (EOFError, OSError):
             return
         if msg is None:
-            return
+            _exit_now()
         trial = Trial.from_dict(msg)
         try:
             conn.send(STARTED)
@@ -347,7 +430,8 @@ def make_executor(device: str, execution: ExecutionSpec | None = None, options: 
     Local workers, unless set: in this process on CPU, one worker per visible GPU on CUDA (``gpus``: their
     CUDA_VISIBLE_DEVICES entries, found here when None); --isolate asks for at least one. A timeout needs a worker:
     a call hung in this process cannot be ended safely. workers 0 on CUDA runs the trials here, in the parent: its
-    own choice. "ray": a RayExecutor at the address ray_executor.resolve_address finds."""
+    own choice; in this process on CPU, execution.train_workers sets the trainings aside (InProcess). "ray": a
+    RayExecutor at the address ray_executor.resolve_address finds."""
     e, o = execution or ExecutionSpec(), options or ExecutorOptions()
     kind = o.kind(e)
     timeout = o.trial_timeout if o.trial_timeout is not None else e.trial_timeout
@@ -365,7 +449,18 @@ def make_executor(device: str, execution: ExecutionSpec | None = None, options: 
     workers = default if workers is None else workers
     if timeout is not None:
         workers = max(1, workers)
-    return WorkerPool(workers, timeout, gpus or None) if workers > 0 else InProcess()
+    if workers > 0:
+        return WorkerPool(workers, timeout, gpus or None)
+    return InProcess(train_workers(e.train_workers) if device.startswith("cpu") else 1)
+
+
+def train_workers(asked: int | str) -> int:
+    """execution.train_workers resolved: "auto" is the cores other processes leave free."""
+    if asked != "auto":
+        return int(asked)
+    from mmbench.measure.contention import free_cores
+
+    return free_cores()[0]
 
 
 def shares_cores(executor: Executor) -> bool:

@@ -57,6 +57,9 @@ class Trial:
     # A work item, not a trial: one tuning trial of this configuration, {"slot", "params"} (tuning.run_item). It is
     # in config() so that each work item has an id of its own.
     tune_item: dict[str, Any] | None = field(default=None, compare=False)
+    # Which part of the trial a process runs when its training is set aside (execute.InProcess with train workers):
+    # "costs" (everything but training, here, alone) or "train" (the seeds' fits and scores, in a worker); None: all.
+    part: str | None = field(default=None, compare=False)
 
     def config(self) -> dict[str, Any]:
         """The canonical form the id hashes: plain JSON-able values, the specs dumped (measure without the device).
@@ -90,6 +93,8 @@ class Trial:
             out["tune_dir"] = self.tune_dir
         if self.tuned is not None:
             out["tuned"] = self.tuned
+        if self.part is not None:
+            out["part"] = self.part
         return out
 
     @classmethod

@@ -128,6 +128,16 @@ class ExecutionSpec(_Strict):
     """How trials run; not part of any trial's id (it changes no number)."""
     workers: int | None = Field(None, ge=0)          # 0: in this process; N: N subprocesses; None: 0 on CPU, 1 per GPU
     trial_timeout: float | None = Field(None, gt=0)  # seconds; a trial still running then is ended (needs a worker)
+    # CPU, trials in this process: every trial's costs are measured first, alone, and then the trainings run in this
+    # many worker processes at one thread each ("auto": the free cores); 1: each trial trains in its turn, here.
+    train_workers: Any = 1
+
+    @field_validator("train_workers")
+    @classmethod
+    def _train_workers(cls, v: Any) -> int | str:
+        if v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
+            return v
+        raise ValueError(f"a count of worker processes (1 or more) or 'auto'; got {v!r}")
     executor: Literal["local", "ray"] = "local"      # local: this process / worker pool; ray: a Ray cluster
     # ray only (mmbench.ray_executor):
     address: str | None = None                       # "auto", host:port, ray://host:port; None: RAY_ADDRESS, else a

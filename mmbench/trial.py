@@ -51,10 +51,9 @@ def _fusion_call(fusion: torch.nn.Module, xs, masks):
 
 
 def warm_up() -> None:
-    """What a trial imports lazily (sklearn's metrics and torch._dynamo, which FLOP counting pulls in, take seconds
-    each): a fresh worker does it before it reports that a trial started, so that a trial's timeout is not spent on
+    """What a trial imports lazily (torch._dynamo, which FLOP counting and the optimizers' first step pull in, takes a
+    second): a fresh worker does it before it reports that a trial started, so that a trial's timeout is not spent on
     the interpreter's start-up."""
-    import sklearn.metrics  # noqa: F401
     import torch._dynamo  # noqa: F401
 
 
@@ -151,10 +150,16 @@ def _measure(trial: Trial, data: TaskData, result: TrialResult) -> None:
     threads = trial.threads or m.threads  # the run's resolved count (the suite's, or the free cores)
     if threads:
         torch.set_num_threads(threads)
-    row.update(threads=torch.get_num_threads(), threads_requested=m.threads, precision=m.precision,
-               compile=m.compile)
+    if trial.part == "train":  # the training set aside (execute.InProcess): the costs part's row says the rest
+        row.update(train_threads=torch.get_num_threads())
+    else:
+        row.update(threads=torch.get_num_threads(), threads_requested=m.threads, precision=m.precision,
+                   compile=m.compile)
     if trial.tune is not None:  # first: what is counted, timed and tested is the configuration tuning chose
         trial = _tuned(trial, data, result)
+    if trial.part == "train":
+        _accuracy(trial, data, result)
+        return
     torch.manual_seed(0)
     model = build(trial.method, trial.hparams, data.input_dims, trial.dims, data.num_classes,
                   trial.model.encoder_hidden).to(trial.device).eval()
@@ -170,7 +175,7 @@ def _measure(trial: Trial, data: TaskData, result: TrialResult) -> None:
         with compile_scope(m.compile):
             _timing(trial, data, model, result)
     del model
-    if m.accuracy:
+    if m.accuracy and trial.part != "costs":
         _accuracy(trial, data, result)
     if cuda:
         used = nvml.device_row(trial.device)

@@ -1,11 +1,12 @@
 """A user fusion module (named as tests.faulty:Faulty in suites) that fails on demand, for fault-injection tests.
 
-fault: none | raise | nan | hang | abort | segfault | oom | exit | cuda_error | report_env | shape | tuple | sysexit |
+fault: none | raise | nan | hang | abort | segfault | segfault_in_worker | oom | exit | cuda_error | report_env | shape | tuple | sysexit |
 keyboard — what its forward does. cuda_error stands in for a sticky CUDA error: once raised, every later forward in
 the same process raises it too, as every CUDA call does after a device-side assert. report_env raises with the
-worker's GPU pinning in the message. shape: one column too many; tuple: returns (out, out); sysexit / keyboard:
+worker's GPU pinning in the message. segfault_in_worker: a segfault in a worker process only (mmbench-worker-N). shape: one column too many; tuple: returns (out, out); sysexit / keyboard:
 raises SystemExit / KeyboardInterrupt, as a module calling sys.exit() or a stray `raise KeyboardInterrupt` would."""
 import ctypes
+import multiprocessing
 import os
 import time
 
@@ -39,6 +40,8 @@ class Faulty(nn.Module):
                 time.sleep(0.05)
         if self.fault == "abort":
             os.abort()
+        if self.fault == "segfault_in_worker" and multiprocessing.current_process().name.startswith("mmbench-worker"):
+            ctypes.string_at(0)
         if self.fault == "segfault":
             ctypes.string_at(0)  # reads address 0: SIGSEGV
         if self.fault == "oom":

@@ -100,6 +100,9 @@ NUMBERS = {
     "unknown_suite_axis": (OK.replace("dims: [4]", "dims: [4]\n  rnak: [1, 2]"),
                            "sweep.rnak: no method in this suite takes 'rnak' (did you mean 'rank'?)"),
     "unknown_method_axis": (OK.replace("params: {rank: 2}", "sweep: {rnak: [1]}"), "methods.0.sweep.rnak"),
+    "no_train_workers": (OK.replace("sweep:", "execution: {train_workers: 0}\nsweep:"), "execution.train_workers"),
+    "word_train_workers": (OK.replace("sweep:", "execution: {train_workers: many}\nsweep:"),
+                           "execution.train_workers"),
 }
 
 

@@ -76,6 +76,22 @@ def test_regression_metrics_match_hand_computation():
     assert metrics.regression(np.ones(3), y)["corr"] == 0.0  # a constant prediction
 
 
+def test_f1_scores_equal_sklearns_for_any_labels():
+    """The written-out F1 (mmbench/measure/metrics.py) against sklearn's, with absent classes, a class predicted but
+    never true, all wrong and all right."""
+    from sklearn.metrics import f1_score
+
+    rng = np.random.default_rng(0)
+    cases = [(rng.integers(0, k, n), rng.integers(0, k, n), k) for k, n in ((2, 50), (5, 40), (7, 9), (10, 300))]
+    cases += [(np.array([0, 0, 1, 1]), np.array([1, 1, 0, 0]), 2), (np.array([2, 2, 0]), np.array([2, 2, 0]), 4),
+              (np.array([3, 3, 3]), np.array([0, 1, 2]), 4)]
+    for pred, y, k in cases:
+        assert metrics.macro_f1(pred, y, k) == pytest.approx(
+            f1_score(y, pred, labels=list(range(k)), average="macro", zero_division=0), abs=1e-12)
+        assert metrics.weighted_f1(pred, y, k) == pytest.approx(
+            f1_score(y, pred, labels=list(range(k)), average="weighted", zero_division=0), abs=1e-12)
+
+
 def test_affect_metrics_match_hand_computation():
     y = np.array([2.4, -1.2, 0.0, 0.6, -2.8])
     pred = np.array([1.6, 0.4, -0.2, 0.3, -3.7])

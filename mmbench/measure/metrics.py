@@ -4,11 +4,26 @@ from __future__ import annotations
 import numpy as np
 
 
+def _f1s(pred: np.ndarray, y: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-class F1 (0 where a class has no true or predicted row: sklearn's zero_division=0) and support.
+    Written out, not sklearn.metrics.f1_score: that import costs every worker process a second, for a count."""
+    pred, y = np.asarray(pred, np.int64).reshape(-1), np.asarray(y, np.int64).reshape(-1)
+    tp = np.bincount(y[pred == y], minlength=k)[:k].astype(np.float64)
+    support = np.bincount(y, minlength=k)[:k].astype(np.float64)
+    predicted = np.bincount(pred, minlength=k)[:k].astype(np.float64)
+    denom = support + predicted  # F1 = 2·tp / (2·tp + fp + fn)
+    return np.divide(2 * tp, denom, out=np.zeros(k), where=denom > 0), support
+
+
 def macro_f1(pred: np.ndarray, y: np.ndarray, num_classes: int) -> float:
     """Mean over all K classes of per-class F1; a class absent from both prediction and truth scores 0."""
-    from sklearn.metrics import f1_score
+    return float(_f1s(pred, y, num_classes)[0].mean())
 
-    return float(f1_score(y, pred, labels=list(range(num_classes)), average="macro", zero_division=0))
+
+def weighted_f1(pred: np.ndarray, y: np.ndarray, num_classes: int) -> float:
+    """Per-class F1 weighted by each class's share of the true labels (0 with no rows)."""
+    f1, support = _f1s(pred, y, num_classes)
+    return float((f1 * support).sum() / support.sum()) if support.sum() > 0 else 0.0
 
 
 def classification(logits: np.ndarray, y: np.ndarray, num_classes: int) -> dict[str, float]:
@@ -37,14 +52,12 @@ def affect(pred: np.ndarray, y: np.ndarray) -> dict[str, float]:
     that same binary task; acc7: accuracy after clipping both to [-3, 3] and rounding to the nearest integer
     (7 classes); mae; corr (Pearson).
     """
-    from sklearn.metrics import f1_score
-
     pred, y = np.asarray(pred, np.float64).reshape(-1), np.asarray(y, np.float64).reshape(-1)
     out = regression(pred, y)
     nz = y != 0
     truth, guess = y[nz] > 0, pred[nz] > 0
     out["acc2"] = float((truth == guess).mean()) if nz.any() else float("nan")
-    out["f1"] = float(f1_score(truth, guess, average="weighted", zero_division=0)) if nz.any() else float("nan")
+    out["f1"] = weighted_f1(guess, truth, 2) if nz.any() else float("nan")
     out["acc7"] = float((np.round(np.clip(pred, -3, 3)) == np.round(np.clip(y, -3, 3))).mean())
     return out
 

@@ -1,0 +1,85 @@
+"""Trainings set aside (execution.train_workers): every trial's costs are measured here first, then the trainings run
+in worker processes; the rows are those of trials trained in their turn, and a training that dies costs its own
+trial only."""
+import json
+
+from mmbench.execute import InProcess
+from mmbench.run import prepare, run_suite
+from mmbench.suite import load_suite
+
+SUITE = """\
+name: aside
+task:
+  dataset: synthetic
+  params: {interaction: synergy, modalities: 2, dim: 4, n_train: 300, n_val: 100, n_test: 100, noise: 0.3}
+train: {epochs: 3, batch_size: 32, seeds: [0, 1]}
+measure:
+  device: cpu
+  threads: 1
+  latency: {batch_sizes: [4], max_time_s: 0.01, min_samples: 3, warmup: 1, min_block_ms: 0.1}
+sweep:
+  dims: [4]
+methods:
+  - method: early
+  - method: tfn
+  - method: lmf
+    params: {rank: 2}
+  - method: tests.faulty:Faulty
+    sweep: {fault: [FAULT]}
+"""
+
+
+class _Parts:
+    """A progress display that writes down which part of which trial started, in order."""
+    def __init__(self):
+        self.started = []
+
+    def skipped(self, n):
+        pass
+
+    def start(self, trial):
+        self.started.append(trial.part)
+
+    def done(self, trial, result):
+        pass
+
+
+def _run(write_suite, out, executor, fault="none", progress=None):
+    prepared = prepare(load_suite(write_suite(SUITE.replace("FAULT", fault))))
+    executor.start()
+    try:
+        run = run_suite(prepared, out, executor=executor, progress=progress)
+    finally:
+        executor.close()
+    samples = {json.loads(x)["trial_id"]: json.loads(x) for x in (run.path / "samples.jsonl").read_text().splitlines()}
+    return {r["trial_id"]: r for r in run.rows()}, samples
+
+
+def test_trainings_set_aside_give_the_rows_of_trials_trained_in_their_turn(write_suite, tmp_path):
+    here, here_samples = _run(write_suite, tmp_path / "here", InProcess())
+    parts = _Parts()
+    aside, aside_samples = _run(write_suite, tmp_path / "aside", InProcess(train_workers=2), progress=parts)
+    assert set(aside) == set(here) and len(here) == 4
+    assert parts.started == ["costs"] * 4 + ["train"] * 4  # no training began before the last cost was measured
+    for tid, r in here.items():
+        a = aside[tid]
+        assert a["status"] == r["status"] == "ok"
+        # same seeds at the same thread count: the same scores to the bit, and the same counts
+        for key in ("acc_mean", "acc_std", "f1_mean", "best_epoch_mean", "params", "flops", "seeds_trained"):
+            assert a[key] == r[key], key
+        assert a["latency_ms_b4"] > 0 and a["train_step_ms_b4"] > 0  # the costs part timed it
+        assert (a["train_workers"], a["train_threads"], a["threads"]) == (2, 1, 1)
+        assert set(a) - set(r) == {"train_workers", "train_threads"}
+        assert [s["best_epoch"] for s in aside_samples[tid]["seeds"]] == \
+            [s["best_epoch"] for s in here_samples[tid]["seeds"]]
+
+
+def test_a_training_worker_that_dies_costs_its_own_trial_only(write_suite, tmp_path):
+    rows, _ = _run(write_suite, tmp_path, InProcess(train_workers=2), fault="segfault_in_worker")
+    by_method = {r["method"]: r for r in rows.values()}
+    dead = by_method["tests.faulty:Faulty"]
+    assert dead["status"] == "crashed" and "SIGSEGV" in dead["error"]
+    assert dead["params"] > 0 and dead["latency_ms_b4"] > 0  # its costs, measured here, are kept
+    assert "acc_mean" not in dead
+    for m in ("early", "tfn", "lmf"):
+        assert by_method[m]["status"] == "ok" and by_method[m]["acc_mean"] > 0
