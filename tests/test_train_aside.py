@@ -44,8 +44,8 @@ class _Parts:
         pass
 
 
-def _run(write_suite, out, executor, fault="none", progress=None):
-    prepared = prepare(load_suite(write_suite(SUITE.replace("FAULT", fault))))
+def _run(write_suite, out, executor, fault="none", progress=None, text=None):
+    prepared = prepare(load_suite(write_suite(text or SUITE.replace("FAULT", fault), "run.yaml")))
     executor.start()
     try:
         run = run_suite(prepared, out, executor=executor, progress=progress)
@@ -83,3 +83,43 @@ def test_a_training_worker_that_dies_costs_its_own_trial_only(write_suite, tmp_p
     assert "acc_mean" not in dead
     for m in ("early", "tfn", "lmf"):
         assert by_method[m]["status"] == "ok" and by_method[m]["acc_mean"] > 0
+
+
+def test_a_run_killed_while_its_trainings_run_resumes_to_the_rows_of_one_uninterrupted_run(write_suite, tmp_path,
+                                                                                           capsys, monkeypatch):
+    """kill -9 in the training phase: the workers die with the parent (PR_SET_PDEATHSIG), the rows written so far are
+    whole, and --resume measures the rest (costs, then trainings) to the same scores."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import ROOT
+    from inproc import cli
+
+    text = SUITE.replace("FAULT", "none").replace("dims: [4]", "dims: [4, 6, 8]").replace(
+        "\nsweep:\n", "\nexecution: {train_workers: 2}\nsweep:\n")
+    suite = write_suite(text, "killed.yaml")
+    fresh, _ = _run(write_suite, tmp_path / "fresh", InProcess(train_workers=2), text=text)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.Popen([sys.executable, "-m", "mmbench", "run", str(suite), "--out", str(tmp_path / "killed")],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    end, rows_file = time.monotonic() + 240, None
+    while time.monotonic() < end and proc.poll() is None:
+        found = list((tmp_path / "killed").glob("*/*/results.jsonl"))
+        if found and found[0].read_text().count("\n") >= 2:  # trainings are coming in
+            rows_file = found[0]
+            break
+        time.sleep(0.02)
+    assert rows_file is not None and proc.poll() is None, "the run ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    kept = [json.loads(x) for x in rows_file.read_text().splitlines()]
+    assert 2 <= len(kept) < 12 and all(r["status"] == "ok" and "acc_mean" in r for r in kept)
+    code, out, err = cli(capsys, monkeypatch, "run", suite, "--resume", rows_file.parent, "--json")
+    assert code == 0, err
+    rows = {r["trial_id"]: r for r in json.loads(out)["rows"]}
+    assert set(rows) == set(fresh) and len(rows) == 12  # none lost, none twice
+    for tid, r in fresh.items():  # same seeds at one thread: the same scores, resumed or not
+        assert (rows[tid]["status"], rows[tid]["acc_mean"], rows[tid]["f1_mean"]) == ("ok", r["acc_mean"], r["f1_mean"])
