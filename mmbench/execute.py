@@ -53,7 +53,8 @@ class InProcess:
     """Trials run here, one after another. With ``train_workers`` > 1 (CPU), each trial's training is set aside:
     the costs of every trial are measured here first, alone on the machine, and then the trainings, which no timing
     can disturb any more, run in that many worker processes at one thread each (small models, most of a suite, train
-    fastest so: their steps are too small for a second thread). A trial's row is written when its training is in."""
+    fastest so: their steps are too small for a second thread). A trial's row is written when its training is in.
+    Tuning trials (work items of tuning.dispatch, which come before any timing) run in those workers too."""
 
     def __init__(self, train_workers: int = 1):
         self.train_workers = train_workers
@@ -67,6 +68,10 @@ class InProcess:
     def run(self, trials, tasks, on_start=None):
         if self._pool is not None:
             self._pool.wait_ready()
+            trials = list(trials)
+            if trials and all(t.tune_item is not None for t in trials):  # tuning trials: untimed, all to the pool
+                yield from self._pool.run([replace(t, threads=1) for t in trials], tasks, on_start)
+                return
         aside: dict[str, tuple[Trial, TrialResult]] = {}
         for trial in trials:
             part = replace(trial, part="costs") if self._pool is not None and _trains(trial) else trial

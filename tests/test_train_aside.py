@@ -123,3 +123,33 @@ def test_a_run_killed_while_its_trainings_run_resumes_to_the_rows_of_one_uninter
     assert set(rows) == set(fresh) and len(rows) == 12  # none lost, none twice
     for tid, r in fresh.items():  # same seeds at one thread: the same scores, resumed or not
         assert (rows[tid]["status"], rows[tid]["acc_mean"], rows[tid]["f1_mean"]) == ("ok", r["acc_mean"], r["f1_mean"])
+
+
+TUNED = """\
+name: aside-tuned
+task:
+  dataset: synthetic
+  params: {interaction: synergy, modalities: 2, dim: 4, n_train: 200, n_val: 100, n_test: 100, noise: 0.3}
+train: {epochs: 2, batch_size: 32, seeds: [0]}
+measure: {device: cpu, threads: 1, latency: null}
+sweep: {dims: [4]}
+tune: {trials: 4, parallel: 2, seed: 0, space: {lr: {loguniform: [0.001, 0.1]}}}
+methods:
+  - method: early
+  - method: lmf
+    params: {rank: 2}
+"""
+
+
+def test_tuning_trials_in_the_training_workers_choose_as_in_this_process(write_suite, tmp_path):
+    here, here_samples = _run(write_suite, tmp_path / "here", InProcess(), text=TUNED)
+    parts = _Parts()
+    aside, aside_samples = _run(write_suite, tmp_path / "aside", InProcess(train_workers=2), text=TUNED,
+                                progress=parts)
+    assert parts.started == ["costs"] * 2 + ["train"] * 2  # the tuning trials went before, unannounced
+    for tid, r in here.items():
+        a = aside[tid]
+        assert (a["tuned_params"], a["tuned_val"], a["acc_mean"], a["tune_trials"]) == \
+            (r["tuned_params"], r["tuned_val"], r["acc_mean"], r["tune_trials"]) and r["tune_trials"] == 4
+        assert [(t["params"], t["val"]) for t in aside_samples[tid]["tuning"]] == \
+            [(t["params"], t["val"]) for t in here_samples[tid]["tuning"]]
