@@ -102,11 +102,17 @@ def _trains(trial: Trial) -> bool:
     return trial.tune_item is None and trial.measure.accuracy and (trial.tune is None or trial.tuned is not None)
 
 
+# base_row's columns but status and error: which trial a row is, the same in both parts
+_IDENTITY = frozenset(("trial_id", "task", "method", "label", "dims", "rank", "hparams", "device"))
+
+
 def merge_parts(costs: TrialResult, train: TrialResult, workers: int) -> TrialResult:
-    """One trial's row from its two parts: the costs part's columns, and the training's after them (its status if it
-    failed); ``train_workers``: how many trainings shared the cores meanwhile (their train times are theirs together)."""
+    """One trial's row from its two parts, as one process writes it: the costs part's columns, then the training's
+    over them (a column both write, such as optimizer_impl, is the training's, as when it runs second in one process;
+    the status is the training's if it failed); ``train_workers``: how many trainings shared the cores meanwhile
+    (their train times are theirs together)."""
     row = dict(costs.row)
-    row.update({k: v for k, v in train.row.items() if k not in row or k in ("status", "error")})
+    row.update({k: v for k, v in train.row.items() if k not in _IDENTITY})
     row["train_workers"] = workers
     return TrialResult(row, {**costs.raw, **train.raw})
 
