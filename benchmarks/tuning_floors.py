@@ -65,7 +65,7 @@ tune:
   seeds: {tune_seeds}
   parallel: {parallel}
   sampler: tpe
-  seed: 0
+  seed: {sampler_seed}
   space:
     lr: {{loguniform: [0.0001, 0.3]}}
 {extra}"""
@@ -84,12 +84,13 @@ def load() -> str:
 
 
 EXTRA = ""  # --weight-decay: also search weight decay
-TUNE_SEEDS, PARALLEL = 1, 1  # --tune-seeds, --parallel
+TUNE_SEEDS, PARALLEL, SAMPLER_SEED = 1, 1, 0  # --tune-seeds, --parallel, --sampler-seed
 
 
 def write(tmp: Path, name: str, trials: int | None, epochs: int, seeds: list[int]) -> Path:
     path = tmp / f"{name}.yaml"
-    tune = TUNE.format(trials=trials, extra=EXTRA, tune_seeds=TUNE_SEEDS, parallel=PARALLEL) if trials else ""
+    tune = TUNE.format(trials=trials, extra=EXTRA, tune_seeds=TUNE_SEEDS, parallel=PARALLEL,
+                       sampler_seed=SAMPLER_SEED) if trials else ""
     spaces = {k: v.format() for k, v in SPACES.items()} if trials else {k: "" for k in SPACES}
     path.write_text(SUITE.format(epochs=epochs, seeds=seeds, tune=tune, **spaces))
     return path
@@ -229,11 +230,12 @@ def main() -> int:
                     help="also search LMF's rank and early(mlp)'s hidden width")
     ap.add_argument("--tune-seeds", type=int, default=3, help="seeds each tuning trial trains (tune.seeds)")
     ap.add_argument("--parallel", type=int, default=1, help="tuning trials asked at once (tune.parallel)")
+    ap.add_argument("--sampler-seed", type=int, default=0, help="tune.seed: the sampler's seed")
     ap.add_argument("--skip", nargs="*", default=[], choices=["rescue", "determinism", "overhead"])
     args = ap.parse_args()
-    global EXTRA, TUNE_SEEDS, PARALLEL
+    global EXTRA, TUNE_SEEDS, PARALLEL, SAMPLER_SEED
     EXTRA = WEIGHT_DECAY if args.weight_decay else ""
-    TUNE_SEEDS, PARALLEL = args.tune_seeds, args.parallel
+    TUNE_SEEDS, PARALLEL, SAMPLER_SEED = args.tune_seeds, args.parallel, args.sampler_seed
     if args.method_params:
         SPACES.update(METHOD_SPACES)
     seeds = list(range(args.seeds))

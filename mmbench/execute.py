@@ -54,6 +54,8 @@ class InProcess:
     the costs of every trial are measured here first, alone on the machine, and then the trainings, which no timing
     can disturb any more, run in that many worker processes at one thread each (small models, most of a suite, train
     fastest so: their steps are too small for a second thread). A trial's row is written when its training is in.
+    On Linux the workers are forked when first needed (TRAIN_START): for the trainings, after every timing; for
+    tuning trials, before the first one.
     Tuning trials (work items of tuning.dispatch, which come before any timing) run in those workers too."""
 
     def __init__(self, train_workers: int = 1):
@@ -61,9 +63,10 @@ class InProcess:
         self._pool: WorkerPool | None = None
 
     def start(self) -> None:
-        if self.train_workers > 1:  # their imports overlap the caller's data loading; none is left by the first timing
-            self._pool = WorkerPool(self.train_workers)
-            self._pool.start()
+        if self.train_workers > 1:
+            self._pool = WorkerPool(self.train_workers, start_method=TRAIN_START)
+            if TRAIN_START == "spawn":  # their imports overlap the caller's data loading, done by the first timing
+                self._pool.start()
 
     def run(self, trials, tasks, on_start=None):
         if self._pool is not None:
@@ -167,21 +170,31 @@ def _environ(extra: dict[str, str]):
                 os.environ[k] = v
 
 
-class WorkerPool:
-    """Spawned (not forked) workers: a forked child would inherit CUDA state and OpenMP thread pools it cannot use.
-    A worker starts (imports torch) as soon as the pool starts, gets the task data with its first trial, then takes
-    trials one at a time over a pipe."""
+# InProcess's training workers on Linux: forked when the trainings begin, after every timing. A spawned worker
+# imports torch and its optimizers' torch._dynamo (~2.5 s of CPU each) while the parent prepares, on the same cores;
+# a forked one has them already. Forking is safe there: no CUDA, and a child that trains at one thread never uses
+# the OpenMP pool it inherits (torch's DataLoader workers rely on the same).
+TRAIN_START = "fork" if sys.platform == "linux" else "spawn"
 
-    def __init__(self, workers: int = 1, trial_timeout: float | None = None, gpus: list[str] | None = None):
+
+class WorkerPool:
+    """Spawned workers by default: a forked child would inherit CUDA state and OpenMP thread pools it cannot use
+    (InProcess forks its one-thread CPU training workers, TRAIN_START). A spawned worker starts (imports torch) as
+    soon as the pool starts; every worker gets the task data with its first trial, then takes trials one at a time
+    over a pipe."""
+
+    def __init__(self, workers: int = 1, trial_timeout: float | None = None, gpus: list[str] | None = None,
+                 start_method: str = "spawn"):
         """``gpus``: one CUDA_VISIBLE_DEVICES entry per worker (index or UUID): worker i sees only GPU gpus[i], so
-        two timed trials never share a GPU. Needs workers <= len(gpus)."""
+        two timed trials never share a GPU. Needs workers <= len(gpus). ``start_method``: "fork" for CPU workers
+        only."""
         import multiprocessing as mp
 
         self.n, self.timeout, self.gpus = max(1, workers), trial_timeout, gpus
         if gpus is not None and self.n > len(gpus):
             raise UserError(f"--workers {self.n}: one timing worker per GPU, and {len(gpus)} GPU"
                             f"{'s are' if len(gpus) != 1 else ' is'} visible; use --workers {len(gpus)} or fewer")
-        self._ctx = mp.get_context("spawn")
+        self._ctx = mp.get_context(start_method)
         self._workers: list[_Worker] = []
         self._idle: list[_Worker] = []
         self.spawned = 0  # workers started over the pool's life (replacements included)
@@ -200,6 +213,9 @@ class WorkerPool:
             env["CUDA_VISIBLE_DEVICES"] = self.gpus[slot]
         parent, child = self._ctx.Pipe()
         p = self._ctx.Process(target=_worker_main, args=(child,), daemon=True, name=f"mmbench-worker-{slot}")
+        for stream in (sys.stdout, sys.stderr):  # a forked child would write what is buffered here a second time
+            with contextlib.suppress(Exception):
+                stream.flush()
         try:
             with _environ(env):
                 p.start()
@@ -361,6 +377,7 @@ def _exit_now() -> None:
 
 def _worker_main(conn) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the parent decides
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a forked worker has the parent's handler, which stops a run
     from mmbench import interrupt
 
     interrupt.install()  # so a KeyboardInterrupt here is the trial's own: SIGINT is ignored

@@ -2,6 +2,10 @@
 in worker processes; the rows are those of trials trained in their turn, and a training that dies costs its own
 trial only."""
 import json
+import sys
+
+import psutil
+import pytest
 
 from mmbench.execute import InProcess
 from mmbench.run import prepare, run_suite
@@ -33,12 +37,14 @@ class _Parts:
     """A progress display that writes down which part of which trial started, in order."""
     def __init__(self):
         self.started = []
+        self.children = []
 
     def skipped(self, n):
         pass
 
     def start(self, trial):
         self.started.append(trial.part)
+        self.children.append(len(psutil.Process().children()))  # worker processes alive as the part starts
 
     def done(self, trial, result):
         pass
@@ -72,6 +78,17 @@ def test_trainings_set_aside_give_the_rows_of_trials_trained_in_their_turn(write
         assert set(a) - set(r) == {"train_workers", "train_threads"}
         assert [s["best_epoch"] for s in aside_samples[tid]["seeds"]] == \
             [s["best_epoch"] for s in here_samples[tid]["seeds"]]
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="elsewhere the training workers are spawned as the run starts")
+def test_no_training_worker_exists_while_the_costs_are_measured(write_suite, tmp_path):
+    """On Linux the training workers are forked when the trainings begin: none imports or idles beside a timing."""
+    parts = _Parts()
+    rows, _ = _run(write_suite, tmp_path, InProcess(train_workers=2), progress=parts)
+    assert parts.started == ["costs"] * 4 + ["train"] * 4
+    assert parts.children[:4] == [0, 0, 0, 0]  # while every cost was measured
+    assert parts.children[4:] == [1, 2, 2, 2]  # one forked per training sent, until both are busy
+    assert all(r["status"] == "ok" and r["train_workers"] == 2 for r in rows.values())
 
 
 def test_a_training_worker_that_dies_costs_its_own_trial_only(write_suite, tmp_path):
