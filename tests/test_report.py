@@ -249,3 +249,49 @@ def test_a_cost_measured_zero_everywhere_is_no_cost():
     assert [p.key for p in d.front] == ["c", "a"]  # b: as accurate as a and dearer
     (b, by), = d.dominated
     assert b.key == "b" and [q.key for q, _ in by] == ["a"] and by[0][1] == ["cheaper in params"]
+
+
+def _plots(n):
+    from mmbench.report import plots as P
+
+    out = []
+    for i in range(n):
+        fig, ax = P._new(f"figure {i}", "x", "y")
+        ax.plot(range(10), [(x - i) ** 2 for x in range(10)])
+        out.append(P.Plot(f"k{i}", f"figure {i}", "task", fig))
+    return out
+
+
+def test_figures_drawn_in_forked_children_are_the_bytes_drawn_here(monkeypatch):
+    import sys
+
+    from mmbench.report import plots as P
+
+    monkeypatch.delitem(sys.modules, "ray", raising=False)  # an earlier test's Ray import turns the children off
+
+    here, shared = _plots(5), _plots(5)
+    expected = [p.png() for p in here]
+    P.draw(shared)
+    assert [p._png for p in shared] == expected
+    assert len(set(expected)) == 5  # five different figures, each at its own place
+
+
+def test_a_figure_that_fails_in_a_child_is_drawn_here(monkeypatch):
+    """A child that raises (here: every child, for the odd figures) costs nothing but time: this process draws."""
+    import os
+
+    from mmbench.report import plots as P
+
+    parent = os.getpid()
+    real = P.Plot.png
+
+    def png(self):
+        if os.getpid() != parent:
+            raise RuntimeError("child failed")
+        return real(self)
+
+    monkeypatch.setattr(P.Plot, "png", png)
+    monkeypatch.delitem(__import__("sys").modules, "ray", raising=False)
+    shared = _plots(4)
+    P.draw(shared)
+    assert all(p._png and p._png.startswith(b"\x89PNG") for p in shared)

@@ -19,9 +19,16 @@ def write_report(run, db: str | Path | None = None) -> list[Path]:
 
     path = Path(getattr(run, "path", run))
     rep = build([path], db=db)
+    _draw(rep)
     atomic_write(path / "report.md", markdown.render(rep, path / "figures", "figures"))
     atomic_write(path / "report.html", html.render(rep))
     return [path / "report.md", path / "report.html"]
+
+
+def _draw(rep) -> None:
+    from mmbench.report import plots
+
+    plots.draw(rep.plots + rep.scaling_plots + rep.history)
 
 
 def make_report(run_dirs: list[str | Path], fmt: str = "html", out: str | Path | None = None,
@@ -49,6 +56,7 @@ def make_report(run_dirs: list[str | Path], fmt: str = "html", out: str | Path |
         out.parent.mkdir(parents=True, exist_ok=True)  # only now: runs that cannot be read leave nothing behind
     except OSError as exc:
         raise UserError(f"cannot create the output folder: {exc.strerror}", file=str(out.parent)) from None
+    _draw(rep)
     if fmt == "html":
         atomic_write(out, html.render(rep))
     else:
