@@ -18,7 +18,8 @@ timed with
 torch.utils.benchmark.Timer.blocked_autorange under inference_mode, in rounds that alternate the two sides (the
 figure is the smallest round median of each side; in the order table, the median of the rounds, and the ratio paired
 within each round: --order-rounds); the exit code is the number of rows above the floor (timings on a
-loaded machine are noisy: rerun on a quiet one before reading a ratio).
+loaded machine are noisy: rerun on a quiet one before reading a ratio). The C library's heap is held still, as in a
+run (mmbench/measure/heap.py).
 """
 from __future__ import annotations
 
@@ -40,6 +41,7 @@ if __package__ in (None, ""):  # run as a script from anywhere: make the reposit
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mmbench import methods  # noqa: E402
+from mmbench.measure import heap  # noqa: E402
 
 FLOOR = 1.05
 
@@ -650,6 +652,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="only the table of every method with an order choice against each order by hand")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    heap.hold_for_timing()  # as a run's timings do: no page faults that depend on what ran before
     if args.orders_only:
         print(f"torch {torch.__version__}, {args.threads} thread(s); load average {_load()}")
         over = orders_table(args)

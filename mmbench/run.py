@@ -8,6 +8,7 @@ from typing import Protocol
 from mmbench import data as datasets
 from mmbench import fits, interrupt, profiling
 from mmbench.errors import UserError
+from mmbench.measure import heap
 from mmbench.measure.env import environment
 from mmbench.methods.registry import search_modules_in
 from mmbench.plan import (Trial, check_measure_axes, expand, resolve_device, resolve_task, resolve_threads, task_key,
@@ -295,6 +296,7 @@ def _write_config(run: RunDir, prepared: Prepared, suite_text: str, quick: bool)
     run.write_json("resolved.json", {"suite": suite.model_dump(), "quick": quick, "device": prepared.device,
                                      "threads": prepared.threads, "trials": [t.to_dict() for t in trials]})
     if not (run.path / "env.json").exists():  # a resumed run keeps the environment it started in
+        heap.hold_for_timing()  # before the first trial, so that env.json says what the timings ran under
         run.write_json("env.json", environment(prepared.device, suite_dir))
     run.write_json("tasks.json", [
         {"label": task_label(suite, i), "modalities": d.modalities, "input_dims": d.input_dims,

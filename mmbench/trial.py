@@ -16,7 +16,7 @@ import torch
 from mmbench import closed_form, interrupt, measure, profiling, stages
 from mmbench import vocabulary as V
 from mmbench.data.registry import TaskData
-from mmbench.measure import contention, gpu_state, metrics, nvml, robustness, seeds_together
+from mmbench.measure import contention, gpu_state, heap, metrics, nvml, robustness, seeds_together
 from mmbench.measure import train as train_mod
 from mmbench.measure.latency import LatencyStats
 from mmbench.measure.train import NonFiniteLoss, loss_with_aux
@@ -67,6 +67,7 @@ def run_trial(trial: Trial, data: TaskData) -> TrialResult:
     """Never raises for a failing trial: the failure becomes the row's status, with what was measured before it.
     The trial sets its own thread count; the process gets its own back (a next run in it reads it as its default)."""
     threads = torch.get_num_threads()
+    heap.hold_for_timing()  # in whichever process runs the trial: the parent, a worker, a Ray task
     try:
         return _run_trial(trial, data)
     finally:

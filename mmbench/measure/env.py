@@ -9,6 +9,8 @@ from pathlib import Path
 
 import psutil
 
+from mmbench.measure import heap
+
 
 def _cpu_model() -> str:
     try:
@@ -117,7 +119,8 @@ def environment(device: str, suite_dir: str | Path | None = None) -> dict:
         "mmbench_git_sha": git_sha(Path(__file__).resolve().parent),
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(), "mkldnn": torch.backends.mkldnn.is_available(),
-        "float32_matmul_precision": torch.get_float32_matmul_precision(), **_compile_settings(), **_gpu(device),
+        "float32_matmul_precision": torch.get_float32_matmul_precision(), "heap": heap.held(),
+        **_compile_settings(), **_gpu(device),
     }
 
 

@@ -40,14 +40,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mmbench.measure import heap
+
 CALLS = 10          # counted calls per block
 BLOCKS = 3          # blocks per function: the figure is their median (a block's count varies ~0.1-0.3% with the
                     # state of the C library's heap, within a process and between processes)
 WARMUP = 3          # calls before counting: lazy initialisation, the allocator's first blocks
-# glibc's malloc adapts its mmap threshold and trims the heap as a process runs: a count then depends on what ran
-# before. Fixed here, so the heap behaves the same in every process (measured: block-to-block spread 0.16% → 0.03%).
-MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "1048576", "MALLOC_TRIM_THRESHOLD_": "1073741824",
-              "MALLOC_TOP_PAD_": "67108864"}
+
 # Per trial the pass should need far less (a nightly trial: ~5-15 s); a hung valgrind still ends.
 START_S, PER_TRIAL_S = 300, 240
 INSTALL = "install valgrind (Debian/Ubuntu: apt-get install valgrind)"
@@ -199,7 +198,7 @@ def _run_valgrind(job: Path, workdir: Path, timeout: float, on_line, cache_sim: 
     """Run the pass; None when it exited cleanly, else why not (one line)."""
     cap = pinned_capability()
     env = {**os.environ, "ATEN_CPU_CAPABILITY": cap, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-           "PYTHONHASHSEED": "0", **MALLOC_ENV, "MKL_CBWR": "AVX2" if cap == "avx2" else "COMPATIBLE",
+           "PYTHONHASHSEED": "0", **heap.COUNT_ENV, "MKL_CBWR": "AVX2" if cap == "avx2" else "COMPATIBLE",
            "ONEDNN_MAX_CPU_ISA": "AVX2" if cap == "avx2" else "DEFAULT",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[2]),
                                                         os.environ.get("PYTHONPATH")]))}
