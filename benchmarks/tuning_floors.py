@@ -11,6 +11,9 @@
 - overhead: one tuning trial (an Optuna study with its journal file) against a plain `fit` of the same configuration,
   interleaved, the ratio of medians (floor ≤ 1.1).
 
+The search space is by default the shipped suite's kind (lr, weight decay, LMF's rank, early(mlp)'s hidden width);
+--lr-only searches the learning rate alone, the control. --sampler-seed and --parallel vary the study.
+
 Run from the repository root:  python benchmarks/tuning_floors.py [--trials 20] [--epochs 15] [--kills 3]
 (exit code 1 if a floor fails). Wall-time figures on a shared, loaded machine are polluted: the load is printed.
 """
@@ -225,18 +228,20 @@ def main() -> int:
     ap.add_argument("--seeds", type=int, default=3, help="seeds of the final fits")
     ap.add_argument("--kills", type=int, default=0, help="resume floor: SIGKILL this many times (0: skip)")
     ap.add_argument("--overhead-repeats", type=int, default=5)
-    ap.add_argument("--weight-decay", action="store_true", help="tune weight decay beside lr")
-    ap.add_argument("--method-params", action="store_true",
-                    help="also search LMF's rank and early(mlp)'s hidden width")
+    ap.add_argument("--lr-only", action="store_true",
+                    help="search the learning rate alone (the control); by default the space is the shipped suite's "
+                         "kind (suites/tuned_fusion.yaml): lr, weight decay, LMF's rank and early(mlp)'s hidden width")
+    ap.add_argument("--weight-decay", action="store_true", help="with --lr-only: weight decay too")
+    ap.add_argument("--method-params", action="store_true", help="with --lr-only: each method's own too")
     ap.add_argument("--tune-seeds", type=int, default=3, help="seeds each tuning trial trains (tune.seeds)")
     ap.add_argument("--parallel", type=int, default=1, help="tuning trials asked at once (tune.parallel)")
     ap.add_argument("--sampler-seed", type=int, default=0, help="tune.seed: the sampler's seed")
     ap.add_argument("--skip", nargs="*", default=[], choices=["rescue", "determinism", "overhead"])
     args = ap.parse_args()
     global EXTRA, TUNE_SEEDS, PARALLEL, SAMPLER_SEED
-    EXTRA = WEIGHT_DECAY if args.weight_decay else ""
+    EXTRA = WEIGHT_DECAY if args.weight_decay or not args.lr_only else ""
     TUNE_SEEDS, PARALLEL, SAMPLER_SEED = args.tune_seeds, args.parallel, args.sampler_seed
-    if args.method_params:
+    if args.method_params or not args.lr_only:
         SPACES.update(METHOD_SPACES)
     seeds = list(range(args.seeds))
     print(f"start: {load()}")

@@ -38,13 +38,15 @@ class _Parts:
     def __init__(self):
         self.started = []
         self.children = []
+        self.before = {p.pid for p in psutil.Process().children()}
 
     def skipped(self, n):
         pass
 
     def start(self, trial):
         self.started.append(trial.part)
-        self.children.append(len(psutil.Process().children()))  # worker processes alive as the part starts
+        # worker processes alive as the part starts (not children an earlier test left, such as a resource tracker)
+        self.children.append(len({p.pid for p in psutil.Process().children()} - self.before))
 
     def done(self, trial, result):
         pass
