@@ -12,6 +12,7 @@ and of the medians are printed beside it. Both must reach the same validation ac
 beside the figures: on a shared machine they are upper bounds.
 
     python benchmarks/fit_vs_loop.py [--repeats 3] [--epochs 20]
+The C library's heap is held still, as in every process that runs a trial (mmbench/measure/heap.py).
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ import torch
 from torch import nn
 
 from mmbench.data.registry import load
+from mmbench.measure import heap
 from mmbench.measure.train import OPTIMIZERS, fit, tensors
 from mmbench.model import build
 from mmbench.suite import TrainSpec
@@ -67,6 +69,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=20)
     args = ap.parse_args()
     torch.set_num_threads(1)
+    heap.hold_for_timing()  # as in every process that runs a trial: no page faults that depend on what ran before
     task = load("synthetic", interaction="synergy", modalities=3, dim=16, num_classes=2, noise=0.4, n_train=3000,
                 n_val=1000, n_test=2000, seed=0)
     spec = TrainSpec(epochs=args.epochs, batch_size=128, lr=0.003)

@@ -16,6 +16,7 @@ running, which wall time does not) and wall time, both printed; one thread, so C
 machine.
 
     python benchmarks/seeds_together.py [--repeats 3] [--epochs 20]
+The C library's heap is held still, as in every process that runs a trial (mmbench/measure/heap.py).
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ import time
 import torch
 
 from mmbench.data.registry import load
+from mmbench.measure import heap
 from mmbench.measure.seeds_together import fit_seeds
 from mmbench.measure.train import fit
 from mmbench.model import build
@@ -96,6 +98,7 @@ def main() -> None:
                          "then counts every thread's")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    heap.hold_for_timing()  # as in every process that runs a trial: no page faults that depend on what ran before
     tasks = {m: load("synthetic", interaction="synergy", modalities=m, dim=16, num_classes=2, noise=0.4,
                      n_train=3000, n_val=1000, n_test=2000, seed=0) for m in {len(MODELS[n][2]) for n in args.models}}
     spec = TrainSpec(epochs=args.epochs, batch_size=128, lr=0.003, seeds=SEEDS)
