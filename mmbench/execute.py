@@ -21,7 +21,9 @@ from dataclasses import dataclass, replace
 from typing import Callable, Iterable, Iterator, Protocol
 
 from mmbench.data.registry import TaskData
+from mmbench import store
 from mmbench.errors import UserError
+from mmbench.interrupt import die_with_parent as _die_with_parent
 from mmbench.plan import Trial, task_key
 from mmbench.suite import ExecutionSpec
 from mmbench.trial import TrialResult, base_row, retires_worker, run_trial
@@ -356,16 +358,6 @@ class WorkerPool:
             self._retire(w, kill=True)
 
 
-def _die_with_parent() -> None:
-    """Linux: a worker whose parent is killed (kill -9) is sent SIGKILL too, rather than finishing its trial."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
 def _exit_now() -> None:
     """A dismissed worker leaves at once: it holds nothing to save, and the interpreter's teardown with torch loaded
     (which a spawned child's normal exit runs) takes a second that the parent would wait for."""
@@ -382,6 +374,7 @@ def _worker_main(conn) -> None:
 
     interrupt.install()  # so a KeyboardInterrupt here is the trial's own: SIGINT is ignored
     _die_with_parent()
+    store.drop_inherited()  # forked: the parent's run lock is the parent's alone
     from mmbench.trial import warm_up
 
     warm_up()  # while the parent loads the data; before any trial's clock starts

@@ -96,3 +96,13 @@ def said_all() -> None:
             signal.signal(s, signal.SIG_IGN)
         except ValueError:  # not the main thread: an embedding application's handlers stay
             pass
+
+
+def die_with_parent() -> None:
+    """Linux: a child process whose parent is killed (kill -9) is sent SIGKILL too, rather than going on alone."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass

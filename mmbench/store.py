@@ -130,8 +130,8 @@ _owned: dict[Path, int] = {}  # run directory → the descriptor whose flock mak
 
 def own(path: str | Path) -> None:
     """Make this process the one writer of a run directory until ``disown`` or its death: an flock on RUN_DIR/.lock,
-    which the kernel drops when the process dies (a kill -9 leaves no stale lock), and which workers never inherit
-    (close-on-exec). A directory another live process owns is a UserError naming its pid; taking it twice in one
+    which the kernel drops when the process dies (a kill -9 leaves no stale lock), and which workers never hold
+    (close-on-exec for spawned ones; a forked child closes its copy, ``drop_inherited``). A directory another live process owns is a UserError naming its pid; taking it twice in one
     process is a no-op."""
     import fcntl
 
@@ -166,6 +166,18 @@ def disown(path: str | Path) -> None:
     fd = _owned.pop(Path(path).resolve(), None)
     if fd is not None:
         os.close(fd)  # closing the descriptor drops the flock
+
+
+def drop_inherited() -> None:
+    """In a forked child: close its copies of the descriptors whose flock makes the parent the owner. The lock stays
+    the parent's (an flock goes only when every copy is closed), and a child that outlived the parent, or died after
+    it, would otherwise hold it against the run's --resume."""
+    for fd in _owned.values():
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _owned.clear()
 
 
 class DamagedLine(UserError):

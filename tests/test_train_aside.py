@@ -172,3 +172,40 @@ def test_tuning_trials_in_the_training_workers_choose_as_in_this_process(write_s
             (r["tuned_params"], r["tuned_val"], r["acc_mean"], r["tune_trials"]) and r["tune_trials"] == 4
         assert [(t["params"], t["val"]) for t in aside_samples[tid]["tuning"]] == \
             [(t["params"], t["val"]) for t in here_samples[tid]["tuning"]]
+
+
+def _child_that_outlives(drop: bool, started, release) -> None:
+    from mmbench import store
+
+    if drop:
+        store.drop_inherited()
+    started.set()
+    release.wait(30)
+
+
+@pytest.mark.parametrize("drop", [True, False])
+@pytest.mark.skipif(sys.platform != "linux", reason="forked children: Linux")
+def test_a_forked_child_holds_no_run_lock_once_it_drops_its_copy(tmp_path, drop):
+    """A forked worker (training, or drawing a report's figures) that outlives its parent must not keep the run
+    directory locked against --resume: it closes its copy of the lock's descriptor as it starts. Without that
+    (drop False), the lock outlives the owner."""
+    import multiprocessing as mp
+    import subprocess
+
+    from mmbench import store
+
+    ctx = mp.get_context("fork")
+    started, release = ctx.Event(), ctx.Event()
+    store.own(tmp_path)
+    child = ctx.Process(target=_child_that_outlives, args=(drop, started, release), daemon=True)
+    child.start()
+    try:
+        assert started.wait(30)
+        store.disown(tmp_path)  # the owner is gone; the child lives on
+        other = subprocess.run([sys.executable, "-c", "import sys; from mmbench import store; store.own(sys.argv[1])",
+                                str(tmp_path)], capture_output=True, text=True)
+        assert (other.returncode == 0) == drop, other.stderr
+    finally:
+        release.set()
+        child.join(30)
+        store.disown(tmp_path)

@@ -624,6 +624,13 @@ def _draw_one(i: int) -> bytes:
     return _DRAWING[i].png()
 
 
+def _drawing_child() -> None:
+    from mmbench import interrupt, store
+
+    interrupt.die_with_parent()
+    store.drop_inherited()  # a child left drawing must not hold the run's lock against its --resume
+
+
 def draw(plots: list[Plot]) -> None:
     """Every figure drawn to PNG before a report is written, its share in forked children on Linux (a figure takes
     0.1-0.2 s, and a report has a dozen): the children inherit the figures, and send back only the bytes. Drawn here,
@@ -640,7 +647,7 @@ def draw(plots: list[Plot]) -> None:
         for stream in (sys.stdout, sys.stderr):  # a forked child would write what is buffered here a second time
             stream.flush()
         try:
-            with mp.get_context("fork").Pool(procs - 1) as pool:
+            with mp.get_context("fork").Pool(procs - 1, initializer=_drawing_child) as pool:
                 pending = pool.map_async(_draw_one, theirs)
                 for i in sorted(set(range(len(todo))) - set(theirs)):
                     todo[i].png()
